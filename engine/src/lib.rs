@@ -1,0 +1,31 @@
+//! netaudio's streaming core.
+//!
+//! A sans-IO engine: the pure layers ([`wire`], [`sender`], [`jitter`], [`conceal`], [`drift`],
+//! [`receiver`]) never read a clock, never touch a file descriptor and never allocate after
+//! construction. Time and bytes are passed in by a driver: the realtime driver (ALSA, UDP,
+//! SCHED_FIFO threads) on a Pi, or [`sim`], which runs the same code in virtual time so that a
+//! day of streaming takes seconds and every played frame can be checked.
+//!
+//! Realtime contract of the whole crate: constructors (`new`) allocate everything they will
+//! ever need; every method called per packet or per period returns without allocating,
+//! locking or blocking.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod alloc_count;
+pub mod conceal;
+pub mod drift;
+pub mod format;
+pub mod jitter;
+pub mod receiver;
+pub mod resample;
+pub mod rng;
+pub mod rtlog;
+pub mod sender;
+pub mod sim;
+pub mod stats;
+pub mod wire;
+
+pub use format::{SampleFormat, StreamFormat};
+pub use receiver::{DriftMode, Receiver, ReceiverConfig};
+pub use sender::Sender;

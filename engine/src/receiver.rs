@@ -1,0 +1,660 @@
+//! The receiver: packets in, a continuous stream of frames out, at the receiver's own clock.
+//!
+//! * [`Receiver::on_packet`] checks a datagram, picks the stream to follow and stores the
+//!   frames in the [`JitterBuffer`] by their stream index.
+//! * [`Receiver::render`] writes one period for the playback device: present frames are copied
+//!   (bit-exact), missing ones concealed ([`Concealer`]), and the [`DriftController`] keeps the
+//!   buffer at its target either by slipping single frames with a short crossfade
+//!   ([`DriftMode::Slip`]) or by steering a resampler ([`DriftMode::Resample`]).
+//!
+//! Timeline: when a stream starts, the read position is placed `target` frames behind the
+//! newest frame received, and frames before the stream's first frame play as silence (prefill,
+//! not a gap). A new stream id takes over at once when the current stream has been quiet for
+//! two packet intervals or ended with an `END` packet, and otherwise once it delivers
+//! [`SWITCH_PACKETS`] packets in a row with none from the current stream between them;
+//! that resync is one gap. Packets too far ahead of the read position (an outage, a stall)
+//! also resync.
+//!
+//! Gap accounting: a gap is a maximal run of output that is not the continuation of the
+//! stream (concealed frames, or the silence and jump of a resync); each is counted once, when
+//! it begins. The harness's signal analyzer counts the same thing from the samples alone.
+//!
+//! Realtime contract: `new` allocates the ring, the concealer and the resampler; `on_packet`
+//! and `render` never allocate, lock, block or make a syscall. Counters are plain fields,
+//! copied to shared atomics by [`Receiver::publish`].
+
+use crate::conceal::Concealer;
+use crate::drift::{DriftController, DriftParams};
+use crate::format::StreamFormat;
+use crate::jitter::JitterBuffer;
+use crate::resample::ResampleStage;
+use crate::rtlog::{Event, EventProducer, ResyncReason};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::wire::{Flags, Packet, WireError};
+use core::fmt;
+
+/// Consecutive packets a new stream must deliver before it takes over.
+pub const SWITCH_PACKETS: u32 = 3;
+
+/// How the receiver follows the sender's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DriftMode {
+    /// No correction: bit-exact, for two devices on one clock.
+    Off,
+    /// Drop or repeat a single frame now and then, crossfaded over a short window; bit-exact
+    /// outside those windows. The default.
+    Slip,
+    /// Band-limited asynchronous resampling at a continuously adjusted ratio.
+    Resample,
+}
+
+impl DriftMode {
+    /// Every mode.
+    pub const ALL: [DriftMode; 3] = [DriftMode::Off, DriftMode::Slip, DriftMode::Resample];
+
+    /// The configuration name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Slip => "slip",
+            Self::Resample => "resample",
+        }
+    }
+
+    /// Parses a configuration name.
+    pub fn from_name(s: &str) -> Option<DriftMode> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+impl fmt::Display for DriftMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a receiver is built.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReceiverConfig {
+    /// Format of the playback device; streams of another format are refused.
+    pub format: StreamFormat,
+    /// Frames per [`Receiver::render`] call (the playback period).
+    pub period: usize,
+    /// Latency to hold, frames: from a frame's arrival to its leaving the playback device.
+    pub target_frames: usize,
+    /// Frames the playback device holds after render (its buffer minus one period); the ring
+    /// itself holds `target_frames - output_delay_frames`.
+    pub output_delay_frames: usize,
+    /// Ring capacity, frames (at least twice the target; bounds the latency).
+    pub capacity_frames: usize,
+    /// Drift correction.
+    pub drift_mode: DriftMode,
+    /// Drift loop tuning.
+    pub drift: DriftParams,
+    /// Length of concealment fades, frames.
+    pub fade_frames: usize,
+    /// Length of a slip crossfade, frames (rounded to a power of two).
+    pub slip_window: usize,
+}
+
+impl ReceiverConfig {
+    /// Sensible settings for `format`, a playback period and a target latency in ms.
+    pub fn new(format: StreamFormat, period: usize, target_ms: f64) -> ReceiverConfig {
+        let target_frames = format.frames_for_ms(target_ms);
+        ReceiverConfig {
+            format,
+            period,
+            target_frames,
+            output_delay_frames: 0,
+            capacity_frames: (target_frames * 4)
+                .max(period * 8)
+                .max(format.rate as usize / 2),
+            drift_mode: DriftMode::Slip,
+            drift: DriftParams::default(),
+            fade_frames: (format.rate as usize / 1000).max(8),
+            slip_window: 64,
+        }
+    }
+
+    fn ring_target(&self) -> f64 {
+        self.target_frames.saturating_sub(self.output_delay_frames) as f64
+    }
+
+    /// What the ring holds at target, less what a resampler holds.
+    fn level_target(&self, resampler_delay: usize) -> f64 {
+        (self.ring_target() - resampler_delay as f64).max(self.period as f64)
+    }
+}
+
+/// Why a receiver cannot be built.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReceiverError {
+    /// Period of zero frames.
+    ZeroPeriod,
+    /// The target does not leave room for a period plus a packet.
+    TargetTooSmall {
+        /// Frames the ring would hold.
+        ring_target: usize,
+        /// Frames it must hold at least.
+        minimum: usize,
+    },
+    /// The resampler could not be built.
+    Resampler(String),
+}
+
+impl fmt::Display for ReceiverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroPeriod => f.write_str("period of 0 frames; use at least 16"),
+            Self::TargetTooSmall {
+                ring_target,
+                minimum,
+            } => write!(
+                f,
+                "target latency leaves {ring_target} frames in the receive buffer, at least {minimum} are needed (two periods); raise latency_ms"
+            ),
+            Self::Resampler(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for ReceiverError {}
+
+/// What became of a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketOutcome {
+    /// Stored (some frames may have been late or duplicate).
+    Accepted,
+    /// Every frame was already present.
+    Duplicate,
+    /// Every frame had already been played.
+    Late,
+    /// From another stream, not followed (yet).
+    Foreign,
+    /// Accepted and the receiver resynced to it.
+    Resynced,
+    /// Valid, but in a format this receiver does not play.
+    FormatMismatch,
+    /// Not a valid packet.
+    Invalid(WireError),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Timeline {
+    stream_id: u32,
+    /// First frame of the stream we play (frames before it are prefill).
+    start: i64,
+    frames_per_packet: i64,
+    ending: bool,
+    /// Newest frame end received and when.
+    newest_end: i64,
+    newest_t: u64,
+}
+
+/// The receiving end of a stream.
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    ring: JitterBuffer,
+    conceal: Concealer,
+    drift: DriftController,
+    resampler: Option<ResampleStage>,
+    resampler_delay: usize,
+    timeline: Option<Timeline>,
+    candidate: Option<(u32, u32)>,
+    /// Next input frame to read.
+    read_pos: i64,
+    /// Fraction of a frame past `read_pos` (Q32), non-zero only inside a slip window.
+    frac: u64,
+    window_left: usize,
+    window_step: i64,
+    slip_acc: f64,
+    last_render_t: Option<u64>,
+    in_gap: bool,
+    gap_len: u64,
+    ever_played: bool,
+    last_lost_packet: i64,
+    counters: StatsSnapshot,
+    frame_a: Vec<i32>,
+    frame_out: Vec<i32>,
+    period_buf: Vec<i32>,
+    events: Option<EventProducer>,
+    now: u64,
+}
+
+impl Receiver {
+    /// Builds a receiver; everything it will use is allocated here.
+    pub fn new(cfg: ReceiverConfig) -> Result<Receiver, ReceiverError> {
+        if cfg.period == 0 {
+            return Err(ReceiverError::ZeroPeriod);
+        }
+        let minimum = 2 * cfg.period;
+        if (cfg.ring_target() as usize) < minimum {
+            return Err(ReceiverError::TargetTooSmall {
+                ring_target: cfg.ring_target() as usize,
+                minimum,
+            });
+        }
+        let ch = cfg.format.channels as usize;
+        let resampler = match cfg.drift_mode {
+            DriftMode::Resample => {
+                Some(ResampleStage::new(ch, cfg.period).map_err(ReceiverError::Resampler)?)
+            }
+            _ => None,
+        };
+        let capacity = cfg
+            .capacity_frames
+            .max(cfg.target_frames * 2)
+            .max(cfg.period * 4);
+        let mut conceal = Concealer::new(ch, cfg.fade_frames);
+        conceal.reset_silent();
+        let mut cfg = cfg;
+        cfg.slip_window = cfg.slip_window.clamp(2, 1 << 16).next_power_of_two();
+        let counters = StatsSnapshot {
+            target_frames: cfg.target_frames as f64,
+            ..Default::default()
+        };
+        Ok(Receiver {
+            ring: JitterBuffer::new(ch, capacity),
+            conceal,
+            drift: DriftController::new(cfg.format.rate, cfg.drift),
+            resampler_delay: resampler.as_ref().map_or(0, |r| r.delay_frames()),
+            resampler,
+            timeline: None,
+            candidate: None,
+            read_pos: 0,
+            frac: 0,
+            window_left: 0,
+            window_step: 0,
+            slip_acc: 0.0,
+            last_render_t: None,
+            in_gap: false,
+            gap_len: 0,
+            ever_played: false,
+            last_lost_packet: i64::MIN,
+            counters,
+            frame_a: vec![0; ch],
+            frame_out: vec![0; ch],
+            period_buf: vec![0; cfg.period * ch],
+            events: None,
+            now: 0,
+            cfg,
+        })
+    }
+
+    /// Sends realtime events (stream start, resync, gaps) to `events`.
+    pub fn with_events(mut self, events: EventProducer) -> Receiver {
+        self.events = Some(events);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.cfg
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &StatsSnapshot {
+        &self.counters
+    }
+
+    /// Copies the counters to shared atomics (relaxed stores only).
+    pub fn publish(&self, stats: &Stats) {
+        stats.publish(&self.counters);
+    }
+
+    /// The stream being played, if any.
+    pub fn stream_id(&self) -> Option<u32> {
+        self.timeline.map(|t| t.stream_id)
+    }
+
+    /// Filtered receive-buffer level in frames (what the drift loop holds at its target),
+    /// plus the playback device's share.
+    pub fn level_frames(&self) -> f64 {
+        self.drift.level() + self.cfg.output_delay_frames as f64
+    }
+
+    /// Correction currently applied, ppm.
+    pub fn correction_ppm(&self) -> f64 {
+        self.drift.correction() * 1e6
+    }
+
+    /// Long-term drift estimate, ppm.
+    pub fn drift_ppm(&self) -> f64 {
+        self.drift.drift_ppm()
+    }
+
+    fn event(&mut self, e: Event) {
+        if let Some(q) = self.events.as_mut() {
+            q.push(self.now, e);
+        }
+    }
+
+    /// Handles one datagram received at `now_ns` (the driver's monotonic clock).
+    pub fn on_packet(&mut self, bytes: &[u8], now_ns: u64) -> PacketOutcome {
+        self.now = now_ns;
+        let packet = match Packet::new_checked(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.invalid_packets += 1;
+                return PacketOutcome::Invalid(e);
+            }
+        };
+        let h = *packet.header();
+        if h.flags.contains(Flags::REPAIR) {
+            // Loss-recovery data is not understood by this build: ignore it quietly.
+            return PacketOutcome::Foreign;
+        }
+        if h.format != self.cfg.format {
+            self.counters.invalid_packets += 1;
+            return PacketOutcome::FormatMismatch;
+        }
+        let first = h.first_frame as i64;
+        let frames = h.frames as i64;
+        let mut outcome = PacketOutcome::Accepted;
+        match self.timeline {
+            Some(t) if t.stream_id == h.stream_id => {
+                self.candidate = None;
+                if first + frames > self.read_pos + self.ring.capacity() as i64 {
+                    self.resync(&h, now_ns, ResyncReason::Overflow);
+                    outcome = PacketOutcome::Resynced;
+                }
+            }
+            Some(t) => {
+                let count = match self.candidate {
+                    Some((id, n)) if id == h.stream_id => n + 1,
+                    _ => 1,
+                };
+                self.candidate = Some((h.stream_id, count));
+                // The current stream has gone quiet (a sender restart): switch at once.
+                let interval_ns =
+                    t.frames_per_packet as u64 * 1_000_000_000 / self.cfg.format.rate as u64;
+                let quiet = now_ns.saturating_sub(t.newest_t) > 2 * interval_ns;
+                if count < SWITCH_PACKETS && !t.ending && !quiet {
+                    self.counters.foreign_packets += 1;
+                    return PacketOutcome::Foreign;
+                }
+                self.resync(&h, now_ns, ResyncReason::NewStream);
+                outcome = PacketOutcome::Resynced;
+            }
+            None => {
+                self.resync(&h, now_ns, ResyncReason::NewStream);
+                outcome = PacketOutcome::Resynced;
+            }
+        }
+        let ins = self
+            .ring
+            .insert(first, packet.payload(), h.format.sample, self.read_pos);
+        let n = frames as usize;
+        if ins.too_early {
+            self.counters.late_packets += 1;
+            return PacketOutcome::Late;
+        }
+        if ins.duplicate == n {
+            self.counters.duplicate_packets += 1;
+            return PacketOutcome::Duplicate;
+        }
+        if ins.late == n || ins.late + ins.duplicate == n {
+            self.counters.late_packets += 1;
+            return PacketOutcome::Late;
+        }
+        self.counters.packets_received += 1;
+        if let Some(t) = self.timeline.as_mut() {
+            if h.flags.contains(Flags::END) {
+                t.ending = true;
+            }
+            if first + frames > t.newest_end {
+                t.newest_end = first + frames;
+                t.newest_t = now_ns;
+            }
+        }
+        outcome
+    }
+
+    fn resync(&mut self, h: &crate::wire::PacketHeader, now_ns: u64, reason: ResyncReason) {
+        let first = h.first_frame as i64;
+        let end = first + h.frames as i64;
+        let old = self.timeline.map(|t| t.stream_id);
+        self.ring.clear();
+        self.timeline = Some(Timeline {
+            stream_id: h.stream_id,
+            start: first,
+            frames_per_packet: (h.frames as i64).max(1),
+            ending: false,
+            newest_end: end,
+            newest_t: now_ns,
+        });
+        self.candidate = None;
+        self.read_pos = end - self.cfg.level_target(self.resampler_delay).round() as i64;
+        self.frac = 0;
+        self.window_left = 0;
+        self.slip_acc = 0.0;
+        self.drift.restart_level();
+        self.last_lost_packet = i64::MIN;
+        match old {
+            Some(from) => {
+                self.counters.resyncs += 1;
+                self.event(Event::Resync {
+                    from,
+                    to: h.stream_id,
+                    reason,
+                });
+                if self.ever_played && !self.in_gap {
+                    self.begin_gap(first);
+                }
+            }
+            None => self.event(Event::StreamStart {
+                stream_id: h.stream_id,
+                rate: h.format.rate,
+                channels: h.format.channels,
+            }),
+        }
+    }
+
+    fn begin_gap(&mut self, frame: i64) {
+        self.in_gap = true;
+        self.gap_len = 0;
+        self.counters.gaps += 1;
+        self.event(Event::GapStart { frame });
+    }
+
+    /// Accounts one output frame: `present` says whether it carried stream audio.
+    #[inline]
+    fn account(&mut self, present: bool, frame: i64, prefill: bool) {
+        if present {
+            self.ever_played = true;
+            if self.in_gap {
+                self.in_gap = false;
+                let frames = self.gap_len;
+                self.event(Event::GapEnd { frames });
+            }
+            return;
+        }
+        if !prefill {
+            self.counters.concealed_frames += 1;
+            // A hole below the newest frame received is a lost packet; beyond it, the stream
+            // has stalled (an underrun), which is concealed the same way but lost nothing.
+            if let Some(t) = self.timeline
+                && frame < t.newest_end
+            {
+                let p = (frame - t.start).div_euclid(t.frames_per_packet);
+                if p != self.last_lost_packet {
+                    self.last_lost_packet = p;
+                    self.counters.lost_packets += 1;
+                }
+            }
+        }
+        if self.ever_played {
+            if !self.in_gap {
+                self.begin_gap(frame);
+            }
+            self.gap_len += 1;
+        }
+    }
+
+    fn update_drift(&mut self, now_ns: u64, out_frames: usize) -> f64 {
+        let Some(t) = self.timeline else {
+            return 0.0;
+        };
+        let rate = self.cfg.format.rate as f64;
+        let dt = match self.last_render_t {
+            Some(prev) if now_ns > prev => (now_ns - prev) as f64 * 1e-9,
+            _ => out_frames as f64 / rate,
+        };
+        self.last_render_t = Some(now_ns);
+        // Extrapolate the newest arrival to now (bounded, so a stalled sender shows as a
+        // falling level rather than being hidden).
+        let since = now_ns.saturating_sub(t.newest_t) as f64 * 1e-9 * rate;
+        let extrapolated = since.min((2 * t.frames_per_packet.max(self.cfg.period as i64)) as f64);
+        let level = (t.newest_end - self.read_pos) as f64 + extrapolated;
+        let target = self.cfg.level_target(self.resampler_delay);
+        let c = self.drift.update(level, target, dt);
+        self.counters.level_frames = self.level_frames();
+        self.counters.ratio_ppm = c * 1e6;
+        self.counters.drift_ppm = self.drift.drift_ppm();
+        c
+    }
+
+    /// Writes `out.len() / frame_bytes` frames for the playback device, at `now_ns`.
+    /// In resample mode `out` must hold exactly one period.
+    pub fn render(&mut self, out: &mut [u8], now_ns: u64) {
+        self.now = now_ns;
+        let fb = self.cfg.format.frame_bytes();
+        let n = out.len() / fb;
+        let correction = self.update_drift(now_ns, n);
+        match self.cfg.drift_mode {
+            DriftMode::Resample if n == self.cfg.period => self.render_resampled(out, correction),
+            mode => {
+                if mode == DriftMode::Slip {
+                    self.plan_slip(n, correction);
+                }
+                self.render_direct(&mut out[..n * fb]);
+            }
+        }
+        self.counters.frames_played += n as u64;
+    }
+
+    fn plan_slip(&mut self, n: usize, correction: f64) {
+        self.slip_acc += n as f64 * correction;
+        // Never let a backlog of corrections pile up beyond what windows can pay back.
+        self.slip_acc = self.slip_acc.clamp(-4.0, 4.0);
+        if self.window_left == 0 && self.slip_acc.abs() >= 1.0 {
+            let w = self.cfg.slip_window as i64;
+            let one = 1i64 << 32;
+            self.window_left = w as usize;
+            if self.slip_acc > 0.0 {
+                self.window_step = one + one / w;
+                self.slip_acc -= 1.0;
+                self.counters.slip_drops += 1;
+            } else {
+                self.window_step = one - one / w;
+                self.slip_acc += 1.0;
+                self.counters.slip_inserts += 1;
+            }
+        }
+    }
+
+    fn render_direct(&mut self, out: &mut [u8]) {
+        let fmt = self.cfg.format.sample;
+        let ch = self.cfg.format.channels as usize;
+        let fb = self.cfg.format.frame_bytes();
+        let n = out.len() / fb;
+        let start = self.timeline.map_or(i64::MAX, |t| t.start);
+        let mut j = 0;
+        while j < n {
+            // Fast path: whole runs of present frames, copied exactly.
+            if self.window_left == 0
+                && self.frac == 0
+                && self.conceal.is_transparent()
+                && self.read_pos >= start
+            {
+                let run = self.ring.run(self.read_pos, n - j);
+                let len = run.len() / ch;
+                if len > 0 {
+                    fmt.encode_slice(run, &mut out[j * fb..(j + len) * fb]);
+                    self.conceal.pass_through(&run[(len - 1) * ch..]);
+                    self.read_pos += len as i64;
+                    j += len;
+                    self.account(true, self.read_pos - 1, false);
+                    continue;
+                }
+            }
+            // One frame at a time: holes, fades, slip windows.
+            let i = self.read_pos;
+            let prefill = i < start;
+            let present = if prefill {
+                false
+            } else if self.frac == 0 {
+                match self.ring.get(i) {
+                    Some(a) => {
+                        self.frame_a.copy_from_slice(a);
+                        true
+                    }
+                    None => false,
+                }
+            } else {
+                match (self.ring.get(i), self.ring.get(i + 1)) {
+                    (Some(a), Some(b)) => {
+                        let w = self.frac as i64;
+                        for ((d, &x), &y) in self.frame_a.iter_mut().zip(a).zip(b) {
+                            *d = (x as i64 + (((y as i64 - x as i64) * w) >> 32)) as i32;
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            let input = if present {
+                Some(&self.frame_a[..])
+            } else {
+                None
+            };
+            self.conceal.frame(input, &mut self.frame_out);
+            fmt.encode_slice(&self.frame_out, &mut out[j * fb..(j + 1) * fb]);
+            self.account(present, i, prefill);
+            if self.window_left > 0 {
+                let pos = self.frac as i64 + self.window_step;
+                self.read_pos += pos >> 32;
+                self.frac = (pos & 0xFFFF_FFFF) as u64;
+                self.window_left -= 1;
+            } else {
+                self.read_pos += 1;
+            }
+            j += 1;
+        }
+    }
+
+    fn render_resampled(&mut self, out: &mut [u8], correction: f64) {
+        let Some(mut rs) = self.resampler.take() else {
+            return;
+        };
+        let start = self.timeline.map_or(i64::MAX, |t| t.start);
+        rs.set_ratio(1.0 + correction);
+        let need = rs.input_frames_next();
+        for k in 0..need {
+            let i = self.read_pos;
+            let prefill = i < start;
+            let present = !prefill
+                && match self.ring.get(i) {
+                    Some(a) => {
+                        self.frame_a.copy_from_slice(a);
+                        true
+                    }
+                    None => false,
+                };
+            let input = if present {
+                Some(&self.frame_a[..])
+            } else {
+                None
+            };
+            self.conceal.frame(input, &mut self.frame_out);
+            rs.set_input(k, &self.frame_out);
+            self.account(present, i, prefill);
+            self.read_pos += 1;
+        }
+        rs.process(&mut self.period_buf);
+        self.cfg.format.sample.encode_slice(&self.period_buf, out);
+        self.resampler = Some(rs);
+    }
+}

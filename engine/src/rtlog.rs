@@ -1,0 +1,196 @@
+//! defmt-like logging for realtime threads.
+//!
+//! A realtime thread never formats a string or calls `log!`. It pushes a small `Copy` record
+//! ([`Event`]) into a lock-free single-producer single-consumer queue; a normal thread drains
+//! the queue and formats each record through the `log` crate. When the queue is full the
+//! event is dropped and counted, never waited for.
+//!
+//! Realtime contract of [`EventProducer::push`]: no allocation, no lock, no syscall.
+
+use heapless::spsc::{Consumer, Producer, Queue};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Records the queue holds (one slot of the ring stays free).
+pub const QUEUE_LEN: usize = 256;
+
+/// What happened on a realtime thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The receiver locked onto a stream.
+    StreamStart {
+        /// The sender's stream id.
+        stream_id: u32,
+        /// Frames per second.
+        rate: u32,
+        /// Channels.
+        channels: u8,
+    },
+    /// The receiver dropped its timeline and started over.
+    Resync {
+        /// Stream id before.
+        from: u32,
+        /// Stream id after.
+        to: u32,
+        /// Why.
+        reason: ResyncReason,
+    },
+    /// Played audio was interrupted at a stream frame.
+    GapStart {
+        /// Stream frame index where the gap begins.
+        frame: i64,
+    },
+    /// Played audio resumed after `frames` frames of concealment.
+    GapEnd {
+        /// Frames the gap lasted.
+        frames: u64,
+    },
+    /// The device over- or underran and was recovered.
+    Xrun {
+        /// True for capture, false for playback.
+        capture: bool,
+    },
+    /// The device went away (e.g. USB unplugged).
+    DeviceLost {
+        /// True for capture, false for playback.
+        capture: bool,
+        /// The errno reported.
+        errno: i32,
+    },
+    /// The device is back.
+    DeviceBack {
+        /// True for capture, false for playback.
+        capture: bool,
+    },
+    /// Sending a packet failed.
+    SendFailed {
+        /// The errno reported.
+        errno: i32,
+    },
+}
+
+/// Why the receiver resynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// A new sender (new stream id) took over.
+    NewStream,
+    /// Packets arrived too far ahead of what is playing (a stall or outage).
+    Overflow,
+}
+
+/// A timestamped event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Time of the event in the driver's clock, nanoseconds.
+    pub t_ns: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// The realtime end of an event queue.
+pub struct EventProducer {
+    inner: Producer<'static, Record, QUEUE_LEN>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The housekeeping end of an event queue.
+pub struct EventConsumer {
+    inner: Consumer<'static, Record, QUEUE_LEN>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Makes a queue. Allocates once; the queue lives for the rest of the process.
+pub fn queue() -> (EventProducer, EventConsumer) {
+    let q: &'static mut Queue<Record, QUEUE_LEN> = Box::leak(Box::new(Queue::new()));
+    let (p, c) = q.split();
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        EventProducer {
+            inner: p,
+            dropped: dropped.clone(),
+        },
+        EventConsumer { inner: c, dropped },
+    )
+}
+
+impl EventProducer {
+    /// Queues an event; drops and counts it when the queue is full.
+    #[inline]
+    pub fn push(&mut self, t_ns: u64, event: Event) {
+        if self.inner.enqueue(Record { t_ns, event }).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl EventConsumer {
+    /// The next queued record.
+    pub fn pop(&mut self) -> Option<Record> {
+        self.inner.dequeue()
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Formats every queued record through `log`; returns how many.
+    pub fn drain_to_log(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(r) = self.pop() {
+            log_record(&r);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Formats one record through `log` at a level that fits it.
+pub fn log_record(r: &Record) {
+    let t = r.t_ns as f64 / 1e9;
+    match r.event {
+        Event::StreamStart {
+            stream_id,
+            rate,
+            channels,
+        } => log::info!("[{t:.3}] stream {stream_id:08x} started: {rate} Hz, {channels} ch"),
+        Event::Resync { from, to, reason } => {
+            log::warn!("[{t:.3}] resync {from:08x} -> {to:08x} ({reason:?})")
+        }
+        Event::GapStart { frame } => log::warn!("[{t:.3}] gap begins at frame {frame}"),
+        Event::GapEnd { frames } => log::warn!("[{t:.3}] gap ended after {frames} frames"),
+        Event::Xrun { capture } => log::warn!(
+            "[{t:.3}] {} xrun recovered",
+            if capture { "capture" } else { "playback" }
+        ),
+        Event::DeviceLost { capture, errno } => log::error!(
+            "[{t:.3}] {} device lost (errno {errno}); reopening with back-off",
+            if capture { "capture" } else { "playback" }
+        ),
+        Event::DeviceBack { capture } => log::info!(
+            "[{t:.3}] {} device back",
+            if capture { "capture" } else { "playback" }
+        ),
+        Event::SendFailed { errno } => log::warn!("[{t:.3}] send failed (errno {errno})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let (mut p, mut c) = queue();
+        for i in 0..QUEUE_LEN as u64 + 10 {
+            p.push(i, Event::Xrun { capture: true });
+        }
+        assert_eq!(c.dropped(), 11);
+        let mut n = 0;
+        while let Some(r) = c.pop() {
+            assert_eq!(r.t_ns, n);
+            n += 1;
+        }
+        assert_eq!(n, QUEUE_LEN as u64 - 1);
+    }
+}

@@ -1,0 +1,370 @@
+//! The simulated rig: the real sender and receiver cores between virtual devices and a
+//! modelled network, in virtual time.
+//!
+//! A discrete-event loop advances three event sources in time order: the capture device's
+//! period ticks (the source signal is captured and packetized), packet arrivals (from the
+//! [`net::Network`] model) and the playback device's period ticks (the receiver renders a
+//! period, which the [`signal::Analyzer`] checks frame by frame). The two devices have
+//! independent clocks with ppm offsets and optional wander, so a day of drift runs in seconds,
+//! deterministically for a seed.
+//!
+//! Everything is allocated in [`Sim::new`]; the loop in [`Sim::run`] runs under an allocation
+//! counter and reports what it counted.
+
+pub mod clock;
+pub mod net;
+pub mod signal;
+
+use crate::alloc_count::{self, AllocScope};
+use crate::format::StreamFormat;
+use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
+use crate::rng::Rng;
+use crate::sender::Sender;
+use crate::stats::StatsSnapshot;
+use clock::VirtualClock;
+use net::{NetConfig, NetCounters, Network};
+use signal::{
+    Analyzer, AnalyzerCounts, CaptureHistory, GapRecord, Source, SourceKind, StepTolerance,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A sender restart during a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Restart {
+    /// When, seconds of audio.
+    pub at_s: f64,
+    /// How long the sender is away, ms (captured audio is lost meanwhile).
+    pub downtime_ms: f64,
+}
+
+/// Most sender restarts one run can schedule.
+pub const MAX_RESTARTS: usize = 16;
+
+/// A simulation run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Stream format.
+    pub format: StreamFormat,
+    /// Period of both devices, frames.
+    pub period: usize,
+    /// Audio to stream, seconds.
+    pub duration_s: f64,
+    /// Sender clock offset relative to the receiver's, ppm.
+    pub drift_ppm: f64,
+    /// Slow wander of the sender's clock around its offset, ±ppm.
+    pub wander_ppm: f64,
+    /// Period of the wander, seconds.
+    pub wander_period_s: f64,
+    /// The link.
+    pub net: NetConfig,
+    /// Target end-to-end latency, ms (network transit comes on top).
+    pub latency_ms: f64,
+    /// Periods in the playback device's buffer.
+    pub playback_periods: usize,
+    /// Drift correction mode.
+    pub drift_mode: DriftMode,
+    /// Source signal.
+    pub source: SourceKind,
+    /// Sender restarts.
+    pub restarts: Vec<Restart>,
+    /// Seconds of audio after which latency statistics start (the drift loop settles).
+    pub settle_s: f64,
+    /// Points in the trace.
+    pub trace_points: usize,
+    /// Seed for stream ids and the network.
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// A clean link at `format`, `period` frames, for `duration_s` seconds.
+    pub fn new(format: StreamFormat, period: usize, duration_s: f64) -> SimConfig {
+        SimConfig {
+            format,
+            period,
+            duration_s,
+            drift_ppm: 0.0,
+            wander_ppm: 0.0,
+            wander_period_s: 600.0,
+            net: NetConfig::default(),
+            latency_ms: default_latency_ms(format, period),
+            playback_periods: 3,
+            drift_mode: DriftMode::Slip,
+            source: SourceKind::Ramp,
+            restarts: Vec::new(),
+            settle_s: 60.0_f64.min(duration_s / 4.0),
+            trace_points: 2000,
+            seed: 1,
+        }
+    }
+
+    /// Frames the playback device holds after a render.
+    pub fn output_delay_frames(&self) -> usize {
+        self.playback_periods.saturating_sub(1) * self.period
+    }
+}
+
+/// The default target latency for a period: the playback buffer, two periods of receive
+/// buffer, and 2 ms for the network's jitter.
+pub fn default_latency_ms(format: StreamFormat, period: usize) -> f64 {
+    let period_ms = format.ms_for_frames(period as f64);
+    (4.0 * period_ms + 2.0).max(5.0)
+}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// Audio streamed, seconds.
+    pub audio_seconds: f64,
+    /// What the analyzer saw.
+    pub analyzer: AnalyzerCounts,
+    /// Gaps the analyzer saw (at most 10 000 kept).
+    pub gaps: Vec<GapRecord>,
+    /// Latency percentiles after settling, ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile.
+    pub latency_p99_ms: f64,
+    /// Highest.
+    pub latency_max_ms: f64,
+    /// The receiver's own counters.
+    pub engine: StatsSnapshot,
+    /// What the network did.
+    pub net: NetCounters,
+    /// Net frames slipped as heard by the analyzer.
+    pub analyzer_slip_frames: f64,
+    /// The receiver's drift estimate at the end, ppm.
+    pub drift_ppm_estimated: f64,
+    /// Allocations during the steady-state loop, when the counting allocator is installed.
+    pub allocations_steady_state: Option<u64>,
+    /// Buffer level and latency over time.
+    pub trace: Vec<TracePoint>,
+    /// Packets sent.
+    pub packets_sent: u64,
+}
+
+/// One point of the trace.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TracePoint {
+    /// Audio time, seconds.
+    pub t_s: f64,
+    /// Mean latency over the interval, ms (NaN if none measured).
+    pub latency_ms: f64,
+    /// Receiver buffer level, ms.
+    pub level_ms: f64,
+    /// Correction applied, ppm.
+    pub ratio_ppm: f64,
+}
+
+/// A prepared run.
+pub struct Sim {
+    cfg: SimConfig,
+    sender: Sender,
+    receiver: Receiver,
+    net: Network,
+    source: Source,
+    analyzer: Analyzer,
+    history: CaptureHistory,
+    cap_clock: VirtualClock,
+    play_clock: VirtualClock,
+    capture_buf: Vec<u8>,
+    play_buf: Vec<u8>,
+    trace: Vec<TracePoint>,
+    rng: Rng,
+    restarts: heapless::Vec<Restart, MAX_RESTARTS>,
+    down_until: f64,
+}
+
+fn ns(t: f64) -> u64 {
+    (t * 1e9).round().max(0.0) as u64
+}
+
+impl Sim {
+    /// Builds the rig; all allocation happens here.
+    pub fn new(cfg: SimConfig) -> Result<Sim, String> {
+        let f = cfg.format;
+        if cfg.period == 0 || cfg.period > 8192 {
+            return Err(format!(
+                "period {} frames is out of range; use 16..=8192",
+                cfg.period
+            ));
+        }
+        if !(cfg.duration_s > 0.0 && cfg.duration_s <= 30.0 * 86_400.0) {
+            return Err(format!(
+                "duration {} s is out of range; use up to 30 days",
+                cfg.duration_s
+            ));
+        }
+        if !(-5000.0..=5000.0).contains(&cfg.drift_ppm) {
+            return Err(format!(
+                "drift {} ppm is out of range; use -5000..=5000",
+                cfg.drift_ppm
+            ));
+        }
+        if cfg.restarts.len() > MAX_RESTARTS {
+            return Err(format!("at most {MAX_RESTARTS} restarts per run"));
+        }
+        let mut rng = Rng::new(cfg.seed);
+        let sender = Sender::new(f, cfg.period, rng.next_u64() as u32, rng.next_u64() as u32)
+            .map_err(|e| e.to_string())?;
+        let mut rc = ReceiverConfig::new(f, cfg.period, cfg.latency_ms);
+        rc.output_delay_frames = cfg.output_delay_frames();
+        rc.drift_mode = cfg.drift_mode;
+        let receiver = Receiver::new(rc).map_err(|e| e.to_string())?;
+        let period_s = cfg.period as f64 / f.rate as f64;
+        let packets_per_period = cfg.period.div_ceil(sender.frames_per_packet());
+        let in_flight_s = cfg.net.delay_ms / 1000.0 + cfg.net.jitter_ms / 1000.0 + 4.0 * period_s;
+        let slots = ((in_flight_s / period_s).ceil() as usize + 8) * packets_per_period * 2 + 64;
+        let net = Network::new(
+            cfg.net,
+            cfg.seed,
+            period_s / packets_per_period as f64,
+            slots,
+        );
+        let tolerance = match cfg.drift_mode {
+            DriftMode::Off => StepTolerance::EXACT,
+            DriftMode::Slip => StepTolerance::SLIP,
+            DriftMode::Resample => StepTolerance::RESAMPLE,
+        };
+        let analyzer = Analyzer::new(f, tolerance, 10_000);
+        // Keep capture times for 4 s of audio (the analyzer anchors within one ramp lap).
+        let history = CaptureHistory::new(cfg.period, (4.0 / period_s) as usize + 16);
+        let cap_clock = VirtualClock::new(f.rate, cfg.period, cfg.drift_ppm, 0.0)
+            .with_wander(cfg.wander_ppm, cfg.wander_period_s);
+        // The playback device starts a little later, at an unrelated phase.
+        let play_clock = VirtualClock::new(f.rate, cfg.period, 0.0, 0.000_37);
+        let trace_cap = cfg.trace_points.max(2) + 2;
+        let mut restarts = heapless::Vec::new();
+        for r in &cfg.restarts {
+            let _ = restarts.push(*r);
+        }
+        restarts.sort_unstable_by(|a: &Restart, b: &Restart| b.at_s.total_cmp(&a.at_s));
+        Ok(Sim {
+            sender,
+            receiver,
+            net,
+            source: Source::new(cfg.source, f),
+            analyzer,
+            history,
+            cap_clock,
+            play_clock,
+            capture_buf: vec![0; cfg.period * f.frame_bytes()],
+            play_buf: vec![0; cfg.period * f.frame_bytes()],
+            trace: Vec::with_capacity(trace_cap),
+            rng,
+            restarts,
+            down_until: -1.0,
+            cfg,
+        })
+    }
+
+    /// Runs to the end; `progress` receives audio milliseconds done.
+    pub fn run(mut self, progress: Option<&AtomicU64>) -> SimReport {
+        let f = self.cfg.format;
+        let rate = f.rate as f64;
+        let duration = self.cfg.duration_s;
+        let trace_every = duration / self.cfg.trace_points.max(1) as f64;
+        let mut next_trace = trace_every;
+        let mut settled = false;
+        let play_delay_s = self.cfg.output_delay_frames() as f64 / rate;
+        let scope = AllocScope::begin();
+        let mut ticks = 0u64;
+        loop {
+            let t_cap = self.cap_clock.next_tick();
+            let t_play = self.play_clock.next_tick();
+            let t_net = self.net.next_arrival();
+            if t_net.is_some_and(|t| t <= ns(t_cap) && t <= ns(t_play)) {
+                let receiver = &mut self.receiver;
+                self.net.deliver_next(|t, bytes| {
+                    receiver.on_packet(bytes, t);
+                });
+                continue;
+            }
+            if t_cap <= t_play {
+                self.capture_tick();
+                continue;
+            }
+            // Playback tick.
+            let t = self.play_clock.advance();
+            if t >= duration {
+                break;
+            }
+            self.receiver.render(&mut self.play_buf, ns(t));
+            let dt = 1.0 / rate;
+            self.analyzer
+                .played(&self.play_buf, t + play_delay_s, dt, &self.history);
+            if !settled && t >= self.cfg.settle_s {
+                settled = true;
+                self.analyzer.reset_latency();
+            }
+            if t >= next_trace {
+                next_trace += trace_every;
+                if self.trace.len() < self.trace.capacity() {
+                    self.trace.push(TracePoint {
+                        t_s: t,
+                        latency_ms: self.analyzer.take_mean_latency_ms(),
+                        level_ms: f.ms_for_frames(self.receiver.level_frames()),
+                        ratio_ppm: self.receiver.correction_ppm(),
+                    });
+                }
+            }
+            ticks += 1;
+            if ticks % 4096 == 0
+                && let Some(p) = progress
+            {
+                p.store((t * 1000.0) as u64, Ordering::Relaxed);
+            }
+        }
+        let allocations = alloc_count::installed().then(|| scope.allocations());
+        drop(scope);
+        if let Some(p) = progress {
+            p.store((duration * 1000.0) as u64, Ordering::Relaxed);
+        }
+        SimReport {
+            audio_seconds: duration,
+            analyzer: self.analyzer.counts,
+            gaps: self.analyzer.gap_records().to_vec(),
+            latency_p50_ms: self.analyzer.latency_percentile_ms(0.5),
+            latency_p99_ms: self.analyzer.latency_percentile_ms(0.99),
+            latency_max_ms: self.analyzer.latency_max_ms(),
+            engine: *self.receiver.counters(),
+            net: self.net.counters(),
+            analyzer_slip_frames: self.analyzer.slip_frames(),
+            drift_ppm_estimated: self.receiver.drift_ppm(),
+            allocations_steady_state: allocations,
+            trace: self.trace,
+            packets_sent: self.net.counters().sent,
+        }
+    }
+
+    fn capture_tick(&mut self) {
+        let t = self.cap_clock.advance();
+        let rate_now = self.cap_clock.rate_at(t);
+        let first = self.history.frames();
+        self.history.record(t, rate_now);
+        self.source.fill(first, &mut self.capture_buf);
+        if let Some(r) = self.restarts.last().copied()
+            && t >= r.at_s
+        {
+            self.restarts.pop();
+            self.down_until = t + r.downtime_ms / 1000.0;
+            self.sender = Sender::new(
+                self.cfg.format,
+                self.cfg.period,
+                self.rng.next_u64() as u32,
+                self.rng.next_u64() as u32,
+            )
+            .expect("same parameters as at start");
+        }
+        if t < self.down_until {
+            return;
+        }
+        let now = ns(t);
+        let net = &mut self.net;
+        self.sender
+            .packetize(&self.capture_buf, |h, payload| net.send(now, h, payload));
+    }
+}
+
+/// Builds and runs a simulation.
+pub fn run(cfg: SimConfig, progress: Option<&AtomicU64>) -> Result<SimReport, String> {
+    Ok(Sim::new(cfg)?.run(progress))
+}

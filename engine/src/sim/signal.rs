@@ -1,0 +1,638 @@
+//! Test signals and the analyzer that checks what was played against what was captured.
+//!
+//! **Frame-index ramps.** Channel 0 carries the capture device's frame counter `n mod 65536` in
+//! its top 16 bits, channel 1 the same counter offset by half a lap (`n + 32768`), further
+//! channels other offsets; bits below the top 16 (S24, S32) carry a hash of `n`, the same on
+//! every channel. Every frame therefore names its own position, bit-exactly. Because the two
+//! ramps wrap half a lap apart, at every position one of them is far from its wrap, so frames
+//! that were interpolated (a slip crossfade, a resampler) still decode to a fractional position.
+//!
+//! **Sine.** An analog-like tone, for listening and for resampling modes.
+//!
+//! The [`Analyzer`] looks at played samples only — never at the engine's counters — and
+//! classifies every frame: in sync (the continuation of the previous one), or part of a gap.
+//! It also measures end-to-end latency from the capture times the simulator records.
+
+use crate::format::{SampleFormat, StreamFormat};
+use crate::rng::mix64;
+
+/// What the virtual capture device hears.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SourceKind {
+    /// Frame-index ramps (bit-exact checking).
+    Ramp,
+    /// A sine tone at the given frequency, half scale.
+    Sine {
+        /// Hz.
+        freq_hz: f64,
+    },
+}
+
+/// Top-16-bit offset of channel `c`'s ramp.
+#[inline]
+fn ramp_offset(c: usize) -> u64 {
+    match c {
+        0 => 0,
+        1 => 32_768,
+        _ => (c as u64 * 40_503 + 8_192) & 0xFFFF,
+    }
+}
+
+/// Low bits of frame `n` (below the top 16), shared by all channels.
+#[inline]
+fn low_bits(sample: SampleFormat, n: u64) -> i32 {
+    match sample {
+        SampleFormat::S16Le => 0,
+        SampleFormat::S24_3Le => ((mix64(n) & 0xFF) << 8) as i32,
+        SampleFormat::S32Le => (mix64(n) & 0xFFFF) as i32,
+    }
+}
+
+/// The left-justified sample of channel `c` of ramp frame `n`.
+#[inline]
+pub fn ramp_sample(sample: SampleFormat, n: u64, c: usize) -> i32 {
+    let top = ((n + ramp_offset(c)) & 0xFFFF) as u16 as i16 as i32;
+    (top << 16) | low_bits(sample, n)
+}
+
+/// Generates the source signal in the wire format.
+#[derive(Clone, Debug)]
+pub struct Source {
+    kind: SourceKind,
+    format: StreamFormat,
+}
+
+impl Source {
+    /// A source of `kind` in `format`.
+    pub fn new(kind: SourceKind, format: StreamFormat) -> Source {
+        Source { kind, format }
+    }
+
+    /// Writes frames `first..` (device frame counter) into `out`, whole frames.
+    pub fn fill(&self, first: u64, out: &mut [u8]) {
+        let f = self.format;
+        let ch = f.channels as usize;
+        let fb = f.frame_bytes();
+        let sb = f.sample.bytes();
+        match self.kind {
+            SourceKind::Ramp if f.sample == SampleFormat::S16Le && ch == 2 => {
+                for (k, frame) in out.chunks_exact_mut(4).enumerate() {
+                    let n = first + k as u64;
+                    frame[..2].copy_from_slice(&(n as u16).to_le_bytes());
+                    frame[2..].copy_from_slice(&((n + 32_768) as u16).to_le_bytes());
+                }
+            }
+            SourceKind::Ramp => {
+                for (k, frame) in out.chunks_exact_mut(fb).enumerate() {
+                    let n = first + k as u64;
+                    for c in 0..ch {
+                        f.sample
+                            .encode(ramp_sample(f.sample, n, c), &mut frame[c * sb..]);
+                    }
+                }
+            }
+            SourceKind::Sine { freq_hz } => {
+                let w = core::f64::consts::TAU * freq_hz / f.rate as f64;
+                for (k, frame) in out.chunks_exact_mut(fb).enumerate() {
+                    let n = first + k as u64;
+                    // Phase from n mod one cycle-ish window keeps precision over days.
+                    let v = ((w * n as f64).sin() * 0.5 * i32::MAX as f64) as i32;
+                    for c in 0..ch {
+                        f.sample.encode(v, &mut frame[c * sb..]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Capture times of recent capture periods, as the simulator recorded them.
+pub struct CaptureHistory {
+    period: u64,
+    /// Time at which the period ending at frame `(k+1)·period` was complete.
+    times: Vec<f64>,
+    rates: Vec<f64>,
+    ticks: u64,
+}
+
+impl CaptureHistory {
+    /// Room for `len` periods of `period` frames.
+    pub fn new(period: usize, len: usize) -> CaptureHistory {
+        CaptureHistory {
+            period: period as u64,
+            times: vec![f64::NAN; len],
+            rates: vec![f64::NAN; len],
+            ticks: 0,
+        }
+    }
+
+    /// Records that capture period number `ticks()` was complete at `t` with clock `rate`.
+    pub fn record(&mut self, t: f64, rate: f64) {
+        let i = (self.ticks % self.times.len() as u64) as usize;
+        self.times[i] = t;
+        self.rates[i] = rate;
+        self.ticks += 1;
+    }
+
+    /// Periods recorded.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Frames captured so far (frame counter of the next frame).
+    pub fn frames(&self) -> u64 {
+        self.ticks * self.period
+    }
+
+    /// The time the analog world reached device frame `n`, if it is still in the history.
+    pub fn time_of(&self, n: f64) -> Option<f64> {
+        if n < 0.0 {
+            return None;
+        }
+        let k = (n as u64) / self.period;
+        if k >= self.ticks || self.ticks - k > self.times.len() as u64 {
+            return None;
+        }
+        let i = (k % self.times.len() as u64) as usize;
+        let end = ((k + 1) * self.period) as f64;
+        Some(self.times[i] - (end - n) / self.rates[i])
+    }
+}
+
+/// How strictly consecutive positions must follow each other.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepTolerance {
+    /// Smallest accepted step between consecutive played frames, frames.
+    pub min: f64,
+    /// Largest accepted step.
+    pub max: f64,
+    /// Largest disagreement between the two ramps' readings of one frame, frames.
+    pub agree: f64,
+}
+
+impl StepTolerance {
+    /// Exactly one frame per frame.
+    pub const EXACT: StepTolerance = StepTolerance {
+        min: 1.0,
+        max: 1.0,
+        agree: 0.02,
+    };
+    /// Slips (one frame dropped or repeated, crossfaded) move by 0 to 2 frames.
+    pub const SLIP: StepTolerance = StepTolerance {
+        min: -0.25,
+        max: 2.25,
+        agree: 0.02,
+    };
+    /// A band-limited resampler changes amplitudes by its pass-band ripple (a few 16-bit
+    /// steps on a full-scale ramp), so readings may be a few frames off; every gap the engine
+    /// can make (a silence, a fade, a jump) is still far outside this.
+    pub const RESAMPLE: StepTolerance = StepTolerance {
+        min: -12.0,
+        max: 14.0,
+        agree: 24.0,
+    };
+}
+
+/// Latency histogram resolution, ms.
+const HIST_STEP_MS: f64 = 0.01;
+/// Latency histogram range, ms.
+const HIST_MAX_MS: f64 = 5_000.0;
+
+/// One gap the analyzer saw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GapRecord {
+    /// Play time of the gap's first frame, seconds.
+    pub t_s: f64,
+    /// Frames the gap lasted (0 for a bare jump).
+    pub frames: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    /// Nothing valid played yet (prefill silence is not a gap).
+    Start,
+    /// Following the source at `pos` (device frame of the last played frame).
+    Sync,
+    /// In a gap since `since` frames.
+    Gap,
+}
+
+/// Checks played frames against the source, from the samples alone.
+pub struct Analyzer {
+    format: StreamFormat,
+    tolerance: StepTolerance,
+    state: State,
+    pos: f64,
+    /// Counters.
+    pub counts: AnalyzerCounts,
+    gap_frames_now: u64,
+    hist: Vec<u32>,
+    hist_n: u64,
+    lat_max_ms: f64,
+    lat_sum_ms: f64,
+    lat_sum_n: u64,
+    gaps: Vec<GapRecord>,
+    gap_recorded: bool,
+    slip_sum: f64,
+    expected: Vec<i32>,
+    got: Vec<i32>,
+}
+
+/// What the analyzer counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AnalyzerCounts {
+    /// Frames looked at.
+    pub frames: u64,
+    /// Frames that were exactly the source frame at their position.
+    pub bit_exact: u64,
+    /// Frames that continued the source (exact or interpolated).
+    pub in_sync: u64,
+    /// Gaps.
+    pub gaps: u64,
+    /// Frames inside gaps.
+    pub gap_frames: u64,
+    /// Longest gap, frames.
+    pub max_gap_frames: u64,
+    /// Silence before the first valid frame.
+    pub leading_frames: u64,
+}
+
+impl Analyzer {
+    /// An analyzer for `format`, accepting steps within `tolerance`, keeping up to
+    /// `max_gap_records` gap records.
+    pub fn new(format: StreamFormat, tolerance: StepTolerance, max_gap_records: usize) -> Analyzer {
+        let ch = format.channels as usize;
+        Analyzer {
+            format,
+            tolerance,
+            state: State::Start,
+            pos: 0.0,
+            counts: AnalyzerCounts::default(),
+            gap_frames_now: 0,
+            hist: vec![0; (HIST_MAX_MS / HIST_STEP_MS) as usize + 1],
+            hist_n: 0,
+            lat_max_ms: 0.0,
+            lat_sum_ms: 0.0,
+            lat_sum_n: 0,
+            gaps: Vec::with_capacity(max_gap_records),
+            gap_recorded: false,
+            slip_sum: 0.0,
+            expected: vec![0; ch],
+            got: vec![0; ch],
+        }
+    }
+
+    /// Gaps seen (at most the capacity given to `new`).
+    pub fn gap_records(&self) -> &[GapRecord] {
+        &self.gaps
+    }
+
+    /// Net frames skipped (positive) or repeated (negative) while in sync: the drift
+    /// corrections, as heard.
+    pub fn slip_frames(&self) -> f64 {
+        self.slip_sum
+    }
+
+    /// Mean latency since the last call, ms (NaN when none was measured).
+    pub fn take_mean_latency_ms(&mut self) -> f64 {
+        let m = if self.lat_sum_n > 0 {
+            self.lat_sum_ms / self.lat_sum_n as f64
+        } else {
+            f64::NAN
+        };
+        self.lat_sum_ms = 0.0;
+        self.lat_sum_n = 0;
+        m
+    }
+
+    /// Latency percentile `q` in [0, 1], ms; NaN when nothing was measured.
+    pub fn latency_percentile_ms(&self, q: f64) -> f64 {
+        if self.hist_n == 0 {
+            return f64::NAN;
+        }
+        let want = ((q * self.hist_n as f64).ceil() as u64).clamp(1, self.hist_n);
+        let mut acc = 0u64;
+        for (i, &c) in self.hist.iter().enumerate() {
+            acc += c as u64;
+            if acc >= want {
+                return i as f64 * HIST_STEP_MS;
+            }
+        }
+        HIST_MAX_MS
+    }
+
+    /// Highest latency measured, ms.
+    pub fn latency_max_ms(&self) -> f64 {
+        if self.hist_n == 0 {
+            f64::NAN
+        } else {
+            self.lat_max_ms
+        }
+    }
+
+    /// Forgets the latency statistics (to measure after settling).
+    pub fn reset_latency(&mut self) {
+        self.hist.fill(0);
+        self.hist_n = 0;
+        self.lat_max_ms = 0.0;
+    }
+
+    /// Decodes a frame's position (mod 65536) from its first channels, and whether both
+    /// ramps agree on it. Around one ramp's wrap, interpolation smears that channel and the
+    /// other one alone tells the position; which one is meant is decided by continuity with
+    /// `expected` (the position the previous frame implies), so a smeared value can never pass
+    /// for the other channel's reading.
+    fn decode(&self, s: &[i32], expected: Option<f64>) -> Option<(f64, bool)> {
+        const LAP: f64 = 65_536.0;
+        const W: f64 = 256.0;
+        let p0 = (s[0] as f64 / 65_536.0).rem_euclid(LAP);
+        if s.len() < 2 {
+            return Some((p0, true));
+        }
+        let p1 = (s[1] as f64 / 65_536.0 - 32_768.0).rem_euclid(LAP);
+        let dist = |a: f64, b: f64| ((a - b + 32_768.0).rem_euclid(LAP) - 32_768.0).abs();
+        // Channel 0 wraps at 32767.5, channel 1 at 65535.5; at any position at most one of
+        // them is smeared, and the other one's reading says which.
+        let smeared0 = dist(p1, 32_767.5) < W;
+        let smeared1 = dist(p0, 65_535.5) < W;
+        let near = |p: f64| expected.is_none_or(|e| dist(p, e) <= 4.0 + self.tolerance.agree);
+        match (smeared0, smeared1) {
+            (false, false) => (dist(p0, p1) < self.tolerance.agree).then_some((p0, true)),
+            (true, false) => near(p1).then_some((p1, false)),
+            (false, true) => near(p0).then_some((p0, false)),
+            (true, true) => match expected {
+                Some(_) if near(p1) => Some((p1, false)),
+                Some(_) if near(p0) => Some((p0, false)),
+                _ => None,
+            },
+        }
+    }
+
+    fn exact_at(&mut self, n: u64) -> bool {
+        let sample = self.format.sample;
+        for (c, e) in self.expected.iter_mut().enumerate() {
+            *e = ramp_sample(sample, n, c);
+        }
+        // Compare after the format's own round trip (S16 keeps the top 16 bits, etc.).
+        self.expected == self.got
+    }
+
+    fn unwrap(&self, p: f64, around: f64) -> f64 {
+        let base = around.rem_euclid(65_536.0);
+        let d = (p - base + 32_768.0).rem_euclid(65_536.0) - 32_768.0;
+        around + d
+    }
+
+    fn end_gap(&mut self) {
+        self.counts.max_gap_frames = self.counts.max_gap_frames.max(self.gap_frames_now);
+        if self.gap_recorded
+            && let Some(g) = self.gaps.last_mut()
+        {
+            g.frames = self.gap_frames_now;
+        }
+    }
+
+    fn begin_gap(&mut self, t: f64) {
+        self.counts.gaps += 1;
+        self.gap_frames_now = 0;
+        self.gap_recorded = self.gaps.len() < self.gaps.capacity();
+        if self.gap_recorded {
+            self.gaps.push(GapRecord { t_s: t, frames: 0 });
+        }
+    }
+
+    /// Checks played frames `bytes` (wire format), the first played at `t_play` seconds,
+    /// one every `dt` seconds, given the capture history. Measures latency once per call.
+    pub fn played(&mut self, bytes: &[u8], t_play: f64, dt: f64, capture: &CaptureHistory) {
+        let fb = self.format.frame_bytes();
+        let sample = self.format.sample;
+        let mut latency_done = false;
+        for (k, frame) in bytes.chunks_exact(fb).enumerate() {
+            self.counts.frames += 1;
+            // Fast path: the exact next frame.
+            if self.state == State::Sync {
+                let next = self.pos + 1.0;
+                let n = next as u64;
+                if next.fract() == 0.0 && frame_is_ramp(sample, frame, n, &mut self.got) {
+                    self.pos = next;
+                    self.counts.bit_exact += 1;
+                    self.counts.in_sync += 1;
+                    if !latency_done {
+                        latency_done = self.measure(t_play + k as f64 * dt, capture);
+                    }
+                    continue;
+                }
+            }
+            sample.decode_slice(frame, &mut self.got);
+            let t = t_play + k as f64 * dt;
+            let expected = (self.state == State::Sync).then_some(self.pos + 1.0);
+            let decoded = self.decode(&self.got, expected);
+            match self.state {
+                State::Sync => {
+                    let ok = decoded.map(|(p, _)| {
+                        let abs = self.unwrap(p, self.pos);
+                        (abs, abs - self.pos)
+                    });
+                    match ok {
+                        Some((abs, step))
+                            if step >= self.tolerance.min && step <= self.tolerance.max =>
+                        {
+                            // Bits below the top 16 read as a fraction: an exact frame sits
+                            // at the floor of its decoded position.
+                            let whole = abs.floor();
+                            let exact = whole >= 0.0 && self.exact_at(whole as u64);
+                            let abs = if exact { whole } else { abs };
+                            self.slip_sum += abs - self.pos - 1.0;
+                            self.pos = abs;
+                            self.counts.in_sync += 1;
+                            if exact {
+                                self.counts.bit_exact += 1;
+                            }
+                        }
+                        _ => {
+                            self.begin_gap(t);
+                            if self.try_anchor(decoded, capture) {
+                                // A bare jump: zero frames of gap.
+                                self.end_gap();
+                            } else {
+                                self.state = State::Gap;
+                                self.gap_frames_now = 1;
+                                self.counts.gap_frames += 1;
+                            }
+                        }
+                    }
+                }
+                State::Start => {
+                    if !self.try_anchor(decoded, capture) {
+                        self.counts.leading_frames += 1;
+                    }
+                }
+                State::Gap => {
+                    if self.try_anchor(decoded, capture) {
+                        self.end_gap();
+                    } else {
+                        self.gap_frames_now += 1;
+                        self.counts.gap_frames += 1;
+                    }
+                }
+            }
+            if self.state == State::Sync && !latency_done {
+                latency_done = self.measure(t, capture);
+            }
+        }
+    }
+
+    /// Locks onto a frame that is exactly a source frame (or, for resampled streams, a
+    /// consistently decoded one) at the position nearest below what has been captured.
+    fn try_anchor(&mut self, decoded: Option<(f64, bool)>, capture: &CaptureHistory) -> bool {
+        let Some((p, consistent)) = decoded else {
+            return false;
+        };
+        let newest = capture.frames() as f64;
+        let mut abs = self.unwrap(p, newest);
+        if abs > newest {
+            abs -= 65_536.0;
+        }
+        if abs < 0.0 {
+            return false;
+        }
+        let exact = self.exact_at(abs.floor() as u64);
+        if exact {
+            abs = abs.floor();
+        }
+        // A slip or resample stream also resumes on a frame both ramps agree on.
+        let interpolating = self.tolerance != StepTolerance::EXACT && self.format.channels >= 2;
+        if !(exact || (interpolating && consistent)) {
+            return false;
+        }
+        if exact {
+            self.counts.bit_exact += 1;
+        }
+        self.counts.in_sync += 1;
+        self.pos = abs;
+        self.state = State::Sync;
+        true
+    }
+
+    fn measure(&mut self, t_play: f64, capture: &CaptureHistory) -> bool {
+        let Some(tc) = capture.time_of(self.pos) else {
+            return false;
+        };
+        let ms = (t_play - tc) * 1000.0;
+        if !ms.is_finite() {
+            return false;
+        }
+        let bin = ((ms / HIST_STEP_MS).round().max(0.0) as usize).min(self.hist.len() - 1);
+        self.hist[bin] += 1;
+        self.hist_n += 1;
+        self.lat_max_ms = self.lat_max_ms.max(ms);
+        self.lat_sum_ms += ms;
+        self.lat_sum_n += 1;
+        true
+    }
+}
+
+/// Decodes `frame` into `got` and says whether it is exactly ramp frame `n`.
+#[inline]
+fn frame_is_ramp(sample: SampleFormat, frame: &[u8], n: u64, got: &mut [i32]) -> bool {
+    if sample == SampleFormat::S16Le && got.len() == 2 {
+        let a = u16::from_le_bytes([frame[0], frame[1]]);
+        let b = u16::from_le_bytes([frame[2], frame[3]]);
+        if a == n as u16 && b == (n + 32_768) as u16 {
+            got[0] = (a as i16 as i32) << 16;
+            got[1] = (b as i16 as i32) << 16;
+            return true;
+        }
+        sample.decode_slice(frame, got);
+        return false;
+    }
+    sample.decode_slice(frame, got);
+    got.iter()
+        .enumerate()
+        .all(|(c, &v)| v == ramp_sample(sample, n, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(sample: SampleFormat, ch: u8) -> StreamFormat {
+        StreamFormat::new(48_000, ch, sample).unwrap()
+    }
+
+    fn history(frames: u64) -> CaptureHistory {
+        let mut h = CaptureHistory::new(64, 100_000);
+        for k in 0..frames / 64 {
+            h.record((k + 1) as f64 * 64.0 / 48_000.0, 48_000.0);
+        }
+        h
+    }
+
+    #[test]
+    fn a_clean_ramp_is_bit_exact_and_gapless() {
+        for sample in SampleFormat::ALL {
+            for ch in [1u8, 2, 4] {
+                let f = fmt(sample, ch);
+                let src = Source::new(SourceKind::Ramp, f);
+                // Played right after capture: within one ramp lap of the newest frame.
+                let mut buf = vec![0u8; 60_000 * f.frame_bytes()];
+                src.fill(10, &mut buf);
+                let h = history(60_032);
+                let mut a = Analyzer::new(f, StepTolerance::EXACT, 16);
+                a.played(&buf, 1.0, 1.0 / 48_000.0, &h);
+                assert_eq!(a.counts.gaps, 0, "{sample} {ch}");
+                assert_eq!(a.counts.bit_exact, 60_000, "{sample} {ch}");
+            }
+        }
+    }
+
+    #[test]
+    fn holes_jumps_and_silence_are_gaps() {
+        let f = fmt(SampleFormat::S16Le, 2);
+        let src = Source::new(SourceKind::Ramp, f);
+        let h = history(400_000);
+        let mut a = Analyzer::new(f, StepTolerance::EXACT, 16);
+        let mut buf = vec![0u8; 1000 * 4];
+        // Leading silence is not a gap.
+        a.played(&buf, 0.0, 1e-5, &h);
+        src.fill(5000, &mut buf);
+        a.played(&buf, 0.1, 1e-5, &h);
+        // A jump of 100 frames.
+        src.fill(6100, &mut buf);
+        a.played(&buf, 0.2, 1e-5, &h);
+        // A hole of 50 silent frames, then audio continues further on.
+        let mut buf2 = vec![0u8; 1000 * 4];
+        src.fill(7100, &mut buf2[200..]);
+        a.played(&buf2, 0.3, 1e-5, &h);
+        assert_eq!(a.counts.leading_frames, 1000);
+        assert_eq!(a.counts.gaps, 2);
+        assert_eq!(a.counts.gap_frames, 50);
+        assert_eq!(a.gap_records().len(), 2);
+        assert_eq!(a.gap_records()[1].frames, 50);
+    }
+
+    #[test]
+    fn interpolated_frames_decode_across_both_wraps() {
+        let f = fmt(SampleFormat::S16Le, 2);
+        let h = history(200_000);
+        let mut a = Analyzer::new(f, StepTolerance::SLIP, 16);
+        let mut buf = Vec::new();
+        // Positions advancing by 1.25 frames, across ch0's wrap (32767.5) and ch1's (65535.5).
+        let mut p: f64 = 32_000.0;
+        while p < 66_500.0 {
+            for c in 0..2 {
+                let n0 = p.floor() as u64;
+                let x = ramp_sample(SampleFormat::S16Le, n0, c) as f64;
+                let y = ramp_sample(SampleFormat::S16Le, n0 + 1, c) as f64;
+                let v = x + (y - x) * p.fract();
+                let mut b = [0u8; 2];
+                SampleFormat::S16Le.encode(v as i32, &mut b);
+                buf.extend_from_slice(&b);
+            }
+            p += 1.0 + 1.0 / 64.0;
+        }
+        a.played(&buf, 3.0, 1e-5, &h);
+        assert_eq!(a.counts.gaps, 0);
+        assert!(a.slip_frames() > 500.0);
+    }
+}

@@ -1,0 +1,105 @@
+//! Counters shared between a realtime thread and the rest of the program.
+//!
+//! The realtime side keeps plain counters and publishes them here once per period with relaxed
+//! atomic stores; readers (the housekeeping thread, `netaudio status`, the harness) take a
+//! [`StatsSnapshot`]. No locks; a snapshot may mix two consecutive periods, never torn values.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $name:ident: $kind:ident ),* $(,)?) => {
+        /// Live counters, one atomic each.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// A copy of [`Stats`] at one moment.
+        #[derive(Clone, Copy, Debug, Default, PartialEq)]
+        pub struct StatsSnapshot {
+            $( $(#[$doc])* pub $name: stats!(@ty $kind), )*
+        }
+
+        impl Stats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    $( $name: stats!(@load $kind, self.$name), )*
+                }
+            }
+
+            /// Stores every counter of `s`.
+            pub fn publish(&self, s: &StatsSnapshot) {
+                $( stats!(@store $kind, self.$name, s.$name); )*
+            }
+        }
+    };
+    (@ty count) => { u64 };
+    (@ty real) => { f64 };
+    (@load count, $a:expr) => { $a.load(Relaxed) };
+    (@load real, $a:expr) => { f64::from_bits($a.load(Relaxed)) };
+    (@store count, $a:expr, $v:expr) => { $a.store($v, Relaxed) };
+    (@store real, $a:expr, $v:expr) => { $a.store(f64::to_bits($v), Relaxed) };
+}
+
+stats! {
+    /// Packets sent.
+    packets_sent: count,
+    /// Frames sent.
+    frames_sent: count,
+    /// Packets accepted into the jitter buffer.
+    packets_received: count,
+    /// Packets that arrived twice.
+    duplicate_packets: count,
+    /// Packets that arrived after their frames were played.
+    late_packets: count,
+    /// Packets of another stream (not the one playing).
+    foreign_packets: count,
+    /// Datagrams that are not valid packets.
+    invalid_packets: count,
+    /// Packets never received in time (before recovery).
+    lost_packets: count,
+    /// Lost packets rebuilt by loss recovery.
+    recovered_packets: count,
+    /// Frames played as concealment (silence or fades in place of missing audio).
+    concealed_frames: count,
+    /// Discontinuities in the played audio.
+    gaps: count,
+    /// Times the receiver restarted its timeline (new sender, or overflow).
+    resyncs: count,
+    /// Frames dropped by drift correction.
+    slip_drops: count,
+    /// Frames inserted by drift correction.
+    slip_inserts: count,
+    /// Frames played.
+    frames_played: count,
+    /// Device overruns/underruns recovered.
+    xruns: count,
+    /// Realtime events lost because the event queue was full.
+    events_dropped: count,
+    /// Receive buffer level, frames (filtered).
+    level_frames: real,
+    /// Receive buffer level target, frames.
+    target_frames: real,
+    /// Drift correction applied, ppm (positive: the sender's clock is faster).
+    ratio_ppm: real,
+    /// Long-term drift estimate, ppm.
+    drift_ppm: real,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_then_snapshot_round_trips() {
+        let s = Stats::default();
+        let snap = StatsSnapshot {
+            gaps: 3,
+            ratio_ppm: -12.5,
+            ..Default::default()
+        };
+        s.publish(&snap);
+        assert_eq!(s.snapshot(), snap);
+    }
+}

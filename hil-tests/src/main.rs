@@ -1,0 +1,319 @@
+//! `hil-tests`: measures gaps and latency of netaudio.
+//!
+//! `hil-tests sim ...` runs the real engine core on the simulated rig (virtual devices with
+//! independent clocks, a seeded network model, virtual time) and checks every played frame
+//! with a signal analyzer that is independent of the engine's own counters.
+
+mod plot;
+mod progress;
+mod report;
+
+use clap::{Args, Parser, Subcommand};
+use engine::alloc_count::CountingAlloc;
+use engine::format::{SampleFormat, StreamFormat};
+use engine::receiver::DriftMode;
+use engine::sim::net::NetConfig;
+use engine::sim::signal::SourceKind;
+use engine::sim::{Restart, SimConfig};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+#[derive(Parser)]
+#[command(
+    name = "hil-tests",
+    version,
+    about = "Measure netaudio's gaps and latency on a simulated rig"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Stream through the simulated rig in virtual time and report gaps and latency.
+    Sim(SimArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimArgs {
+    /// Audio to stream: 90s, 30m, 24h, 1h30m (a bare number is seconds).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    duration: f64,
+    /// Sample rate, Hz.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Channels.
+    #[arg(long, default_value_t = 2)]
+    channels: u8,
+    /// Sample format: S16_LE, S24_3LE or S32_LE.
+    #[arg(long, default_value = "S16_LE", value_parser = parse_format)]
+    format: SampleFormat,
+    /// Device period, frames.
+    #[arg(long, default_value_t = 256)]
+    period: usize,
+    /// Sender clock offset against the receiver's, ppm.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    drift_ppm: f64,
+    /// Slow wander of the sender clock around its offset, ±ppm (10-minute cycle).
+    #[arg(long, default_value_t = 0.0)]
+    wander_ppm: f64,
+    /// Random packet loss, percent.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Burst loss as BURSTS_PER_MINUTE:PACKETS, e.g. 5:3.
+    #[arg(long, value_parser = parse_burst)]
+    burst_loss: Option<(f64, u32)>,
+    /// Network jitter: extra delay uniform in [0, N] ms, order kept.
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// Fixed one-way network delay, ms.
+    #[arg(long, default_value_t = 0.5)]
+    delay_ms: f64,
+    /// Packets held back behind later ones, percent.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// Packets delivered twice, percent.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Target latency, ms (default: 4 periods + 2 ms).
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Drift correction: slip, resample or off.
+    #[arg(long, default_value = "slip", value_parser = parse_drift_mode)]
+    drift_mode: DriftMode,
+    /// Source signal: ramp (frame-exact check) or sine[:HZ].
+    #[arg(long, default_value = "ramp", value_parser = parse_source)]
+    source: SourceKind,
+    /// Restart the sender at this audio time (repeatable), e.g. 30m.
+    #[arg(long, value_parser = parse_duration)]
+    restart_at: Vec<f64>,
+    /// Seed for the network model and stream ids.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write an SVG plot of latency, buffer level and gaps here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        return check_duration(v, s);
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                'd' => 86_400.0,
+                'h' => 3_600.0,
+                'm' => 60.0,
+                's' => 1.0,
+                _ => return Err(format!("bad duration {s:?}: use e.g. 90s, 30m, 24h, 1h30m")),
+            }
+        };
+        let v: f64 = num
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: use e.g. 90s, 30m, 24h, 1h30m"))?;
+        total += v * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(format!("bad duration {s:?}: a unit is missing after {num}"));
+    }
+    check_duration(total, s)
+}
+
+fn check_duration(v: f64, s: &str) -> Result<f64, String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("bad duration {s:?}"))
+    }
+}
+
+fn parse_format(s: &str) -> Result<SampleFormat, String> {
+    SampleFormat::from_name(s)
+        .ok_or_else(|| format!("unknown sample format {s:?}: use S16_LE, S24_3LE or S32_LE"))
+}
+
+fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
+    DriftMode::from_name(s)
+        .ok_or_else(|| format!("unknown drift mode {s:?}: use slip, resample or off"))
+}
+
+fn parse_burst(s: &str) -> Result<(f64, u32), String> {
+    let err = || format!("bad burst loss {s:?}: use BURSTS_PER_MINUTE:PACKETS, e.g. 5:3");
+    let (a, b) = s.split_once(':').ok_or_else(err)?;
+    let per_min: f64 = a.trim().parse().map_err(|_| err())?;
+    let len: u32 = b.trim().parse().map_err(|_| err())?;
+    if !(per_min.is_finite() && per_min >= 0.0) || len == 0 {
+        return Err(err());
+    }
+    Ok((per_min, len))
+}
+
+fn parse_source(s: &str) -> Result<SourceKind, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("ramp") {
+        return Ok(SourceKind::Ramp);
+    }
+    if let Some(rest) = s.strip_prefix("sine") {
+        let freq_hz = match rest.strip_prefix(':') {
+            Some(f) => f
+                .parse::<f64>()
+                .map_err(|_| format!("bad sine frequency {f:?}"))?,
+            None if rest.is_empty() => 997.0,
+            None => return Err(format!("unknown source {s:?}: use ramp or sine[:HZ]")),
+        };
+        return Ok(SourceKind::Sine { freq_hz });
+    }
+    Err(format!("unknown source {s:?}: use ramp or sine[:HZ]"))
+}
+
+fn percent(name: &str, v: f64) -> Result<f64, String> {
+    if (0.0..=100.0).contains(&v) {
+        Ok(v / 100.0)
+    } else {
+        Err(format!("--{name} {v} is not a percentage (0..=100)"))
+    }
+}
+
+impl SimArgs {
+    fn config(&self) -> Result<SimConfig, String> {
+        let format = StreamFormat::new(self.rate, self.channels, self.format).ok_or_else(|| {
+            format!(
+                "--rate {} --channels {}: rate must be 8000..=384000 Hz and channels 1..=32",
+                self.rate, self.channels
+            )
+        })?;
+        let mut cfg = SimConfig::new(format, self.period, self.duration);
+        cfg.drift_ppm = self.drift_ppm;
+        cfg.wander_ppm = self.wander_ppm;
+        let (bursts_per_min, burst_len) = self.burst_loss.unwrap_or((0.0, 0));
+        cfg.net = NetConfig {
+            delay_ms: self.delay_ms,
+            jitter_ms: self.jitter_ms,
+            loss: percent("loss", self.loss)?,
+            bursts_per_min,
+            burst_len,
+            reorder: percent("reorder", self.reorder)?,
+            duplicate: percent("duplicate", self.duplicate)?,
+        };
+        if !(0.0..=10_000.0).contains(&self.delay_ms) || !(0.0..=10_000.0).contains(&self.jitter_ms)
+        {
+            return Err("--delay-ms and --jitter-ms must be 0..=10000".into());
+        }
+        if let Some(l) = self.latency_ms {
+            if !(l > 0.0 && l <= 2_000.0) {
+                return Err(format!("--latency-ms {l} is out of range; use 1..=2000"));
+            }
+            cfg.latency_ms = l;
+        }
+        cfg.drift_mode = self.drift_mode;
+        cfg.source = self.source;
+        cfg.seed = self.seed;
+        cfg.restarts = self
+            .restart_at
+            .iter()
+            .map(|&at_s| Restart {
+                at_s,
+                downtime_ms: 50.0,
+            })
+            .collect();
+        Ok(cfg)
+    }
+}
+
+fn run_sim(args: &SimArgs) -> Result<(), String> {
+    let cfg = args.config()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let total_ms = (cfg.duration_s * 1000.0) as u64;
+    let started = std::time::Instant::now();
+    let cpu0 = report::cpu_seconds();
+    let sim = engine::sim::Sim::new(cfg.clone())?;
+    let mut bar = progress::Progress::start(
+        "sim",
+        done.clone(),
+        total_ms,
+        progress::fmt_audio_ms,
+        args.quiet,
+    );
+    let rep = sim.run(Some(&done));
+    bar.finish();
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = report::cpu_seconds() - cpu0;
+    let doc = report::build(&cfg, &rep, wall, cpu);
+    print!("{}", report::summary(&cfg, &rep, wall, cpu));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let svg = report::plot(&cfg, &rep);
+        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.cmd {
+        Cmd::Sim(a) => run_sim(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hil-tests: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("24h"), Ok(86_400.0));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400.0));
+        assert_eq!(parse_duration("90"), Ok(90.0));
+        assert_eq!(parse_duration("250ms"), Ok(0.25));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("5").is_ok());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn bursts_and_sources_parse() {
+        assert_eq!(parse_burst("5:3"), Ok((5.0, 3)));
+        assert!(parse_burst("5").is_err());
+        assert!(parse_burst("5:0").is_err());
+        assert_eq!(
+            parse_source("sine:440"),
+            Ok(SourceKind::Sine { freq_hz: 440.0 })
+        );
+        assert!(parse_source("noise").is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! The report of a run: JSON for scripts, a summary for people, an SVG plot.
+
+use crate::plot::{self, GapMark, PlotInput, TracePoint};
+use engine::sim::{SimConfig, SimReport};
+use serde_json::{Value, json};
+
+/// CPU seconds this process has used (user + system), from /proc.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn finite(v: f64) -> Value {
+    if v.is_finite() {
+        json!((v * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
+/// The JSON report.
+pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
+    let rate = cfg.format.rate as f64;
+    let a = &r.analyzer;
+    let e = &r.engine;
+    let hours = r.audio_seconds / 3600.0;
+    json!({
+        "audio_seconds": finite(r.audio_seconds),
+        "gaps": a.gaps,
+        "gap_frames": a.gap_frames,
+        "max_gap_ms": finite(a.max_gap_frames as f64 * 1000.0 / rate),
+        "gaps_per_hour": finite(if hours > 0.0 { a.gaps as f64 / hours } else { 0.0 }),
+        "latency_ms": {
+            "p50": finite(r.latency_p50_ms),
+            "p99": finite(r.latency_p99_ms),
+            "max": finite(r.latency_max_ms),
+            "target": finite(cfg.latency_ms),
+        },
+        "lost_packets": e.lost_packets,
+        "recovered_packets": e.recovered_packets,
+        "concealed_frames": e.concealed_frames,
+        "drift_ppm_estimated": finite(r.drift_ppm_estimated),
+        "drift_ppm_actual": finite(cfg.drift_ppm),
+        "bit_exact_frames": a.bit_exact,
+        "checked_frames": a.frames,
+        "in_sync_frames": a.in_sync,
+        "leading_silence_frames": a.leading_frames,
+        "allocations_steady_state": r.allocations_steady_state,
+        "engine_gaps": e.gaps,
+        "counters_agree": e.gaps == a.gaps,
+        "engine": {
+            "packets_received": e.packets_received,
+            "duplicate_packets": e.duplicate_packets,
+            "late_packets": e.late_packets,
+            "foreign_packets": e.foreign_packets,
+            "invalid_packets": e.invalid_packets,
+            "resyncs": e.resyncs,
+            "slip_drops": e.slip_drops,
+            "slip_inserts": e.slip_inserts,
+            "frames_played": e.frames_played,
+        },
+        "analyzer_slip_frames": finite(r.analyzer_slip_frames),
+        "gap_list": r.gaps.iter().take(1000).map(|g| json!({
+            "t_s": finite(g.t_s),
+            "ms": finite(g.frames as f64 * 1000.0 / rate),
+        })).collect::<Vec<_>>(),
+        "network": {
+            "sent": r.net.sent,
+            "dropped": r.net.dropped,
+            "reordered": r.net.reordered,
+            "duplicated": r.net.duplicated,
+        },
+        "config": {
+            "rate": cfg.format.rate,
+            "channels": cfg.format.channels,
+            "format": cfg.format.sample.name(),
+            "period": cfg.period,
+            "drift_ppm": finite(cfg.drift_ppm),
+            "wander_ppm": finite(cfg.wander_ppm),
+            "drift_mode": cfg.drift_mode.name(),
+            "latency_ms": finite(cfg.latency_ms),
+            "loss": finite(cfg.net.loss),
+            "bursts_per_min": finite(cfg.net.bursts_per_min),
+            "burst_len": cfg.net.burst_len,
+            "jitter_ms": finite(cfg.net.jitter_ms),
+            "delay_ms": finite(cfg.net.delay_ms),
+            "reorder": finite(cfg.net.reorder),
+            "duplicate": finite(cfg.net.duplicate),
+            "seed": cfg.seed,
+        },
+        "wall_seconds": finite(wall_s),
+        "cpu_seconds": finite(cpu_s),
+        "audio_hours_per_cpu_second": finite(hours / cpu_s),
+    })
+}
+
+/// A few lines for people; `gaps:` leads, as scripts grep for it.
+pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> String {
+    let a = &r.analyzer;
+    let e = &r.engine;
+    let rate = cfg.format.rate as f64;
+    let alloc = r
+        .allocations_steady_state
+        .map_or("not counted".to_string(), |n| n.to_string());
+    format!(
+        "gaps: {} (engine: {}{})\n\
+         gap_frames: {}  max_gap_ms: {:.2}\n\
+         latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {:.2} + network)\n\
+         lost_packets: {}  recovered: {}  concealed_frames: {}\n\
+         drift_ppm: actual {:+.1}  estimated {:+.1}  ({} mode: {} slips dropped, {} inserted)\n\
+         checked_frames: {}  bit_exact: {}  in_sync: {}\n\
+         allocations_steady_state: {}\n\
+         {:.1} h of audio in {:.1} s wall, {:.1} s CPU ({:.2} audio hours per CPU second)\n",
+        a.gaps,
+        e.gaps,
+        if e.gaps == a.gaps {
+            ", agree"
+        } else {
+            ", DISAGREE"
+        },
+        a.gap_frames,
+        a.max_gap_frames as f64 * 1000.0 / rate,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.latency_max_ms,
+        cfg.latency_ms,
+        e.lost_packets,
+        e.recovered_packets,
+        e.concealed_frames,
+        cfg.drift_ppm,
+        r.drift_ppm_estimated,
+        cfg.drift_mode,
+        e.slip_drops,
+        e.slip_inserts,
+        a.frames,
+        a.bit_exact,
+        a.in_sync,
+        alloc,
+        r.audio_seconds / 3600.0,
+        wall_s,
+        cpu_s,
+        r.audio_seconds / 3600.0 / cpu_s,
+    )
+}
+
+/// The SVG plot.
+pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
+    let trace: Vec<TracePoint> = r
+        .trace
+        .iter()
+        .map(|p| TracePoint {
+            t_s: p.t_s,
+            latency_ms: p.latency_ms,
+            level_ms: p.level_ms,
+            ratio_ppm: p.ratio_ppm,
+        })
+        .collect();
+    let rate = cfg.format.rate as f64;
+    let gaps: Vec<GapMark> = r
+        .gaps
+        .iter()
+        .map(|g| GapMark {
+            t_s: g.t_s,
+            length_ms: g.frames as f64 * 1000.0 / rate,
+        })
+        .collect();
+    let title = format!(
+        "netaudio sim: {} of audio, {} Hz {} ch {}, period {}, drift {:+} ppm, {} mode",
+        crate::progress::fmt_audio_ms((r.audio_seconds * 1000.0) as u64),
+        cfg.format.rate,
+        cfg.format.channels,
+        cfg.format.sample,
+        cfg.period,
+        cfg.drift_ppm,
+        cfg.drift_mode
+    );
+    let subtitle = format!(
+        "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
+        r.analyzer.gaps,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.engine.lost_packets,
+        cfg.net.loss * 100.0,
+        cfg.net.jitter_ms
+    );
+    plot::render_svg(&PlotInput {
+        title: &title,
+        subtitle: &subtitle,
+        trace: &trace,
+        gaps: &gaps,
+        target_latency_ms: Some(cfg.latency_ms + cfg.net.delay_ms),
+    })
+}

@@ -1,0 +1,1 @@
+//! netaudio configuration.
