@@ -581,7 +581,7 @@ impl Receiver {
                 }
             }
             // One frame at a time: holes, fades, slip windows.
-            let i = self.read_pos;
+            let mut i = self.read_pos;
             let prefill = i < start;
             let present = if prefill {
                 false
@@ -601,6 +601,11 @@ impl Receiver {
                             *d = (x as i64 + (((y as i64 - x as i64) * w) >> 32)) as i32;
                         }
                         true
+                    }
+                    (Some(_), None) => {
+                        // The hole is the next frame: account it there.
+                        i += 1;
+                        false
                     }
                     _ => false,
                 }

@@ -168,6 +168,8 @@ pub struct StepTolerance {
     pub max: f64,
     /// Largest disagreement between the two ramps' readings of one frame, frames.
     pub agree: f64,
+    /// How far from a ramp's wrap interpolation can smear that ramp, frames.
+    pub smear: f64,
 }
 
 impl StepTolerance {
@@ -176,12 +178,16 @@ impl StepTolerance {
         min: 1.0,
         max: 1.0,
         agree: 0.02,
+        smear: 0.0,
     };
-    /// Slips (one frame dropped or repeated, crossfaded) move by 0 to 2 frames.
+    /// Slips (one frame dropped or repeated, crossfaded) move by 0 to 2 frames; bits below
+    /// the top 16 (S24, S32) read as up to one frame more.
     pub const SLIP: StepTolerance = StepTolerance {
-        min: -0.25,
-        max: 2.25,
+        min: -1.0,
+        max: 3.0,
         agree: 0.02,
+        // A crossfade interpolates between neighbours: only the frame straddling the wrap.
+        smear: 2.0,
     };
     /// A band-limited resampler changes amplitudes by its pass-band ripple (a few 16-bit
     /// steps on a full-scale ramp), so readings may be a few frames off; every gap the engine
@@ -190,6 +196,8 @@ impl StepTolerance {
         min: -12.0,
         max: 14.0,
         agree: 24.0,
+        // The resampler's sinc reaches 32 input frames each side.
+        smear: 40.0,
     };
 }
 
@@ -344,17 +352,24 @@ impl Analyzer {
     /// for the other channel's reading.
     fn decode(&self, s: &[i32], expected: Option<f64>) -> Option<(f64, bool)> {
         const LAP: f64 = 65_536.0;
-        const W: f64 = 256.0;
+        let w = self.tolerance.smear;
         let p0 = (s[0] as f64 / 65_536.0).rem_euclid(LAP);
+        let dist = |a: f64, b: f64| ((a - b + 32_768.0).rem_euclid(LAP) - 32_768.0).abs();
         if s.len() < 2 {
+            // One ramp alone cannot be read where interpolation smears its wrap: there the
+            // position is taken as the continuation of the previous frame.
+            if let Some(e) = expected
+                && dist(e, 32_767.5) < w
+            {
+                return Some((e, false));
+            }
             return Some((p0, true));
         }
         let p1 = (s[1] as f64 / 65_536.0 - 32_768.0).rem_euclid(LAP);
-        let dist = |a: f64, b: f64| ((a - b + 32_768.0).rem_euclid(LAP) - 32_768.0).abs();
         // Channel 0 wraps at 32767.5, channel 1 at 65535.5; at any position at most one of
         // them is smeared, and the other one's reading says which.
-        let smeared0 = dist(p1, 32_767.5) < W;
-        let smeared1 = dist(p0, 65_535.5) < W;
+        let smeared0 = dist(p1, 32_767.5) < w;
+        let smeared1 = dist(p0, 65_535.5) < w;
         let near = |p: f64| expected.is_none_or(|e| dist(p, e) <= 4.0 + self.tolerance.agree);
         match (smeared0, smeared1) {
             (false, false) => (dist(p0, p1) < self.tolerance.agree).then_some((p0, true)),
