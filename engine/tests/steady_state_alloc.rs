@@ -1,0 +1,123 @@
+//! The realtime rule, proven: after construction, the sender and the receiver never allocate.
+//!
+//! A counting global allocator counts every allocation this thread makes while the steady-state
+//! loop runs: 100 000 periods of packetize → on_packet → render in each drift mode, with loss,
+//! reorder, duplicates, junk datagrams, a sender restart and a stall, so every path of the
+//! receiver (concealment, slips, resampling, resync) is exercised.
+
+use engine::alloc_count::{AllocScope, CountingAlloc};
+use engine::format::{SampleFormat, StreamFormat};
+use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
+use engine::rng::Rng;
+use engine::rtlog;
+use engine::sender::Sender;
+use engine::stats::Stats;
+use engine::wire::HEADER_LEN;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const PERIODS: u64 = 100_000;
+
+fn steady_state_allocations(mode: DriftMode, format: StreamFormat) -> (u64, Receiver) {
+    let period = 128;
+    let fb = format.frame_bytes();
+    let mut cfg = ReceiverConfig::new(format, period, 15.0);
+    cfg.drift_mode = mode;
+    let (events, mut log) = rtlog::queue();
+    let mut rx = Receiver::new(cfg).unwrap().with_events(events);
+    let stats = Stats::default();
+    let mut tx = Sender::new(format, period, 1, u32::MAX - 1000).unwrap();
+    let mut capture = vec![0u8; period * fb];
+    let mut out = vec![0u8; period * fb];
+    let mut datagram = [0u8; 1500];
+    let mut held = [0u8; 1500];
+    let mut held_len = 0;
+    let mut rng = Rng::new(42);
+    let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
+    // The sender's clock runs 300 ppm fast: its periods are a little shorter.
+    let send_ns = period_ns - period_ns * 3 / 10_000;
+    let mut t_send = 0u64;
+    let mut t_play = 1_000_000u64;
+
+    let scope = AllocScope::begin();
+    for k in 0..PERIODS {
+        while t_send <= t_play {
+            for (i, b) in capture.iter_mut().enumerate() {
+                *b = (i as u64 ^ k) as u8;
+            }
+            if k == PERIODS / 2 {
+                // The sender restarts.
+                tx = Sender::new(format, period, 2, 7).unwrap();
+            }
+            let stalled = (PERIODS / 3..PERIODS / 3 + 40).contains(&k);
+            tx.packetize(&capture, |h, payload| {
+                if stalled || rng.chance(0.01) {
+                    return;
+                }
+                let len = HEADER_LEN + payload.len();
+                datagram[..HEADER_LEN].copy_from_slice(h);
+                datagram[HEADER_LEN..len].copy_from_slice(payload);
+                if rng.chance(0.02) {
+                    // Held back and delivered after the next one.
+                    held[..len].copy_from_slice(&datagram[..len]);
+                    held_len = len;
+                    return;
+                }
+                rx.on_packet(&datagram[..len], t_send);
+                if rng.chance(0.01) {
+                    rx.on_packet(&datagram[..len], t_send + 1);
+                }
+                if held_len > 0 {
+                    rx.on_packet(&held[..held_len], t_send + 2);
+                    held_len = 0;
+                }
+            });
+            if rng.chance(0.01) {
+                rx.on_packet(&datagram[..37], t_send);
+            }
+            t_send += send_ns;
+        }
+        rx.render(&mut out, t_play);
+        rx.publish(&stats);
+        t_play += period_ns;
+    }
+    let n = scope.allocations();
+    drop(scope);
+    log.drain_to_log();
+    (n, rx)
+}
+
+#[test]
+fn sender_and_receiver_never_allocate_in_steady_state() {
+    let formats = [
+        StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap(),
+        StreamFormat::new(96_000, 2, SampleFormat::S24_3Le).unwrap(),
+        StreamFormat::new(44_100, 4, SampleFormat::S32Le).unwrap(),
+    ];
+    for mode in DriftMode::ALL {
+        for f in formats {
+            let (allocations, rx) = steady_state_allocations(mode, f);
+            let c = rx.counters();
+            assert_eq!(allocations, 0, "{mode} {f}: {allocations} allocations");
+            // The loop really went through every path.
+            assert!(c.lost_packets > 100, "{mode} {f}: {c:?}");
+            assert!(c.duplicate_packets > 100, "{mode} {f}: {c:?}");
+            assert!(c.invalid_packets > 100, "{mode} {f}: {c:?}");
+            assert!(c.resyncs >= 1, "{mode} {f}: {c:?}");
+            assert!(c.concealed_frames > 0, "{mode} {f}: {c:?}");
+            if mode == DriftMode::Slip {
+                assert!(c.slip_drops > 100, "{mode} {f}: {c:?}");
+            }
+            assert_eq!(c.frames_played, PERIODS * 128);
+        }
+    }
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let scope = AllocScope::begin();
+    let v = std::hint::black_box(vec![1u8; 10]);
+    assert_eq!(scope.allocations(), 1);
+    drop(v);
+}

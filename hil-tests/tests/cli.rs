@@ -1,0 +1,108 @@
+//! `hil-tests sim` as a user runs it: the report's fields, the plot, and clear errors.
+
+use std::process::Command;
+
+fn hil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hil-tests"))
+}
+
+#[test]
+fn sim_writes_a_complete_report_and_a_plot() {
+    let dir = std::env::temp_dir().join(format!("hil-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let svg = dir.join("report.svg");
+    let out = hil()
+        .args([
+            "sim",
+            "--duration",
+            "2m",
+            "--rate",
+            "48000",
+            "--channels",
+            "2",
+        ])
+        .args([
+            "--period",
+            "64",
+            "--drift-ppm",
+            "-500",
+            "--loss",
+            "0",
+            "--jitter-ms",
+            "0",
+        ])
+        .args(["--seed", "1", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("gaps: 0 "), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "audio_seconds",
+        "gaps",
+        "gap_frames",
+        "max_gap_ms",
+        "lost_packets",
+        "recovered_packets",
+        "concealed_frames",
+        "drift_ppm_estimated",
+        "bit_exact_frames",
+        "allocations_steady_state",
+        "engine_gaps",
+    ] {
+        assert!(v.get(key).is_some(), "report lacks {key}: {text}");
+    }
+    for key in ["p50", "p99", "max"] {
+        assert!(v["latency_ms"][key].is_number(), "latency_ms.{key}");
+    }
+    assert_eq!(v["gaps"], 0);
+    assert_eq!(v["engine_gaps"], 0);
+    assert_eq!(v["allocations_steady_state"], 0);
+    assert_eq!(v["audio_seconds"], 120.0);
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.contains("<svg") && plot.trim_end().ends_with("</svg>"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_arguments_are_named_with_a_fix() {
+    let out = hil().args(["sim", "--duration", "5x"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("5x") && err.contains("24h"), "{err}");
+
+    let out = hil()
+        .args(["sim", "--duration", "10s", "--loss", "150", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--loss 150"), "{err}");
+
+    let out = hil()
+        .args([
+            "sim",
+            "--duration",
+            "10s",
+            "--period",
+            "256",
+            "--latency-ms",
+            "3",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("raise latency_ms"), "{err}");
+}
