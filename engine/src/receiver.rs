@@ -33,6 +33,9 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::wire::{Flags, Packet, WireError};
 use core::fmt;
 
+/// Highest first-frame index accepted; keeps every frame computation far from overflow.
+pub const MAX_FRAME_INDEX: u64 = 1 << 60;
+
 /// Consecutive packets a new stream must deliver before it takes over.
 pub const SWITCH_PACKETS: u32 = 3;
 
@@ -179,6 +182,8 @@ pub enum PacketOutcome {
     FormatMismatch,
     /// Not a valid packet.
     Invalid(WireError),
+    /// A first-frame index above [`MAX_FRAME_INDEX`].
+    FrameIndexOutOfRange,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -349,6 +354,11 @@ impl Receiver {
         if h.format != self.cfg.format {
             self.counters.invalid_packets += 1;
             return PacketOutcome::FormatMismatch;
+        }
+        if h.first_frame > MAX_FRAME_INDEX {
+            // No sender counts this far (10^11 years at 384 kHz): a forged or broken packet.
+            self.counters.invalid_packets += 1;
+            return PacketOutcome::FrameIndexOutOfRange;
         }
         let first = h.first_frame as i64;
         let frames = h.frames as i64;
@@ -598,7 +608,9 @@ impl Receiver {
                     (Some(a), Some(b)) => {
                         let w = self.frac as i64;
                         for ((d, &x), &y) in self.frame_a.iter_mut().zip(a).zip(b) {
-                            *d = (x as i64 + (((y as i64 - x as i64) * w) >> 32)) as i32;
+                            // i128: a full-scale step times a 32-bit fraction needs 65 bits.
+                            let step = ((y as i64 - x as i64) as i128 * w as i128) >> 32;
+                            *d = (x as i64 + step as i64) as i32;
                         }
                         true
                     }

@@ -38,13 +38,14 @@ fn ramp_offset(c: usize) -> u64 {
     }
 }
 
-/// Low bits of frame `n` (below the top 16), shared by all channels.
+/// Low bits of frame `n` (below the top 16), shared by all channels; they repeat every ramp
+/// lap, so a frame can be checked without knowing which lap it is from.
 #[inline]
 fn low_bits(sample: SampleFormat, n: u64) -> i32 {
     match sample {
         SampleFormat::S16Le => 0,
-        SampleFormat::S24_3Le => ((mix64(n) & 0xFF) << 8) as i32,
-        SampleFormat::S32Le => (mix64(n) & 0xFFFF) as i32,
+        SampleFormat::S24_3Le => ((mix64(n & 0xFFFF) & 0xFF) << 8) as i32,
+        SampleFormat::S32Le => (mix64(n & 0xFFFF) & 0xFFFF) as i32,
     }
 }
 
@@ -106,6 +107,50 @@ impl Source {
     }
 }
 
+/// When the source's frames were captured: what the analyzer needs to anchor positions and
+/// measure latency.
+pub trait CaptureTimes {
+    /// Device frames captured by time `t` (seconds), i.e. the counter of the next frame.
+    fn frames_at(&self, t: f64) -> f64;
+    /// The time the analog world reached device frame `n`, if known.
+    fn time_of(&self, n: f64) -> Option<f64>;
+}
+
+/// A capture clock known in closed form: frame 0 at `t0`, `rate` frames per second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinearCapture {
+    /// Time of frame 0, seconds.
+    pub t0: f64,
+    /// True rate, frames per second.
+    pub rate: f64,
+}
+
+impl CaptureTimes for LinearCapture {
+    fn frames_at(&self, t: f64) -> f64 {
+        ((t - self.t0) * self.rate).floor().max(0.0)
+    }
+
+    fn time_of(&self, n: f64) -> Option<f64> {
+        (n >= 0.0).then(|| self.t0 + n / self.rate)
+    }
+}
+
+/// No capture times known (the source is in another process): gaps are still found, latency
+/// is not measured, positions are counted from an arbitrary lap.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Unanchored;
+
+impl CaptureTimes for Unanchored {
+    fn frames_at(&self, _t: f64) -> f64 {
+        // Any lap will do: the signal repeats every 65536 frames.
+        65_536.0 * 1_000.0 + 65_535.0
+    }
+
+    fn time_of(&self, _n: f64) -> Option<f64> {
+        None
+    }
+}
+
 /// Capture times of recent capture periods, as the simulator recorded them.
 pub struct CaptureHistory {
     period: u64,
@@ -145,7 +190,7 @@ impl CaptureHistory {
     }
 
     /// The time the analog world reached device frame `n`, if it is still in the history.
-    pub fn time_of(&self, n: f64) -> Option<f64> {
+    pub fn time_of_frame(&self, n: f64) -> Option<f64> {
         if n < 0.0 {
             return None;
         }
@@ -156,6 +201,16 @@ impl CaptureHistory {
         let i = (k % self.times.len() as u64) as usize;
         let end = ((k + 1) * self.period) as f64;
         Some(self.times[i] - (end - n) / self.rates[i])
+    }
+}
+
+impl CaptureTimes for CaptureHistory {
+    fn frames_at(&self, _t: f64) -> f64 {
+        self.frames() as f64
+    }
+
+    fn time_of(&self, n: f64) -> Option<f64> {
+        self.time_of_frame(n)
     }
 }
 
@@ -418,7 +473,7 @@ impl Analyzer {
 
     /// Checks played frames `bytes` (wire format), the first played at `t_play` seconds,
     /// one every `dt` seconds, given the capture history. Measures latency once per call.
-    pub fn played(&mut self, bytes: &[u8], t_play: f64, dt: f64, capture: &CaptureHistory) {
+    pub fn played<C: CaptureTimes>(&mut self, bytes: &[u8], t_play: f64, dt: f64, capture: &C) {
         let fb = self.format.frame_bytes();
         let sample = self.format.sample;
         let mut latency_done = false;
@@ -466,7 +521,7 @@ impl Analyzer {
                         }
                         _ => {
                             self.begin_gap(t);
-                            if self.try_anchor(decoded, capture) {
+                            if self.try_anchor(decoded, t, capture) {
                                 // A bare jump: zero frames of gap.
                                 self.end_gap();
                             } else {
@@ -478,12 +533,12 @@ impl Analyzer {
                     }
                 }
                 State::Start => {
-                    if !self.try_anchor(decoded, capture) {
+                    if !self.try_anchor(decoded, t, capture) {
                         self.counts.leading_frames += 1;
                     }
                 }
                 State::Gap => {
-                    if self.try_anchor(decoded, capture) {
+                    if self.try_anchor(decoded, t, capture) {
                         self.end_gap();
                     } else {
                         self.gap_frames_now += 1;
@@ -499,11 +554,16 @@ impl Analyzer {
 
     /// Locks onto a frame that is exactly a source frame (or, for resampled streams, a
     /// consistently decoded one) at the position nearest below what has been captured.
-    fn try_anchor(&mut self, decoded: Option<(f64, bool)>, capture: &CaptureHistory) -> bool {
+    fn try_anchor<C: CaptureTimes>(
+        &mut self,
+        decoded: Option<(f64, bool)>,
+        t: f64,
+        capture: &C,
+    ) -> bool {
         let Some((p, consistent)) = decoded else {
             return false;
         };
-        let newest = capture.frames() as f64;
+        let newest = capture.frames_at(t);
         let mut abs = self.unwrap(p, newest);
         if abs > newest {
             abs -= 65_536.0;
@@ -529,7 +589,7 @@ impl Analyzer {
         true
     }
 
-    fn measure(&mut self, t_play: f64, capture: &CaptureHistory) -> bool {
+    fn measure<C: CaptureTimes>(&mut self, t_play: f64, capture: &C) -> bool {
         let Some(tc) = capture.time_of(self.pos) else {
             return false;
         };
