@@ -1,1 +1,410 @@
-fn main() {}
+//! `netaudio`: stream live audio from one machine's sound card to another's over a LAN.
+//!
+//! Exit codes: 0 success; 1 the stream ran but heard gaps (`demo`); 2 bad arguments or a
+//! device/socket that cannot be opened.
+
+use clap::{Args, Parser, Subcommand};
+use engine::alloc_count::CountingAlloc;
+use engine::format::{SampleFormat, StreamFormat};
+use engine::receiver::DriftMode;
+use netaudio::daemon::{self, AudioOptions, DemoOptions, ReceiveOptions, RunOptions};
+use netaudio::rt::RtSpec;
+use std::process::ExitCode;
+use std::time::Duration;
+
+// Counts allocations per thread, so the realtime threads can report that they made none.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+#[derive(Parser)]
+#[command(
+    name = "netaudio",
+    version,
+    about = "Stream live audio from one machine's sound card to another's over a LAN, without gaps",
+    after_help = "Exit codes: 0 success, 1 gaps were heard (demo), 2 bad arguments or a device or socket that cannot be opened."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Capture from a sound card and send to a receiver.
+    Send(SendArgs),
+    /// Receive a stream and play it on a sound card.
+    Recv(RecvArgs),
+    /// Stream locally between two virtual sound cards with drifting clocks, and check every
+    /// frame that is played.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct AudioArgs {
+    /// ALSA device (e.g. hw:CARD=CODEC,DEV=0, a dsnoop PCM), or virtual[:ppm=N,sine=HZ]
+    /// [default: virtual].
+    #[arg(long)]
+    device: Option<String>,
+    /// Sample rate, Hz [default: 44100].
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Channels [default: 2].
+    #[arg(long)]
+    channels: Option<u8>,
+    /// Sample format: S16_LE, S24_3LE or S32_LE [default: S16_LE].
+    #[arg(long)]
+    format: Option<String>,
+    /// Frames per period [default: 256].
+    #[arg(long)]
+    period: Option<usize>,
+    /// Periods in the device buffer [default: 3].
+    #[arg(long)]
+    periods: Option<usize>,
+    /// Configuration file (TOML); command-line options win over it.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// CPU core for the realtime thread.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// SCHED_FIFO priority of the realtime thread (1-99; 0 for normal scheduling) [default: 80].
+    #[arg(long)]
+    priority: Option<u8>,
+    /// Do not lock memory (mlockall).
+    #[arg(long)]
+    no_mlock: bool,
+    /// Seconds between stats lines (0: none) [default: 10].
+    #[arg(long)]
+    stats_interval: Option<f64>,
+    /// Write the final counters as JSON to this file when stopping.
+    #[arg(long)]
+    stats_json: Option<std::path::PathBuf>,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Receiver as host:port (e.g. turntable2.local:46000; IPv6 as [addr]:port).
+    #[arg(long)]
+    dest: Option<String>,
+    /// DSCP for the packets (46: expedited forwarding).
+    #[arg(long)]
+    dscp: Option<u8>,
+    #[command(flatten)]
+    audio: AudioArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RecvArgs {
+    /// Address to listen on (e.g. 0.0.0.0:46000 or [::]:46000) [default: 0.0.0.0:46000].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Target latency, ms (from a frame's arrival to leaving the sound card).
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Drift correction: slip, resample or off [default: slip].
+    #[arg(long)]
+    drift_mode: Option<String>,
+    #[command(flatten)]
+    audio: AudioArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// How long to stream: 30s, 10m, 1h; 0 streams until Ctrl-C.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: f64,
+    /// How far the sending card's clock is off, ppm.
+    #[arg(long, default_value_t = 100.0, allow_hyphen_values = true)]
+    drift_ppm: f64,
+    /// Target latency, ms.
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Drift correction: slip, resample or off [default: slip].
+    #[arg(long)]
+    drift_mode: Option<String>,
+    /// CPU core for the sender's realtime thread (the receiver's is --cpu).
+    #[arg(long)]
+    sender_cpu: Option<usize>,
+    #[command(flatten)]
+    audio: AudioArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn parse_format(s: &str) -> Result<SampleFormat, String> {
+    // Also used for values from the config file, so the message names the key.
+    SampleFormat::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown sample format {s:?} (audio.format / --format): use S16_LE, S24_3LE or S32_LE"
+        )
+    })
+}
+
+fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
+    DriftMode::from_name(s)
+        .ok_or_else(|| {
+            format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use slip, resample or off")
+        })
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let err = || format!("bad duration {s:?}: use e.g. 30s, 10m, 1h, or 0 for no limit");
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| err())?;
+    let mul = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(err());
+    }
+    Ok(v * mul)
+}
+
+fn load_config(a: &AudioArgs) -> Result<rt_config::Config, String> {
+    match &a.config {
+        Some(p) => rt_config::Config::load(p),
+        None => Ok(rt_config::Config::default()),
+    }
+}
+
+impl AudioArgs {
+    fn options(&self, cfg: &rt_config::Config) -> Result<AudioOptions, String> {
+        let f = &cfg.audio;
+        let rate = self.rate.or(f.rate).unwrap_or(44_100);
+        let channels = self.channels.or(f.channels).unwrap_or(2);
+        let sample = parse_format(
+            self.format
+                .as_deref()
+                .or(f.format.as_deref())
+                .unwrap_or("S16_LE"),
+        )?;
+        let period = self.period.or(f.period_frames).unwrap_or(256);
+        let periods = self.periods.or(f.periods).unwrap_or(3);
+        let format = StreamFormat::new(rate, channels, sample).ok_or_else(|| {
+            format!(
+                "rate {rate} / channels {channels}: the rate must be 8000..=384000 Hz and \
+                 channels 1..=32"
+            )
+        })?;
+        if !(16..=8192).contains(&period) {
+            return Err(format!(
+                "--period {period} is out of range; use 16..=8192 frames (256 suits USB audio on a Pi)"
+            ));
+        }
+        if !(2..=32).contains(&periods) {
+            return Err(format!(
+                "--periods {periods} is out of range; use 2..=32 (3 or 4 are typical)"
+            ));
+        }
+        Ok(AudioOptions {
+            device: self
+                .device
+                .clone()
+                .or(f.device.clone())
+                .unwrap_or_else(|| "virtual".into()),
+            format,
+            period,
+            periods,
+        })
+    }
+}
+
+impl RunArgs {
+    fn options(
+        &self,
+        cfg: &rt_config::Config,
+        duration: Option<Duration>,
+    ) -> Result<RunOptions, String> {
+        let priority = self.priority.or(cfg.rt.priority).unwrap_or(80);
+        if priority > 99 {
+            return Err(format!(
+                "--priority {priority} is out of range; use 1..=99, or 0 for normal scheduling"
+            ));
+        }
+        let stats_interval = self
+            .stats_interval
+            .or(cfg.log.stats_interval_s)
+            .unwrap_or(10.0);
+        if !(stats_interval >= 0.0 && stats_interval.is_finite()) {
+            return Err(format!(
+                "--stats-interval {stats_interval} must be 0 or more"
+            ));
+        }
+        Ok(RunOptions {
+            rt: RtSpec {
+                priority: (priority > 0).then_some(priority),
+                cpu: self.cpu.or(cfg.rt.cpu),
+            },
+            mlock: !self.no_mlock && cfg.rt.mlock.unwrap_or(true),
+            stats_interval,
+            stats_json: self.stats_json.clone(),
+            duration,
+        })
+    }
+
+    fn log_level<'a>(&'a self, cfg: &'a rt_config::Config) -> &'a str {
+        self.log_level
+            .as_deref()
+            .or(cfg.log.level.as_deref())
+            .unwrap_or("info")
+    }
+}
+
+fn drift_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<DriftMode, String> {
+    parse_drift_mode(
+        cli.as_deref()
+            .or(cfg.receiver.drift_mode.as_deref())
+            .unwrap_or("slip"),
+    )
+}
+
+fn default_latency(audio: &AudioOptions) -> f64 {
+    engine::sim::default_latency_ms(audio.format, audio.period)
+}
+
+fn check_latency(l: f64) -> Result<f64, String> {
+    if l > 0.0 && l <= 2000.0 {
+        Ok(l)
+    } else {
+        Err(format!("--latency-ms {l} is out of range; use 1..=2000"))
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.cmd {
+        Cmd::Send(a) => {
+            let cfg = load_config(&a.audio)?;
+            let audio = a.audio.options(&cfg)?;
+            let run = a.run.options(&cfg, None)?;
+            let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
+                "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
+                 network.dest in the config",
+            )?;
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg))?;
+            daemon::send(&audio, &dest, a.dscp.or(cfg.network.dscp), &run)?;
+        }
+        Cmd::Recv(a) => {
+            let cfg = load_config(&a.audio)?;
+            let audio = a.audio.options(&cfg)?;
+            let run = a.run.options(&cfg, None)?;
+            let latency_ms = check_latency(
+                a.latency_ms
+                    .or(cfg.receiver.latency_ms)
+                    .unwrap_or_else(|| default_latency(&audio)),
+            )?;
+            let listen = a
+                .listen
+                .clone()
+                .or(cfg.network.listen.clone())
+                .unwrap_or_else(|| "0.0.0.0:46000".into());
+            let r = ReceiveOptions {
+                latency_ms,
+                drift_mode: drift_mode(&a.drift_mode, &cfg)?,
+            };
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg))?;
+            daemon::recv(&audio, &listen, &r, &run)?;
+        }
+        Cmd::Demo(a) => {
+            let cfg = load_config(&a.audio)?;
+            let audio = a.audio.options(&cfg)?;
+            let duration = (a.duration > 0.0).then(|| Duration::from_secs_f64(a.duration));
+            let mut run = a.run.options(&cfg, duration)?;
+            if a.run.stats_interval.is_none() {
+                run.stats_interval = 1.0;
+            }
+            let latency_ms =
+                check_latency(a.latency_ms.unwrap_or_else(|| default_latency(&audio)))?;
+            if !(-5000.0..=5000.0).contains(&a.drift_ppm) {
+                return Err(format!(
+                    "--drift-ppm {} is out of range; use -5000..=5000",
+                    a.drift_ppm
+                ));
+            }
+            let mode = drift_mode(&a.drift_mode, &cfg)?;
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg))?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if run.rt.cpu.is_none() && cores > 1 {
+                run.rt.cpu = Some(cores - 1);
+            }
+            let d = DemoOptions {
+                audio,
+                drift_ppm: a.drift_ppm,
+                receive: ReceiveOptions {
+                    latency_ms,
+                    drift_mode: mode,
+                },
+                sender_rt: RtSpec {
+                    priority: run.rt.priority,
+                    cpu: a.sender_cpu.or((cores > 2).then_some(cores - 2)),
+                },
+            };
+            let rep = daemon::demo(&d, &run)?;
+            let j = &rep.json;
+            println!(
+                "gaps: {} (engine: {}{})",
+                rep.gaps,
+                rep.engine_gaps,
+                if rep.gaps == rep.engine_gaps {
+                    ", agree"
+                } else {
+                    ", DISAGREE"
+                }
+            );
+            println!(
+                "latency_ms: p50 {}  p99 {}  max {}",
+                j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["latency_ms"]["max"]
+            );
+            println!(
+                "audio_seconds: {:.1}  checked_frames: {}  bit_exact: {}",
+                j["audio_seconds"].as_f64().unwrap_or(0.0),
+                j["checked_frames"],
+                j["bit_exact_frames"]
+            );
+            println!(
+                "drift_ppm: actual {}  estimated {:.1}  | lost_packets {}  xruns {}",
+                j["drift_ppm_actual"],
+                j["drift_ppm_estimated"].as_f64().unwrap_or(f64::NAN),
+                j["lost_packets"],
+                j["xruns"]
+            );
+            println!(
+                "allocations on realtime threads after start-up: {}  | CPU {:.2} s",
+                rep.allocations_rt,
+                j["cpu_seconds"].as_f64().unwrap_or(0.0)
+            );
+            if rep.gaps > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netaudio: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -171,7 +171,10 @@ pub fn log_record(r: &Record) {
             "[{t:.3}] {} device back",
             if capture { "capture" } else { "playback" }
         ),
-        Event::SendFailed { errno } => log::warn!("[{t:.3}] send failed (errno {errno})"),
+        Event::SendFailed { errno } => log::warn!(
+            "[{t:.3}] sending fails: {} (is the receiver running and reachable?)",
+            std::io::Error::from_raw_os_error(errno)
+        ),
     }
 }
 

@@ -47,6 +47,8 @@ stats! {
     packets_sent: count,
     /// Frames sent.
     frames_sent: count,
+    /// Packets the socket refused (nobody listening, buffer full).
+    send_errors: count,
     /// Packets accepted into the jitter buffer.
     packets_received: count,
     /// Packets that arrived twice.

@@ -1,0 +1,514 @@
+//! Wiring of `netaudio send`, `netaudio recv` and `netaudio demo`: open the devices and
+//! sockets, start the realtime threads, run the housekeeping loop, stop cleanly, report.
+
+use crate::housekeeping::{self, STOP};
+use crate::net::{UdpReceiver, UdpSender, monotonic_ns};
+use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
+use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
+use crate::pcm::{Capture, DeviceRequest, Playback};
+use crate::rt::{self, RtSpec};
+use crate::stream::{self, LoopReport};
+use engine::format::StreamFormat;
+use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
+use engine::rtlog;
+use engine::sender::Sender;
+use engine::stats::{Stats, StatsSnapshot};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Audio side of a daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioOptions {
+    /// Device name (ALSA, or `virtual[:...]`).
+    pub device: String,
+    /// Stream format.
+    pub format: StreamFormat,
+    /// Frames per period.
+    pub period: usize,
+    /// Periods in the device buffer.
+    pub periods: usize,
+}
+
+impl AudioOptions {
+    fn request(&self) -> DeviceRequest {
+        DeviceRequest {
+            name: self.device.clone(),
+            format: self.format,
+            period: self.period,
+            periods: self.periods,
+        }
+    }
+}
+
+/// Everything common to the daemons.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOptions {
+    /// Realtime thread settings.
+    pub rt: RtSpec,
+    /// Lock memory.
+    pub mlock: bool,
+    /// Seconds between stats lines (0: none).
+    pub stats_interval: f64,
+    /// Write final counters here as JSON.
+    pub stats_json: Option<std::path::PathBuf>,
+    /// Stop after this long (None: until SIGINT/SIGTERM).
+    pub duration: Option<Duration>,
+}
+
+/// A random stream id (new per sender start).
+fn new_stream_id() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most 4 bytes into a live buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    if n == 4 {
+        u32::from_ne_bytes(b)
+    } else {
+        engine::rng::mix64(monotonic_ns() ^ std::process::id() as u64) as u32
+    }
+}
+
+fn setup_rt(opts: &RunOptions) {
+    if opts.mlock
+        && let Err(e) = rt::lock_memory()
+    {
+        log::warn!("{e}");
+    }
+}
+
+fn report_rt(name: &str, outcome: &rt::RtOutcome) {
+    if !outcome.problems.is_empty() {
+        log::warn!("{name} thread: {outcome}");
+    } else {
+        log::info!(
+            "{name} thread: {}{}",
+            if outcome.fifo {
+                "SCHED_FIFO"
+            } else {
+                "normal scheduling"
+            },
+            if outcome.pinned { ", pinned" } else { "" }
+        );
+    }
+}
+
+fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String> {
+    if let Some(p) = path {
+        let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())? + "\n";
+        std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn cpu_seconds() -> f64 {
+    let mut ru: libc::rusage = unsafe_zeroed_rusage();
+    // SAFETY: getrusage writes one rusage into a live local.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn unsafe_zeroed_rusage() -> libc::rusage {
+    // SAFETY: rusage is plain integers; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+fn deadline(opts: &RunOptions) -> Option<Instant> {
+    opts.duration.map(|d| Instant::now() + d)
+}
+
+/// Opens a capture device by name.
+pub enum AnyCapture {
+    /// ALSA.
+    Alsa(Box<AlsaCapture>),
+    /// Virtual.
+    Virtual(Box<VirtualCapture>),
+}
+
+fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
+    let req = a.request();
+    if virtual_dev::parse_name(&a.device).is_some() {
+        Ok(AnyCapture::Virtual(Box::new(VirtualCapture::open(&req)?)))
+    } else {
+        Ok(AnyCapture::Alsa(Box::new(
+            AlsaCapture::open(&req).map_err(|e| e.to_string())?,
+        )))
+    }
+}
+
+/// `netaudio send`.
+pub fn send(
+    audio: &AudioOptions,
+    dest: &str,
+    dscp: Option<u8>,
+    opts: &RunOptions,
+) -> Result<(), String> {
+    housekeeping::install_signal_handlers();
+    let sock = UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?;
+    let dev = open_capture(audio)?;
+    let setup = match &dev {
+        AnyCapture::Alsa(d) => d.setup().clone(),
+        AnyCapture::Virtual(d) => d.setup().clone(),
+    };
+    let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
+        .map_err(|e| e.to_string())?;
+    log::info!(
+        "sending {} from {:?} (period {}, buffer {} frames, {:?} access) to {}",
+        setup.format,
+        setup.name,
+        setup.period,
+        setup.buffer,
+        setup.access,
+        sock.peer()
+    );
+    setup_rt(opts);
+    let stats = Arc::new(Stats::default());
+    let (mut producer, mut consumer) = rtlog::queue();
+    let st = stats.clone();
+    let cpu0 = cpu_seconds();
+    let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
+        let mut tx = tx;
+        match dev {
+            AnyCapture::Alsa(mut d) => {
+                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &mut producer)
+            }
+            AnyCapture::Virtual(mut d) => {
+                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &mut producer)
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    report_rt("capture", &outcome);
+    let rate = setup.format.rate;
+    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
+    housekeeping::run(&mut [&mut consumer], interval, deadline(opts), || {
+        housekeeping::sender_line(&stats.snapshot(), rate)
+    });
+    STOP.store(true, Ordering::Relaxed);
+    let rep = handle.join().map_err(|_| "the capture thread panicked")?;
+    let s = stats.snapshot();
+    log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
+    write_json(
+        &opts.stats_json,
+        &json!({
+            "role": "sender",
+            "packets_sent": s.packets_sent,
+            "frames_sent": s.frames_sent,
+            "send_errors": s.send_errors,
+            "xruns": s.xruns,
+            "allocations_rt": rep.allocations,
+            "periods": rep.periods,
+            "cpu_seconds": cpu_seconds() - cpu0,
+            "rt_fifo": outcome.fifo,
+            "rt_pinned": outcome.pinned,
+        }),
+    )
+}
+
+/// Receiver settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReceiveOptions {
+    /// Target latency, ms.
+    pub latency_ms: f64,
+    /// Drift correction.
+    pub drift_mode: DriftMode,
+}
+
+fn receiver_for(setup: &crate::pcm::DeviceSetup, r: &ReceiveOptions) -> Result<Receiver, String> {
+    let mut cfg = ReceiverConfig::new(setup.format, setup.period, r.latency_ms);
+    cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
+    cfg.drift_mode = r.drift_mode;
+    Receiver::new(cfg).map_err(|e| e.to_string())
+}
+
+/// Opens a playback device by name.
+pub enum AnyPlayback {
+    /// ALSA.
+    Alsa(Box<AlsaPlayback>),
+    /// Virtual.
+    Virtual(Box<VirtualPlayback>),
+}
+
+impl AnyPlayback {
+    fn setup(&self) -> crate::pcm::DeviceSetup {
+        match self {
+            AnyPlayback::Alsa(d) => d.setup().clone(),
+            AnyPlayback::Virtual(d) => d.setup().clone(),
+        }
+    }
+}
+
+fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyPlayback, String> {
+    let req = a.request();
+    if virtual_dev::parse_name(&a.device).is_some() {
+        Ok(AnyPlayback::Virtual(Box::new(VirtualPlayback::open(
+            &req, sink,
+        )?)))
+    } else {
+        Ok(AnyPlayback::Alsa(Box::new(
+            AlsaPlayback::open(&req).map_err(|e| e.to_string())?,
+        )))
+    }
+}
+
+type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
+
+fn spawn_receiver(
+    dev: AnyPlayback,
+    mut rx: Receiver,
+    mut sock: UdpReceiver,
+    stats: Arc<Stats>,
+    mut producer: rtlog::EventProducer,
+    spec: RtSpec,
+) -> Result<(RecvThread, rt::RtOutcome), String> {
+    rt::spawn("na-playback", spec, move || {
+        let mut dev = dev;
+        let rep = match &mut dev {
+            AnyPlayback::Alsa(d) => {
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, &stats, &mut producer)
+            }
+            AnyPlayback::Virtual(d) => {
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, &stats, &mut producer)
+            }
+        };
+        (rep, dev)
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn receiver_json(s: &StatsSnapshot, rep: &LoopReport, cpu: f64, outcome: &rt::RtOutcome) -> Value {
+    json!({
+        "role": "receiver",
+        "gaps": s.gaps,
+        "lost_packets": s.lost_packets,
+        "recovered_packets": s.recovered_packets,
+        "concealed_frames": s.concealed_frames,
+        "late_packets": s.late_packets,
+        "duplicate_packets": s.duplicate_packets,
+        "invalid_packets": s.invalid_packets,
+        "foreign_packets": s.foreign_packets,
+        "packets_received": s.packets_received,
+        "resyncs": s.resyncs,
+        "xruns": s.xruns,
+        "drift_ppm": s.drift_ppm,
+        "slip_drops": s.slip_drops,
+        "slip_inserts": s.slip_inserts,
+        "frames_played": s.frames_played,
+        "allocations_rt": rep.allocations,
+        "periods": rep.periods,
+        "cpu_seconds": cpu,
+        "rt_fifo": outcome.fifo,
+        "rt_pinned": outcome.pinned,
+    })
+}
+
+/// `netaudio recv`.
+pub fn recv(
+    audio: &AudioOptions,
+    listen: &str,
+    r: &ReceiveOptions,
+    opts: &RunOptions,
+) -> Result<(), String> {
+    housekeeping::install_signal_handlers();
+    let sock = UdpReceiver::bind(listen, 4 << 20).map_err(|e| e.to_string())?;
+    let sink = virtual_dev::parse_name(&audio.device)
+        .is_some()
+        .then(|| Sink::new(audio.format, None, 0));
+    let dev = open_playback(audio, sink)?;
+    let setup = dev.setup();
+    let (producer, mut consumer) = rtlog::queue();
+    let rx = receiver_for(&setup, r)?.with_events(producer);
+    let (producer2, mut consumer2) = rtlog::queue();
+    log::info!(
+        "receiving on {} into {:?}: {} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}",
+        sock.local_addr().map_err(|e| e.to_string())?,
+        setup.name,
+        setup.format,
+        setup.period,
+        setup.buffer,
+        setup.access,
+        r.latency_ms,
+        r.drift_mode
+    );
+    setup_rt(opts);
+    let stats = Arc::new(Stats::default());
+    let cpu0 = cpu_seconds();
+    let (handle, outcome) = spawn_receiver(dev, rx, sock, stats.clone(), producer2, opts.rt)?;
+    report_rt("playback", &outcome);
+    let rate = setup.format.rate;
+    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
+    housekeeping::run(
+        &mut [&mut consumer, &mut consumer2],
+        interval,
+        deadline(opts),
+        || housekeeping::receiver_line(&stats.snapshot(), rate),
+    );
+    STOP.store(true, Ordering::Relaxed);
+    let (rep, dev) = handle.join().map_err(|_| "the playback thread panicked")?;
+    let s = stats.snapshot();
+    log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
+    let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
+    if let AnyPlayback::Virtual(v) = &dev
+        && let Some(sink) = v.sink()
+    {
+        // What the virtual device heard, checked frame by frame.
+        let c = sink.counts();
+        j["heard_gaps"] = json!(c.gaps);
+        j["heard_frames"] = json!(c.frames);
+        j["heard_bit_exact"] = json!(c.bit_exact);
+        j["heard_leading_silence"] = json!(c.leading_frames);
+        log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
+    }
+    write_json(&opts.stats_json, &j)
+}
+
+/// `netaudio demo` settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DemoOptions {
+    /// Format, period, periods (devices are virtual).
+    pub audio: AudioOptions,
+    /// Sender clock offset, ppm.
+    pub drift_ppm: f64,
+    /// Receiver settings.
+    pub receive: ReceiveOptions,
+    /// Realtime settings of the sender thread.
+    pub sender_rt: RtSpec,
+}
+
+/// What a demo measured.
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    /// JSON of everything.
+    pub json: Value,
+    /// Gaps the analyzer heard.
+    pub gaps: u64,
+    /// Gaps the engine counted.
+    pub engine_gaps: u64,
+    /// Allocations on the realtime threads after start-up.
+    pub allocations_rt: u64,
+}
+
+/// `netaudio demo`: a local sender → receiver stream over UDP on loopback between two virtual
+/// sound cards whose clocks differ by `drift_ppm`, both realtime threads in this process,
+/// the played audio checked frame by frame.
+pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
+    housekeeping::install_signal_handlers();
+    let sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
+    let port = sock_rx.local_addr().map_err(|e| e.to_string())?.port();
+    let sock_tx =
+        UdpSender::connect(&format!("127.0.0.1:{port}"), None).map_err(|e| e.to_string())?;
+    let mut cap_audio = d.audio.clone();
+    cap_audio.device = format!("virtual:ppm={}", d.drift_ppm);
+    let mut play_audio = d.audio.clone();
+    play_audio.device = "virtual".into();
+    let mut cap = VirtualCapture::open(&cap_audio.request())?;
+    // Frame 0 is captured 50 ms from now; the sink knows the source's clock.
+    cap.set_epoch(monotonic_ns() + 50_000_000);
+    // Latency statistics start after the drift loop has settled (10 s).
+    let sink = Sink::new(
+        d.audio.format,
+        Some(cap.capture_times()),
+        d.audio.format.rate as u64 * 10,
+    );
+    let live = sink.live();
+    let dev = open_playback(&play_audio, Some(sink))?;
+    let setup = dev.setup();
+    let (p1, mut c1) = rtlog::queue();
+    let (p2, mut c2) = rtlog::queue();
+    let (p3, mut c3) = rtlog::queue();
+    let rx = receiver_for(&setup, &d.receive)?.with_events(p1);
+    let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
+        .map_err(|e| e.to_string())?;
+    setup_rt(opts);
+    let rx_stats = Arc::new(Stats::default());
+    let tx_stats = Arc::new(Stats::default());
+    let cpu0 = cpu_seconds();
+    let (rh, r_out) = spawn_receiver(dev, rx, sock_rx, rx_stats.clone(), p2, opts.rt)?;
+    report_rt("playback", &r_out);
+    let st = tx_stats.clone();
+    // The sender stops after the receiver, so the end of the run is no gap.
+    static SENDER_STOP: AtomicBool = AtomicBool::new(false);
+    SENDER_STOP.store(false, Ordering::Relaxed);
+    let (th, t_out) = rt::spawn("na-capture", d.sender_rt, move || {
+        let (mut cap, mut tx, mut p3) = (cap, tx, p3);
+        stream::run_sender(&mut cap, &mut tx, &sock_tx, &SENDER_STOP, &st, &mut p3)
+    })
+    .map_err(|e| e.to_string())?;
+    report_rt("capture", &t_out);
+    log::info!(
+        "demo: virtual capture ({:+} ppm) -> UDP 127.0.0.1:{port} -> virtual playback, {}, period {}, latency {} ms, drift {}",
+        d.drift_ppm,
+        setup.format,
+        setup.period,
+        d.receive.latency_ms,
+        d.receive.drift_mode
+    );
+    let rate = setup.format.rate;
+    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
+    housekeeping::run(
+        &mut [&mut c1, &mut c2, &mut c3],
+        interval,
+        deadline(opts),
+        || {
+            let lat = f64::from_bits(live.latency_ms.load(Ordering::Relaxed));
+            format!(
+                "heard: {} gaps, latency {:.2} ms | {}",
+                live.gaps.load(Ordering::Relaxed),
+                lat,
+                housekeeping::receiver_line(&rx_stats.snapshot(), rate)
+            )
+        },
+    );
+    STOP.store(true, Ordering::Relaxed);
+    let (rrep, dev) = rh.join().map_err(|_| "the playback thread panicked")?;
+    SENDER_STOP.store(true, Ordering::Relaxed);
+    let trep = th.join().map_err(|_| "the capture thread panicked")?;
+    let cpu = cpu_seconds() - cpu0;
+    let s = rx_stats.snapshot();
+    let t = tx_stats.snapshot();
+    let AnyPlayback::Virtual(vdev) = dev else {
+        return Err("demo playback is virtual".into());
+    };
+    let sink = vdev.sink().ok_or("demo playback has a sink")?;
+    let a = sink.analyzer();
+    let c = a.counts;
+    let json = json!({
+        "audio_seconds": c.frames as f64 / rate as f64,
+        "gaps": c.gaps,
+        "gap_frames": c.gap_frames,
+        "max_gap_ms": c.max_gap_frames as f64 * 1000.0 / rate as f64,
+        "latency_ms": {
+            "p50": finite(a.latency_percentile_ms(0.5)),
+            "p99": finite(a.latency_percentile_ms(0.99)),
+            "max": finite(a.latency_max_ms()),
+        },
+        "engine_gaps": s.gaps,
+        "lost_packets": s.lost_packets,
+        "recovered_packets": s.recovered_packets,
+        "concealed_frames": s.concealed_frames,
+        "drift_ppm_estimated": s.drift_ppm,
+        "drift_ppm_actual": d.drift_ppm,
+        "bit_exact_frames": c.bit_exact,
+        "checked_frames": c.frames,
+        "leading_silence_frames": c.leading_frames,
+        "xruns": s.xruns + t.xruns,
+        "packets_sent": t.packets_sent,
+        "packets_received": s.packets_received,
+        "allocations_rt": rrep.allocations + trep.allocations,
+        "allocations_steady_state": rrep.allocations + trep.allocations,
+        "cpu_seconds": cpu,
+        "rt_fifo": r_out.fifo && t_out.fifo,
+    });
+    write_json(&opts.stats_json, &json)?;
+    Ok(DemoReport {
+        json,
+        gaps: c.gaps,
+        engine_gaps: s.gaps,
+        allocations_rt: rrep.allocations + trep.allocations,
+    })
+}
+
+fn finite(v: f64) -> Value {
+    if v.is_finite() { json!(v) } else { Value::Null }
+}

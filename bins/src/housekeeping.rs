@@ -1,0 +1,167 @@
+//! The non-realtime side of a running daemon: the logger, signals, the periodic stats line,
+//! the realtime event queue's formatting, and the systemd watchdog.
+
+use engine::rtlog::EventConsumer;
+use engine::stats::StatsSnapshot;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Set by SIGINT/SIGTERM; every loop watches it.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM set [`STOP`] (a clean stop) and ignores SIGPIPE.
+pub fn install_signal_handlers() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let _ = sigaction(Signal::SIGINT, &act);
+        let _ = sigaction(Signal::SIGTERM, &act);
+        let _ = sigaction(Signal::SIGPIPE, &ignore);
+    }
+}
+
+struct StderrLogger {
+    level: log::LevelFilter,
+    start: Instant,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let t = self.start.elapsed().as_secs_f64();
+            // One write per line.
+            let line = format!("{t:9.3} {:<5} {}\n", r.level(), r.args());
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the stderr logger (under systemd, stderr goes to the journal).
+pub fn init_logging(level: &str) -> Result<(), String> {
+    let level: log::LevelFilter = level.parse().map_err(|_| {
+        format!("unknown log level {level:?}: use error, warn, info, debug or trace")
+    })?;
+    let logger = Box::leak(Box::new(StderrLogger {
+        level,
+        start: Instant::now(),
+    }));
+    log::set_logger(logger).map_err(|e| e.to_string())?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Notifies systemd (`sd_notify`) when run as a `Type=notify` service; silent otherwise.
+pub struct Notifier {
+    sock: Option<(
+        std::os::unix::net::UnixDatagram,
+        std::os::unix::net::SocketAddr,
+    )>,
+}
+
+impl Notifier {
+    /// Connects to `$NOTIFY_SOCKET` if set.
+    pub fn from_env() -> Notifier {
+        let sock = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
+            use std::os::linux::net::SocketAddrExt;
+            let p = path.to_string_lossy().into_owned();
+            let addr = match p.strip_prefix('@') {
+                Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?,
+                None => std::os::unix::net::SocketAddr::from_pathname(&p).ok()?,
+            };
+            let s = std::os::unix::net::UnixDatagram::unbound().ok()?;
+            Some((s, addr))
+        });
+        Notifier { sock }
+    }
+
+    /// Sends `state` (e.g. `READY=1`, `WATCHDOG=1`, `STOPPING=1`).
+    pub fn notify(&self, state: &str) {
+        if let Some((s, addr)) = &self.sock {
+            let _ = s.send_to_addr(state.as_bytes(), addr);
+        }
+    }
+}
+
+/// One stats line for a receiver.
+pub fn receiver_line(s: &StatsSnapshot, rate: u32) -> String {
+    let ms = |f: f64| f * 1000.0 / rate as f64;
+    format!(
+        "buffer {:.1} ms (target {:.1}) | rx {} pkts, lost {}, recovered {}, late {}, dup {} | \
+         drift {:+.1} ppm (correcting {:+.1}) | xruns {} | gaps {} | concealed {:.1} ms",
+        ms(s.level_frames),
+        ms(s.target_frames),
+        s.packets_received,
+        s.lost_packets,
+        s.recovered_packets,
+        s.late_packets,
+        s.duplicate_packets,
+        s.drift_ppm,
+        s.ratio_ppm,
+        s.xruns,
+        s.gaps,
+        ms(s.concealed_frames as f64),
+    )
+}
+
+/// One stats line for a sender.
+pub fn sender_line(s: &StatsSnapshot, rate: u32) -> String {
+    format!(
+        "sent {} pkts, {:.1} s of audio, {} refused | xruns {}",
+        s.packets_sent,
+        s.frames_sent as f64 / rate as f64,
+        s.send_errors,
+        s.xruns
+    )
+}
+
+/// Drains realtime events into the log, prints a stats line every `interval`, feeds the
+/// watchdog, until [`STOP`] or `until` (when given). `line` makes the stats line.
+pub fn run<F: FnMut() -> String>(
+    events: &mut [&mut EventConsumer],
+    interval: Duration,
+    until: Option<Instant>,
+    mut line: F,
+) {
+    let notifier = Notifier::from_env();
+    notifier.notify("READY=1");
+    let mut next = Instant::now() + interval;
+    while !STOP.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
+        std::thread::sleep(Duration::from_millis(50));
+        for q in events.iter_mut() {
+            q.drain_to_log();
+        }
+        if Instant::now() >= next {
+            next += interval;
+            notifier.notify("WATCHDOG=1");
+            if !interval.is_zero() {
+                log::info!("{}", line());
+            }
+        }
+    }
+    notifier.notify("STOPPING=1");
+    for q in events.iter_mut() {
+        q.drain_to_log();
+        let dropped = q.dropped();
+        if dropped > 0 {
+            log::warn!("{dropped} realtime events were dropped (queue full)");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The realtime driver of netaudio: audio devices, sockets, realtime threads, and the sender
+//! and receiver loops that run the engine core on them.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod daemon;
+pub mod housekeeping;
+pub mod net;
+pub mod pcm;
+pub mod rt;
+pub mod stream;

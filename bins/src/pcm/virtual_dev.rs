@@ -1,0 +1,533 @@
+//! Virtual devices: real-time-clocked capture and playback without a sound card.
+//!
+//! Each device has its own crystal: it runs `ppm` parts per million off `CLOCK_MONOTONIC`,
+//! so two virtual devices drift apart like two USB interfaces. The capture device produces a
+//! test signal (the frame-index ramp, or a sine) at its clock; the playback device consumes at
+//! its clock and can hand what it plays to an analyzing [`Sink`], which checks every frame
+//! against the source and measures end-to-end latency when the source's clock is known.
+//!
+//! Device names: `virtual`, or `virtual:ppm=50,sine=440` (options separated by commas).
+//!
+//! Realtime contract: `open` allocates the device buffer (and the sink's analyzer); `wait`
+//! sleeps in `clock_nanosleep`; `read`/`write` fill or lend the preallocated buffer and never
+//! allocate or lock.
+
+use super::{Access, Capture, DeviceRequest, DeviceSetup, PcmError, Playback};
+use crate::net::monotonic_ns;
+use engine::format::StreamFormat;
+use engine::sim::signal::{
+    Analyzer, AnalyzerCounts, CaptureTimes, LinearCapture, Source, SourceKind, StepTolerance,
+    Unanchored,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Options of a virtual device name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VirtualOptions {
+    /// Clock offset, ppm.
+    pub ppm: f64,
+    /// Signal a capture device produces.
+    pub source: SourceKind,
+}
+
+/// Parses `virtual[:ppm=N][,sine[=HZ]]`; `None` when `name` is not a virtual device.
+pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
+    let rest = name.strip_prefix("virtual")?;
+    let mut o = VirtualOptions {
+        ppm: 0.0,
+        source: SourceKind::Ramp,
+    };
+    let opts = match rest.strip_prefix(':') {
+        Some(r) => r,
+        None if rest.is_empty() => "",
+        None => return None,
+    };
+    for opt in opts.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        let r = match k {
+            "ppm" => v
+                .parse::<f64>()
+                .ok()
+                .filter(|p| p.abs() <= 5000.0)
+                .map(|p| o.ppm = p),
+            "sine" => {
+                let hz = if v.is_empty() {
+                    Some(997.0)
+                } else {
+                    v.parse().ok()
+                };
+                hz.map(|freq_hz| o.source = SourceKind::Sine { freq_hz })
+            }
+            "ramp" => {
+                o.source = SourceKind::Ramp;
+                Some(())
+            }
+            _ => None,
+        };
+        if r.is_none() {
+            return Some(Err(format!(
+                "bad virtual device option {opt:?} in {name:?}: use virtual:ppm=N (-5000..5000), \
+                 virtual:sine=HZ or virtual:ramp"
+            )));
+        }
+    }
+    Some(Ok(o))
+}
+
+fn sleep_until(t_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (t_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (t_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_nanosleep reads one timespec; no remainder is requested with TIMER_ABSTIME.
+    unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// A device clock: frames elapsed since `t0`.
+#[derive(Clone, Copy, Debug)]
+struct DeviceClock {
+    t0_ns: u64,
+    rate: f64,
+}
+
+impl DeviceClock {
+    fn new(format: StreamFormat, ppm: f64) -> DeviceClock {
+        DeviceClock {
+            t0_ns: 0,
+            rate: format.rate as f64 * (1.0 + ppm * 1e-6),
+        }
+    }
+
+    fn frames_at(&self, t_ns: u64) -> u64 {
+        (t_ns.saturating_sub(self.t0_ns) as f64 * self.rate / 1e9) as u64
+    }
+
+    fn time_of(&self, frame: u64) -> u64 {
+        self.t0_ns + (frame as f64 * 1e9 / self.rate).ceil() as u64
+    }
+}
+
+fn setup(req: &DeviceRequest) -> DeviceSetup {
+    DeviceSetup {
+        name: req.name.clone(),
+        format: req.format,
+        period: req.period,
+        buffer: req.period * req.periods.max(2),
+        access: Access::Virtual,
+    }
+}
+
+/// A virtual capture device.
+pub struct VirtualCapture {
+    setup: DeviceSetup,
+    clock: DeviceClock,
+    source: Source,
+    buf: Vec<u8>,
+    consumed: u64,
+    running: bool,
+    epoch: Option<u64>,
+}
+
+impl VirtualCapture {
+    /// Opens a virtual capture device (`req.name` as in [`parse_name`]).
+    pub fn open(req: &DeviceRequest) -> Result<VirtualCapture, String> {
+        let opts = parse_name(&req.name)
+            .unwrap_or_else(|| Err(format!("{:?} is not a virtual device", req.name)))?;
+        let setup = setup(req);
+        Ok(VirtualCapture {
+            clock: DeviceClock::new(req.format, opts.ppm),
+            source: Source::new(opts.source, req.format),
+            buf: vec![0; setup.buffer * req.format.frame_bytes()],
+            consumed: 0,
+            running: false,
+            epoch: None,
+            setup,
+        })
+    }
+
+    /// Fixes the time of frame 0 (`CLOCK_MONOTONIC`, ns) before the device starts, so an
+    /// analyzing sink elsewhere in the process knows the capture times in advance.
+    pub fn set_epoch(&mut self, t0_ns: u64) {
+        self.epoch = Some(t0_ns);
+        self.clock.t0_ns = t0_ns;
+    }
+
+    /// When the analog world reached frame 0, and at what true rate (for an analyzing sink in
+    /// the same process). Known once started, or after [`set_epoch`](Self::set_epoch).
+    pub fn capture_times(&self) -> LinearCapture {
+        LinearCapture {
+            t0: self.clock.t0_ns as f64 / 1e9,
+            rate: self.clock.rate,
+        }
+    }
+
+    /// The device buffer's address range (to check that readers get it lent, not copied).
+    pub fn buffer_range(&self) -> std::ops::Range<usize> {
+        let p = self.buf.as_ptr() as usize;
+        p..p + self.buf.len()
+    }
+
+    fn available(&self) -> u64 {
+        self.clock
+            .frames_at(monotonic_ns())
+            .saturating_sub(self.consumed)
+    }
+}
+
+impl Capture for VirtualCapture {
+    fn setup(&self) -> &DeviceSetup {
+        &self.setup
+    }
+
+    fn start(&mut self) -> Result<(), PcmError> {
+        let now = monotonic_ns();
+        match self.epoch {
+            Some(_) => {
+                // Capture begins now (or at the epoch); frames before now were never taken.
+                let f = self.clock.frames_at(now);
+                self.consumed = f - f % self.setup.period as u64;
+            }
+            None => {
+                self.clock.t0_ns = now;
+                self.consumed = 0;
+            }
+        }
+        self.running = true;
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
+        if !self.running {
+            return Err(PcmError::Other(libc::EBADFD));
+        }
+        let avail = self.available();
+        if avail > self.setup.buffer as u64 {
+            return Err(PcmError::Xrun);
+        }
+        if avail >= self.setup.period as u64 {
+            return Ok(avail as usize);
+        }
+        let ready = self.clock.time_of(self.consumed + self.setup.period as u64);
+        let limit = monotonic_ns() + timeout_ms.max(0) as u64 * 1_000_000;
+        sleep_until(ready.min(limit));
+        let avail = self.available();
+        if avail > self.setup.buffer as u64 {
+            return Err(PcmError::Xrun);
+        }
+        Ok(if avail >= self.setup.period as u64 {
+            avail as usize
+        } else {
+            0
+        })
+    }
+
+    fn read<F: FnOnce(&[u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
+        let fb = self.setup.format.frame_bytes();
+        let at = (self.consumed % self.setup.buffer as u64) as usize;
+        let n = frames
+            .min(self.available() as usize)
+            .min(self.setup.buffer - at);
+        let area = &mut self.buf[at * fb..(at + n) * fb];
+        // The analog-to-digital conversion happens here, into the device buffer.
+        self.source.fill(self.consumed, area);
+        f(area);
+        self.consumed += n as u64;
+        Ok(n)
+    }
+
+    fn recover(&mut self, _err: PcmError) -> Result<(), PcmError> {
+        // An overrun loses what did not fit: continue from the newest full period.
+        let now = self.clock.frames_at(monotonic_ns());
+        self.consumed = now - now % self.setup.period as u64;
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<(), PcmError> {
+        self.start()
+    }
+}
+
+/// Live figures of an analyzing sink, readable from other threads.
+#[derive(Debug, Default)]
+pub struct SinkLive {
+    /// Gaps so far.
+    pub gaps: AtomicU64,
+    /// Frames checked.
+    pub frames: AtomicU64,
+    /// Frames bit-exact.
+    pub bit_exact: AtomicU64,
+    /// Mean latency over the last period, ms (f64 bits; NaN when unknown).
+    pub latency_ms: AtomicU64,
+}
+
+/// Checks what a playback device plays.
+pub struct Sink {
+    analyzer: Analyzer,
+    capture: Option<LinearCapture>,
+    live: Arc<SinkLive>,
+    settle_frames: u64,
+}
+
+impl Sink {
+    /// A sink for `format`; `capture` gives the source's capture times when the source is in
+    /// this process (then latency is measured too, counting from `settle_frames` on).
+    pub fn new(format: StreamFormat, capture: Option<LinearCapture>, settle_frames: u64) -> Sink {
+        Sink {
+            analyzer: Analyzer::new(format, StepTolerance::SLIP, 10_000),
+            capture,
+            live: Arc::new(SinkLive::default()),
+            settle_frames,
+        }
+    }
+
+    /// The live figures.
+    pub fn live(&self) -> Arc<SinkLive> {
+        self.live.clone()
+    }
+
+    /// The analyzer (final figures).
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> AnalyzerCounts {
+        self.analyzer.counts
+    }
+
+    fn played(&mut self, bytes: &[u8], t_play_s: f64, dt: f64) {
+        match self.capture {
+            Some(c) => self.analyzer.played(bytes, t_play_s, dt, &c),
+            None => self.analyzer.played(bytes, t_play_s, dt, &Unanchored),
+        }
+        let c = self.analyzer.counts;
+        if self.settle_frames > 0 && c.frames >= self.settle_frames {
+            self.settle_frames = 0;
+            self.analyzer.reset_latency();
+        }
+        self.live.gaps.store(c.gaps, Relaxed);
+        self.live.frames.store(c.frames, Relaxed);
+        self.live.bit_exact.store(c.bit_exact, Relaxed);
+        let lat = self.analyzer.take_mean_latency_ms();
+        if lat.is_finite() {
+            self.live.latency_ms.store(lat.to_bits(), Relaxed);
+        }
+    }
+}
+
+// A `CaptureTimes` may also come from another thread's device: LinearCapture is plain data.
+const _: fn() = || {
+    fn is_capture_times<T: CaptureTimes>() {}
+    is_capture_times::<LinearCapture>();
+};
+
+/// A virtual playback device.
+pub struct VirtualPlayback {
+    setup: DeviceSetup,
+    clock: DeviceClock,
+    buf: Vec<u8>,
+    written: u64,
+    /// Frames counted as played when the clock last started.
+    base: u64,
+    running: bool,
+    sink: Option<Sink>,
+}
+
+impl VirtualPlayback {
+    /// Opens a virtual playback device (`req.name` as in [`parse_name`]).
+    pub fn open(req: &DeviceRequest, sink: Option<Sink>) -> Result<VirtualPlayback, String> {
+        let opts = parse_name(&req.name)
+            .unwrap_or_else(|| Err(format!("{:?} is not a virtual device", req.name)))?;
+        let setup = setup(req);
+        Ok(VirtualPlayback {
+            clock: DeviceClock::new(req.format, opts.ppm),
+            buf: vec![0; setup.buffer * req.format.frame_bytes()],
+            written: 0,
+            base: 0,
+            running: false,
+            sink,
+            setup,
+        })
+    }
+
+    /// The analyzing sink, if any.
+    pub fn sink(&self) -> Option<&Sink> {
+        self.sink.as_ref()
+    }
+
+    fn played(&self) -> u64 {
+        if self.running {
+            self.base + self.clock.frames_at(monotonic_ns())
+        } else {
+            self.base
+        }
+    }
+}
+
+impl Playback for VirtualPlayback {
+    fn setup(&self) -> &DeviceSetup {
+        &self.setup
+    }
+
+    fn start(&mut self) -> Result<(), PcmError> {
+        self.clock.t0_ns = monotonic_ns();
+        self.running = true;
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
+        let buffer = self.setup.buffer as u64;
+        let period = self.setup.period as u64;
+        let played = self.played();
+        if played > self.written {
+            return Err(PcmError::Xrun);
+        }
+        let room = buffer.saturating_sub(self.written - played);
+        if room >= period || !self.running {
+            return Ok(room as usize);
+        }
+        let ready = self
+            .clock
+            .time_of((self.written + period).saturating_sub(buffer + self.base));
+        let limit = monotonic_ns() + timeout_ms.max(0) as u64 * 1_000_000;
+        sleep_until(ready.min(limit));
+        let played = self.played();
+        if played > self.written {
+            return Err(PcmError::Xrun);
+        }
+        let room = buffer.saturating_sub(self.written - played);
+        Ok(if room >= period { room as usize } else { 0 })
+    }
+
+    fn write<F: FnOnce(&mut [u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
+        let fb = self.setup.format.frame_bytes();
+        let at = (self.written % self.setup.buffer as u64) as usize;
+        let n = frames.min(self.setup.buffer - at);
+        let area = &mut self.buf[at * fb..(at + n) * fb];
+        f(area);
+        if let Some(sink) = self.sink.as_mut() {
+            // Frame `written` leaves the device when the device clock reaches it.
+            let t_play = if self.running {
+                self.clock.time_of(self.written - self.base) as f64 / 1e9
+            } else {
+                // Primed before start: played right after start.
+                let queued = (self.written - self.base) as f64;
+                (monotonic_ns() as f64 + queued * 1e9 / self.clock.rate) / 1e9
+            };
+            sink.played(area, t_play, 1.0 / self.clock.rate);
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn delay(&mut self) -> Result<i64, PcmError> {
+        Ok(self.written as i64 - self.played() as i64)
+    }
+
+    fn recover(&mut self, _err: PcmError) -> Result<(), PcmError> {
+        // An underrun: the device played silence meanwhile. It stops; what was written counts
+        // as played, and it starts again after priming.
+        self.running = false;
+        self.base = self.written;
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<(), PcmError> {
+        self.recover(PcmError::Xrun)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::format::SampleFormat;
+
+    fn req(name: &str) -> DeviceRequest {
+        DeviceRequest {
+            name: name.into(),
+            format: StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap(),
+            period: 256,
+            periods: 3,
+        }
+    }
+
+    #[test]
+    fn names_parse_with_clear_errors() {
+        assert_eq!(
+            parse_name("virtual:ppm=-50,sine=440"),
+            Some(Ok(VirtualOptions {
+                ppm: -50.0,
+                source: SourceKind::Sine { freq_hz: 440.0 }
+            }))
+        );
+        assert!(parse_name("hw:0").is_none());
+        assert!(parse_name("virtualx").is_none());
+        let e = parse_name("virtual:ppm=abc").unwrap().unwrap_err();
+        assert!(e.contains("ppm=abc"), "{e}");
+    }
+
+    #[test]
+    fn capture_runs_at_its_clock_and_playback_plays_what_it_gets() {
+        let mut cap = VirtualCapture::open(&req("virtual:ppm=1000")).unwrap();
+        let live_req = req("virtual");
+        let mut play = VirtualPlayback::open(&live_req, None).unwrap();
+        cap.start().unwrap();
+        let t0 = monotonic_ns();
+        let mut frames = 0u64;
+        let mut first = Vec::new();
+        while frames < 48_000 / 4 {
+            let avail = cap.wait(100).unwrap();
+            if avail == 0 {
+                continue;
+            }
+            frames += cap
+                .read(256, |b| {
+                    if first.is_empty() {
+                        first.extend_from_slice(&b[..8]);
+                    }
+                })
+                .unwrap() as u64;
+        }
+        let secs = (monotonic_ns() - t0) as f64 / 1e9;
+        assert!(
+            (0.2..0.4).contains(&secs),
+            "a quarter second of audio took {secs} s"
+        );
+        // Ramp frames 0 and 1.
+        assert_eq!(first, [0, 0, 0, 128, 1, 0, 1, 128]);
+        // Playback: prime, start, keep fed for 0.1 s without an underrun.
+        while play.wait(0).unwrap() >= 256 {
+            play.write(256, |a| a.fill(0)).unwrap();
+        }
+        play.start().unwrap();
+        let end = monotonic_ns() + 100_000_000;
+        while monotonic_ns() < end {
+            if play.wait(50).unwrap() >= 256 {
+                play.write(256, |a| a.fill(0)).unwrap();
+            }
+        }
+        assert!(play.delay().unwrap() > 0);
+        // An underrun, recovered: priming and restarting keep the arithmetic sane.
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        let e = play.wait(0).unwrap_err();
+        assert_eq!(e, PcmError::Xrun);
+        play.recover(e).unwrap();
+        let mut primed = 0;
+        while play.wait(0).unwrap() >= 256 {
+            play.write(256, |a| a.fill(0)).unwrap();
+            primed += 1;
+        }
+        assert_eq!(primed, 3, "one buffer of room after recovery");
+        play.start().unwrap();
+        let room = play.wait(100).unwrap();
+        assert!((256..=768).contains(&room), "{room}");
+    }
+}

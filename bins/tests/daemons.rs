@@ -1,0 +1,158 @@
+//! `netaudio` as a user runs it: the demo, a sender and a receiver as separate processes over
+//! loopback with virtual sound cards, a sender restart, and errors that name the fix.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netaudio"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("netaudio-daemons-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn read_json(p: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn terminate(child: &mut Child) {
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("process did not stop on SIGTERM");
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const FMT: [&str; 8] = [
+    "--rate",
+    "48000",
+    "--channels",
+    "2",
+    "--format",
+    "S16_LE",
+    "--period",
+    "256",
+];
+
+#[test]
+fn demo_streams_without_gaps_or_allocations() {
+    let json = tmp("demo.json");
+    let out = bin()
+        .args([
+            "demo",
+            "--duration",
+            "6s",
+            "--drift-ppm",
+            "-300",
+            "--latency-ms",
+            "40",
+        ])
+        .args(FMT)
+        .arg("--stats-json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("gaps: 0 (engine: 0, agree)"), "{stdout}");
+    let j = read_json(&json);
+    assert_eq!(j["gaps"], 0);
+    assert_eq!(j["engine_gaps"], 0);
+    assert_eq!(j["allocations_rt"], 0);
+    assert!(j["checked_frames"].as_u64().unwrap() > 48_000 * 5);
+    let p50 = j["latency_ms"]["p50"].as_f64().unwrap();
+    assert!((p50 - 40.0).abs() < 2.0, "latency {p50}");
+}
+
+fn recv(port: u16, json: &PathBuf) -> Child {
+    bin()
+        .args(["recv", "--device", "virtual", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--latency-ms", "40", "--stats-interval", "0"])
+        .args(FMT)
+        .arg("--stats-json")
+        .arg(json)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn send(port: u16, json: &PathBuf) -> Child {
+    bin()
+        .args(["send", "--device", "virtual:ppm=250", "--dest"])
+        .arg(format!("localhost:{port}"))
+        .args(["--stats-interval", "0"])
+        .args(FMT)
+        .arg("--stats-json")
+        .arg(json)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
+    let port = free_port();
+    let (rj, sj, sj2) = (tmp("recv.json"), tmp("send.json"), tmp("send2.json"));
+    let mut r = recv(port, &rj);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = send(port, &sj);
+    std::thread::sleep(Duration::from_secs(4));
+    // The sender dies without a word, and a new one starts.
+    s.kill().unwrap();
+    s.wait().unwrap();
+    let mut s2 = send(port, &sj2);
+    std::thread::sleep(Duration::from_secs(3));
+    terminate(&mut r);
+    terminate(&mut s2);
+    let rj = read_json(&rj);
+    let sj2 = read_json(&sj2);
+    assert_eq!(rj["resyncs"], 1, "{rj}");
+    assert_eq!(rj["gaps"], 1, "one gap, at the restart: {rj}");
+    assert_eq!(rj["heard_gaps"], 1, "the virtual card heard the same: {rj}");
+    assert_eq!(rj["allocations_rt"], 0);
+    assert_eq!(sj2["allocations_rt"], 0);
+    assert_eq!(rj["xruns"], 0);
+    assert!(rj["packets_received"].as_u64().unwrap() > 900, "{rj}");
+    assert!(sj2["packets_sent"].as_u64().unwrap() > 400, "{sj2}");
+}
+
+#[test]
+fn bad_arguments_name_the_value_and_the_fix() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["send", "--dest", "no-port-here"], "no-port-here"),
+        (&["recv", "--period", "5"], "--period 5"),
+        (&["demo", "--drift-ppm", "9000"], "--drift-ppm 9000"),
+        (&["recv", "--device", "virtual:ppm=x"], "ppm=x"),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
