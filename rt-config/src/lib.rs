@@ -162,6 +162,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_parse() {
+        let s = Config::parse(include_str!("../examples/sender.toml"), "sender.toml").unwrap();
+        assert_eq!(s.network.dest.as_deref(), Some("turntable2.local:46000"));
+        let r = Config::parse(include_str!("../examples/receiver.toml"), "receiver.toml").unwrap();
+        assert_eq!(r.receiver.latency_ms, Some(30.0));
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_their_line() {
         let e = Config::parse("[audio]\nrate = 48000\nperiod = 256\n", "sender.toml").unwrap_err();
         assert!(e.contains("sender.toml"), "{e}");
