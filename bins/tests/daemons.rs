@@ -156,3 +156,33 @@ fn bad_arguments_name_the_value_and_the_fix() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
+    let path = tmp("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = bin()
+        .args(["recv", "--device", "virtual", "--listen", "127.0.0.1:0"])
+        .args(["--stats-interval", "0.2", "--log-level", "warn"])
+        .env("NOTIFY_SOCKET", &path)
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(seen.iter().any(|m: &String| m == "READY=1")
+        && seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2)
+    {
+        let n = sock.recv(&mut buf).expect("a notification within 5 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    terminate(&mut r);
+    let n = sock.recv(&mut buf).unwrap();
+    let mut last = String::from_utf8_lossy(&buf[..n]).into_owned();
+    while last == "WATCHDOG=1" {
+        let n = sock.recv(&mut buf).unwrap();
+        last = String::from_utf8_lossy(&buf[..n]).into_owned();
+    }
+    assert_eq!(last, "STOPPING=1");
+}
