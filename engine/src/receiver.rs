@@ -517,8 +517,17 @@ impl Receiver {
         // falling level rather than being hidden).
         let since = now_ns.saturating_sub(t.newest_t) as f64 * 1e-9 * rate;
         let extrapolated = since.min((2 * t.frames_per_packet.max(self.cfg.period as i64)) as f64);
-        let level = (t.newest_end - self.read_pos) as f64 + extrapolated;
+        let mut level = (t.newest_end - self.read_pos) as f64 + extrapolated;
         let target = self.cfg.level_target(self.resampler_delay);
+        // Still in the silence before the stream's first frame: nothing of it has been heard,
+        // so jump to the target instead of slipping there (a sender that starts with a burst of
+        // buffered periods must not leave the stream above its target for seconds).
+        let excess = level - target;
+        if self.read_pos < t.start && self.frac == 0 && excess > self.cfg.period as f64 / 2.0 {
+            self.read_pos += excess.round() as i64;
+            level -= excess.round();
+            self.drift.restart_level();
+        }
         let c = self.drift.update(level, target, dt);
         self.counters.level_frames = self.level_frames();
         self.counters.ratio_ppm = c * 1e6;

@@ -7,6 +7,7 @@
 mod plot;
 mod progress;
 mod report;
+mod rig;
 
 use clap::{Args, Parser, Subcommand};
 use engine::alloc_count::CountingAlloc;
@@ -37,6 +38,8 @@ struct Cli {
 enum Cmd {
     /// Stream through the simulated rig in virtual time and report gaps and latency.
     Sim(SimArgs),
+    /// Measure netaudio (and the old pipeline) end to end on a realtime ALSA rig (JACK dummy).
+    Rig(rig::RigArgs),
 }
 
 #[derive(Args, Debug)]
@@ -280,6 +283,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Cmd::Sim(a) => run_sim(a),
+        Cmd::Rig(a) => rig::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,258 @@
+//! The rig's report: JSON (the same field names as `hil-tests sim`), a summary for people with
+//! the baseline side by side, and the SVG plot.
+
+use super::{Leg, PERIODS, RigArgs};
+use crate::plot::{self, GapMark, PlotInput};
+use serde_json::{Value, json};
+
+fn finite(v: f64) -> Value {
+    if v.is_finite() {
+        json!((v * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
+fn opt(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, finite)
+}
+
+fn per_minute(cpu_s: f64, audio_s: f64) -> f64 {
+    if audio_s > 0.0 {
+        cpu_s / (audio_s / 60.0)
+    } else {
+        f64::NAN
+    }
+}
+
+/// One run's JSON object.
+pub fn leg_json(args: &RigArgs, leg: &Leg) -> Value {
+    let m = &leg.mon;
+    let rate = args.rate as f64;
+    let hours = m.audio_seconds / 3600.0;
+    let e = leg.engine.as_ref();
+    let recv = |k: &str| opt(e.and_then(|e| e.recv(k)));
+    let engine_gaps = e.and_then(|e| e.gaps());
+    let void = leg.void_reasons();
+    json!({
+        "pipeline": leg.name,
+        "audio_seconds": finite(m.audio_seconds),
+        "gaps": m.gaps,
+        "gap_frames": m.gap_frames,
+        "max_gap_ms": finite(m.max_gap_frames as f64 * 1000.0 / rate),
+        "gaps_per_hour": finite(if hours > 0.0 { m.gaps as f64 / hours } else { 0.0 }),
+        "latency_ms": {
+            "p50": finite(m.latency_p50_ms),
+            "p99": finite(m.latency_p99_ms),
+            "max": finite(m.latency_max_ms),
+        },
+        "lost_packets": recv("lost_packets"),
+        "recovered_packets": recv("recovered_packets"),
+        "concealed_frames": recv("concealed_frames"),
+        "drift_ppm_estimated": recv("drift_ppm"),
+        "bit_exact_frames": m.bit_exact_frames,
+        "checked_frames": m.checked_frames,
+        "in_sync_frames": m.in_sync_frames,
+        "leading_silence_frames": m.leading_frames,
+        "allocations_steady_state": e.and_then(|e| e.allocations()),
+        "engine_gaps": engine_gaps,
+        "counters_agree": engine_gaps.map(|g| g == m.gaps),
+        "cpu_seconds_per_audio_minute": {
+            "sender": finite(per_minute(leg.cpu_sender_s, m.audio_seconds)),
+            "receiver": finite(per_minute(leg.cpu_receiver_s, m.audio_seconds)),
+        },
+        "jackd_xruns": leg.jackd_xruns,
+        "void": !void.is_empty(),
+        "void_reasons": void,
+        "source_breaks": m.source_breaks,
+        "rig_xruns": leg.rig_xruns,
+        "device_xruns": match (e, leg.device_xruns) {
+            (Some(e), _) => json!({
+                "sender": opt(e.send("xruns")),
+                "receiver": opt(e.recv("xruns")),
+            }),
+            (None, Some((s, r))) => json!({ "sender": s, "receiver": r }),
+            (None, None) => Value::Null,
+        },
+        "analyzer_slip_frames": finite(m.slip_frames),
+        "latency_frames": m.latency_frames,
+        "gap_list": m.gap_list.iter().take(1000).map(|g| json!({
+            "t_s": finite(g.t_s),
+            "ms": finite(g.frames as f64 * 1000.0 / rate),
+        })).collect::<Vec<_>>(),
+        "engine": e.map(|e| json!({ "sender": e.sender, "receiver": e.receiver })),
+        "commands": { "sender": leg.sender_cmd, "receiver": leg.receiver_cmd },
+        "warnings": leg.warnings,
+        "config": {
+            "rate": args.rate,
+            "channels": 2,
+            "format": "S16_LE",
+            "period": args.period,
+            "periods": PERIODS,
+            "latency_ms": opt(args.latency_ms),
+            "jack_period": args.period,
+            "duration_s": finite(args.duration),
+        },
+    })
+}
+
+/// The JSON report: netaudio's fields at top level, or `netaudio` and `baseline` objects.
+pub fn json(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> Value {
+    match (main, baseline) {
+        (Some(m), None) => leg_json(args, m),
+        (m, b) => json!({
+            "netaudio": m.map(|l| leg_json(args, l)),
+            "baseline": b.map(|l| leg_json(args, l)),
+        }),
+    }
+}
+
+/// Rows of the summary: label and one cell per run.
+fn rows(args: &RigArgs, leg: &Leg) -> Vec<(&'static str, String)> {
+    let m = &leg.mon;
+    let rate = args.rate as f64;
+    let e = leg.engine.as_ref();
+    let num = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    let ms = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.2}")
+        } else {
+            "-".into()
+        }
+    };
+    let void = leg.void_reasons();
+    vec![
+        ("audio_seconds", format!("{:.1}", m.audio_seconds)),
+        ("gaps", m.gaps.to_string()),
+        ("gap_frames", m.gap_frames.to_string()),
+        ("max_gap_ms", ms(m.max_gap_frames as f64 * 1000.0 / rate)),
+        ("latency_ms p50", ms(m.latency_p50_ms)),
+        ("latency_ms p99", ms(m.latency_p99_ms)),
+        ("latency_ms max", ms(m.latency_max_ms)),
+        (
+            "lost_packets",
+            num(e.and_then(|e| e.recv("lost_packets")), 0),
+        ),
+        (
+            "recovered_packets",
+            num(e.and_then(|e| e.recv("recovered_packets")), 0),
+        ),
+        (
+            "concealed_frames",
+            num(e.and_then(|e| e.recv("concealed_frames")), 0),
+        ),
+        (
+            "drift_ppm_estimated",
+            num(e.and_then(|e| e.recv("drift_ppm")), 1),
+        ),
+        (
+            "bit_exact_frames",
+            format!("{} of {}", m.bit_exact_frames, m.checked_frames),
+        ),
+        (
+            "allocations_steady",
+            num(e.and_then(|e| e.allocations()).map(|a| a as f64), 0),
+        ),
+        (
+            "engine_gaps",
+            num(e.and_then(|e| e.gaps()).map(|g| g as f64), 0),
+        ),
+        (
+            "cpu s/audio min send",
+            ms(per_minute(leg.cpu_sender_s, m.audio_seconds)),
+        ),
+        (
+            "cpu s/audio min recv",
+            ms(per_minute(leg.cpu_receiver_s, m.audio_seconds)),
+        ),
+        ("jackd_xruns", leg.jackd_xruns.to_string()),
+        (
+            "void",
+            if void.is_empty() {
+                "no".into()
+            } else {
+                format!("YES: {}", void.join("; "))
+            },
+        ),
+    ]
+}
+
+/// The summary: a `gaps:` line first (scripts grep for it), then a table.
+pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> String {
+    let mut out = String::new();
+    let first = main.or(baseline).expect("at least one run");
+    let engine = first.engine.as_ref().and_then(|e| e.gaps());
+    out += &format!("gaps: {}", first.mon.gaps);
+    match engine {
+        Some(g) if g == first.mon.gaps => out += &format!(" (engine: {g}, agree)"),
+        Some(g) => out += &format!(" (engine: {g}, DISAGREE)"),
+        None => out += &format!(" ({})", first.name),
+    }
+    if let (Some(_), Some(b)) = (main, baseline) {
+        out += &format!("  baseline: {}", b.mon.gaps);
+    }
+    if !first.void_reasons().is_empty() {
+        out += "  VOID";
+    }
+    out += "\n";
+    let legs: Vec<&Leg> = main.into_iter().chain(baseline).collect();
+    let cols: Vec<Vec<(&str, String)>> = legs.iter().map(|l| rows(args, l)).collect();
+    out += &format!("{:<22}", "");
+    for l in &legs {
+        out += &format!("{:<21}", l.name);
+    }
+    out = out.trim_end().to_string() + "\n";
+    for i in 0..cols[0].len() {
+        let mut line = format!("{:<22}", cols[0][i].0);
+        for c in &cols {
+            line += &format!("{:<21}", c[i].1);
+        }
+        out += line.trim_end();
+        out += "\n";
+    }
+    out
+}
+
+/// The SVG plot of `leg` (latency over time, the receiver's slips as ppm, every gap).
+pub fn plot(args: &RigArgs, leg: &Leg, baseline: Option<&Leg>) -> String {
+    let m = &leg.mon;
+    let rate = args.rate as f64;
+    let gaps: Vec<GapMark> = m
+        .gap_list
+        .iter()
+        .map(|g| GapMark {
+            t_s: g.t_s,
+            length_ms: g.frames as f64 * 1000.0 / rate,
+        })
+        .collect();
+    let title = format!(
+        "{} on the JACK rig: {} of audio, {} Hz 2 ch S16_LE, period {}",
+        leg.name,
+        crate::progress::fmt_audio_ms((m.audio_seconds * 1000.0) as u64),
+        args.rate,
+        args.period
+    );
+    let mut subtitle = format!(
+        "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        m.gaps, m.latency_p50_ms, m.latency_p99_ms, m.latency_max_ms
+    );
+    if let Some(lost) = leg.engine.as_ref().and_then(|e| e.recv("lost_packets")) {
+        subtitle += &format!(" · {lost} lost packets");
+    }
+    if let Some(b) = baseline {
+        subtitle += &format!(
+            " · baseline: {} gaps, p50 {:.0} ms",
+            b.mon.gaps, b.mon.latency_p50_ms
+        );
+    }
+    if !leg.void_reasons().is_empty() {
+        subtitle += " · VOID";
+    }
+    plot::render_svg(&PlotInput {
+        title: &title,
+        subtitle: &subtitle,
+        trace: &m.trace,
+        gaps: &gaps,
+        target_latency_ms: args.latency_ms,
+    })
+}
