@@ -137,6 +137,12 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     assert_eq!(rj["allocations_rt"], 0);
     assert_eq!(sj2["allocations_rt"], 0);
     assert_eq!(rj["xruns"], 0);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root the realtime threads got SCHED_FIFO (read back from the kernel in rt.rs).
+        assert_eq!(rj["rt_fifo"], true);
+        assert_eq!(sj2["rt_fifo"], true);
+    }
     assert!(rj["packets_received"].as_u64().unwrap() > 900, "{rj}");
     assert!(sj2["packets_sent"].as_u64().unwrap() > 400, "{sj2}");
 }
