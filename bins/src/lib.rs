@@ -3,7 +3,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod check;
 pub mod daemon;
+pub mod devices;
 pub mod housekeeping;
 pub mod net;
 pub mod pcm;

@@ -1,7 +1,7 @@
 //! `netaudio`: stream live audio from one machine's sound card to another's over a LAN.
 //!
-//! Exit codes: 0 success; 1 the stream ran but heard gaps (`demo`); 2 bad arguments or a
-//! device/socket that cannot be opened.
+//! Exit codes: 0 success; 1 the stream ran but heard gaps (`demo`), or `check` found a
+//! problem; 2 bad arguments or a device/socket that cannot be opened.
 
 use clap::{Args, Parser, Subcommand};
 use engine::alloc_count::CountingAlloc;
@@ -21,7 +21,7 @@ static ALLOC: CountingAlloc = CountingAlloc;
     name = "netaudio",
     version,
     about = "Stream live audio from one machine's sound card to another's over a LAN, without gaps",
-    after_help = "Exit codes: 0 success, 1 gaps were heard (demo), 2 bad arguments or a device or socket that cannot be opened."
+    after_help = "Exit codes: 0 success, 1 gaps were heard (demo) or check found a problem, 2 bad arguments or a device or socket that cannot be opened."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +37,23 @@ enum Cmd {
     /// Stream locally between two virtual sound cards with drifting clocks, and check every
     /// frame that is played.
     Demo(DemoArgs),
+    /// List sound cards by stable name, with what each accepts and the line for the config.
+    Devices,
+    /// Validate a config, show the effective settings, and check this machine for them.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Configuration file to check.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Board preset: auto, pi3, pi4, pi5, zero2w, generic.
+    #[arg(long)]
+    board: Option<String>,
+    /// Which side the config is for: sender or receiver [default: from network.dest].
+    #[arg(long)]
+    role: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -63,6 +80,9 @@ struct AudioArgs {
     /// Configuration file (TOML); command-line options win over it.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Board preset under the file: auto, pi3, pi4, pi5, zero2w, generic [default: auto].
+    #[arg(long)]
+    board: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -178,11 +198,17 @@ fn parse_duration(s: &str) -> Result<f64, String> {
     Ok(v * mul)
 }
 
+/// Command line > file > board preset > defaults: the file with its preset under it (the
+/// command line is applied by each option's `or`).
 fn load_config(a: &AudioArgs) -> Result<rt_config::Config, String> {
-    match &a.config {
-        Some(p) => rt_config::Config::load(p),
-        None => Ok(rt_config::Config::default()),
+    let mut file = match &a.config {
+        Some(p) => rt_config::Config::load(p)?,
+        None => rt_config::Config::default(),
+    };
+    if let Some(b) = &a.board {
+        file.board = Some(b.clone());
     }
+    file.with_preset()
 }
 
 impl AudioArgs {
@@ -290,6 +316,34 @@ fn check_latency(l: f64) -> Result<f64, String> {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
+        Cmd::Devices => {
+            print!("{}", netaudio::devices::report(&netaudio::devices::list()));
+        }
+        Cmd::Check(a) => {
+            let role = match a.role.as_deref() {
+                Some("sender") => netaudio::check::Role::Sender,
+                Some("receiver") => netaudio::check::Role::Receiver,
+                Some(r) => return Err(format!("--role {r:?}: use sender or receiver")),
+                None => {
+                    // A file with a destination is a sender's.
+                    let dest = a
+                        .config
+                        .as_deref()
+                        .and_then(|p| rt_config::Config::load(p).ok())
+                        .is_some_and(|c| c.network.dest.is_some());
+                    if dest {
+                        netaudio::check::Role::Sender
+                    } else {
+                        netaudio::check::Role::Receiver
+                    }
+                }
+            };
+            let (report, ok) = netaudio::check::run(a.config.as_deref(), a.board.as_deref(), role);
+            print!("{report}");
+            if !ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Cmd::Send(a) => {
             let cfg = load_config(&a.audio)?;
             let audio = a.audio.options(&cfg)?;

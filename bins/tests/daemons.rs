@@ -192,3 +192,57 @@ fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
     }
     assert_eq!(last, "STOPPING=1");
 }
+
+#[test]
+fn check_reports_every_problem_of_a_config_with_its_line() {
+    let bad = tmp("bad.toml");
+    std::fs::write(
+        &bad,
+        "# sender\n[audio]\ndevice = \"virtual\"\nrate = 1234567\nperiod_frame = 256\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bad.toml:4: audio.rate: 1234567 is out of range"),
+        "{text}"
+    );
+    assert!(text.contains("8000..=384000"), "{text}");
+    assert!(
+        text.contains(
+            "bad.toml:5: audio.period_frame: unknown key; did you mean \"period_frames\"?"
+        ),
+        "{text}"
+    );
+
+    let good = tmp("good.toml");
+    std::fs::write(&good, "[audio]\ndevice = \"virtual\"\nrate = 48000\n").unwrap();
+    let out = bin()
+        .args(["check", "--board", "generic", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("rate = 48000") && text.contains("accepts 48000 Hz"),
+        "{text}"
+    );
+}
+
+#[test]
+fn devices_runs_with_or_without_a_sound_card() {
+    let out = bin().arg("devices").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("No sound cards found") || text.contains("device = \"hw:CARD="),
+        "{text}"
+    );
+}

@@ -32,6 +32,8 @@
 //! stats_interval_s = 10
 //! ```
 
+pub mod schema;
+
 use serde::Deserialize;
 use std::path::Path;
 
@@ -95,12 +97,16 @@ pub struct Log {
     pub level: Option<String>,
     /// Seconds between stats lines.
     pub stats_interval_s: Option<f64>,
+    /// Also append the log to this file.
+    pub file: Option<String>,
 }
 
 /// A whole file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Board preset: `auto`, `pi3`, `pi4`, `pi5`, `zero2w`, `generic`.
+    pub board: Option<String>,
     /// `[audio]`.
     #[serde(default)]
     pub audio: Audio,
@@ -118,9 +124,56 @@ pub struct Config {
     pub log: Log,
 }
 
+/// Board presets shipped with netaudio: (name, TOML).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("pi3", include_str!("../presets/pi3.toml")),
+    ("pi4", include_str!("../presets/pi4.toml")),
+    ("pi5", include_str!("../presets/pi5.toml")),
+    ("zero2w", include_str!("../presets/zero2w.toml")),
+    ("generic", include_str!("../presets/generic.toml")),
+];
+
+/// The board preset for a `/proc/device-tree/model` string.
+pub fn board_for_model(model: &str) -> &'static str {
+    let m = model.trim_end_matches('\0');
+    if m.contains("Raspberry Pi Zero 2") {
+        "zero2w"
+    } else if m.contains("Raspberry Pi 5") {
+        "pi5"
+    } else if m.contains("Raspberry Pi 4") || m.contains("Raspberry Pi Compute Module 4") {
+        "pi4"
+    } else if m.contains("Raspberry Pi 3") {
+        "pi3"
+    } else {
+        "generic"
+    }
+}
+
+/// This machine's board, from `/proc/device-tree/model` (`generic` when there is none).
+pub fn detect_board() -> &'static str {
+    std::fs::read_to_string("/proc/device-tree/model")
+        .map(|m| board_for_model(&m))
+        .unwrap_or("generic")
+}
+
+macro_rules! merge_fields {
+    ($hi:expr, $lo:expr; $($f:ident),*) => {
+        $( if $hi.$f.is_none() { $hi.$f = $lo.$f.clone(); } )*
+    };
+}
+
 impl Config {
-    /// Parses TOML text; `origin` names it in errors.
+    /// Parses TOML text; `origin` names it in errors. Every problem of the text is reported,
+    /// one per line of the error: `origin:line: key: what is wrong; the fix`.
     pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
+        let problems = schema::check(text, origin);
+        if !problems.is_empty() {
+            return Err(problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"));
+        }
         toml::from_str(text).map_err(|e| format!("{origin}: {e}"))
     }
 
@@ -129,6 +182,46 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         Config::parse(&text, &path.display().to_string())
+    }
+
+    /// A board preset by name (`auto` detects the board).
+    pub fn preset(name: &str) -> Result<Config, String> {
+        let name = if name.eq_ignore_ascii_case("auto") {
+            detect_board()
+        } else {
+            name
+        };
+        let (n, text) = PRESETS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown board {name:?}: use auto or one of {}",
+                    names.join(", ")
+                )
+            })?;
+        Config::parse(text, &format!("preset {n}"))
+    }
+
+    /// Fills what `self` leaves unset from `lower` (a preset, the defaults).
+    pub fn merge(mut self, lower: &Config) -> Config {
+        if self.board.is_none() {
+            self.board = lower.board.clone();
+        }
+        merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
+        merge_fields!(self.network, lower.network; dest, listen, dscp);
+        merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode);
+        merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
+        merge_fields!(self.log, lower.log; level, stats_interval_s, file);
+        self
+    }
+
+    /// The file's settings over its board preset (`board`, default `auto`).
+    pub fn with_preset(self) -> Result<Config, String> {
+        let board = self.board.clone().unwrap_or_else(|| "auto".into());
+        let preset = Config::preset(&board)?;
+        Ok(self.merge(&preset))
     }
 }
 
@@ -172,8 +265,36 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors_with_their_line() {
         let e = Config::parse("[audio]\nrate = 48000\nperiod = 256\n", "sender.toml").unwrap_err();
-        assert!(e.contains("sender.toml"), "{e}");
-        assert!(e.contains("period"), "{e}");
-        assert!(e.contains("line 3"), "{e}");
+        assert_eq!(
+            e,
+            "sender.toml:3: audio.period: unknown key; did you mean \"periods\"?"
+        );
+    }
+
+    #[test]
+    fn every_preset_validates_and_boards_are_detected() {
+        for (name, _) in PRESETS {
+            let c = Config::preset(name).unwrap();
+            assert!(c.audio.period_frames.is_some(), "{name}");
+        }
+        assert_eq!(board_for_model("Raspberry Pi 4 Model B Rev 1.4\0"), "pi4");
+        assert_eq!(board_for_model("Raspberry Pi Zero 2 W Rev 1.0"), "zero2w");
+        assert_eq!(board_for_model("Raspberry Pi 5 Model B Rev 1.0"), "pi5");
+        assert_eq!(
+            board_for_model("Raspberry Pi 3 Model B Plus Rev 1.3"),
+            "pi3"
+        );
+        assert_eq!(board_for_model("QEMU"), "generic");
+        assert!(Config::preset("pi9").unwrap_err().contains("pi4"));
+        assert!(Config::preset("auto").is_ok());
+    }
+
+    #[test]
+    fn the_file_wins_over_the_preset() {
+        let file = Config::parse("board = \"pi4\"\n[audio]\nperiod_frames = 128\n", "f").unwrap();
+        let c = file.with_preset().unwrap();
+        assert_eq!(c.audio.period_frames, Some(128));
+        assert_eq!(c.rt.cpu, Some(3));
+        assert_eq!(c.receiver.latency_ms, Some(25.0));
     }
 }
