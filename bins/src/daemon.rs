@@ -7,6 +7,7 @@ use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
 use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
 use crate::pcm::{Capture, DeviceRequest, Playback};
 use crate::rt::{self, RtSpec};
+use crate::status::{self, Meter};
 use crate::stream::{self, LoopReport};
 use engine::format::StreamFormat;
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
@@ -55,6 +56,43 @@ pub struct RunOptions {
     pub stats_json: Option<std::path::PathBuf>,
     /// Stop after this long (None: until SIGINT/SIGTERM).
     pub duration: Option<Duration>,
+    /// Serve live status on this unix socket (None: the default path; daemons only).
+    pub status_socket: Option<std::path::PathBuf>,
+    /// Serve Prometheus text on this localhost address (off when None).
+    pub metrics: Option<String>,
+}
+
+fn start_status(
+    opts: &RunOptions,
+    role: &'static str,
+    setup: &crate::pcm::DeviceSetup,
+    address: String,
+    stats: &Arc<Stats>,
+    meter: &Arc<Meter>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let path = opts
+        .status_socket
+        .clone()
+        .unwrap_or_else(|| status::default_socket(role));
+    let source = status::Source {
+        role,
+        format: setup.format,
+        device: setup.name.clone(),
+        address,
+        stats: stats.clone(),
+        meter: meter.clone(),
+        started: Instant::now(),
+    };
+    match status::serve(source, path.clone(), opts.metrics.clone(), &STOP) {
+        Ok(h) => {
+            log::info!("status: `netaudio status --socket {}`", path.display());
+            Some(h)
+        }
+        Err(e) => {
+            log::warn!("{e}; `netaudio status` will not reach this daemon");
+            None
+        }
+    }
 }
 
 /// A random stream id (new per sender start).
@@ -164,17 +202,26 @@ pub fn send(
     );
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
+    let meter = Arc::new(Meter::default());
+    let status = start_status(
+        opts,
+        "sender",
+        &setup,
+        sock.peer().to_string(),
+        &stats,
+        &meter,
+    );
     let (mut producer, mut consumer) = rtlog::queue();
-    let st = stats.clone();
+    let (st, me) = (stats.clone(), meter.clone());
     let cpu0 = cpu_seconds();
     let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
         let mut tx = tx;
         match dev {
             AnyCapture::Alsa(mut d) => {
-                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &mut producer)
+                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
             }
             AnyCapture::Virtual(mut d) => {
-                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &mut producer)
+                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
             }
         }
     })
@@ -187,6 +234,9 @@ pub fn send(
     });
     STOP.store(true, Ordering::Relaxed);
     let rep = handle.join().map_err(|_| "the capture thread panicked")?;
+    if let Some(h) = status {
+        let _ = h.join();
+    }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
     write_json(
@@ -259,17 +309,19 @@ fn spawn_receiver(
     mut rx: Receiver,
     mut sock: UdpReceiver,
     stats: Arc<Stats>,
+    meter: Arc<Meter>,
     mut producer: rtlog::EventProducer,
     spec: RtSpec,
 ) -> Result<(RecvThread, rt::RtOutcome), String> {
     rt::spawn("na-playback", spec, move || {
         let mut dev = dev;
+        let (st, me, p) = (&*stats, &*meter, &mut producer);
         let rep = match &mut dev {
             AnyPlayback::Alsa(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, &stats, &mut producer)
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, st, me, p)
             }
             AnyPlayback::Virtual(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, &stats, &mut producer)
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, st, me, p)
             }
         };
         (rep, dev)
@@ -333,8 +385,12 @@ pub fn recv(
     );
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
+    let meter = Arc::new(Meter::default());
+    let address = sock.local_addr().map_err(|e| e.to_string())?.to_string();
+    let status = start_status(opts, "receiver", &setup, address, &stats, &meter);
     let cpu0 = cpu_seconds();
-    let (handle, outcome) = spawn_receiver(dev, rx, sock, stats.clone(), producer2, opts.rt)?;
+    let (handle, outcome) =
+        spawn_receiver(dev, rx, sock, stats.clone(), meter, producer2, opts.rt)?;
     report_rt("playback", &outcome);
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
@@ -346,6 +402,9 @@ pub fn recv(
     );
     STOP.store(true, Ordering::Relaxed);
     let (rep, dev) = handle.join().map_err(|_| "the playback thread panicked")?;
+    if let Some(h) = status {
+        let _ = h.join();
+    }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
     let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
@@ -424,7 +483,8 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     let rx_stats = Arc::new(Stats::default());
     let tx_stats = Arc::new(Stats::default());
     let cpu0 = cpu_seconds();
-    let (rh, r_out) = spawn_receiver(dev, rx, sock_rx, rx_stats.clone(), p2, opts.rt)?;
+    let meter = Arc::new(Meter::default());
+    let (rh, r_out) = spawn_receiver(dev, rx, sock_rx, rx_stats.clone(), meter, p2, opts.rt)?;
     report_rt("playback", &r_out);
     let st = tx_stats.clone();
     // The sender stops after the receiver, so the end of the run is no gap.
@@ -432,7 +492,16 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     SENDER_STOP.store(false, Ordering::Relaxed);
     let (th, t_out) = rt::spawn("na-capture", d.sender_rt, move || {
         let (mut cap, mut tx, mut p3) = (cap, tx, p3);
-        stream::run_sender(&mut cap, &mut tx, &sock_tx, &SENDER_STOP, &st, &mut p3)
+        let meter = Meter::default();
+        stream::run_sender(
+            &mut cap,
+            &mut tx,
+            &sock_tx,
+            &SENDER_STOP,
+            &st,
+            &meter,
+            &mut p3,
+        )
     })
     .map_err(|e| e.to_string())?;
     report_rt("capture", &t_out);

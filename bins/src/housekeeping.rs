@@ -35,6 +35,7 @@ pub fn install_signal_handlers() {
 struct StderrLogger {
     level: log::LevelFilter,
     start: Instant,
+    file: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 impl log::Log for StderrLogger {
@@ -48,20 +49,39 @@ impl log::Log for StderrLogger {
             // One write per line.
             let line = format!("{t:9.3} {:<5} {}\n", r.level(), r.args());
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            // Only the housekeeping side logs, so this lock is never on a realtime path.
+            if let Some(f) = &self.file
+                && let Ok(mut f) = f.lock()
+            {
+                let _ = f.write_all(line.as_bytes());
+            }
         }
     }
 
     fn flush(&self) {}
 }
 
-/// Installs the stderr logger (under systemd, stderr goes to the journal).
-pub fn init_logging(level: &str) -> Result<(), String> {
+/// Installs the stderr logger (under systemd, stderr goes to the journal), also appending to
+/// `file` when given (the old `tail -f /var/log/...` habit; rotate it with logrotate's
+/// `copytruncate`).
+pub fn init_logging(level: &str, file: Option<&str>) -> Result<(), String> {
     let level: log::LevelFilter = level.parse().map_err(|_| {
         format!("unknown log level {level:?}: use error, warn, info, debug or trace")
     })?;
+    let file = match file {
+        Some(p) => Some(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open log.file {p:?}: {e}"))?,
+        )),
+        None => None,
+    };
     let logger = Box::leak(Box::new(StderrLogger {
         level,
         start: Instant::now(),
+        file,
     }));
     log::set_logger(logger).map_err(|e| e.to_string())?;
     log::set_max_level(level);

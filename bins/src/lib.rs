@@ -10,4 +10,5 @@ pub mod housekeeping;
 pub mod net;
 pub mod pcm;
 pub mod rt;
+pub mod status;
 pub mod stream;

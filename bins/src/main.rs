@@ -39,8 +39,23 @@ enum Cmd {
     Demo(DemoArgs),
     /// List sound cards by stable name, with what each accepts and the line for the config.
     Devices,
+    /// Show a running daemon's live status: levels, buffer, latency, loss, drift, xruns, gaps.
+    Status(StatusArgs),
     /// Validate a config, show the effective settings, and check this machine for them.
     Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The daemon's status socket [default: the receiver's, else the sender's].
+    #[arg(long)]
+    socket: Option<std::path::PathBuf>,
+    /// Print one JSON snapshot and exit (for scripts).
+    #[arg(long)]
+    json: bool,
+    /// Print one screen and exit.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args)]
@@ -105,6 +120,12 @@ struct RunArgs {
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// Unix socket for `netaudio status` [default: /run/netaudio/ROLE.sock, or /tmp].
+    #[arg(long)]
+    status_socket: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on this localhost address (e.g. 127.0.0.1:9101); off by default.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 #[derive(Args)]
@@ -283,6 +304,8 @@ impl RunArgs {
             stats_interval,
             stats_json: self.stats_json.clone(),
             duration,
+            status_socket: self.status_socket.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -316,6 +339,42 @@ fn check_latency(l: f64) -> Result<f64, String> {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
+        Cmd::Status(a) => {
+            use netaudio::status;
+            let path = match a.socket {
+                Some(p) => p,
+                None => {
+                    let r = status::default_socket("receiver");
+                    if r.exists() {
+                        r
+                    } else {
+                        status::default_socket("sender")
+                    }
+                }
+            };
+            if a.json {
+                println!("{}", status::fetch(&path)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            netaudio::housekeeping::install_signal_handlers();
+            let interactive = !a.once && std::io::IsTerminal::is_terminal(&std::io::stdout());
+            loop {
+                let v = status::fetch(&path)?;
+                if interactive {
+                    // Clear the screen and draw from the top.
+                    print!("\x1b[H\x1b[2J{}", status::render(&v));
+                    println!("\n  (Ctrl-C to leave)");
+                } else {
+                    print!("{}", status::render(&v));
+                }
+                if !interactive
+                    || netaudio::housekeeping::STOP.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
         Cmd::Devices => {
             print!("{}", netaudio::devices::report(&netaudio::devices::list()));
         }
@@ -352,7 +411,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",
             )?;
-            netaudio::housekeeping::init_logging(a.run.log_level(&cfg))?;
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             daemon::send(&audio, &dest, a.dscp.or(cfg.network.dscp), &run)?;
         }
         Cmd::Recv(a) => {
@@ -373,7 +432,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 latency_ms,
                 drift_mode: drift_mode(&a.drift_mode, &cfg)?,
             };
-            netaudio::housekeeping::init_logging(a.run.log_level(&cfg))?;
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             daemon::recv(&audio, &listen, &r, &run)?;
         }
         Cmd::Demo(a) => {
@@ -393,7 +452,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ));
             }
             let mode = drift_mode(&a.drift_mode, &cfg)?;
-            netaudio::housekeeping::init_logging(a.run.log_level(&cfg))?;
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             if run.rt.cpu.is_none() && cores > 1 {
                 run.rt.cpu = Some(cores - 1);

@@ -21,6 +21,7 @@
 
 use crate::net::{DatagramOut, UdpReceiver, monotonic_ns};
 use crate::pcm::{Capture, PcmError, Playback};
+use crate::status::Meter;
 use engine::alloc_count;
 use engine::receiver::Receiver;
 use engine::rng::mix64;
@@ -53,10 +54,12 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
     sock: &S,
     stop: &AtomicBool,
     stats: &Stats,
+    meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
     let period = dev.setup().period;
     let buffer = dev.setup().buffer;
+    let format = dev.setup().format;
     let mut c = StatsSnapshot::default();
     let mut report = LoopReport::default();
     let mut last_fail_ns = 0u64;
@@ -74,6 +77,7 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
                 while avail >= period && budget > 0 {
                     budget -= 1;
                     let r = dev.read(period, |frames| {
+                        meter.measure(format, frames);
                         tx.packetize(frames, |header, payload| {
                             match sock.send_gather(header, payload) {
                                 Ok(_) => {
@@ -173,9 +177,11 @@ pub fn run_receiver<P: Playback>(
     sock: &mut UdpReceiver,
     stop: &AtomicBool,
     stats: &Stats,
+    meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
     let period = dev.setup().period;
+    let format = dev.setup().format;
     let mut report = LoopReport::default();
     let mut xruns = 0u64;
     let mut net_errors = 0u64;
@@ -201,7 +207,11 @@ pub fn run_receiver<P: Playback>(
                 let mut budget = dev.setup().buffer / period + 1;
                 while room >= period && budget > 0 {
                     budget -= 1;
-                    match dev.write(period, |area| rx.render(area, now)) {
+                    let written = dev.write(period, |area| {
+                        rx.render(area, now);
+                        meter.measure(format, area);
+                    });
+                    match written {
                         Ok(0) => break,
                         Ok(n) => room -= n.min(room),
                         Err(e) => {

@@ -246,3 +246,71 @@ fn devices_runs_with_or_without_a_sound_card() {
         "{text}"
     );
 }
+
+#[test]
+fn status_attaches_to_a_running_daemon() {
+    let port = free_port();
+    let sock = tmp("status.sock");
+    let metrics_port = free_port();
+    let mut r = bin()
+        .args(["recv", "--device", "virtual", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--stats-interval", "0", "--status-socket"])
+        .arg(&sock)
+        .arg("--metrics")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(FMT)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sj = tmp("status-send.json");
+    let mut s = send(port, &sj);
+    std::thread::sleep(Duration::from_secs(2));
+    let out = bin()
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "receiver");
+    assert!(v["packets_received"].as_u64().unwrap() > 100, "{v}");
+    // The ramp is loud: both channels near full scale.
+    let peaks = v["peaks_dbfs"].as_array().unwrap();
+    assert_eq!(peaks.len(), 2);
+    assert!(peaks[0].as_f64().unwrap() > -1.0, "{v}");
+    let screen = bin()
+        .args(["status", "--once", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&screen.stdout);
+    assert!(
+        text.contains("buffer") && text.contains("dBFS") && text.contains("gaps"),
+        "{text}"
+    );
+    // Prometheus text on localhost.
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("netaudio_packets_received{role=\"receiver\"}"),
+        "{body}"
+    );
+    terminate(&mut r);
+    terminate(&mut s);
+    // Nobody there: a clear message.
+    let out = bin()
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no netaudio daemon answers"));
+}

@@ -1,0 +1,310 @@
+//! Live status of a running daemon.
+//!
+//! The daemon serves a snapshot of its counters as one JSON line to every client that connects
+//! to its unix socket (and, when asked, as Prometheus text on a localhost TCP port). `netaudio
+//! status` connects, and either prints the JSON (`--json`) or redraws a one-screen meter.
+//!
+//! The server runs on a normal thread and only loads atomics: the realtime threads never see it.
+
+use engine::stats::{Stats, StatsSnapshot};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Channels the meter shows.
+pub const METER_CHANNELS: usize = 8;
+
+/// Peak levels of the audio passing through, per channel, as the realtime thread saw them in
+/// its last period (f32 bits, linear 0..=1).
+#[derive(Debug, Default)]
+pub struct Meter {
+    peaks: [AtomicU32; METER_CHANNELS],
+}
+
+impl Meter {
+    /// Measures one period of interleaved samples (realtime-safe: no allocation, no lock).
+    #[inline]
+    pub fn measure(&self, format: engine::StreamFormat, bytes: &[u8]) {
+        let ch = format.channels as usize;
+        let sb = format.sample.bytes();
+        let mut peak = [0i64; METER_CHANNELS];
+        for frame in bytes.chunks_exact(format.frame_bytes()) {
+            for (c, p) in peak.iter_mut().enumerate().take(ch.min(METER_CHANNELS)) {
+                let v = (format.sample.decode(&frame[c * sb..]) as i64).abs();
+                if v > *p {
+                    *p = v;
+                }
+            }
+        }
+        for (a, p) in self.peaks.iter().zip(peak) {
+            a.store((p as f32 / 2_147_483_648.0).to_bits(), Relaxed);
+        }
+    }
+
+    /// Peaks in dBFS (−120 for silence).
+    pub fn peaks_db(&self, channels: usize) -> Vec<f64> {
+        self.peaks
+            .iter()
+            .take(channels.min(METER_CHANNELS))
+            .map(|a| {
+                let v = f32::from_bits(a.load(Relaxed)) as f64;
+                if v > 0.0 {
+                    (20.0 * v.log10()).max(-120.0)
+                } else {
+                    -120.0
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where a daemon of `role` (`sender`/`receiver`) listens by default: `/run/netaudio/` when
+/// it exists and is writable (systemd's RuntimeDirectory), else `/tmp`.
+pub fn default_socket(role: &str) -> PathBuf {
+    let run = Path::new("/run/netaudio");
+    let writable = run.is_dir()
+        && std::ffi::CString::new("/run/netaudio")
+            // SAFETY: access reads a NUL-terminated path.
+            .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
+    if writable {
+        run.join(format!("{role}.sock"))
+    } else {
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        std::env::temp_dir().join(format!("netaudio-{uid}-{role}.sock"))
+    }
+}
+
+/// What the status server knows.
+pub struct Source {
+    /// `sender` or `receiver`.
+    pub role: &'static str,
+    /// Stream format.
+    pub format: engine::StreamFormat,
+    /// Device name.
+    pub device: String,
+    /// Peer or listen address.
+    pub address: String,
+    /// The live counters.
+    pub stats: Arc<Stats>,
+    /// The live peaks.
+    pub meter: Arc<Meter>,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+impl Source {
+    /// The snapshot served to clients.
+    pub fn snapshot(&self) -> Value {
+        let s: StatsSnapshot = self.stats.snapshot();
+        let rate = self.format.rate as f64;
+        json!({
+            "role": self.role,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "device": self.device,
+            "address": self.address,
+            "rate": self.format.rate,
+            "channels": self.format.channels,
+            "format": self.format.sample.name(),
+            "peaks_dbfs": self.meter.peaks_db(self.format.channels as usize),
+            "buffer_ms": s.level_frames * 1000.0 / rate,
+            "target_ms": s.target_frames * 1000.0 / rate,
+            "packets_sent": s.packets_sent,
+            "send_errors": s.send_errors,
+            "packets_received": s.packets_received,
+            "lost_packets": s.lost_packets,
+            "recovered_packets": s.recovered_packets,
+            "late_packets": s.late_packets,
+            "duplicate_packets": s.duplicate_packets,
+            "invalid_packets": s.invalid_packets,
+            "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
+            "gaps": s.gaps,
+            "resyncs": s.resyncs,
+            "xruns": s.xruns,
+            "drift_ppm": s.drift_ppm,
+            "correction_ppm": s.ratio_ppm,
+        })
+    }
+
+    /// The snapshot as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        let v = self.snapshot();
+        let mut out = String::new();
+        for (k, val) in v.as_object().into_iter().flatten() {
+            if let Some(x) = val.as_f64() {
+                out.push_str(&format!("netaudio_{k}{{role=\"{}\"}} {x}\n", self.role));
+            }
+        }
+        out
+    }
+}
+
+/// Serves snapshots on `path` (and Prometheus text on `metrics` when given) until `stop`.
+pub fn serve(
+    source: Source,
+    path: PathBuf,
+    metrics: Option<String>,
+    stop: &'static AtomicBool,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot open the status socket {}: {e}", path.display()),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let tcp = match metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(&addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
+            })?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    std::thread::Builder::new()
+        .name("na-status".into())
+        .spawn(move || {
+            while !stop.load(Relaxed) {
+                let mut busy = false;
+                if let Ok((mut c, _)) = listener.accept() {
+                    busy = true;
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = writeln!(c, "{}", source.snapshot());
+                }
+                if let Some(l) = &tcp
+                    && let Ok((mut c, _)) = l.accept()
+                {
+                    busy = true;
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                    let mut req = [0u8; 1024];
+                    let _ = c.read(&mut req);
+                    let body = source.prometheus();
+                    let _ = write!(
+                        c,
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                         Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                if !busy {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        })
+}
+
+/// Reads one snapshot from a daemon's socket.
+pub fn fetch(path: &Path) -> Result<Value, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "no netaudio daemon answers on {} ({e}); is `netaudio send` or `netaudio recv` \
+             running? Give its socket with --socket",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    serde_json::from_str(text.trim()).map_err(|e| format!("bad status from the daemon: {e}"))
+}
+
+fn bar(db: f64) -> String {
+    let n = ((db + 60.0) / 60.0 * 30.0).clamp(0.0, 30.0) as usize;
+    format!("{}{}", "#".repeat(n), ".".repeat(30 - n))
+}
+
+/// The one-screen meter for a snapshot.
+pub fn render(v: &Value) -> String {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let u = |k: &str| v[k].as_u64().unwrap_or(0);
+    let mut s = format!(
+        "netaudio {} — {} — {} Hz {} ch {} — {} — up {:.0} s\n\n",
+        v["role"].as_str().unwrap_or("?"),
+        v["device"].as_str().unwrap_or("?"),
+        u("rate"),
+        u("channels"),
+        v["format"].as_str().unwrap_or("?"),
+        v["address"].as_str().unwrap_or("?"),
+        f("uptime_s"),
+    );
+    for (c, db) in v["peaks_dbfs"].as_array().into_iter().flatten().enumerate() {
+        let db = db.as_f64().unwrap_or(-120.0);
+        s.push_str(&format!("  ch{:<2} [{}] {:6.1} dBFS\n", c + 1, bar(db), db));
+    }
+    if v["role"] == "receiver" {
+        s.push_str(&format!(
+            "\n  buffer   {:7.2} ms (target {:.2} ms)\n  drift    {:+7.1} ppm (correcting {:+.1})\n  \
+             packets  {} received, {} lost, {} recovered, {} late, {} duplicate, {} invalid\n  \
+             gaps     {}  (concealed {:.1} ms, resyncs {})\n  xruns    {}\n",
+            f("buffer_ms"),
+            f("target_ms"),
+            f("drift_ppm"),
+            f("correction_ppm"),
+            u("packets_received"),
+            u("lost_packets"),
+            u("recovered_packets"),
+            u("late_packets"),
+            u("duplicate_packets"),
+            u("invalid_packets"),
+            u("gaps"),
+            f("concealed_ms"),
+            u("resyncs"),
+            u("xruns"),
+        ));
+    } else {
+        s.push_str(&format!(
+            "\n  packets  {} sent, {} refused\n  xruns    {}\n",
+            u("packets_sent"),
+            u("send_errors"),
+            u("xruns")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::format::{SampleFormat, StreamFormat};
+
+    #[test]
+    fn the_meter_reads_peaks_per_channel() {
+        let m = Meter::default();
+        let f = StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..100i16 {
+            bytes.extend_from_slice(&(i * 100).to_le_bytes());
+            bytes.extend_from_slice(&0i16.to_le_bytes());
+        }
+        m.measure(f, &bytes);
+        let p = m.peaks_db(2);
+        assert!(
+            (p[0] - 20.0 * (9900.0f64 / 32768.0).log10()).abs() < 0.01,
+            "{p:?}"
+        );
+        assert_eq!(p[1], -120.0);
+    }
+
+    #[test]
+    fn the_screen_shows_what_matters() {
+        let v = json!({"role": "receiver", "device": "virtual", "rate": 48000, "channels": 2,
+            "format": "S16_LE", "address": "0.0.0.0:46000", "uptime_s": 3.0,
+            "peaks_dbfs": [-6.0, -120.0], "buffer_ms": 20.0, "target_ms": 20.0, "gaps": 2});
+        let r = render(&v);
+        assert!(
+            r.contains("ch1") && r.contains("-6.0 dBFS") && r.contains("gaps     2"),
+            "{r}"
+        );
+    }
+}
