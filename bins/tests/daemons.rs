@@ -6,6 +6,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// One test at a time: the streams here run realtime threads against the clock, and on a
+/// two-core machine other tests' process start-ups (and their disk reads) next to them make
+/// xruns that belong to the test rig, not to netaudio.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_netaudio"))
 }
@@ -56,6 +65,7 @@ const FMT: [&str; 8] = [
 
 #[test]
 fn demo_streams_without_gaps_or_allocations() {
+    let _serial = serial();
     let json = tmp("demo.json");
     let out = bin()
         .args([
@@ -116,6 +126,7 @@ fn send(port: u16, json: &PathBuf) -> Child {
 
 #[test]
 fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
+    let _serial = serial();
     let port = free_port();
     let (rj, sj, sj2) = (tmp("recv.json"), tmp("send.json"), tmp("send2.json"));
     let mut r = recv(port, &rj);
@@ -149,6 +160,7 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
 
 #[test]
 fn bad_arguments_name_the_value_and_the_fix() {
+    let _serial = serial();
     let cases: [(&[&str], &str); 4] = [
         (&["send", "--dest", "no-port-here"], "no-port-here"),
         (&["recv", "--period", "5"], "--period 5"),
@@ -165,6 +177,7 @@ fn bad_arguments_name_the_value_and_the_fix() {
 
 #[test]
 fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
+    let _serial = serial();
     let path = tmp("notify.sock");
     let _ = std::fs::remove_file(&path);
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
@@ -195,6 +208,7 @@ fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
 
 #[test]
 fn check_reports_every_problem_of_a_config_with_its_line() {
+    let _serial = serial();
     let bad = tmp("bad.toml");
     std::fs::write(
         &bad,
@@ -238,6 +252,7 @@ fn check_reports_every_problem_of_a_config_with_its_line() {
 
 #[test]
 fn devices_runs_with_or_without_a_sound_card() {
+    let _serial = serial();
     let out = bin().arg("devices").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -249,6 +264,7 @@ fn devices_runs_with_or_without_a_sound_card() {
 
 #[test]
 fn status_attaches_to_a_running_daemon() {
+    let _serial = serial();
     let port = free_port();
     let sock = tmp("status.sock");
     let metrics_port = free_port();

@@ -31,6 +31,16 @@ pub struct GapMark {
     pub length_ms: f64,
 }
 
+/// Gap markers from (time in seconds, length in frames) at `rate` frames per second.
+pub fn gap_marks(gaps: impl IntoIterator<Item = (f64, u64)>, rate: u32) -> Vec<GapMark> {
+    gaps.into_iter()
+        .map(|(t_s, frames)| GapMark {
+            t_s,
+            length_ms: frames as f64 * 1000.0 / rate as f64,
+        })
+        .collect()
+}
+
 /// Everything one plot shows.
 pub struct PlotInput<'a> {
     /// First line, e.g. "netaudio sim: 24 h, 48000 Hz, period 256, drift +500 ppm".

@@ -1,26 +1,12 @@
 //! The report of a run: JSON for scripts, a summary for people, an SVG plot.
 
-use crate::plot::{self, GapMark, PlotInput, TracePoint};
+use crate::plot::{self, PlotInput, TracePoint};
 use engine::sim::{SimConfig, SimReport};
 use serde_json::{Value, json};
 
 /// CPU seconds this process has used (user + system), from /proc.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    crate::rig::proc::cpu_seconds(std::process::id())
 }
 
 fn finite(v: f64) -> Value {
@@ -168,15 +154,7 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
             ratio_ppm: p.ratio_ppm,
         })
         .collect();
-    let rate = cfg.format.rate as f64;
-    let gaps: Vec<GapMark> = r
-        .gaps
-        .iter()
-        .map(|g| GapMark {
-            t_s: g.t_s,
-            length_ms: g.frames as f64 * 1000.0 / rate,
-        })
-        .collect();
+    let gaps = plot::gap_marks(r.gaps.iter().map(|g| (g.t_s, g.frames)), cfg.format.rate);
     let title = format!(
         "netaudio sim: {} of audio, {} Hz {} ch {}, period {}, drift {:+} ppm, {} mode",
         crate::progress::fmt_audio_ms((r.audio_seconds * 1000.0) as u64),

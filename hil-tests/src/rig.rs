@@ -46,7 +46,7 @@
 mod analysis;
 mod jack;
 mod output;
-mod proc;
+pub(crate) mod proc;
 
 use analysis::{MonitorAnalysis, MonitorReport};
 use clap::Args;

@@ -2,7 +2,7 @@
 //! the baseline side by side, and the SVG plot.
 
 use super::{Leg, PERIODS, RigArgs};
-use crate::plot::{self, GapMark, PlotInput};
+use crate::plot::{self, PlotInput};
 use serde_json::{Value, json};
 
 fn finite(v: f64) -> Value {
@@ -216,15 +216,7 @@ pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> St
 /// The SVG plot of `leg` (latency over time, the receiver's slips as ppm, every gap).
 pub fn plot(args: &RigArgs, leg: &Leg, baseline: Option<&Leg>) -> String {
     let m = &leg.mon;
-    let rate = args.rate as f64;
-    let gaps: Vec<GapMark> = m
-        .gap_list
-        .iter()
-        .map(|g| GapMark {
-            t_s: g.t_s,
-            length_ms: g.frames as f64 * 1000.0 / rate,
-        })
-        .collect();
+    let gaps = plot::gap_marks(m.gap_list.iter().map(|g| (g.t_s, g.frames)), args.rate);
     let title = format!(
         "{} on the JACK rig: {} of audio, {} Hz 2 ch S16_LE, period {}",
         leg.name,
