@@ -4,6 +4,7 @@
 //! independent clocks, a seeded network model, virtual time) and checks every played frame
 //! with a signal analyzer that is independent of the engine's own counters.
 
+mod pi;
 mod plot;
 mod progress;
 mod report;
@@ -40,6 +41,9 @@ enum Cmd {
     Sim(SimArgs),
     /// Measure netaudio (and the old pipeline) end to end on a realtime ALSA rig (JACK dummy).
     Rig(rig::RigArgs),
+    /// Stream between two real machines over ssh (or two local "hosts" for testing) and
+    /// report gaps from the receiver's output.
+    Pi(PiCli),
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +111,123 @@ struct SimArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct PiCli {
+    /// The sender, as ssh reaches it (e.g. pi@turntable.local).
+    #[arg(long)]
+    sender: String,
+    /// The receiver, as ssh reaches it (e.g. pi@turntable2.local).
+    #[arg(long)]
+    receiver: String,
+    /// The receiver's address as the sender reaches it [default: the host of --receiver].
+    #[arg(long)]
+    receiver_address: Option<String>,
+    /// ssh (reach hosts with `ssh -o BatchMode=yes`) or local (run both "hosts" here).
+    #[arg(long, default_value = "ssh")]
+    transport: String,
+    /// UDP port of the stream.
+    #[arg(long, default_value_t = 46_000)]
+    port: u16,
+    /// Audio to stream: 90s, 30m, 1h.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    duration: f64,
+    /// The netaudio command on the hosts.
+    #[arg(long, default_value = "netaudio")]
+    netaudio: String,
+    /// The sender's capture device: the test signal.
+    #[arg(long, default_value = "virtual:sine=997")]
+    sender_device: String,
+    /// The receiver's playback device.
+    #[arg(long, default_value = "hw:CARD=CODEC,DEV=0")]
+    receiver_device: String,
+    /// The receiver's capture device, cabled from its output (hil-tests/README.md).
+    #[arg(long)]
+    monitor_device: Option<String>,
+    /// Sample rate.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Period, frames.
+    #[arg(long, default_value_t = 256)]
+    period: usize,
+    /// Pilot frequency of the test signal, Hz.
+    #[arg(long, default_value_t = 997.0)]
+    pilot_hz: f64,
+    /// Receiver latency target, ms.
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write an SVG summary here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn run_pi(a: &PiCli) -> Result<(), String> {
+    let ssh = match a.transport.as_str() {
+        "ssh" => Some(vec!["ssh".to_string(), "-o".into(), "BatchMode=yes".into()]),
+        "local" => None,
+        t => return Err(format!("--transport {t:?}: use ssh or local")),
+    };
+    let host = |spec: &str| pi::Host {
+        spec: spec.to_string(),
+        ssh: ssh.clone(),
+    };
+    let receiver_address = a.receiver_address.clone().unwrap_or_else(|| {
+        a.receiver
+            .rsplit_once('@')
+            .map_or(a.receiver.as_str(), |(_, h)| h)
+            .to_string()
+    });
+    let args = pi::PiArgs {
+        sender: host(&a.sender),
+        receiver: host(&a.receiver),
+        receiver_address,
+        port: a.port,
+        duration_s: a.duration,
+        netaudio: a.netaudio.clone(),
+        sender_device: a.sender_device.clone(),
+        receiver_device: a.receiver_device.clone(),
+        monitor_device: a.monitor_device.clone(),
+        rate: a.rate,
+        period: a.period,
+        pilot_hz: a.pilot_hz,
+        latency_ms: a.latency_ms,
+        quiet: a.quiet,
+    };
+    let r = pi::run(&args)?;
+    println!(
+        "gaps: {} (engine: {}) heard by {}\nlost_packets: {}  concealed_frames: {}  drift_ppm: {}\nxruns: sender {} receiver {}  allocations_steady_state: {}",
+        r["gaps"],
+        r["engine_gaps"],
+        r["gaps_source"].as_str().unwrap_or("?"),
+        r["lost_packets"],
+        r["concealed_frames"],
+        r["drift_ppm_estimated"],
+        r["xruns"]["sender"],
+        r["xruns"]["receiver"],
+        r["allocations_steady_state"]
+    );
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+        std::fs::write(p, text + "\n").map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if let Some(p) = &a.plot {
+        let svg = plot::render_svg(&plot::PlotInput {
+            title: &format!("netaudio {} -> {}", a.sender, a.receiver),
+            subtitle: &format!("{} gaps in {:.0} s of audio", r["gaps"], a.duration),
+            trace: &[],
+            gaps: &[],
+            target_latency_ms: None,
+        });
+        std::fs::write(p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -283,6 +404,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Cmd::Sim(a) => run_sim(a),
+        Cmd::Pi(a) => run_pi(a),
         Cmd::Rig(a) => rig::run(a),
     };
     match result {

@@ -1,0 +1,439 @@
+//! `hil-tests pi`: the stream between two real machines, orchestrated over ssh.
+//!
+//! 1. Checks that both hosts run the same netaudio version as this harness.
+//! 2. Starts `netaudio recv` on the receiver and `netaudio send` on the sender with a test
+//!    signal (by default the sender's virtual sine source, so the network, the receiver and
+//!    its sound card are under test).
+//! 3. With `--monitor-device`, records the receiver's own output through a loopback cable
+//!    (its interface's output → its input) with `arecord`, streamed back over ssh, and checks
+//!    the pilot tone's phase continuity: every discontinuity (silence, a fade, a jump) breaks
+//!    the sine's recurrence `y[n+1] = 2·cos(ω)·y[n] − y[n−1]`.
+//! 4. Stops the receiver first (so the end is no gap), then the sender; collects both
+//!    daemons' final counters and writes the same report fields as `sim`.
+//!
+//! `--transport local` runs the "hosts" on this machine (how it is tested here, with the
+//! virtual sound cards, whose analyzing sink hears every frame).
+
+use crate::progress;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+/// How to reach a host.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// `user@host` (or anything for local).
+    pub spec: String,
+    /// The ssh command (None: run locally).
+    pub ssh: Option<Vec<String>>,
+}
+
+impl Host {
+    fn command(&self, script: &str) -> Command {
+        match &self.ssh {
+            Some(ssh) => {
+                let mut c = Command::new(&ssh[0]);
+                c.args(&ssh[1..]).arg(&self.spec).arg(script);
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script);
+                c
+            }
+        }
+    }
+
+    /// Runs `script`, returns its stdout; errors name the host and show stderr.
+    pub fn run(&self, script: &str) -> Result<String, String> {
+        let out = self
+            .command(script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: cannot run {script:?}: {e}", self.spec))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{}: `{script}` failed ({}): {}",
+                self.spec,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts `script` in the background on the host; returns its pid there.
+    pub fn start(&self, script: &str, log: &str) -> Result<u32, String> {
+        let out = self.run(&format!(
+            "nohup {script} > {log} 2>&1 < /dev/null & echo $!"
+        ))?;
+        out.trim()
+            .parse()
+            .map_err(|_| format!("{}: no pid from {script:?}: {out:?}", self.spec))
+    }
+
+    /// Sends SIGTERM to `pid` (background jobs of a non-interactive shell ignore SIGINT) and
+    /// waits (at most 10 s) for it to leave.
+    pub fn stop(&self, pid: u32) -> Result<(), String> {
+        self.run(&format!(
+            "kill -TERM {pid} 2>/dev/null; for i in $(seq 100); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL {pid}; exit 1"
+        ))
+        .map(|_| ())
+        .map_err(|e| format!("{e} (it did not stop on SIGTERM within 10 s)"))
+    }
+}
+
+/// Counts discontinuities of a pilot sine in interleaved S16 (channel 0 is checked).
+#[derive(Clone, Debug, Default)]
+pub struct PilotAnalyzer {
+    coef: f64,
+    y1: f64,
+    y2: f64,
+    seen: u64,
+    amplitude: f64,
+    in_gap: bool,
+    gap_len: u64,
+    warmup: u32,
+    invariant_ref: f64,
+    /// Discontinuities.
+    pub gaps: u64,
+    /// Frames inside them.
+    pub gap_frames: u64,
+    /// Longest, frames.
+    pub max_gap_frames: u64,
+    /// Frames checked (after the pilot was first found).
+    pub frames: u64,
+    /// Frames before the pilot was found.
+    pub leading: u64,
+}
+
+impl PilotAnalyzer {
+    /// A pilot of `freq_hz` at `rate`.
+    pub fn new(freq_hz: f64, rate: u32) -> PilotAnalyzer {
+        PilotAnalyzer {
+            coef: 2.0 * (std::f64::consts::TAU * freq_hz / rate as f64).cos(),
+            ..Default::default()
+        }
+    }
+
+    /// Feeds interleaved S16 frames of `channels` channels.
+    pub fn feed(&mut self, bytes: &[u8], channels: usize) {
+        for f in bytes.chunks_exact(2 * channels) {
+            let y = i16::from_le_bytes([f[0], f[1]]) as f64;
+            self.seen += 1;
+            if self.seen <= 2 {
+                self.y2 = self.y1;
+                self.y1 = y;
+                continue;
+            }
+            let predicted = self.coef * self.y1 - self.y2;
+            let residual = (y - predicted).abs();
+            // Track the amplitude slowly (peaks of |y|).
+            self.amplitude = (self.amplitude * 0.9999).max(y.abs());
+            self.y2 = self.y1;
+            self.y1 = y;
+            if self.frames == 0 {
+                // Start-up: wait for the pilot, then let the recurrence see two of its samples.
+                if self.amplitude < 1000.0 || self.warmup < 2 {
+                    if self.amplitude >= 1000.0 {
+                        self.warmup += 1;
+                    }
+                    self.leading += 1;
+                    continue;
+                }
+            }
+            self.frames += 1;
+            // A sine keeps y[n]² + y[n−1]² − 2cos(ω)·y[n]·y[n−1] constant (A²·sin²ω): a
+            // silence or a fade shows there even where the recurrence still holds.
+            let invariant = y * y + self.y2 * self.y2 - self.coef * y * self.y2;
+            if self.invariant_ref == 0.0 {
+                self.invariant_ref = invariant;
+            }
+            let broken = residual > 0.05 * self.amplitude.max(1000.0)
+                || (invariant - self.invariant_ref).abs() > 0.2 * self.invariant_ref;
+            if !broken {
+                self.invariant_ref += 1e-3 * (invariant - self.invariant_ref);
+            }
+            if broken {
+                if !self.in_gap {
+                    self.in_gap = true;
+                    self.gaps += 1;
+                    self.gap_len = 0;
+                }
+                self.gap_len += 1;
+                self.gap_frames += 1;
+                self.max_gap_frames = self.max_gap_frames.max(self.gap_len);
+            } else if self.in_gap {
+                self.in_gap = false;
+            }
+        }
+    }
+}
+
+/// What `hil-tests pi` does.
+pub struct PiArgs {
+    /// Sender host.
+    pub sender: Host,
+    /// Receiver host.
+    pub receiver: Host,
+    /// The receiver's address as the sender reaches it.
+    pub receiver_address: String,
+    /// Port.
+    pub port: u16,
+    /// Seconds of audio.
+    pub duration_s: f64,
+    /// The netaudio command on the hosts.
+    pub netaudio: String,
+    /// Sender's capture device (the test signal).
+    pub sender_device: String,
+    /// Receiver's playback device.
+    pub receiver_device: String,
+    /// Receiver's capture device cabled from its output, if any.
+    pub monitor_device: Option<String>,
+    /// Rate, period, pilot frequency.
+    pub rate: u32,
+    /// Frames per period.
+    pub period: usize,
+    /// Pilot frequency, Hz.
+    pub pilot_hz: f64,
+    /// Receiver latency target, ms.
+    pub latency_ms: Option<f64>,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+fn version(host: &Host, netaudio: &str) -> Result<String, String> {
+    Ok(host
+        .run(&format!("{netaudio} --version"))?
+        .trim()
+        .to_string())
+}
+
+/// Runs the whole orchestration and returns the report.
+pub fn run(a: &PiArgs) -> Result<Value, String> {
+    let ours = format!("netaudio {}", env!("CARGO_PKG_VERSION"));
+    for (role, h) in [("sender", &a.sender), ("receiver", &a.receiver)] {
+        let v = version(h, &a.netaudio)?;
+        if v != ours {
+            return Err(format!(
+                "{role} {} runs {v:?}, this harness is {ours:?}: install the same version on both (the .deb or the image)",
+                h.spec
+            ));
+        }
+    }
+    let tag = std::process::id();
+    let (rlog, rjson) = (
+        format!("/tmp/hil-pi-{tag}-recv.log"),
+        format!("/tmp/hil-pi-{tag}-recv.json"),
+    );
+    let (slog, sjson) = (
+        format!("/tmp/hil-pi-{tag}-send.log"),
+        format!("/tmp/hil-pi-{tag}-send.json"),
+    );
+    let common = format!(
+        "--rate {} --channels 2 --format S16_LE --period {} --stats-interval 0",
+        a.rate, a.period
+    );
+    let latency = a
+        .latency_ms
+        .map(|l| format!(" --latency-ms {l}"))
+        .unwrap_or_default();
+    let status = format!("/tmp/hil-pi-{tag}-recv.sock");
+    let rpid = a.receiver.start(
+        &format!(
+            "{} recv --device {} --listen 0.0.0.0:{} {common}{latency} --status-socket {status} --stats-json {rjson}",
+            a.netaudio, a.receiver_device, a.port
+        ),
+        &rlog,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let spid = a.sender.start(
+        &format!(
+            "{} send --device {} --dest {}:{} {common} --stats-json {sjson}",
+            a.netaudio, a.sender_device, a.receiver_address, a.port
+        ),
+        &slog,
+    );
+    let spid = match spid {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = a.receiver.stop(rpid);
+            return Err(e);
+        }
+    };
+    // The monitor: the receiver's output, back through a cable, streamed here.
+    let mut pilot = PilotAnalyzer::new(a.pilot_hz, a.rate);
+    let mut monitor = match &a.monitor_device {
+        Some(dev) => Some(
+            a.receiver
+                .command(&format!(
+                    "arecord -q -D {dev} -f S16_LE -c 2 -r {} -t raw -d {}",
+                    a.rate,
+                    a.duration_s.ceil() as u64 + 1
+                ))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start the monitor: {e}"))?,
+        ),
+        None => None,
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let total_ms = (a.duration_s * 1000.0) as u64;
+    let mut bar = progress::Progress::start(
+        "pi",
+        done.clone(),
+        total_ms,
+        progress::fmt_audio_ms,
+        a.quiet,
+    );
+    let start = Instant::now();
+    let mut buf = vec![0u8; 4 * a.rate as usize / 10];
+    while start.elapsed().as_secs_f64() < a.duration_s {
+        match monitor.as_mut().and_then(|m| m.stdout.as_mut()) {
+            Some(out) => match out.read(&mut buf) {
+                Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                Ok(n) => pilot.feed(&buf[..n - n % 4], 2),
+            },
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+        done.store(
+            start.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    bar.finish();
+    if let Some(mut m) = monitor {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    let live = a
+        .receiver
+        .run(&format!("{} status --json --socket {status}", a.netaudio))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(s.trim()).ok());
+    let r_stop = a.receiver.stop(rpid);
+    let s_stop = a.sender.stop(spid);
+    r_stop?;
+    s_stop?;
+    let parse = |h: &Host, f: &str| -> Result<Value, String> {
+        let t = h.run(&format!("cat {f}"))?;
+        serde_json::from_str(&t).map_err(|e| format!("{}: bad {f}: {e}", h.spec))
+    };
+    let r = parse(&a.receiver, &rjson)?;
+    let s = parse(&a.sender, &sjson)?;
+    let _ = a.receiver.run(&format!("rm -f {rlog} {rjson} {status}"));
+    let _ = a.sender.run(&format!("rm -f {slog} {sjson}"));
+    let rate = a.rate as f64;
+    // The independent view: the monitor's pilot when cabled, else the virtual card's sink.
+    let (gaps, gap_frames, max_gap_frames, checked, source) = if a.monitor_device.is_some() {
+        (
+            pilot.gaps,
+            pilot.gap_frames,
+            pilot.max_gap_frames,
+            pilot.frames,
+            "pilot tone on the monitor input",
+        )
+    } else if r.get("heard_gaps").is_some() {
+        (
+            r["heard_gaps"].as_u64().unwrap_or(0),
+            0,
+            0,
+            r["heard_frames"].as_u64().unwrap_or(0),
+            "the receiver's virtual sound card",
+        )
+    } else {
+        return Err("nothing listens to the receiver's output: give --monitor-device (a capture device cabled from the receiver's output) or use a virtual receiver device".into());
+    };
+    let buffer_ms = live.as_ref().and_then(|v| v["buffer_ms"].as_f64());
+    Ok(json!({
+        "audio_seconds": a.duration_s,
+        "gaps": gaps,
+        "gap_frames": gap_frames,
+        "max_gap_ms": max_gap_frames as f64 * 1000.0 / rate,
+        "gaps_source": source,
+        "checked_frames": checked,
+        "latency_ms": {
+            // Receiver side (buffer + device) as the daemon holds it; end-to-end needs the
+            // sender's signal on the same cable (see hil-tests/README).
+            "p50": buffer_ms, "p99": Value::Null, "max": Value::Null,
+            "target": a.latency_ms,
+        },
+        "lost_packets": r["lost_packets"],
+        "recovered_packets": r["recovered_packets"],
+        "concealed_frames": r["concealed_frames"],
+        "drift_ppm_estimated": r["drift_ppm"],
+        "bit_exact_frames": r.get("heard_bit_exact").cloned().unwrap_or(Value::Null),
+        "allocations_steady_state": r["allocations_rt"].as_u64().unwrap_or(0) + s["allocations_rt"].as_u64().unwrap_or(0),
+        "engine_gaps": r["gaps"],
+        "xruns": { "sender": s["xruns"], "receiver": r["xruns"] },
+        "cpu_seconds_per_audio_minute": {
+            "sender": s["cpu_seconds"].as_f64().map(|c| c / a.duration_s * 60.0),
+            "receiver": r["cpu_seconds"].as_f64().map(|c| c / a.duration_s * 60.0),
+        },
+        "hosts": { "sender": a.sender.spec, "receiver": a.receiver.spec },
+        "receiver": r,
+        "sender": s,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(n: usize, f: f64, rate: f64, amp: f64, phase0: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| (amp * (std::f64::consts::TAU * f * (i + phase0) as f64 / rate).sin()) as i16)
+            .collect()
+    }
+
+    fn stereo(mono: &[i16]) -> Vec<u8> {
+        mono.iter()
+            .flat_map(|s| [s.to_le_bytes(), s.to_le_bytes()].concat())
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_pilot_has_no_gaps_and_holes_and_jumps_are_found() {
+        let mut a = PilotAnalyzer::new(997.0, 48_000);
+        let mut x = vec![0i16; 4800];
+        x.extend(sine(48_000, 997.0, 48_000.0, 16_000.0, 0));
+        a.feed(&stereo(&x), 2);
+        assert_eq!(a.gaps, 0);
+        assert!((4800..=4804).contains(&a.leading), "{a:?}");
+        // A 5 ms hole of silence, then a jump of phase.
+        let mut y = vec![0i16; 240];
+        y.extend(sine(48_000, 997.0, 48_000.0, 16_000.0, 48_000 + 240 + 13));
+        y.extend(sine(24_000, 997.0, 48_000.0, 16_000.0, 77));
+        a.feed(&stereo(&y), 2);
+        assert_eq!(a.gaps, 2, "{a:?}");
+        assert!(a.max_gap_frames >= 200, "{a:?}");
+    }
+
+    #[test]
+    fn clock_drift_and_a_little_noise_are_not_gaps() {
+        let mut a = PilotAnalyzer::new(997.0, 48_000);
+        let mut x = sine(96_000, 997.0 * (1.0 + 500e-6), 48_000.0, 12_000.0, 5);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = v.saturating_add(((i * 7919) % 7) as i16 - 3);
+        }
+        a.feed(&stereo(&x), 2);
+        assert_eq!(a.gaps, 0, "{a:?}");
+    }
+
+    #[test]
+    fn local_hosts_run_commands_and_report_failures() {
+        let h = Host {
+            spec: "local".into(),
+            ssh: None,
+        };
+        assert_eq!(h.run("echo hi").unwrap(), "hi\n");
+        let e = h.run("exit 3").unwrap_err();
+        assert!(e.contains("exit 3"), "{e}");
+        let pid = h.start("sleep 30", "/dev/null").unwrap();
+        h.stop(pid).unwrap();
+    }
+}
