@@ -163,17 +163,21 @@ pub fn run<F: FnMut() -> String>(
     let notifier = Notifier::from_env();
     notifier.notify("READY=1");
     let mut next = Instant::now() + interval;
+    // The watchdog is fed every second, whatever the stats interval.
+    let mut next_watchdog = Instant::now() + Duration::from_secs(1);
     while !STOP.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
         std::thread::sleep(Duration::from_millis(50));
         for q in events.iter_mut() {
             q.drain_to_log();
         }
-        if Instant::now() >= next {
-            next += interval;
+        let now = Instant::now();
+        if now >= next_watchdog {
+            next_watchdog = now + Duration::from_secs(1);
             notifier.notify("WATCHDOG=1");
-            if !interval.is_zero() {
-                log::info!("{}", line());
-            }
+        }
+        if !interval.is_zero() && now >= next {
+            next += interval;
+            log::info!("{}", line());
         }
     }
     notifier.notify("STOPPING=1");

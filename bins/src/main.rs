@@ -344,12 +344,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let path = match a.socket {
                 Some(p) => p,
                 None => {
-                    let r = status::default_socket("receiver");
-                    if r.exists() {
-                        r
-                    } else {
-                        status::default_socket("sender")
-                    }
+                    // A service's socket in /run/netaudio (readable by group audio) first,
+                    // then this user's own daemons.
+                    let candidates = [
+                        std::path::PathBuf::from("/run/netaudio/receiver.sock"),
+                        std::path::PathBuf::from("/run/netaudio/sender.sock"),
+                        status::default_socket("receiver"),
+                        status::default_socket("sender"),
+                    ];
+                    candidates
+                        .iter()
+                        .find(|p| p.exists())
+                        .cloned()
+                        .unwrap_or_else(|| status::default_socket("receiver"))
                 }
             };
             if a.json {

@@ -190,7 +190,16 @@ impl UdpReceiver {
                 )
             };
             if r != 0 {
-                return Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                // Without kernel timestamps (some emulators refuse them) arrival times fall
+                // back to when the batch is read: coarser, still correct on average.
+                if name == libc::SO_TIMESTAMPNS && e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+                    log::warn!(
+                        "no kernel arrival timestamps on this system ({e}); using read times"
+                    );
+                    continue;
+                }
+                return Err(e);
             }
         }
         let mut r = UdpReceiver {
