@@ -488,9 +488,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ", DISAGREE"
                 }
             );
+            let ms = |k: &str| {
+                j["latency_ms"][k]
+                    .as_f64()
+                    .map_or("-".to_string(), |v| format!("{v:.2}"))
+            };
             println!(
                 "latency_ms: p50 {}  p99 {}  max {}",
-                j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["latency_ms"]["max"]
+                ms("p50"),
+                ms("p99"),
+                ms("max")
             );
             println!(
                 "audio_seconds: {:.1}  checked_frames: {}  bit_exact: {}",
