@@ -4,6 +4,7 @@
 //! independent clocks, a seeded network model, virtual time) and checks every played frame
 //! with a signal analyzer that is independent of the engine's own counters.
 
+mod markers;
 mod pi;
 mod plot;
 mod progress;
@@ -145,6 +146,13 @@ struct PiCli {
     /// The receiver's capture device, cabled from its output (hil-tests/README.md).
     #[arg(long)]
     monitor_device: Option<String>,
+    /// The sender's playback device: plays the marker signal into a Y-cable to the sender's
+    /// input and the monitor's left channel, for end-to-end latency (hil-tests/README.md).
+    #[arg(long)]
+    reference_device: Option<String>,
+    /// Seconds between latency markers (must exceed the end-to-end latency).
+    #[arg(long, default_value_t = 1.0)]
+    marker_interval: f64,
     /// Sample rate.
     #[arg(long, default_value_t = 48_000)]
     rate: u32,
@@ -194,6 +202,8 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
         sender_device: a.sender_device.clone(),
         receiver_device: a.receiver_device.clone(),
         monitor_device: a.monitor_device.clone(),
+        reference_device: a.reference_device.clone(),
+        marker_interval_s: a.marker_interval,
         rate: a.rate,
         period: a.period,
         pilot_hz: a.pilot_hz,
@@ -201,11 +211,16 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
         quiet: a.quiet,
     };
     let r = pi::run(&args)?;
+    let lat = &r["latency_ms"];
     println!(
-        "gaps: {} (engine: {}) heard by {}\nlost_packets: {}  concealed_frames: {}  drift_ppm: {}\nxruns: sender {} receiver {}  allocations_steady_state: {}",
+        "gaps: {} (engine: {}) heard by {}\nlatency ({}): p50 {} p99 {} max {} ms\nlost_packets: {}  concealed_frames: {}  drift_ppm: {}\nxruns: sender {} receiver {}  allocations_steady_state: {}",
         r["gaps"],
         r["engine_gaps"],
         r["gaps_source"].as_str().unwrap_or("?"),
+        lat["kind"].as_str().unwrap_or("?"),
+        ms2(&lat["p50"]),
+        ms2(&lat["p99"]),
+        ms2(&lat["max"]),
         r["lost_packets"],
         r["concealed_frames"],
         r["drift_ppm_estimated"],
@@ -218,16 +233,53 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
         std::fs::write(p, text + "\n").map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     if let Some(p) = &a.plot {
+        let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+        let trace: Vec<plot::TracePoint> = r["trace"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|p| plot::TracePoint {
+                        t_s: num(&p["t_s"]),
+                        latency_ms: num(&p["latency_ms"]),
+                        level_ms: num(&p["level_ms"]),
+                        ratio_ppm: num(&p["correction_ppm"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let gaps: Vec<plot::GapMark> = r["gap_list"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|g| plot::GapMark {
+                        t_s: num(&g["t_s"]),
+                        length_ms: num(&g["ms"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let svg = plot::render_svg(&plot::PlotInput {
-            title: &format!("netaudio {} -> {}", a.sender, a.receiver),
-            subtitle: &format!("{} gaps in {:.0} s of audio", r["gaps"], a.duration),
-            trace: &[],
-            gaps: &[],
-            target_latency_ms: None,
+            title: &format!("netaudio pi: {} -> {}", a.sender, a.receiver),
+            subtitle: &format!(
+                "{} gaps in {:.0} s of audio · latency ({}) p50 {} ms p99 {} ms",
+                r["gaps"],
+                a.duration,
+                lat["kind"].as_str().unwrap_or("?"),
+                ms2(&lat["p50"]),
+                ms2(&lat["p99"])
+            ),
+            trace: &trace,
+            gaps: &gaps,
+            target_latency_ms: a.latency_ms,
         });
         std::fs::write(p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+fn ms2(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {

@@ -1,13 +1,21 @@
-//! `hil-tests pi` orchestrating two "hosts" on this machine (the local transport) with the
-//! virtual sound cards: versions checked, both daemons started and stopped, counters
-//! collected, the receiver's virtual card hearing every frame.
+//! `hil-tests pi` orchestrating two "hosts" on this machine (the local transport): with the
+//! virtual sound cards (versions checked, both daemons started and stopped, counters
+//! collected, the receiver's virtual card hearing every frame), and end to end on the JACK rig
+//! (the marker reference played by aplay into the sender's input and the monitor's left
+//! channel, the receiver's output on its right: latency and gaps from one capture).
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One stream at a time: two realtime streams on a small machine would disturb each other.
+static ONE: Mutex<()> = Mutex::new(());
 
 #[test]
 fn two_local_hosts_stream_without_gaps() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let exe = Path::new(env!("CARGO_BIN_EXE_hil-tests")).with_file_name("netaudio");
     assert!(
         exe.exists(),
@@ -95,4 +103,171 @@ fn a_version_mismatch_is_named() {
         err.contains("0.0.1") && err.contains("same version"),
         "{err}"
     );
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// A private jackd (dummy driver) killed on drop.
+struct Jack(std::process::Child);
+
+impl Drop for Jack {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn end_to_end_latency_and_gaps_from_the_reference_wiring_on_the_rig() {
+    let tools = ["jackd", "jack_lsp", "jack_connect", "aplay", "arecord"];
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("NETAUDIO_RIG").as_deref() != Ok("require"),
+            "the rig is required (NETAUDIO_RIG=require) but {missing:?} are missing; run ci/rig-setup"
+        );
+        eprintln!("skipped: the rig is not installed (missing {missing:?}); run ci/rig-setup");
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = Path::new(env!("CARGO_BIN_EXE_hil-tests")).with_file_name("netaudio");
+    assert!(
+        exe.exists(),
+        "build netaudio first: cargo build --release -p netaudio"
+    );
+    let server = format!("hilpi{}", std::process::id());
+    let asoundrc = Path::new(env!("CARGO_MANIFEST_DIR")).join("rig/asoundrc");
+    let alsa = format!("/usr/share/alsa/alsa.conf:{}", asoundrc.display());
+    let env = |c: &mut Command| {
+        c.env("JACK_DEFAULT_SERVER", &server)
+            .env("JACK_NO_START_SERVER", "1")
+            .env("ALSA_CONFIG_PATH", &alsa);
+    };
+    let mut jackd = Command::new("jackd");
+    jackd
+        .args([
+            "-R", "-P", "70", "-S", "-d", "dummy", "-r", "48000", "-p", "256",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    env(&mut jackd);
+    let _jack = Jack(jackd.spawn().expect("jackd"));
+    let ports = |env: &dyn Fn(&mut Command)| -> String {
+        let mut c = Command::new("jack_lsp");
+        env(&mut c);
+        c.stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    while !ports(&env).contains("system:") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "jackd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The Y-cable's second leg: src (the reference player) into the monitor's left input,
+    // once both are up.
+    let wiring = {
+        let (server, alsa) = (server.clone(), alsa.clone());
+        std::thread::spawn(move || {
+            let env = |c: &mut Command| {
+                c.env("JACK_DEFAULT_SERVER", &server)
+                    .env("JACK_NO_START_SERVER", "1")
+                    .env("ALSA_CONFIG_PATH", &alsa);
+            };
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(20) {
+                let p = ports(&env);
+                if p.contains("src:out_000") && p.contains("mon2:in_000") {
+                    let mut c = Command::new("jack_connect");
+                    env(&mut c);
+                    return c
+                        .args(["src:out_000", "mon2:in_000"])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+    };
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let json = std::env::temp_dir().join(format!("hil-pi-e2e-{}.json", std::process::id()));
+    let svg = json.with_extension("svg");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hil-tests"));
+    env(&mut cmd);
+    let out = cmd
+        .args([
+            "pi",
+            "--transport",
+            "local",
+            "--sender",
+            "local-a",
+            "--receiver",
+            "local-b",
+        ])
+        .args([
+            "--receiver-address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--sender-device", "pin", "--reference-device", "src"])
+        .args(["--receiver-device", "pout2", "--monitor-device", "mon2"])
+        .args(["--duration", "12s", "--latency-ms", "30", "-q"])
+        .arg("--netaudio")
+        .arg(&exe)
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(wiring.join().unwrap(), "could not wire src to mon2");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let lat = &r["latency_ms"];
+    assert!(
+        lat["kind"].as_str().unwrap().starts_with("end-to-end"),
+        "{lat}"
+    );
+    assert_eq!(lat["reference_breaks"], 0, "{r}");
+    // Markers arrive (the first seconds are start-up), every one 30 ms target + the devices'
+    // periods after it was sent.
+    assert!(lat["samples"].as_u64().unwrap() >= 6, "{lat}");
+    let p50 = lat["p50"].as_f64().unwrap();
+    assert!((25.0..80.0).contains(&p50), "{lat}");
+    assert!(lat["max"].as_f64().unwrap() - p50 < 3.0, "{lat}");
+    assert_eq!(r["gaps"], 0, "{r}");
+    assert_eq!(r["engine_gaps"], 0, "{r}");
+    assert_eq!(r["allocations_steady_state"], 0, "{r}");
+    assert!(r["trace"].as_array().unwrap().len() >= 6, "{r}");
+    assert!(stdout.contains("latency (end-to-end"), "{stdout}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        plot.starts_with("<svg") || plot.starts_with("<?xml"),
+        "{plot:.200}"
+    );
+    assert!(
+        plot.contains("end-to-end"),
+        "the subtitle names the latency kind"
+    );
+    let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&svg);
 }
