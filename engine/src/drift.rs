@@ -40,6 +40,7 @@ pub struct DriftController {
     kp: f64,
     ki: f64,
     params: DriftParams,
+    rate: f64,
     integral: f64,
     correction: f64,
     level: f64,
@@ -54,6 +55,7 @@ impl DriftController {
             kp: 2.0 * params.zeta * params.omega / r,
             ki: params.omega * params.omega / r,
             params,
+            rate: r,
             integral: 0.0,
             correction: 0.0,
             level: 0.0,
@@ -70,7 +72,15 @@ impl DriftController {
     /// Feeds one level measurement (`level` and `target` in frames, `dt` seconds since the
     /// previous one) and returns the correction to apply (input frames per output frame − 1).
     pub fn update(&mut self, level: f64, target: f64, dt: f64) -> f64 {
-        if !level.is_finite() || !dt.is_finite() || dt <= 0.0 {
+        self.update_moving(level, target, 0.0, dt)
+    }
+
+    /// As [`update`](Self::update), for a target moving at `target_velocity` frames per second
+    /// (`latency = auto`): the move is fed forward — the level must grow at that pace, so
+    /// `velocity / rate` less is consumed — and the integral, the drift estimate, does not
+    /// take the move for drift. The move and the drift share the correction limit.
+    pub fn update_moving(&mut self, level: f64, target: f64, target_velocity: f64, dt: f64) -> f64 {
+        if !level.is_finite() || !dt.is_finite() || dt <= 0.0 || !target_velocity.is_finite() {
             return self.correction;
         }
         if !self.primed {
@@ -81,14 +91,16 @@ impl DriftController {
             self.level += a * (level - self.level);
         }
         let limit = self.params.limit_ppm * 1e-6;
-        let e = self.level - target;
+        let feed_forward = -target_velocity / self.rate;
+        // The filtered level lags a moving target by velocity · filter time: expect that lag.
+        let e = self.level - (target - target_velocity * self.params.filter_s);
         let integral = (self.integral + self.ki * e * dt).clamp(-limit, limit);
         let c = self.kp * e + integral;
         // Anti-windup: hold the integral while the output is pinned at the limit.
         if c.abs() < limit || c.signum() != e.signum() {
             self.integral = integral;
         }
-        self.correction = (self.kp * e + self.integral).clamp(-limit, limit);
+        self.correction = (self.kp * e + self.integral + feed_forward).clamp(-limit, limit);
         self.correction
     }
 
@@ -141,6 +153,46 @@ mod tests {
             );
             assert!(err < 1.0, "{ppm}: level off by {err} frames");
         }
+    }
+
+    #[test]
+    fn a_moving_target_is_followed_without_overshoot_and_the_drift_estimate_holds() {
+        let rate = 48_000;
+        let dt = 256.0 / rate as f64;
+        let mut c = DriftController::new(rate, DriftParams::default());
+        let mut level = 960.0;
+        let drift = 200e-6;
+        // Settle, then move the target up 20 ms at 1 ms/s, hold, and down at 0.1 ms/s.
+        let mut target = 960.0;
+        let mut worst: f64 = 0.0;
+        let mut max_level: f64 = 0.0;
+        for i in 0..(400.0 / dt) as usize {
+            let t = i as f64 * dt;
+            let v = if (100.0..120.0).contains(&t) {
+                48.0
+            } else if (200.0..400.0).contains(&t) && target > 960.0 {
+                -4.8
+            } else {
+                0.0
+            };
+            target += v * dt;
+            let corr = c.update_moving(level, target, v, dt);
+            level += rate as f64 * dt * (drift - corr);
+            max_level = max_level.max(level);
+            if t > 60.0 {
+                worst = worst.max((level - target).abs());
+                assert!(
+                    (c.drift_ppm() - 200.0).abs() < 30.0,
+                    "{t}: {}",
+                    c.drift_ppm()
+                );
+            }
+        }
+        assert!(
+            worst < 48.0,
+            "level strayed {worst} frames from the moving target"
+        );
+        assert!(max_level < 960.0 + 960.0 + 48.0, "overshoot: {max_level}");
     }
 
     #[test]
