@@ -14,8 +14,7 @@ use std::path::Path;
 /// Reads and checks a key file: private to its owner, 64 hex characters.
 pub fn load(path: &Path) -> Result<Key, String> {
     let p = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read key file {p}: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read key file {p}: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(

@@ -283,7 +283,11 @@ fn forged_foreign_replayed_and_truncated_packets_are_never_played() {
     // stop-and-start is the only gap, heard as such.
     assert_eq!(u(&j, "resyncs"), 1, "{j}");
     assert_eq!(u(&j, "gaps"), 1, "{j}");
-    assert_eq!(u(&j, "heard_gaps"), 1, "nothing forged or replayed was played: {j}");
+    assert_eq!(
+        u(&j, "heard_gaps"),
+        1,
+        "nothing forged or replayed was played: {j}"
+    );
     assert!(u(&j, "heard_frames") > 48_000 * 6, "{j}");
     // Every attacking datagram dropped and counted.
     assert_eq!(
@@ -471,4 +475,68 @@ fn an_unplugged_playback_card_is_reopened_and_plays_again() {
     assert!(u(&j, "gaps") >= 1, "{j}");
     // After the card came back, more than a second of audio was played.
     assert!(u(&j, "heard_frames") > 48_000 * 3, "{j}");
+}
+
+#[test]
+fn keygen_makes_a_key_and_an_open_key_file_is_refused_with_the_fix() {
+    let _serial = serial();
+    let out = bin().arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = Key::from_hex(&text).expect("64 hex characters");
+    assert_eq!(text.len(), 65, "{text:?}");
+    let p = key_file("open.key", &key);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bin()
+        .args([
+            "recv",
+            "--device",
+            "virtual",
+            "--listen",
+            "127.0.0.1:0",
+            "--key-file",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&p.display().to_string()) && err.contains("chmod 600"),
+        "{err}"
+    );
+    // `check` reports the key file.
+    let cfg = tmp("keyed.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[audio]\ndevice = \"virtual\"\n[network]\nkey_file = \"{}\"\n",
+            p.display()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL key file") && text.contains("chmod 600"),
+        "{text}"
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ok   key file") && text.contains("valid key"),
+        "{text}"
+    );
 }

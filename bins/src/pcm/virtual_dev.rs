@@ -537,7 +537,10 @@ mod tests {
         let o = parse_name("virtual:unplug=5s+300ms").unwrap().unwrap();
         assert_eq!(o.unplug, Some((5.0, 0.3)));
         let e = parse_name("virtual:unplug=5s").unwrap().unwrap_err();
-        assert!(e.contains("unplug=5s") && e.contains("unplug=AT+FOR"), "{e}");
+        assert!(
+            e.contains("unplug=5s") && e.contains("unplug=AT+FOR"),
+            "{e}"
+        );
         assert!(parse_name("hw:0").is_none());
         assert!(parse_name("virtualx").is_none());
         let e = parse_name("virtual:ppm=abc").unwrap().unwrap_err();
