@@ -71,6 +71,23 @@ fn cpu_list(s: &str) -> Vec<usize> {
 /// Checks the host for `cfg` (already merged with its preset) in `role`.
 pub fn host(cfg: &Config, role: Role) -> Vec<Finding> {
     let mut out = Vec::new();
+    match &cfg.network.key_file {
+        Some(k) => match crate::keyfile::load(Path::new(k)) {
+            Ok(_) => push(
+                &mut out,
+                Level::Ok,
+                format!(
+                    "key file {k}: a valid key, private to its owner (the other machine needs the same file; both clocks synchronised within 10 s)"
+                ),
+            ),
+            Err(e) => push(&mut out, Level::Fail, e),
+        },
+        None => push(
+            &mut out,
+            Level::Warn,
+            "no network.key_file: packets are not authenticated (anyone on the LAN can play into the receiver); `netaudio keygen` makes a key",
+        ),
+    }
     let priority = cfg.rt.priority.unwrap_or(80);
     let cpu = cfg.rt.cpu;
     // Realtime scheduling, tried for real on a short-lived thread.
@@ -254,6 +271,14 @@ pub fn effective(cfg: &Config, role: Role) -> String {
     }
     if let Some(d) = cfg.network.dscp {
         let _ = writeln!(s, "dscp = {d}");
+    }
+    match &cfg.network.key_file {
+        Some(k) => {
+            let _ = writeln!(s, "key_file = {k:?}");
+        }
+        None => {
+            let _ = writeln!(s, "# key_file = (none: packets are not authenticated)");
+        }
     }
     if role == Role::Receiver {
         let _ = writeln!(s, "[receiver]");

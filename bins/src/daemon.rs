@@ -9,6 +9,7 @@ use crate::pcm::{Capture, DeviceRequest, Playback};
 use crate::rt::{self, RtSpec};
 use crate::status::{self, Meter};
 use crate::stream::{self, LoopReport};
+use engine::auth::Key;
 use engine::format::StreamFormat;
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
 use engine::rtlog;
@@ -60,6 +61,8 @@ pub struct RunOptions {
     pub status_socket: Option<std::path::PathBuf>,
     /// Serve Prometheus text on this localhost address (off when None).
     pub metrics: Option<String>,
+    /// Pre-shared key: authenticate every packet (see `engine::auth`).
+    pub key: Option<Key>,
 }
 
 fn start_status(
@@ -92,6 +95,31 @@ fn start_status(
             log::warn!("{e}; `netaudio status` will not reach this daemon");
             None
         }
+    }
+}
+
+/// The sender, authenticated when a key is configured (its session: the wall clock now).
+fn with_sender_key(tx: Sender, opts: &RunOptions) -> Sender {
+    match &opts.key {
+        Some(k) => {
+            log::info!("packets are authenticated with the key file");
+            tx.with_auth(k.clone(), crate::net::clock_ns(libc::CLOCK_REALTIME))
+        }
+        None => tx,
+    }
+}
+
+/// The receiver, accepting only authenticated packets when a key is configured.
+fn with_receiver_key(rx: Receiver, opts: &RunOptions) -> Receiver {
+    match &opts.key {
+        Some(k) => {
+            log::info!(
+                "only packets authenticated with the key file are played (clocks must agree within {} s)",
+                engine::auth::DEFAULT_MAX_SKEW_NS / 1_000_000_000
+            );
+            rx.with_auth(k.clone())
+        }
+        None => rx,
     }
 }
 
@@ -191,6 +219,7 @@ pub fn send(
     };
     let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
         .map_err(|e| e.to_string())?;
+    let tx = with_sender_key(tx, opts);
     log::info!(
         "sending {} from {:?} (period {}, buffer {} frames, {:?} access) to {}",
         setup.format,
@@ -247,6 +276,7 @@ pub fn send(
             "frames_sent": s.frames_sent,
             "send_errors": s.send_errors,
             "xruns": s.xruns,
+            "device_lost": s.device_lost,
             "allocations_rt": rep.allocations,
             "periods": rep.periods,
             "cpu_seconds": cpu_seconds() - cpu0,
@@ -340,6 +370,10 @@ fn receiver_json(s: &StatsSnapshot, rep: &LoopReport, cpu: f64, outcome: &rt::Rt
         "duplicate_packets": s.duplicate_packets,
         "invalid_packets": s.invalid_packets,
         "foreign_packets": s.foreign_packets,
+        "auth_failures": s.auth_failures,
+        "replayed_packets": s.replayed_packets,
+        "stale_packets": s.stale_packets,
+        "device_lost": s.device_lost,
         "packets_received": s.packets_received,
         "resyncs": s.resyncs,
         "xruns": s.xruns,
@@ -370,7 +404,7 @@ pub fn recv(
     let dev = open_playback(audio, sink)?;
     let setup = dev.setup();
     let (producer, mut consumer) = rtlog::queue();
-    let rx = receiver_for(&setup, r)?.with_events(producer);
+    let rx = with_receiver_key(receiver_for(&setup, r)?.with_events(producer), opts);
     let (producer2, mut consumer2) = rtlog::queue();
     log::info!(
         "receiving on {} into {:?}: {} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}",
@@ -476,9 +510,10 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     let (p1, mut c1) = rtlog::queue();
     let (p2, mut c2) = rtlog::queue();
     let (p3, mut c3) = rtlog::queue();
-    let rx = receiver_for(&setup, &d.receive)?.with_events(p1);
+    let rx = with_receiver_key(receiver_for(&setup, &d.receive)?.with_events(p1), opts);
     let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
         .map_err(|e| e.to_string())?;
+    let tx = with_sender_key(tx, opts);
     setup_rt(opts);
     let rx_stats = Arc::new(Stats::default());
     let tx_stats = Arc::new(Stats::default());

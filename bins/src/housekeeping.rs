@@ -123,6 +123,20 @@ impl Notifier {
 /// One stats line for a receiver.
 pub fn receiver_line(s: &StatsSnapshot, rate: u32) -> String {
     let ms = |f: f64| f * 1000.0 / rate as f64;
+    let mut line = receiver_counts(s, ms);
+    if s.auth_failures + s.replayed_packets + s.stale_packets > 0 {
+        line += &format!(
+            " | dropped: {} bad tag, {} replayed, {} stale (stale: are both clocks synchronised?)",
+            s.auth_failures, s.replayed_packets, s.stale_packets
+        );
+    }
+    if s.device_lost > 0 {
+        line += &format!(" | device lost {}x", s.device_lost);
+    }
+    line
+}
+
+fn receiver_counts(s: &StatsSnapshot, ms: impl Fn(f64) -> f64) -> String {
     format!(
         "buffer {:.1} ms (target {:.1}) | rx {} pkts, lost {}, recovered {}, late {}, dup {} | \
          drift {:+.1} ppm (correcting {:+.1}) | xruns {} | gaps {} | concealed {:.1} ms",

@@ -7,6 +7,7 @@ pub mod check;
 pub mod daemon;
 pub mod devices;
 pub mod housekeeping;
+pub mod keyfile;
 pub mod net;
 pub mod pcm;
 pub mod rt;

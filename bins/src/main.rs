@@ -43,6 +43,9 @@ enum Cmd {
     Status(StatusArgs),
     /// Validate a config, show the effective settings, and check this machine for them.
     Check(CheckArgs),
+    /// Print a new random pre-shared key (64 hex characters) for network.key_file:
+    /// `netaudio keygen > /etc/netaudio/key && chmod 600 /etc/netaudio/key`.
+    Keygen,
 }
 
 #[derive(Args)]
@@ -126,6 +129,10 @@ struct RunArgs {
     /// Serve Prometheus metrics on this localhost address (e.g. 127.0.0.1:9101); off by default.
     #[arg(long)]
     metrics: Option<String>,
+    /// Pre-shared key file (64 hex characters, mode 600; `netaudio keygen` makes one): every
+    /// packet is authenticated. Both sides need the same key.
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -306,6 +313,14 @@ impl RunArgs {
             duration,
             status_socket: self.status_socket.clone(),
             metrics: self.metrics.clone(),
+            key: match self
+                .key_file
+                .clone()
+                .or(cfg.network.key_file.as_ref().map(Into::into))
+            {
+                Some(p) => Some(netaudio::keyfile::load(&p)?),
+                None => None,
+            },
         })
     }
 
@@ -381,6 +396,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
+        }
+        Cmd::Keygen => {
+            println!("{}", netaudio::keyfile::generate()?.to_hex());
         }
         Cmd::Devices => {
             print!("{}", netaudio::devices::report(&netaudio::devices::list()));

@@ -2,7 +2,8 @@
 //!
 //! * [`UdpSender::send_gather`]: one `sendmsg` with two iovecs — the packet header on the
 //!   caller's stack and the payload slice, which is the capture device's own (mmap) buffer. The
-//!   kernel copies straight from there into the socket buffer: no copy in user space.
+//!   kernel copies straight from there into the socket buffer: no copy in user space. With a
+//!   key, [`UdpSender::send_tagged`] adds a third iovec, the tag on the caller's stack.
 //! * [`UdpReceiver::recv_batch`]: one non-blocking `recvmmsg` into slots preallocated at
 //!   start-up, each with the kernel's arrival timestamp (`SO_TIMESTAMPNS`), converted to
 //!   `CLOCK_MONOTONIC` so it compares with the playback clock.
@@ -61,12 +62,27 @@ fn set_dscp(sock: &UdpSocket, v6: bool, dscp: u8) -> io::Result<()> {
 pub trait DatagramOut {
     /// Sends `header` followed by `payload` as one datagram; the bytes sent or an errno.
     fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32>;
+
+    /// Sends `header`, `payload` and `tag` as one datagram. The default handles an empty tag
+    /// only (`EOPNOTSUPP` otherwise); sockets override it with a three-part gather write.
+    fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
+        if tag.is_empty() {
+            self.send_gather(header, payload)
+        } else {
+            Err(libc::EOPNOTSUPP)
+        }
+    }
 }
 
 impl DatagramOut for UdpSender {
     #[inline]
     fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
         UdpSender::send_gather(self, header, payload)
+    }
+
+    #[inline]
+    fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
+        UdpSender::send_tagged(self, header, payload, tag)
     }
 }
 
@@ -103,21 +119,24 @@ impl UdpSender {
     /// `ECONNREFUSED` while nobody listens — both harmless for a datagram stream).
     #[inline]
     pub fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
-        let mut iov = [
-            libc::iovec {
-                iov_base: header.as_ptr() as *mut libc::c_void,
-                iov_len: header.len(),
-            },
-            libc::iovec {
-                iov_base: payload.as_ptr() as *mut libc::c_void,
-                iov_len: payload.len(),
-            },
-        ];
+        self.send_tagged(header, payload, &[])
+    }
+
+    /// Sends `header`, `payload` and `tag` as one datagram with one `sendmsg` of three
+    /// iovecs (two when the tag is empty). Errors as [`send_gather`](Self::send_gather).
+    #[inline]
+    pub fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
+        let part = |b: &[u8]| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+        let mut iov = [part(header), part(payload), part(tag)];
+        let parts = if tag.is_empty() { 2 } else { 3 };
         // SAFETY: an all-zero msghdr is valid (no name, no control data).
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len() as _;
-        // SAFETY: `msg` points at two iovecs that describe live, readable slices for the
+        msg.msg_iovlen = parts as _;
+        // SAFETY: `msg` points at `parts` iovecs that describe live, readable slices for the
         // duration of the call; the kernel only reads them.
         let n = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
         if n < 0 {
@@ -327,6 +346,18 @@ mod tests {
             );
         }
         assert_eq!(rx.recv_batch(|_, _| {}), Ok(0), "non-blocking when empty");
+    }
+
+    #[test]
+    fn tagged_write_arrives_as_one_datagram() {
+        let mut rx = UdpReceiver::bind("127.0.0.1:0", 1 << 16).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = UdpSender::connect(&format!("127.0.0.1:{port}"), None).unwrap();
+        assert_eq!(tx.send_tagged(b"head", b"payload", b"tag"), Ok(14));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut got = Vec::new();
+        rx.recv_batch(|d, _| got.push(d.to_vec())).unwrap();
+        assert_eq!(got, vec![b"headpayloadtag".to_vec()]);
     }
 
     #[test]

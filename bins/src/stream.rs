@@ -10,6 +10,11 @@
 //!   `recvmmsg` (kernel arrival timestamps) into the engine's receiver → render straight into
 //!   the device buffer → commit. The drift controller runs inside `render`.
 //!
+//! With a key the sender tags every packet (three iovecs: header and extension, device
+//! buffer, tag; the tag computed over both in place) and writes the wall clock into each
+//! period's packets; the receiver gives the engine the wall-clock offset once per wake-up for
+//! the freshness check of new streams (see `engine::auth`).
+//!
 //! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
 //! to [`Stats`] once per period and events go to the realtime event queue.
@@ -19,7 +24,7 @@
 //! device back-off. Each loop counts its own allocations (see [`engine::alloc_count`]) and
 //! returns the count.
 
-use crate::net::{DatagramOut, UdpReceiver, monotonic_ns};
+use crate::net::{BATCH, DatagramOut, UdpReceiver, clock_ns, monotonic_ns};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use engine::alloc_count;
@@ -40,6 +45,8 @@ pub struct LoopReport {
 }
 
 const WAIT_MS: i32 = 100;
+/// Socket batches taken per wake-up at most (each [`BATCH`] datagrams).
+const MAX_BATCHES: usize = 64;
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 2_000;
 
@@ -76,10 +83,13 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
                 let mut budget = buffer / period + 1;
                 while avail >= period && budget > 0 {
                     budget -= 1;
+                    if tx.is_authenticated() {
+                        tx.set_wall_clock(clock_ns(libc::CLOCK_REALTIME));
+                    }
                     let r = dev.read(period, |frames| {
                         meter.measure(format, frames);
-                        tx.packetize(frames, |header, payload| {
-                            match sock.send_gather(header, payload) {
+                        tx.packetize_tagged(frames, |header, payload, tag| {
+                            match sock.send_tagged(header, payload, tag) {
                                 Ok(_) => {
                                     c.packets_sent += 1;
                                 }
@@ -146,6 +156,7 @@ fn handle_capture_error<C: Capture>(
             }
         }
         PcmError::Gone(errno) => {
+            c.device_lost += 1;
             events.push(
                 monotonic_ns(),
                 Event::DeviceLost {
@@ -160,7 +171,8 @@ fn handle_capture_error<C: Capture>(
                     events.push(monotonic_ns(), Event::DeviceBack { capture: true });
                     // A new stream: the receiver resyncs at once.
                     let id = mix64(tx.stream_id() as u64 ^ monotonic_ns()) as u32;
-                    *tx = Sender::new(tx.format(), dev.setup().period, id, tx.next_seq())
+                    *tx = tx
+                        .restarted(dev.setup().period, id, clock_ns(libc::CLOCK_REALTIME))
                         .expect("same format and period as before");
                     break;
                 }
@@ -184,6 +196,7 @@ pub fn run_receiver<P: Playback>(
     let format = dev.setup().format;
     let mut report = LoopReport::default();
     let mut xruns = 0u64;
+    let mut device_lost = 0u64;
     let mut net_errors = 0u64;
     prime_and_start(dev, rx);
     while !stop.load(Ordering::Relaxed) {
@@ -191,13 +204,23 @@ pub fn run_receiver<P: Playback>(
             alloc_count::track_this_thread(true);
         }
         let waited = dev.wait(WAIT_MS);
-        if sock
-            .recv_batch(|datagram, t| {
+        if rx.is_authenticated() {
+            rx.set_wall_offset(wall_offset_ns());
+        }
+        // Everything waiting, not just one batch: under a flood of junk the stream's own
+        // packets must not be pushed out of the socket buffer. Bounded, so a flood cannot keep
+        // the thread from the device.
+        for _ in 0..MAX_BATCHES {
+            match sock.recv_batch(|datagram, t| {
                 rx.on_packet(datagram, t);
-            })
-            .is_err()
-        {
-            net_errors += 1;
+            }) {
+                Ok(n) if n == BATCH => {}
+                Ok(_) => break,
+                Err(_) => {
+                    net_errors += 1;
+                    break;
+                }
+            }
         }
         let err = match waited {
             Ok(mut room) => {
@@ -237,6 +260,7 @@ pub fn run_receiver<P: Playback>(
                     }
                 }
                 PcmError::Gone(errno) => {
+                    device_lost += 1;
                     events.push(
                         monotonic_ns(),
                         Event::DeviceLost {
@@ -263,12 +287,18 @@ pub fn run_receiver<P: Playback>(
         }
         let mut c = *rx.counters();
         c.xruns = xruns;
+        c.device_lost = device_lost;
         c.invalid_packets += net_errors;
         stats.publish(&c);
     }
     report.allocations = alloc_count::this_thread_allocations();
     alloc_count::track_this_thread(false);
     report
+}
+
+/// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`, ns (two vDSO reads, no syscall).
+fn wall_offset_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.

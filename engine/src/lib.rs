@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc_count;
+pub mod auth;
 pub mod autolatency;
 pub mod conceal;
 pub mod drift;

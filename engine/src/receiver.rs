@@ -19,10 +19,18 @@
 //! stream (concealed frames, or the silence and jump of a resync); each is counted once, when
 //! it begins. The harness's signal analyzer counts the same thing from the samples alone.
 //!
+//! Authentication ([`Receiver::with_auth`], see [`crate::auth`]): with a key, a datagram
+//! must carry the extension and a valid tag before anything else is looked at; a packet of
+//! the stream playing must have a sequence number not taken before and inside the replay
+//! window; a packet of another stream is considered only when that stream started later than
+//! the one playing and the packet is fresh against this receiver's wall clock. Everything else
+//! is dropped and counted (`auth_failures`, `replayed_packets`, `stale_packets`), never stored.
+//!
 //! Realtime contract: `new` allocates the ring, the concealer and the resampler; `on_packet`
 //! and `render` never allocate, lock, block or make a syscall. Counters are plain fields,
 //! copied to shared atomics by [`Receiver::publish`].
 
+use crate::auth::{self, AuthExt, Key, ReplayWindow};
 use crate::conceal::Concealer;
 use crate::drift::{DriftController, DriftParams};
 use crate::format::StreamFormat;
@@ -184,6 +192,24 @@ pub enum PacketOutcome {
     Invalid(WireError),
     /// A first-frame index above [`MAX_FRAME_INDEX`].
     FrameIndexOutOfRange,
+    /// No tag, or a wrong one (a receiver with a key only).
+    Unauthenticated,
+    /// Authenticated, but a replay: a sequence number already taken or behind the window, or
+    /// a stream older than the one playing.
+    Replayed,
+    /// Authenticated, of a new stream, but sent too long ago (or ahead) by this receiver's
+    /// wall clock.
+    Stale,
+}
+
+/// Authentication state of a receiver with a key.
+#[derive(Clone, Debug)]
+struct ReceiverAuth {
+    key: Key,
+    window: ReplayWindow,
+    max_skew_ns: u64,
+    /// Wall-clock time minus the `now_ns` clock.
+    wall_offset_ns: i64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -193,6 +219,8 @@ struct Timeline {
     start: i64,
     frames_per_packet: i64,
     ending: bool,
+    /// Start time of the stream (authenticated streams; 0 otherwise).
+    session: u64,
     /// Newest frame end received and when.
     newest_end: i64,
     newest_t: u64,
@@ -226,6 +254,9 @@ pub struct Receiver {
     period_buf: Vec<i32>,
     events: Option<EventProducer>,
     now: u64,
+    auth: Option<ReceiverAuth>,
+    /// Session of the packet being handled (0 without a key).
+    packet_session: u64,
 }
 
 impl Receiver {
@@ -284,6 +315,8 @@ impl Receiver {
             period_buf: vec![0; cfg.period * ch],
             events: None,
             now: 0,
+            auth: None,
+            packet_session: 0,
             cfg,
         })
     }
@@ -292,6 +325,77 @@ impl Receiver {
     pub fn with_events(mut self, events: EventProducer) -> Receiver {
         self.events = Some(events);
         self
+    }
+
+    /// Accepts only packets authenticated with `key` (see [`crate::auth`]). New streams must be
+    /// fresh within [`auth::DEFAULT_MAX_SKEW_NS`] of the wall clock given by
+    /// [`set_wall_offset`](Self::set_wall_offset).
+    pub fn with_auth(mut self, key: Key) -> Receiver {
+        self.auth = Some(ReceiverAuth {
+            key,
+            window: ReplayWindow::default(),
+            max_skew_ns: auth::DEFAULT_MAX_SKEW_NS,
+            wall_offset_ns: 0,
+        });
+        self
+    }
+
+    /// How far a new stream's send times may be from the wall clock, ns.
+    pub fn set_max_clock_skew(&mut self, ns: u64) {
+        if let Some(a) = self.auth.as_mut() {
+            a.max_skew_ns = ns;
+        }
+    }
+
+    /// The wall clock (ns since the Unix epoch) minus the clock of `now_ns`, for the freshness
+    /// check of authenticated streams. A driver updates it every period (it moves when NTP
+    /// steps the clock).
+    pub fn set_wall_offset(&mut self, offset_ns: i64) {
+        if let Some(a) = self.auth.as_mut() {
+            a.wall_offset_ns = offset_ns;
+        }
+    }
+
+    /// Whether packets must be authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Checks a packet's tag, and its freshness against the stream playing; `Some(outcome)`
+    /// when it is to be dropped (already counted).
+    fn authenticate(&mut self, packet: &Packet<&[u8]>, now_ns: u64) -> Option<PacketOutcome> {
+        let a = self.auth.as_mut()?;
+        let h = packet.header();
+        let tagged = h.tag_len as usize == auth::TAG_LEN
+            && h.ext_len as usize == auth::EXT_LEN
+            && a.key.verify(packet.authenticated(), packet.tag());
+        if !tagged {
+            self.counters.auth_failures += 1;
+            return Some(PacketOutcome::Unauthenticated);
+        }
+        let ext = AuthExt::parse(packet.ext()).unwrap_or_default();
+        self.packet_session = ext.session;
+        match self.timeline {
+            Some(t) if t.stream_id == h.stream_id && t.session == ext.session => {
+                if !a.window.take(h.seq) {
+                    self.counters.replayed_packets += 1;
+                    return Some(PacketOutcome::Replayed);
+                }
+            }
+            Some(t) if ext.session <= t.session => {
+                // A stream that started before the one playing: a recording.
+                self.counters.replayed_packets += 1;
+                return Some(PacketOutcome::Replayed);
+            }
+            _ => {
+                let wall = now_ns as i128 + a.wall_offset_ns as i128;
+                if (ext.sent_at as i128 - wall).unsigned_abs() > a.max_skew_ns as u128 {
+                    self.counters.stale_packets += 1;
+                    return Some(PacketOutcome::Stale);
+                }
+            }
+        }
+        None
     }
 
     /// The configuration.
@@ -346,6 +450,9 @@ impl Receiver {
                 return PacketOutcome::Invalid(e);
             }
         };
+        if let Some(dropped) = self.authenticate(&packet, now_ns) {
+            return dropped;
+        }
         let h = *packet.header();
         if h.flags.contains(Flags::REPAIR) {
             // Loss-recovery data is not understood by this build: ignore it quietly.
@@ -432,10 +539,16 @@ impl Receiver {
             start: first,
             frames_per_packet: (h.frames as i64).max(1),
             ending: false,
+            session: self.packet_session,
             newest_end: end,
             newest_t: now_ns,
         });
         self.candidate = None;
+        if reason == ResyncReason::NewStream
+            && let Some(a) = self.auth.as_mut()
+        {
+            a.window = ReplayWindow::starting_at(h.seq);
+        }
         self.read_pos = end - self.cfg.level_target(self.resampler_delay).round() as i64;
         self.frac = 0;
         self.window_left = 0;

@@ -5,8 +5,14 @@
 //! (`sendmsg` with two iovecs), so the samples go from the device's mmap area to the socket
 //! with no copy in user space.
 //!
+//! With a key ([`Sender::with_auth`]) each packet also gets the authentication extension and a
+//! tag (see [`crate::auth`]): [`Sender::packetize_tagged`] hands out (header + extension on the
+//! stack, payload slice, tag on the stack) for a three-iovec `sendmsg`; the tag is computed
+//! with an incremental keyed BLAKE3 hasher over the two slices, so still nothing is copied.
+//!
 //! Realtime contract: no allocation, no syscall, no blocking; `packetize` is O(packets).
 
+use crate::auth::{self, AuthExt, Key};
 use crate::format::StreamFormat;
 use crate::wire::{Flags, HEADER_LEN, MAX_PACKET_LEN, PacketHeader};
 use core::fmt;
@@ -47,7 +53,18 @@ pub struct Sender {
     frames_per_packet: usize,
     flags: Flags,
     tag_len: u8,
+    auth: Option<SenderAuth>,
 }
+
+/// The key and the wall-clock fields of an authenticated sender.
+#[derive(Clone, Debug)]
+struct SenderAuth {
+    key: Key,
+    ext: AuthExt,
+}
+
+/// Header plus authentication extension, the most a sender puts before the payload.
+pub const MAX_HEAD_LEN: usize = HEADER_LEN + auth::EXT_LEN;
 
 impl Sender {
     /// A sender for `format` whose capture periods hold `period` frames. Each period is split
@@ -78,7 +95,52 @@ impl Sender {
             frames_per_packet: period.div_ceil(packets),
             flags: Flags::default(),
             tag_len: 0,
+            auth: None,
         })
+    }
+
+    /// Authenticates every packet with `key`. `session_ns` is the wall-clock time of this
+    /// start (ns since the Unix epoch; it must grow from one start to the next), and
+    /// [`set_wall_clock`](Self::set_wall_clock) keeps each packet's send time current.
+    pub fn with_auth(mut self, key: Key, session_ns: u64) -> Sender {
+        self.tag_len = auth::TAG_LEN as u8;
+        self.auth = Some(SenderAuth {
+            key,
+            ext: AuthExt {
+                session: session_ns,
+                sent_at: session_ns,
+            },
+        });
+        self
+    }
+
+    /// Whether packets carry a tag.
+    pub fn is_authenticated(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// A sender for a new start of the same stream setup (after the capture device came
+    /// back): same format, period and key, a new stream id and session, sequence numbers
+    /// going on.
+    pub fn restarted(
+        &self,
+        period: usize,
+        stream_id: u32,
+        session_ns: u64,
+    ) -> Result<Sender, SenderError> {
+        let s = Sender::new(self.format, period, stream_id, self.seq)?;
+        Ok(match &self.auth {
+            Some(a) => s.with_auth(a.key.clone(), session_ns),
+            None => s,
+        })
+    }
+
+    /// The wall-clock time (ns since the Unix epoch) written into the following packets;
+    /// call it once per capture period. Does nothing without a key.
+    pub fn set_wall_clock(&mut self, now_ns: u64) {
+        if let Some(a) = self.auth.as_mut() {
+            a.ext.sent_at = now_ns;
+        }
     }
 
     /// The stream's format.
@@ -127,7 +189,11 @@ impl Sender {
             first_frame: self.next_frame,
             format: self.format,
             frames: frames as u16,
-            ext_len: 0,
+            ext_len: if self.auth.is_some() {
+                auth::EXT_LEN as u16
+            } else {
+                0
+            },
             tag_len: self.tag_len,
         };
         self.seq = self.seq.wrapping_add(1);
@@ -138,18 +204,47 @@ impl Sender {
     /// Splits `captured` (whole interleaved frames in the stream format) into packets and
     /// hands each to `emit` as (header, payload), the payload being a sub-slice of `captured`.
     /// Returns the number of packets. Trailing bytes that do not make a whole frame are ignored.
+    ///
+    /// For a sender without a key; an authenticated one needs
+    /// [`packetize_tagged`](Self::packetize_tagged) (here its packets would lack the
+    /// extension and the tag, and every receiver would drop them).
     pub fn packetize<'a, F>(&mut self, captured: &'a [u8], mut emit: F) -> usize
     where
         F: FnMut(&[u8; HEADER_LEN], &'a [u8]),
+    {
+        debug_assert!(self.auth.is_none(), "use packetize_tagged with a key");
+        self.packetize_tagged(captured, |head, payload, _| {
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&head[..HEADER_LEN]);
+            emit(&h, payload)
+        })
+    }
+
+    /// As [`packetize`](Self::packetize), handing each packet to `emit` as (header and
+    /// extension, payload, tag): the datagram is the three concatenated. Without a key the
+    /// head is the bare header and the tag is empty.
+    pub fn packetize_tagged<'a, F>(&mut self, captured: &'a [u8], mut emit: F) -> usize
+    where
+        F: FnMut(&[u8], &'a [u8], &[u8]),
     {
         let fb = self.format.frame_bytes();
         let mut frames = captured.len() / fb;
         let mut at = 0;
         let mut n = 0;
+        let mut head = [0u8; MAX_HEAD_LEN];
         while frames > 0 {
             let take = frames.min(self.frames_per_packet);
             let header = self.next_header(take);
-            emit(&header, &captured[at..at + take * fb]);
+            let payload = &captured[at..at + take * fb];
+            head[..HEADER_LEN].copy_from_slice(&header);
+            match &self.auth {
+                Some(a) => {
+                    head[HEADER_LEN..].copy_from_slice(&a.ext.to_bytes());
+                    let tag = a.key.tag(&[&head, payload]);
+                    emit(&head, payload, &tag);
+                }
+                None => emit(&head[..HEADER_LEN], payload, &[]),
+            }
             at += take * fb;
             frames -= take;
             n += 1;
@@ -203,6 +298,39 @@ mod tests {
         assert_eq!(sizes.iter().map(|&x| x as usize).sum::<usize>(), 512);
         assert!(sizes.len() >= 3);
         assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    #[test]
+    fn keyed_packets_carry_the_extension_and_a_tag_over_everything_before_it() {
+        use crate::auth::{AuthExt, EXT_LEN, KEY_LEN, Key, TAG_LEN};
+        let f = StreamFormat::new(48_000, 2, SampleFormat::S32Le).unwrap();
+        let key = Key::from_bytes([9; KEY_LEN]);
+        let mut s = Sender::new(f, 512, 3, 0)
+            .unwrap()
+            .with_auth(key.clone(), 1000);
+        s.set_wall_clock(2000);
+        let buf: Vec<u8> = (0..512 * 8).map(|i| i as u8).collect();
+        let mut n = 0;
+        s.packetize_tagged(&buf, |head, payload, tag| {
+            assert_eq!((head.len(), tag.len()), (HEADER_LEN + EXT_LEN, TAG_LEN));
+            let whole = [head, payload, tag].concat();
+            assert!(whole.len() <= MAX_PACKET_LEN);
+            let p = Packet::new_checked(&whole[..]).unwrap();
+            assert_eq!(
+                AuthExt::parse(p.ext()),
+                Some(AuthExt {
+                    session: 1000,
+                    sent_at: 2000
+                })
+            );
+            assert!(key.verify(p.authenticated(), p.tag()));
+            assert!(std::ptr::eq(payload.as_ptr(), buf[..].as_ptr()) || n > 0);
+            n += 1;
+        });
+        assert!(n >= 3);
+        let r = s.restarted(512, 4, 5000).unwrap();
+        assert!(r.is_authenticated());
+        assert_eq!((r.stream_id(), r.next_seq(), r.next_frame()), (4, n, 0));
     }
 
     #[test]

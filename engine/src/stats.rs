@@ -79,6 +79,16 @@ stats! {
     xruns: count,
     /// Realtime events lost because the event queue was full.
     events_dropped: count,
+    /// Datagrams dropped because their tag was missing or wrong (with a key only).
+    auth_failures: count,
+    /// Authenticated packets dropped as replays: a sequence number already taken or behind the
+    /// replay window, or a stream older than the one playing.
+    replayed_packets: count,
+    /// Authenticated packets of a new stream dropped because their send time is too far from
+    /// this receiver's clock (a late replay, or unsynchronised clocks).
+    stale_packets: count,
+    /// Times the audio device went away (e.g. USB unplugged) and was reopened.
+    device_lost: count,
     /// Receive buffer level, frames (filtered).
     level_frames: real,
     /// Receive buffer level target, frames.

@@ -121,3 +121,96 @@ fn the_counter_sees_allocations() {
     assert_eq!(scope.allocations(), 1);
     drop(v);
 }
+
+/// With a key: the sender tags every packet (incremental keyed BLAKE3) and the receiver
+/// verifies every datagram, with forged, replayed and stale packets among the real ones,
+/// a sender restart and loss: still no allocation.
+fn authenticated_allocations(mode: DriftMode) -> (u64, Receiver) {
+    use engine::auth::{KEY_LEN, Key};
+    let format = StreamFormat::new(48_000, 2, SampleFormat::S24_3Le).unwrap();
+    let period = 128;
+    let fb = format.frame_bytes();
+    let mut cfg = ReceiverConfig::new(format, period, 15.0);
+    cfg.drift_mode = mode;
+    let key = Key::from_bytes([3; KEY_LEN]);
+    let (events, mut log) = rtlog::queue();
+    let mut rx = Receiver::new(cfg)
+        .unwrap()
+        .with_events(events)
+        .with_auth(key.clone());
+    let stats = Stats::default();
+    let t0 = 1_000_000_000_000u64;
+    let mut tx = Sender::new(format, period, 1, 5)
+        .unwrap()
+        .with_auth(key.clone(), t0);
+    let mut capture = vec![0u8; period * fb];
+    let mut out = vec![0u8; period * fb];
+    let mut datagram = [0u8; 1500];
+    let mut old = [0u8; 1500];
+    let mut old_len = 0;
+    let mut rng = Rng::new(7);
+    let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
+    let mut t = t0;
+    let periods = PERIODS / 2;
+
+    let scope = AllocScope::begin();
+    for k in 0..periods {
+        for (i, b) in capture.iter_mut().enumerate() {
+            *b = (i as u64 ^ k) as u8;
+        }
+        if k == periods / 2 {
+            tx = tx.restarted(period, 2, t).unwrap();
+        }
+        tx.set_wall_clock(t);
+        tx.packetize_tagged(&capture, |h, payload, tag| {
+            if rng.chance(0.01) {
+                return;
+            }
+            let (a, b) = (h.len(), h.len() + payload.len());
+            let len = b + tag.len();
+            datagram[..a].copy_from_slice(h);
+            datagram[a..b].copy_from_slice(payload);
+            datagram[b..len].copy_from_slice(tag);
+            rx.on_packet(&datagram[..len], t);
+            if rng.chance(0.02) {
+                // Forged: one bit of the payload flipped.
+                datagram[a + 3] ^= 0x10;
+                rx.on_packet(&datagram[..len], t);
+            }
+            if k % 100 == 0 {
+                old[..len].copy_from_slice(&datagram[..len]);
+                old_len = len;
+            } else if rng.chance(0.02) && old_len > 0 {
+                // A replay of an earlier packet (after the restart: of the older stream).
+                rx.on_packet(&old[..old_len], t);
+            }
+        });
+        if rng.chance(0.01) {
+            // Stale against the receiver's clock: a minute off.
+            rx.set_wall_offset(60_000_000_000);
+            rx.on_packet(&old[..old_len], t);
+            rx.set_wall_offset(0);
+        }
+        rx.render(&mut out, t);
+        rx.publish(&stats);
+        t += period_ns;
+    }
+    let n = scope.allocations();
+    drop(scope);
+    log.drain_to_log();
+    (n, rx)
+}
+
+#[test]
+fn authenticated_sender_and_receiver_never_allocate() {
+    for mode in DriftMode::ALL {
+        let (allocations, rx) = authenticated_allocations(mode);
+        let c = rx.counters();
+        assert_eq!(allocations, 0, "{mode}: {allocations} allocations");
+        assert!(c.auth_failures > 100, "{mode}: {c:?}");
+        assert!(c.replayed_packets > 100, "{mode}: {c:?}");
+        assert!(c.lost_packets > 100, "{mode}: {c:?}");
+        assert_eq!(c.resyncs, 1, "{mode}: {c:?}");
+        assert!(c.packets_received > PERIODS / 2 * 9 / 10, "{mode}: {c:?}");
+    }
+}

@@ -110,6 +110,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "DSCP of sent packets (46: expedited forwarding)",
     },
     KeySpec {
+        section: "network",
+        key: "key_file",
+        kind: Kind::Text,
+        help: "pre-shared key file, the same on both machines (`netaudio keygen > FILE`, chmod 600)",
+    },
+    KeySpec {
         section: "receiver",
         key: "latency_ms",
         kind: Kind::Number {

@@ -7,6 +7,8 @@
 //! against the source and measures end-to-end latency when the source's clock is known.
 //!
 //! Device names: `virtual`, or `virtual:ppm=50,sine=440` (options separated by commas).
+//! `unplug=5s+2s` simulates a USB unplug: from 5 s after the device was opened, for 2 s, every
+//! call returns [`PcmError::Gone`] (`ENODEV`) and `reopen` fails; then it can be reopened.
 //!
 //! Realtime contract: `open` allocates the device buffer (and the sink's analyzer); `wait`
 //! sleeps in `clock_nanosleep`; `read`/`write` fill or lend the preallocated buffer and never
@@ -29,6 +31,53 @@ pub struct VirtualOptions {
     pub ppm: f64,
     /// Signal a capture device produces.
     pub source: SourceKind,
+    /// Simulated unplug: (seconds after opening, seconds gone).
+    pub unplug: Option<(f64, f64)>,
+}
+
+/// Seconds from `5s`, `1.5`, `300ms`.
+fn parse_seconds(v: &str) -> Option<f64> {
+    let (num, mul) = match v.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (v.strip_suffix('s').unwrap_or(v), 1.0),
+    };
+    num.parse::<f64>()
+        .ok()
+        .map(|x| x * mul)
+        .filter(|x| x.is_finite() && *x >= 0.0 && *x <= 86_400.0)
+}
+
+/// When a simulated unplug happens, on `CLOCK_MONOTONIC`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Unplug {
+    from_ns: u64,
+    until_ns: u64,
+}
+
+impl Unplug {
+    fn new(opts: &VirtualOptions) -> Unplug {
+        let now = monotonic_ns();
+        match opts.unplug {
+            Some((at, gone)) => {
+                let from_ns = now + (at * 1e9) as u64;
+                Unplug {
+                    from_ns,
+                    until_ns: from_ns + (gone * 1e9) as u64,
+                }
+            }
+            None => Unplug::default(),
+        }
+    }
+
+    /// `Err(Gone)` while unplugged.
+    fn check(&self) -> Result<(), PcmError> {
+        let now = monotonic_ns();
+        if now >= self.from_ns && now < self.until_ns {
+            Err(PcmError::Gone(libc::ENODEV))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Parses `virtual[:ppm=N][,sine[=HZ]]`; `None` when `name` is not a virtual device.
@@ -37,6 +86,7 @@ pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
     let mut o = VirtualOptions {
         ppm: 0.0,
         source: SourceKind::Ramp,
+        unplug: None,
     };
     let opts = match rest.strip_prefix(':') {
         Some(r) => r,
@@ -63,12 +113,17 @@ pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
                 o.source = SourceKind::Ramp;
                 Some(())
             }
+            "unplug" => v.split_once('+').and_then(|(at, gone)| {
+                let w = (parse_seconds(at)?, parse_seconds(gone)?);
+                o.unplug = Some(w);
+                Some(())
+            }),
             _ => None,
         };
         if r.is_none() {
             return Some(Err(format!(
                 "bad virtual device option {opt:?} in {name:?}: use virtual:ppm=N (-5000..5000), \
-                 virtual:sine=HZ or virtual:ramp"
+                 virtual:sine=HZ, virtual:ramp or virtual:unplug=AT+FOR (e.g. unplug=5s+2s)"
             )));
         }
     }
@@ -134,6 +189,7 @@ pub struct VirtualCapture {
     consumed: u64,
     running: bool,
     epoch: Option<u64>,
+    unplug: Unplug,
 }
 
 impl VirtualCapture {
@@ -149,6 +205,7 @@ impl VirtualCapture {
             consumed: 0,
             running: false,
             epoch: None,
+            unplug: Unplug::new(&opts),
             setup,
         })
     }
@@ -205,6 +262,7 @@ impl Capture for VirtualCapture {
     }
 
     fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
+        self.unplug.check()?;
         if !self.running {
             return Err(PcmError::Other(libc::EBADFD));
         }
@@ -230,6 +288,7 @@ impl Capture for VirtualCapture {
     }
 
     fn read<F: FnOnce(&[u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
+        self.unplug.check()?;
         let fb = self.setup.format.frame_bytes();
         let at = (self.consumed % self.setup.buffer as u64) as usize;
         let n = frames
@@ -251,6 +310,7 @@ impl Capture for VirtualCapture {
     }
 
     fn reopen(&mut self) -> Result<(), PcmError> {
+        self.unplug.check()?;
         self.start()
     }
 }
@@ -339,6 +399,7 @@ pub struct VirtualPlayback {
     base: u64,
     running: bool,
     sink: Option<Sink>,
+    unplug: Unplug,
 }
 
 impl VirtualPlayback {
@@ -354,6 +415,7 @@ impl VirtualPlayback {
             base: 0,
             running: false,
             sink,
+            unplug: Unplug::new(&opts),
             setup,
         })
     }
@@ -384,6 +446,7 @@ impl Playback for VirtualPlayback {
     }
 
     fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
+        self.unplug.check()?;
         let buffer = self.setup.buffer as u64;
         let period = self.setup.period as u64;
         let played = self.played();
@@ -408,6 +471,7 @@ impl Playback for VirtualPlayback {
     }
 
     fn write<F: FnOnce(&mut [u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
+        self.unplug.check()?;
         let fb = self.setup.format.frame_bytes();
         let at = (self.written % self.setup.buffer as u64) as usize;
         let n = frames.min(self.setup.buffer - at);
@@ -441,6 +505,7 @@ impl Playback for VirtualPlayback {
     }
 
     fn reopen(&mut self) -> Result<(), PcmError> {
+        self.unplug.check()?;
         self.recover(PcmError::Xrun)
     }
 }
@@ -465,8 +530,16 @@ mod tests {
             parse_name("virtual:ppm=-50,sine=440"),
             Some(Ok(VirtualOptions {
                 ppm: -50.0,
-                source: SourceKind::Sine { freq_hz: 440.0 }
+                source: SourceKind::Sine { freq_hz: 440.0 },
+                unplug: None,
             }))
+        );
+        let o = parse_name("virtual:unplug=5s+300ms").unwrap().unwrap();
+        assert_eq!(o.unplug, Some((5.0, 0.3)));
+        let e = parse_name("virtual:unplug=5s").unwrap().unwrap_err();
+        assert!(
+            e.contains("unplug=5s") && e.contains("unplug=AT+FOR"),
+            "{e}"
         );
         assert!(parse_name("hw:0").is_none());
         assert!(parse_name("virtualx").is_none());
