@@ -110,11 +110,23 @@ fn on_path(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// A private jackd (dummy driver) killed on drop.
+/// A private jackd (dummy driver) stopped on drop: SIGTERM first, so it leaves the JACK
+/// server registry clean (a SIGKILLed server stays registered, and JACK refuses new servers
+/// once too many are).
 struct Jack(std::process::Child);
 
 impl Drop for Jack {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -138,7 +150,8 @@ fn end_to_end_latency_and_gaps_from_the_reference_wiring_on_the_rig() {
         exe.exists(),
         "build netaudio first: cargo build --release -p netaudio"
     );
-    let server = format!("hilpi{}", std::process::id());
+    // Named like the rig's servers, so `hil-tests rig` sweeps what a crashed run leaves.
+    let server = format!("hil-rig-{}", std::process::id());
     let asoundrc = Path::new(env!("CARGO_MANIFEST_DIR")).join("rig/asoundrc");
     let alsa = format!("/usr/share/alsa/alsa.conf:{}", asoundrc.display());
     let env = |c: &mut Command| {
