@@ -10,6 +10,13 @@
 //!   `recvmmsg` (kernel arrival timestamps) into the engine's receiver → render straight into
 //!   the device buffer → commit. The drift controller runs inside `render`.
 //!
+//! Loss recovery: [`run_sender_with_history`] keeps a copy of every packet in a
+//! [`RetransmitHistory`] and answers the receiver's NACKs from it; the receiver writes NACKs
+//! (see [`Receiver::poll_nack`]) and sends them back to the stream's source. Between device
+//! periods both loops wait on their socket too (one `ppoll` up to the time the device is due,
+//! or the loss tracker's next deadline), so a NACK is answered, and a packet taken, when it
+//! arrives rather than a period later.
+//!
 //! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
 //! to [`Stats`] once per period and events go to the realtime event queue.
@@ -19,11 +26,13 @@
 //! device back-off. Each loop counts its own allocations (see [`engine::alloc_count`]) and
 //! returns the count.
 
-use crate::net::{DatagramOut, UdpReceiver, monotonic_ns};
+use crate::net::{DatagramOut, UdpReceiver, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use engine::alloc_count;
-use engine::receiver::Receiver;
+use engine::nack::MAX_NACK_LEN;
+use engine::receiver::{PacketOutcome, Receiver};
+use engine::recovery::RetransmitHistory;
 use engine::rng::mix64;
 use engine::rtlog::{Event, EventProducer};
 use engine::sender::Sender;
@@ -47,7 +56,7 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
-/// Runs the sender until `stop` is set.
+/// Runs the sender until `stop` is set (no loss recovery).
 pub fn run_sender<C: Capture, S: DatagramOut>(
     dev: &mut C,
     tx: &mut Sender,
@@ -57,17 +66,60 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    run_sender_with_history(dev, tx, sock, None, stop, stats, meter, events)
+}
+
+/// Answers every NACK waiting on `sock` from `history`.
+fn answer_nacks<S: DatagramOut>(sock: &S, history: &mut RetransmitHistory, buf: &mut [u8]) {
+    while let Some(n) = sock.recv_nack(buf) {
+        let _ = history.on_nack(&buf[..n.min(buf.len())], |d| {
+            let _ = sock.send_gather(d, &[]);
+        });
+    }
+}
+
+/// Runs the sender until `stop` is set; with a `history`, every packet is also copied there
+/// and the receiver's NACKs are answered from it.
+#[allow(clippy::too_many_arguments)]
+pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
+    dev: &mut C,
+    tx: &mut Sender,
+    sock: &S,
+    mut history: Option<&mut RetransmitHistory>,
+    stop: &AtomicBool,
+    stats: &Stats,
+    meter: &Meter,
+    events: &mut EventProducer,
+) -> LoopReport {
     let period = dev.setup().period;
     let buffer = dev.setup().buffer;
     let format = dev.setup().format;
+    let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
     let mut c = StatsSnapshot::default();
     let mut report = LoopReport::default();
     let mut last_fail_ns = 0u64;
+    let mut nack_buf = [0u8; MAX_NACK_LEN + 64];
+    let mut next_period_ns = 0u64;
     let _ = dev.start();
     while !stop.load(Ordering::Relaxed) {
         if report.periods == 1 {
             // Start-up is over: from here on, count every allocation.
             alloc_count::track_this_thread(true);
+        }
+        if let (Some(h), Some(fd)) = (history.as_deref_mut(), sock.fd()) {
+            // Until the device is due, wake for NACKs and answer them at once.
+            loop {
+                answer_nacks(sock, h, &mut nack_buf);
+                match dev.wait(0) {
+                    Ok(0) => {}
+                    _ => break,
+                }
+                let now = monotonic_ns();
+                if now >= next_period_ns {
+                    break;
+                }
+                wait_readable(fd, next_period_ns - now);
+            }
         }
         let err = match dev.wait(WAIT_MS) {
             Ok(0) => continue,
@@ -76,9 +128,13 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
                 let mut budget = buffer / period + 1;
                 while avail >= period && budget > 0 {
                     budget -= 1;
+                    let hist = &mut history;
                     let r = dev.read(period, |frames| {
                         meter.measure(format, frames);
                         tx.packetize(frames, |header, payload| {
+                            if let Some(h) = hist.as_deref_mut() {
+                                h.record(header, payload);
+                            }
                             match sock.send_gather(header, payload) {
                                 Ok(_) => {
                                     c.packets_sent += 1;
@@ -110,12 +166,19 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
                     }
                 }
                 report.periods += 1;
+                next_period_ns = monotonic_ns() + period_ns;
                 failed
             }
             Err(e) => Some(e),
         };
         if let Some(e) = err {
             handle_capture_error(dev, tx, e, stop, &mut c, events, buffer);
+        }
+        if let Some(h) = history.as_deref() {
+            let hc = h.counters();
+            c.nacks_received = hc.nacks_received;
+            c.retransmits_sent = hc.retransmits;
+            c.retransmit_bytes_sent = hc.retransmit_bytes;
         }
         stats.publish(&c);
     }
@@ -182,21 +245,44 @@ pub fn run_receiver<P: Playback>(
 ) -> LoopReport {
     let period = dev.setup().period;
     let format = dev.setup().format;
+    let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
+    let recovery = rx.loss_tracker().is_some();
     let mut report = LoopReport::default();
     let mut xruns = 0u64;
     let mut net_errors = 0u64;
+    let mut nack_buf = [0u8; MAX_NACK_LEN];
+    let mut next_period_ns = 0u64;
     prime_and_start(dev, rx);
     while !stop.load(Ordering::Relaxed) {
         if report.periods == 1 {
             alloc_count::track_this_thread(true);
         }
+        if recovery {
+            // Until the device is due, take packets as they arrive and ask for missing ones
+            // as soon as they are overdue.
+            loop {
+                if take_packets(sock, rx).is_err() {
+                    net_errors += 1;
+                }
+                nack_turn(sock, rx, &mut nack_buf);
+                match dev.wait(0) {
+                    Ok(0) => {}
+                    _ => break,
+                }
+                let now = monotonic_ns();
+                if now >= next_period_ns {
+                    break;
+                }
+                let until = rx
+                    .next_nack_due()
+                    .map_or(next_period_ns, |d| d.clamp(now, next_period_ns));
+                if until > now {
+                    wait_readable(sock.fd(), until - now);
+                }
+            }
+        }
         let waited = dev.wait(WAIT_MS);
-        if sock
-            .recv_batch(|datagram, t| {
-                rx.on_packet(datagram, t);
-            })
-            .is_err()
-        {
+        if take_packets(sock, rx).is_err() {
             net_errors += 1;
         }
         let err = match waited {
@@ -221,6 +307,8 @@ pub fn run_receiver<P: Playback>(
                     }
                 }
                 report.periods += 1;
+                next_period_ns = monotonic_ns() + period_ns;
+                nack_turn(sock, rx, &mut nack_buf);
                 failed
             }
             Err(e) => Some(e),
@@ -269,6 +357,31 @@ pub fn run_receiver<P: Playback>(
     report.allocations = alloc_count::this_thread_allocations();
     alloc_count::track_this_thread(false);
     report
+}
+
+/// Takes every datagram waiting into the receiver; the source of the stream it plays is where
+/// NACKs go.
+fn take_packets(sock: &mut UdpReceiver, rx: &mut Receiver) -> Result<usize, i32> {
+    sock.recv_batch_from(|datagram, t| {
+        matches!(
+            rx.on_packet(datagram, t),
+            PacketOutcome::Accepted
+                | PacketOutcome::Resynced
+                | PacketOutcome::Duplicate
+                | PacketOutcome::Late
+        )
+    })
+}
+
+/// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source.
+fn nack_turn(sock: &UdpReceiver, rx: &mut Receiver, buf: &mut [u8]) {
+    let n = rx.poll_nack(monotonic_ns(), buf);
+    if n > 0 {
+        let copies = rx.loss_tracker().map_or(1, |t| t.nack_copies());
+        for _ in 0..copies {
+            let _ = sock.send_nack(&buf[..n]);
+        }
+    }
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.

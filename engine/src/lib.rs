@@ -17,7 +17,9 @@ pub mod conceal;
 pub mod drift;
 pub mod format;
 pub mod jitter;
+pub mod nack;
 pub mod receiver;
+pub mod recovery;
 pub mod resample;
 pub mod rng;
 pub mod rtlog;
@@ -28,4 +30,5 @@ pub mod wire;
 
 pub use format::{SampleFormat, StreamFormat};
 pub use receiver::{DriftMode, Receiver, ReceiverConfig};
+pub use recovery::RecoveryMode;
 pub use sender::Sender;

@@ -21,6 +21,7 @@
 //! [receiver]
 //! latency_ms = 20.0
 //! drift_mode = "slip"               # slip, resample, off
+//! recovery = "nack"                 # nack (ask for lost packets again), off
 //!
 //! [rt]
 //! cpu = 3
@@ -75,6 +76,8 @@ pub struct Receiver {
     pub latency_ms: Option<f64>,
     /// `slip`, `resample` or `off`.
     pub drift_mode: Option<String>,
+    /// Loss recovery: `nack` or `off`.
+    pub recovery: Option<String>,
 }
 
 /// `[rt]`.
