@@ -12,6 +12,7 @@ use crate::stream::{self, LoopReport};
 use engine::auth::Key;
 use engine::format::StreamFormat;
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
+use engine::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use engine::rtlog;
 use engine::sender::Sender;
 use engine::stats::{Stats, StatsSnapshot};
@@ -242,15 +243,23 @@ pub fn send(
     );
     let (mut producer, mut consumer) = rtlog::queue();
     let (st, me) = (stats.clone(), meter.clone());
+    // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread).
+    let mut history = RetransmitHistory::for_span(
+        setup.format.rate,
+        tx.frames_per_packet(),
+        DEFAULT_HISTORY_MS,
+    );
     let cpu0 = cpu_seconds();
     let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
         let mut tx = tx;
+        let h = Some(&mut history);
+        let p = &mut producer;
         match dev {
             AnyCapture::Alsa(mut d) => {
-                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
+                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, &st, &me, p)
             }
             AnyCapture::Virtual(mut d) => {
-                stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
+                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, &st, &me, p)
             }
         }
     })
@@ -275,6 +284,9 @@ pub fn send(
             "packets_sent": s.packets_sent,
             "frames_sent": s.frames_sent,
             "send_errors": s.send_errors,
+            "nacks_received": s.nacks_received,
+            "retransmits_sent": s.retransmits_sent,
+            "retransmit_bytes_sent": s.retransmit_bytes_sent,
             "xruns": s.xruns,
             "device_lost": s.device_lost,
             "allocations_rt": rep.allocations,
@@ -293,12 +305,15 @@ pub struct ReceiveOptions {
     pub latency_ms: f64,
     /// Drift correction.
     pub drift_mode: DriftMode,
+    /// Loss recovery.
+    pub recovery: RecoveryMode,
 }
 
 fn receiver_for(setup: &crate::pcm::DeviceSetup, r: &ReceiveOptions) -> Result<Receiver, String> {
     let mut cfg = ReceiverConfig::new(setup.format, setup.period, r.latency_ms);
     cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
     cfg.drift_mode = r.drift_mode;
+    cfg.recovery = r.recovery;
     Receiver::new(cfg).map_err(|e| e.to_string())
 }
 
@@ -365,6 +380,8 @@ fn receiver_json(s: &StatsSnapshot, rep: &LoopReport, cpu: f64, outcome: &rt::Rt
         "gaps": s.gaps,
         "lost_packets": s.lost_packets,
         "recovered_packets": s.recovered_packets,
+        "nacks_sent": s.nacks_sent,
+        "nack_bytes_sent": s.nack_bytes_sent,
         "concealed_frames": s.concealed_frames,
         "late_packets": s.late_packets,
         "duplicate_packets": s.duplicate_packets,
@@ -407,7 +424,7 @@ pub fn recv(
     let rx = with_receiver_key(receiver_for(&setup, r)?.with_events(producer), opts);
     let (producer2, mut consumer2) = rtlog::queue();
     log::info!(
-        "receiving on {} into {:?}: {} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}",
+        "receiving on {} into {:?}: {} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}, recovery {}",
         sock.local_addr().map_err(|e| e.to_string())?,
         setup.name,
         setup.format,
@@ -415,7 +432,8 @@ pub fn recv(
         setup.buffer,
         setup.access,
         r.latency_ms,
-        r.drift_mode
+        r.drift_mode,
+        r.recovery
     );
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
@@ -525,13 +543,19 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     // The sender stops after the receiver, so the end of the run is no gap.
     static SENDER_STOP: AtomicBool = AtomicBool::new(false);
     SENDER_STOP.store(false, Ordering::Relaxed);
+    let mut history = RetransmitHistory::for_span(
+        setup.format.rate,
+        tx.frames_per_packet(),
+        DEFAULT_HISTORY_MS,
+    );
     let (th, t_out) = rt::spawn("na-capture", d.sender_rt, move || {
         let (mut cap, mut tx, mut p3) = (cap, tx, p3);
         let meter = Meter::default();
-        stream::run_sender(
+        stream::run_sender_with_history(
             &mut cap,
             &mut tx,
             &sock_tx,
+            Some(&mut history),
             &SENDER_STOP,
             &st,
             &meter,

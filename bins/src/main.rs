@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
+use engine::recovery::RecoveryMode;
 use netaudio::daemon::{self, AudioOptions, DemoOptions, ReceiveOptions, RunOptions};
 use netaudio::rt::RtSpec;
 use std::process::ExitCode;
@@ -160,6 +161,9 @@ struct RecvArgs {
     /// Drift correction: slip, resample or off [default: slip].
     #[arg(long)]
     drift_mode: Option<String>,
+    /// Loss recovery: nack (ask the sender again for lost packets) or off [default: nack].
+    #[arg(long)]
+    recovery: Option<String>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -340,6 +344,16 @@ fn drift_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<DriftMode
     )
 }
 
+fn recovery_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<RecoveryMode, String> {
+    let s = cli
+        .as_deref()
+        .or(cfg.receiver.recovery.as_deref())
+        .unwrap_or("nack");
+    RecoveryMode::from_name(s).ok_or_else(|| {
+        format!("unknown loss recovery {s:?} (receiver.recovery / --recovery): use nack or off")
+    })
+}
+
 fn default_latency(audio: &AudioOptions) -> f64 {
     engine::sim::default_latency_ms(audio.format, audio.period)
 }
@@ -456,6 +470,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let r = ReceiveOptions {
                 latency_ms,
                 drift_mode: drift_mode(&a.drift_mode, &cfg)?,
+                recovery: recovery_mode(&a.recovery, &cfg)?,
             };
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             daemon::recv(&audio, &listen, &r, &run)?;
@@ -488,6 +503,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 receive: ReceiveOptions {
                     latency_ms,
                     drift_mode: mode,
+                    recovery: recovery_mode(&None, &cfg)?,
                 },
                 sender_rt: RtSpec {
                     priority: run.rt.priority,

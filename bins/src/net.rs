@@ -8,8 +8,15 @@
 //!   start-up, each with the kernel's arrival timestamp (`SO_TIMESTAMPNS`), converted to
 //!   `CLOCK_MONOTONIC` so it compares with the playback clock.
 //!
-//! Realtime contract: `connect`/`bind` resolve names and allocate; `send_gather` and
-//! `recv_batch` make exactly one syscall each, never block (`MSG_DONTWAIT`) and never allocate.
+//! * Loss recovery: the receiver remembers where the stream comes from and sends NACKs back
+//!   there ([`UdpReceiver::send_nack`], one non-blocking `sendto`); the sender reads them from
+//!   its connected socket ([`DatagramOut::recv_nack`], one non-blocking `recv`). Either side can
+//!   wait for its socket with [`wait_readable`] (one `ppoll`) instead of sleeping through a
+//!   whole period, so a NACK or a packet is handled when it arrives.
+//!
+//! Realtime contract: `connect`/`bind` resolve names and allocate; `send_gather`,
+//! `recv_batch`, `recv_nack`, `send_nack` and `wait_readable` make exactly one syscall each,
+//! never block beyond the timeout given (`MSG_DONTWAIT`) and never allocate.
 
 use engine::wire::MAX_PACKET_LEN;
 use std::io;
@@ -72,6 +79,17 @@ pub trait DatagramOut {
             Err(libc::EOPNOTSUPP)
         }
     }
+
+    /// Takes one datagram that came back (a NACK) into `buf` without blocking; its length, or
+    /// `None` when nothing is waiting. The default has no return path.
+    fn recv_nack(&self, _buf: &mut [u8]) -> Option<usize> {
+        None
+    }
+
+    /// The socket to wait on for datagrams coming back, if any.
+    fn fd(&self) -> Option<i32> {
+        None
+    }
 }
 
 impl DatagramOut for UdpSender {
@@ -84,6 +102,39 @@ impl DatagramOut for UdpSender {
     fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
         UdpSender::send_tagged(self, header, payload, tag)
     }
+    fn recv_nack(&self, buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: recv writes at most `buf.len()` bytes into a live, writable buffer.
+        let n = unsafe {
+            libc::recv(
+                self.sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        // Errors (EAGAIN; ECONNREFUSED while nobody listens) mean: nothing to take.
+        (n >= 0).then_some(n as usize)
+    }
+
+    fn fd(&self) -> Option<i32> {
+        Some(self.sock.as_raw_fd())
+    }
+}
+
+/// Waits up to `timeout_ns` for `fd` to become readable (one `ppoll`); whether it is.
+pub fn wait_readable(fd: i32, timeout_ns: u64) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one live pollfd and a live timespec for the duration of the call; no sigmask.
+    let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    r > 0 && pfd.revents & libc::POLLIN != 0
 }
 
 /// The sending socket, connected to one destination.
@@ -158,11 +209,14 @@ pub struct UdpReceiver {
     sock: UdpSocket,
     bufs: Vec<u8>,
     control: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    source: Option<(libc::sockaddr_storage, libc::socklen_t)>,
 }
 
-// SAFETY: the raw pointers inside `iov` and `msgs` point into `bufs`, `control` and `iov`,
+// SAFETY: the raw pointers inside `iov` and `msgs` point into `bufs`, `control`, `names` and
+// `iov`,
 // heap buffers owned by the same struct that never move or reallocate after `bind`; moving the
 // struct to another thread moves their ownership with it.
 unsafe impl Send for UdpReceiver {}
@@ -225,9 +279,12 @@ impl UdpReceiver {
             sock,
             bufs: vec![0; BATCH * MAX_PACKET_LEN],
             control: vec![0; BATCH * CMSG_SPACE],
+            // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+            names: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
             iov: Vec::with_capacity(BATCH),
             // SAFETY: an all-zero mmsghdr is a valid empty header.
             msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            source: None,
         };
         for i in 0..BATCH {
             r.iov.push(libc::iovec {
@@ -253,8 +310,21 @@ impl UdpReceiver {
     /// `f(datagram, arrival_ns)` for each, the arrival time on `CLOCK_MONOTONIC`.
     /// Returns how many, 0 when none was waiting.
     pub fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, i32> {
+        self.recv_batch_from(|d, t| {
+            f(d, t);
+            false
+        })
+    }
+
+    /// Like [`recv_batch`](Self::recv_batch); when `f` returns true the datagram's source
+    /// becomes where [`send_nack`](Self::send_nack) sends (the stream being played).
+    pub fn recv_batch_from<F: FnMut(&[u8], u64) -> bool>(
+        &mut self,
+        mut f: F,
+    ) -> Result<usize, i32> {
         let ctl = self.control.as_mut_ptr();
         let iov = self.iov.as_mut_ptr();
+        let names = self.names.as_mut_ptr();
         for (i, m) in self.msgs.iter_mut().enumerate() {
             // SAFETY: offsets within `iov` (BATCH entries) and `control` (BATCH slots).
             m.msg_hdr.msg_iov = unsafe { iov.add(i) };
@@ -262,8 +332,9 @@ impl UdpReceiver {
             // SAFETY: as above.
             m.msg_hdr.msg_control = unsafe { ctl.add(i * CMSG_SPACE) }.cast();
             m.msg_hdr.msg_controllen = CMSG_SPACE as _;
-            m.msg_hdr.msg_name = std::ptr::null_mut();
-            m.msg_hdr.msg_namelen = 0;
+            // SAFETY: offset within `names` (BATCH entries).
+            m.msg_hdr.msg_name = unsafe { names.add(i) }.cast();
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             m.msg_len = 0;
         }
         // SAFETY: `msgs` holds BATCH headers whose iovecs and control buffers point into
@@ -296,9 +367,43 @@ impl UdpReceiver {
             let stamp = self.arrival_realtime(i).map(|t| t as i128 - real + mono);
             let t = stamp.map_or(mono, |s| s.clamp(0, mono)) as u64;
             let base = i * MAX_PACKET_LEN;
-            f(&self.bufs[base..base + len.min(MAX_PACKET_LEN)], t);
+            if f(&self.bufs[base..base + len.min(MAX_PACKET_LEN)], t) {
+                self.source = Some((self.names[i], self.msgs[i].msg_hdr.msg_namelen));
+            }
         }
         Ok(n)
+    }
+
+    /// Whether a stream's source is known (NACKs have somewhere to go).
+    pub fn has_source(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// Sends `nack` to the stream's source with one non-blocking `sendto`; the bytes sent or
+    /// an errno (`ENOTCONN` while no stream's source is known).
+    pub fn send_nack(&self, nack: &[u8]) -> Result<usize, i32> {
+        let Some((addr, len)) = self.source.as_ref() else {
+            return Err(libc::ENOTCONN);
+        };
+        // SAFETY: `nack` is a live readable slice and `addr` a live address of `len` bytes
+        // as the kernel filled it in.
+        let n = unsafe {
+            libc::sendto(
+                self.sock.as_raw_fd(),
+                nack.as_ptr().cast(),
+                nack.len(),
+                libc::MSG_DONTWAIT,
+                (addr as *const libc::sockaddr_storage).cast(),
+                *len,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        } else {
+            Ok(n as usize)
+        }
     }
 
     fn arrival_realtime(&self, i: usize) -> Option<u64> {
@@ -358,6 +463,24 @@ mod tests {
         let mut got = Vec::new();
         rx.recv_batch(|d, _| got.push(d.to_vec())).unwrap();
         assert_eq!(got, vec![b"headpayloadtag".to_vec()]);
+    }
+
+    #[test]
+    fn nacks_go_back_to_the_source_and_the_sender_reads_them() {
+        let mut rx = UdpReceiver::bind("127.0.0.1:0", 1 << 16).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = UdpSender::connect(&format!("127.0.0.1:{port}"), None).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(tx.recv_nack(&mut buf), None, "nothing waiting");
+        assert_eq!(rx.send_nack(b"x"), Err(libc::ENOTCONN), "no source yet");
+        tx.send_gather(b"hdr", b"payload").unwrap();
+        assert!(wait_readable(rx.fd(), 1_000_000_000));
+        rx.recv_batch_from(|_, _| true).unwrap();
+        assert!(rx.has_source());
+        assert_eq!(rx.send_nack(b"NKnack"), Ok(6));
+        assert!(wait_readable(tx.fd().unwrap(), 1_000_000_000));
+        assert_eq!(tx.recv_nack(&mut buf), Some(6));
+        assert_eq!(&buf[..6], b"NKnack");
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! period's packets; the receiver gives the engine the wall-clock offset once per wake-up for
 //! the freshness check of new streams (see `engine::auth`).
 //!
+//! Loss recovery: [`run_sender_with_history`] keeps a copy of every packet in a
+//! [`RetransmitHistory`] and answers the receiver's NACKs from it; the receiver writes NACKs
+//! (see [`Receiver::poll_nack`]) and sends them back to the stream's source. Between device
+//! periods both loops wait on their socket too (one `ppoll` up to the time the device is due,
+//! or the loss tracker's next deadline), so a NACK is answered, and a packet taken, when it
+//! arrives rather than a period later.
+//!
 //! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
 //! to [`Stats`] once per period and events go to the realtime event queue.
@@ -24,11 +31,13 @@
 //! device back-off. Each loop counts its own allocations (see [`engine::alloc_count`]) and
 //! returns the count.
 
-use crate::net::{BATCH, DatagramOut, UdpReceiver, clock_ns, monotonic_ns};
+use crate::net::{BATCH, DatagramOut, UdpReceiver, clock_ns, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use engine::alloc_count;
-use engine::receiver::Receiver;
+use engine::nack::MAX_NACK_LEN;
+use engine::receiver::{PacketOutcome, Receiver};
+use engine::recovery::RetransmitHistory;
 use engine::rng::mix64;
 use engine::rtlog::{Event, EventProducer};
 use engine::sender::Sender;
@@ -54,7 +63,7 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
-/// Runs the sender until `stop` is set.
+/// Runs the sender until `stop` is set (no loss recovery).
 pub fn run_sender<C: Capture, S: DatagramOut>(
     dev: &mut C,
     tx: &mut Sender,
@@ -64,17 +73,60 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    run_sender_with_history(dev, tx, sock, None, stop, stats, meter, events)
+}
+
+/// Answers every NACK waiting on `sock` from `history`.
+fn answer_nacks<S: DatagramOut>(sock: &S, history: &mut RetransmitHistory, buf: &mut [u8]) {
+    while let Some(n) = sock.recv_nack(buf) {
+        let _ = history.on_nack(&buf[..n.min(buf.len())], |d| {
+            let _ = sock.send_gather(d, &[]);
+        });
+    }
+}
+
+/// Runs the sender until `stop` is set; with a `history`, every packet is also copied there
+/// and the receiver's NACKs are answered from it.
+#[allow(clippy::too_many_arguments)]
+pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
+    dev: &mut C,
+    tx: &mut Sender,
+    sock: &S,
+    mut history: Option<&mut RetransmitHistory>,
+    stop: &AtomicBool,
+    stats: &Stats,
+    meter: &Meter,
+    events: &mut EventProducer,
+) -> LoopReport {
     let period = dev.setup().period;
     let buffer = dev.setup().buffer;
     let format = dev.setup().format;
+    let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
     let mut c = StatsSnapshot::default();
     let mut report = LoopReport::default();
     let mut last_fail_ns = 0u64;
+    let mut nack_buf = [0u8; MAX_NACK_LEN + 64];
+    let mut next_period_ns = 0u64;
     let _ = dev.start();
     while !stop.load(Ordering::Relaxed) {
         if report.periods == 1 {
             // Start-up is over: from here on, count every allocation.
             alloc_count::track_this_thread(true);
+        }
+        if let (Some(h), Some(fd)) = (history.as_deref_mut(), sock.fd()) {
+            // Until the device is due, wake for NACKs and answer them at once.
+            loop {
+                answer_nacks(sock, h, &mut nack_buf);
+                match dev.wait(0) {
+                    Ok(0) => {}
+                    _ => break,
+                }
+                let now = monotonic_ns();
+                if now >= next_period_ns {
+                    break;
+                }
+                wait_readable(fd, next_period_ns - now);
+            }
         }
         let err = match dev.wait(WAIT_MS) {
             Ok(0) => continue,
@@ -86,10 +138,14 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
                     if tx.is_authenticated() {
                         tx.set_wall_clock(clock_ns(libc::CLOCK_REALTIME));
                     }
+                    let hist = &mut history;
                     let r = dev.read(period, |frames| {
                         meter.measure(format, frames);
-                        tx.packetize_tagged(frames, |header, payload, tag| {
-                            match sock.send_tagged(header, payload, tag) {
+                        tx.packetize_tagged(frames, |head, payload, tag| {
+                            if let Some(h) = hist.as_deref_mut() {
+                                h.record_parts(head, payload, tag);
+                            }
+                            match sock.send_tagged(head, payload, tag) {
                                 Ok(_) => {
                                     c.packets_sent += 1;
                                 }
@@ -120,12 +176,19 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
                     }
                 }
                 report.periods += 1;
+                next_period_ns = monotonic_ns() + period_ns;
                 failed
             }
             Err(e) => Some(e),
         };
         if let Some(e) = err {
             handle_capture_error(dev, tx, e, stop, &mut c, events, buffer);
+        }
+        if let Some(h) = history.as_deref() {
+            let hc = h.counters();
+            c.nacks_received = hc.nacks_received;
+            c.retransmits_sent = hc.retransmits;
+            c.retransmit_bytes_sent = hc.retransmit_bytes;
         }
         stats.publish(&c);
     }
@@ -194,33 +257,46 @@ pub fn run_receiver<P: Playback>(
 ) -> LoopReport {
     let period = dev.setup().period;
     let format = dev.setup().format;
+    let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
+    let recovery = rx.loss_tracker().is_some();
     let mut report = LoopReport::default();
     let mut xruns = 0u64;
     let mut device_lost = 0u64;
     let mut net_errors = 0u64;
+    let mut nack_buf = [0u8; MAX_NACK_LEN];
+    let mut next_period_ns = 0u64;
     prime_and_start(dev, rx);
     while !stop.load(Ordering::Relaxed) {
         if report.periods == 1 {
             alloc_count::track_this_thread(true);
         }
-        let waited = dev.wait(WAIT_MS);
-        if rx.is_authenticated() {
-            rx.set_wall_offset(wall_offset_ns());
-        }
-        // Everything waiting, not just one batch: under a flood of junk the stream's own
-        // packets must not be pushed out of the socket buffer. Bounded, so a flood cannot keep
-        // the thread from the device.
-        for _ in 0..MAX_BATCHES {
-            match sock.recv_batch(|datagram, t| {
-                rx.on_packet(datagram, t);
-            }) {
-                Ok(n) if n == BATCH => {}
-                Ok(_) => break,
-                Err(_) => {
+        if recovery {
+            // Until the device is due, take packets as they arrive and ask for missing ones
+            // as soon as they are overdue.
+            loop {
+                if take_packets(sock, rx).is_err() {
                     net_errors += 1;
+                }
+                nack_turn(sock, rx, &mut nack_buf);
+                match dev.wait(0) {
+                    Ok(0) => {}
+                    _ => break,
+                }
+                let now = monotonic_ns();
+                if now >= next_period_ns {
                     break;
                 }
+                let until = rx
+                    .next_nack_due()
+                    .map_or(next_period_ns, |d| d.clamp(now, next_period_ns));
+                if until > now {
+                    wait_readable(sock.fd(), until - now);
+                }
             }
+        }
+        let waited = dev.wait(WAIT_MS);
+        if take_packets(sock, rx).is_err() {
+            net_errors += 1;
         }
         let err = match waited {
             Ok(mut room) => {
@@ -244,6 +320,8 @@ pub fn run_receiver<P: Playback>(
                     }
                 }
                 report.periods += 1;
+                next_period_ns = monotonic_ns() + period_ns;
+                nack_turn(sock, rx, &mut nack_buf);
                 failed
             }
             Err(e) => Some(e),
@@ -299,6 +377,44 @@ pub fn run_receiver<P: Playback>(
 /// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`, ns (two vDSO reads, no syscall).
 fn wall_offset_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
+}
+
+/// Takes every datagram waiting into the receiver; the source of the stream it plays is where
+/// NACKs go. Everything waiting, not just one batch: under a flood of junk the stream's own
+/// packets must not be pushed out of the socket buffer. Bounded, so a flood cannot keep the
+/// thread from the device.
+fn take_packets(sock: &mut UdpReceiver, rx: &mut Receiver) -> Result<usize, i32> {
+    if rx.is_authenticated() {
+        rx.set_wall_offset(wall_offset_ns());
+    }
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = sock.recv_batch_from(|datagram, t| {
+            matches!(
+                rx.on_packet(datagram, t),
+                PacketOutcome::Accepted
+                    | PacketOutcome::Resynced
+                    | PacketOutcome::Duplicate
+                    | PacketOutcome::Late
+            )
+        })?;
+        total += n;
+        if n < BATCH {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source.
+fn nack_turn(sock: &UdpReceiver, rx: &mut Receiver, buf: &mut [u8]) {
+    let n = rx.poll_nack(monotonic_ns(), buf);
+    if n > 0 {
+        let copies = rx.loss_tracker().map_or(1, |t| t.nack_copies());
+        for _ in 0..copies {
+            let _ = sock.send_nack(&buf[..n]);
+        }
+    }
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.

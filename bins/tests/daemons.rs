@@ -330,3 +330,72 @@ fn status_attaches_to_a_running_daemon() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no netaudio daemon answers"));
 }
+
+/// A seeded loss-injecting UDP proxy: datagrams from the sender go on to the receiver, except
+/// about one in `1 / loss`; datagrams from the receiver (NACKs) go back to the sender. Returns
+/// its port and a counter of datagrams dropped; stops when `stop` is set.
+fn lossy_proxy(
+    to: u16,
+    loss: f64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::Ordering;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let d = dropped.clone();
+    std::thread::spawn(move || {
+        let receiver: std::net::SocketAddr = format!("127.0.0.1:{to}").parse().unwrap();
+        let mut sender = None;
+        let mut rng = engine::rng::Rng::new(5);
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if from == receiver {
+                if let Some(s) = sender {
+                    let _ = sock.send_to(&buf[..n], s);
+                }
+                continue;
+            }
+            sender = Some(from);
+            if rng.chance(loss) {
+                d.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let _ = sock.send_to(&buf[..n], receiver);
+        }
+    });
+    (port, dropped)
+}
+
+#[test]
+fn nacks_recover_packets_a_lossy_link_drops() {
+    use std::sync::atomic::Ordering;
+    let _serial = serial();
+    let port = free_port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (proxy, dropped) = lossy_proxy(port, 0.03, stop.clone());
+    let (rj, sj) = (tmp("lossy-recv.json"), tmp("lossy-send.json"));
+    let mut r = recv(port, &rj);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = send(proxy, &sj);
+    std::thread::sleep(Duration::from_secs(5));
+    terminate(&mut r);
+    terminate(&mut s);
+    stop.store(true, Ordering::Relaxed);
+    let rj = read_json(&rj);
+    let sj = read_json(&sj);
+    let dropped = dropped.load(Ordering::Relaxed);
+    assert!(dropped > 10, "the proxy dropped {dropped}");
+    assert!(rj["recovered_packets"].as_u64().unwrap() > 5, "{rj}");
+    assert!(rj["nacks_sent"].as_u64().unwrap() > 0, "{rj}");
+    assert!(sj["retransmits_sent"].as_u64().unwrap() > 0, "{sj}");
+    assert_eq!(rj["gaps"], 0, "every drop recovered: {rj}");
+    assert_eq!(rj["heard_gaps"], 0, "{rj}");
+    assert_eq!(rj["allocations_rt"], 0);
+    assert_eq!(sj["allocations_rt"], 0);
+}

@@ -19,7 +19,9 @@ pub mod conceal;
 pub mod drift;
 pub mod format;
 pub mod jitter;
+pub mod nack;
 pub mod receiver;
+pub mod recovery;
 pub mod resample;
 pub mod rng;
 pub mod rtlog;
@@ -30,4 +32,5 @@ pub mod wire;
 
 pub use format::{SampleFormat, StreamFormat};
 pub use receiver::{DriftMode, Receiver, ReceiverConfig};
+pub use recovery::RecoveryMode;
 pub use sender::Sender;

@@ -26,8 +26,15 @@
 //! the one playing and the packet is fresh against this receiver's wall clock. Everything else
 //! is dropped and counted (`auth_failures`, `replayed_packets`, `stale_packets`), never stored.
 //!
-//! Realtime contract: `new` allocates the ring, the concealer and the resampler; `on_packet`
-//! and `render` never allocate, lock, block or make a syscall. Counters are plain fields,
+//! Loss recovery: with [`RecoveryMode::Nack`] a [`LossTracker`] follows the stream's sequence
+//! numbers; the driver calls [`Receiver::poll_nack`] whenever it wakes (after taking packets,
+//! after rendering, and at [`Receiver::next_nack_due`]) and sends the NACK it writes (if any)
+//! back to the sender. A packet asked for that arrives before its frames are played is
+//! counted in `recovered_packets`; holes that stay are lost and concealed as before.
+//!
+//! Realtime contract: `new` allocates the ring, the concealer, the resampler and the loss
+//! tracker; `on_packet`, `render` and `poll_nack` never allocate, lock, block or make a
+//! syscall. Counters are plain fields,
 //! copied to shared atomics by [`Receiver::publish`].
 
 use crate::auth::{self, AuthExt, Key, ReplayWindow};
@@ -35,6 +42,7 @@ use crate::conceal::Concealer;
 use crate::drift::{DriftController, DriftParams};
 use crate::format::StreamFormat;
 use crate::jitter::JitterBuffer;
+use crate::recovery::{LossTracker, RecoveryMode, TrackerParams};
 use crate::resample::ResampleStage;
 use crate::rtlog::{Event, EventProducer, ResyncReason};
 use crate::stats::{Stats, StatsSnapshot};
@@ -108,6 +116,10 @@ pub struct ReceiverConfig {
     pub fade_frames: usize,
     /// Length of a slip crossfade, frames (rounded to a power of two).
     pub slip_window: usize,
+    /// Loss recovery.
+    pub recovery: RecoveryMode,
+    /// Loss tracker tuning.
+    pub recovery_params: TrackerParams,
 }
 
 impl ReceiverConfig {
@@ -126,6 +138,8 @@ impl ReceiverConfig {
             drift: DriftParams::default(),
             fade_frames: (format.rate as usize / 1000).max(8),
             slip_window: 64,
+            recovery: RecoveryMode::Nack,
+            recovery_params: TrackerParams::default(),
         }
     }
 
@@ -257,6 +271,7 @@ pub struct Receiver {
     auth: Option<ReceiverAuth>,
     /// Session of the packet being handled (0 without a key).
     packet_session: u64,
+    tracker: Option<LossTracker>,
 }
 
 impl Receiver {
@@ -317,6 +332,14 @@ impl Receiver {
             now: 0,
             auth: None,
             packet_session: 0,
+            tracker: match cfg.recovery {
+                RecoveryMode::Off => None,
+                RecoveryMode::Nack => Some(LossTracker::new(
+                    cfg.format.rate,
+                    cfg.ring_target() as usize + cfg.period,
+                    cfg.recovery_params,
+                )),
+            },
             cfg,
         })
     }
@@ -503,6 +526,12 @@ impl Receiver {
         let ins = self
             .ring
             .insert(first, packet.payload(), h.format.sample, self.read_pos);
+        if let Some(tr) = self.tracker.as_mut() {
+            let restarted = outcome == PacketOutcome::Resynced;
+            if tr.on_packet(&h, now_ns, ins.stored > 0, restarted, self.read_pos) {
+                self.counters.recovered_packets += 1;
+            }
+        }
         let n = frames as usize;
         if ins.too_early {
             self.counters.late_packets += 1;
@@ -527,6 +556,32 @@ impl Receiver {
             }
         }
         outcome
+    }
+
+    /// Loss recovery's turn, at `now_ns`: writes a NACK asking for the packets that are missing
+    /// and still worth asking for into `buf` (at least [`crate::nack::MAX_NACK_LEN`] bytes) and
+    /// returns its length; 0 when there is nothing to send (or recovery is off).
+    pub fn poll_nack(&mut self, now_ns: u64, buf: &mut [u8]) -> usize {
+        let Some(tr) = self.tracker.as_mut() else {
+            return 0;
+        };
+        let n = tr.poll(now_ns, self.read_pos, buf);
+        if n > 0 {
+            self.counters.nacks_sent += 1;
+            self.counters.nack_bytes_sent += n as u64;
+        }
+        n
+    }
+
+    /// When [`Receiver::poll_nack`] next has something to do (a packet becomes overdue, a
+    /// request is due again), on the driver's clock; `None` when nothing is pending.
+    pub fn next_nack_due(&self) -> Option<u64> {
+        self.tracker.as_ref().and_then(|t| t.next_due_ns())
+    }
+
+    /// The loss tracker, when recovery is on.
+    pub fn loss_tracker(&self) -> Option<&LossTracker> {
+        self.tracker.as_ref()
     }
 
     fn resync(&mut self, h: &crate::wire::PacketHeader, now_ns: u64, reason: ResyncReason) {

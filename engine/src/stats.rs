@@ -63,6 +63,16 @@ stats! {
     lost_packets: count,
     /// Lost packets rebuilt by loss recovery.
     recovered_packets: count,
+    /// NACK datagrams sent (receiver).
+    nacks_sent: count,
+    /// Bytes of NACKs sent (receiver).
+    nack_bytes_sent: count,
+    /// NACKs received for the current stream (sender).
+    nacks_received: count,
+    /// Packets sent again on request (sender).
+    retransmits_sent: count,
+    /// Bytes sent again on request (sender).
+    retransmit_bytes_sent: count,
     /// Frames played as concealment (silence or fades in place of missing audio).
     concealed_frames: count,
     /// Discontinuities in the played audio.

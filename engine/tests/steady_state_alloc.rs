@@ -214,3 +214,59 @@ fn authenticated_sender_and_receiver_never_allocate() {
         assert!(c.packets_received > PERIODS / 2 * 9 / 10, "{mode}: {c:?}");
     }
 }
+
+#[test]
+fn the_nack_path_never_allocates_in_steady_state() {
+    use engine::nack::MAX_NACK_LEN;
+    use engine::recovery::RetransmitHistory;
+    let format = StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap();
+    let period = 256;
+    let fb = format.frame_bytes();
+    let mut rx = Receiver::new(ReceiverConfig::new(format, period, 40.0)).unwrap();
+    let mut tx = Sender::new(format, period, 3, u32::MAX - 500).unwrap();
+    let mut history = RetransmitHistory::for_span(48_000, tx.frames_per_packet(), 250.0);
+    let capture = vec![5u8; period * fb];
+    let mut out = vec![0u8; period * fb];
+    let mut datagram = [0u8; 1500];
+    let mut nack = [0u8; MAX_NACK_LEN];
+    let mut resent = [[0u8; 1500]; 4];
+    let mut resent_len = [0usize; 4];
+    let mut rng = Rng::new(9);
+    let period_ns = period as u64 * 1_000_000_000 / 48_000;
+    let scope = AllocScope::begin();
+    for k in 0..50_000u64 {
+        let t = k * period_ns;
+        tx.packetize(&capture, |h, payload| {
+            history.record(h, payload);
+            // 3 % lost, sometimes three in a row.
+            if rng.chance(0.03) {
+                return;
+            }
+            let len = HEADER_LEN + payload.len();
+            datagram[..HEADER_LEN].copy_from_slice(h);
+            datagram[HEADER_LEN..len].copy_from_slice(payload);
+            rx.on_packet(&datagram[..len], t);
+        });
+        let n = rx.poll_nack(t + 1_000_000, &mut nack);
+        if n > 0 {
+            let mut m = 0;
+            let _ = history.on_nack(&nack[..n], |d| {
+                if m < resent.len() {
+                    resent[m][..d.len()].copy_from_slice(d);
+                    resent_len[m] = d.len();
+                    m += 1;
+                }
+            });
+            for i in 0..m {
+                rx.on_packet(&resent[i][..resent_len[i]], t + 2_000_000);
+            }
+        }
+        rx.render(&mut out, t + 3_000_000);
+    }
+    let n = scope.allocations();
+    drop(scope);
+    let c = rx.counters();
+    assert_eq!(n, 0, "{n} allocations");
+    assert!(c.nacks_sent > 100 && c.recovered_packets > 100, "{c:?}");
+    assert!(history.counters().retransmits > 100);
+}

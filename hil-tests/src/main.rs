@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
+use engine::recovery::RecoveryMode;
 use engine::sim::net::NetConfig;
 use engine::sim::signal::SourceKind;
 use engine::sim::{Restart, SimConfig};
@@ -94,6 +95,10 @@ struct SimArgs {
     /// Drift correction: slip, resample or off.
     #[arg(long, default_value = "slip", value_parser = parse_drift_mode)]
     drift_mode: DriftMode,
+    /// Loss recovery: nack (ask the sender again for lost packets, over a return path with the
+    /// same impairments) or off (conceal every loss).
+    #[arg(long, default_value = "nack", value_parser = parse_recovery)]
+    recovery: RecoveryMode,
     /// Source signal: ramp (frame-exact check) or sine[:HZ].
     #[arg(long, default_value = "ramp", value_parser = parse_source)]
     source: SourceKind,
@@ -337,6 +342,10 @@ fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
         .ok_or_else(|| format!("unknown drift mode {s:?}: use slip, resample or off"))
 }
 
+fn parse_recovery(s: &str) -> Result<RecoveryMode, String> {
+    RecoveryMode::from_name(s).ok_or_else(|| format!("unknown recovery {s:?}: use nack or off"))
+}
+
 fn parse_burst(s: &str) -> Result<(f64, u32), String> {
     let err = || format!("bad burst loss {s:?}: use BURSTS_PER_MINUTE:PACKETS, e.g. 5:3");
     let (a, b) = s.split_once(':').ok_or_else(err)?;
@@ -406,6 +415,7 @@ impl SimArgs {
             cfg.latency_ms = l;
         }
         cfg.drift_mode = self.drift_mode;
+        cfg.recovery = self.recovery;
         cfg.source = self.source;
         cfg.seed = self.seed;
         cfg.restarts = self
@@ -493,5 +503,11 @@ mod tests {
             Ok(SourceKind::Sine { freq_hz: 440.0 })
         );
         assert!(parse_source("noise").is_err());
+        assert_eq!(parse_recovery("NACK"), Ok(RecoveryMode::Nack));
+        assert!(
+            parse_recovery("fec")
+                .unwrap_err()
+                .contains("use nack or off")
+        );
     }
 }

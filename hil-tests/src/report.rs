@@ -63,6 +63,22 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
             "t_s": finite(g.t_s),
             "ms": finite(g.frames as f64 * 1000.0 / rate),
         })).collect::<Vec<_>>(),
+        "recovery": {
+            "mode": r.recovery.mode.name(),
+            "recovered_packets": r.recovery.recovered,
+            "expired_requests": r.recovery.expired,
+            "nacks_sent": r.recovery.nacks_sent,
+            "nacks_delivered": r.recovery.nacks_delivered,
+            "retransmits": r.recovery.retransmits,
+            "audio_bytes": r.recovery.audio_bytes,
+            "nack_bytes": r.recovery.nack_bytes,
+            "retransmit_bytes": r.recovery.retransmit_bytes,
+            "overhead_percent": finite(r.recovery.overhead_percent()),
+            "rtt_ms": finite(r.recovery.rtt_ms),
+            "cpu_seconds": finite(r.recovery.cpu_s),
+            "cpu_percent_of_realtime": finite(recovery_cpu_percent(r)),
+            "cpu_percent_of_run": finite(if cpu_s > 0.0 { r.recovery.cpu_s * 100.0 / cpu_s } else { 0.0 }),
+        },
         "network": {
             "sent": r.net.sent,
             "dropped": r.net.dropped,
@@ -77,6 +93,7 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
             "drift_ppm": finite(cfg.drift_ppm),
             "wander_ppm": finite(cfg.wander_ppm),
             "drift_mode": cfg.drift_mode.name(),
+            "recovery": cfg.recovery.name(),
             "latency_ms": finite(cfg.latency_ms),
             "loss": finite(cfg.net.loss),
             "bursts_per_min": finite(cfg.net.bursts_per_min),
@@ -93,6 +110,16 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
     })
 }
 
+/// CPU time spent in loss recovery as a percentage of the audio time streamed (one core of
+/// the machine running the simulation).
+fn recovery_cpu_percent(r: &SimReport) -> f64 {
+    if r.audio_seconds > 0.0 {
+        r.recovery.cpu_s * 100.0 / r.audio_seconds
+    } else {
+        0.0
+    }
+}
+
 /// A few lines for people; `gaps:` leads, as scripts grep for it.
 pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> String {
     let a = &r.analyzer;
@@ -106,6 +133,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
          gap_frames: {}  max_gap_ms: {:.2}\n\
          latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {:.2} + network)\n\
          lost_packets: {}  recovered: {}  concealed_frames: {}\n\
+         recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs)  cpu: {:.4} % of realtime ({:.2} s)\n\
          drift_ppm: actual {:+.1}  estimated {:+.1}  ({} mode: {} slips dropped, {} inserted)\n\
          checked_frames: {}  bit_exact: {}  in_sync: {}\n\
          allocations_steady_state: {}\n\
@@ -126,6 +154,12 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         e.lost_packets,
         e.recovered_packets,
         e.concealed_frames,
+        r.recovery.mode,
+        r.recovery.overhead_percent(),
+        r.recovery.retransmits,
+        r.recovery.nacks_sent,
+        recovery_cpu_percent(r),
+        r.recovery.cpu_s,
         cfg.drift_ppm,
         r.drift_ppm_estimated,
         cfg.drift_mode,

@@ -22,6 +22,7 @@
 //! [receiver]
 //! latency_ms = 20.0
 //! drift_mode = "slip"               # slip, resample, off
+//! recovery = "nack"                 # nack (ask for lost packets again), off
 //!
 //! [rt]
 //! cpu = 3
@@ -78,6 +79,8 @@ pub struct Receiver {
     pub latency_ms: Option<f64>,
     /// `slip`, `resample` or `off`.
     pub drift_mode: Option<String>,
+    /// Loss recovery: `nack` or `off`.
+    pub recovery: Option<String>,
 }
 
 /// `[rt]`.

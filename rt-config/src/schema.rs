@@ -131,6 +131,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "clock drift correction",
     },
     KeySpec {
+        section: "receiver",
+        key: "recovery",
+        kind: Kind::Choice(&["nack", "off"]),
+        help: "loss recovery: nack asks the sender to send lost packets again",
+    },
+    KeySpec {
         section: "rt",
         key: "cpu",
         kind: Kind::Int { min: 0, max: 1023 },

@@ -1,10 +1,18 @@
 //! The simulated rig: the real sender and receiver cores between virtual devices and a
 //! modelled network, in virtual time.
 //!
-//! A discrete-event loop advances three event sources in time order: the capture device's
+//! A discrete-event loop advances four event sources in time order: the capture device's
 //! period ticks (the source signal is captured and packetized), packet arrivals (from the
-//! [`net::Network`] model) and the playback device's period ticks (the receiver renders a
-//! period, which the [`signal::Analyzer`] checks frame by frame). The two devices have
+//! [`net::Network`] model), the playback device's period ticks (the receiver renders a
+//! period, which the [`signal::Analyzer`] checks frame by frame) and, with loss recovery,
+//! NACK arrivals on a return path (a second seeded network with the same impairments).
+//!
+//! Loss recovery is modelled as the daemons do it: the receiver's realtime thread waits on its
+//! socket as well as on its device, so it takes each packet as it arrives, and it also wakes
+//! when its [`crate::recovery::LossTracker`] has a packet overdue or a request due again; it
+//! then writes a NACK onto the return path. The sender's thread likewise wakes when a NACK
+//! arrives and sends the packets asked for from its [`RetransmitHistory`] through the forward
+//! link at once. The two devices have
 //! independent clocks with ppm offsets and optional wander, so a day of drift runs in seconds,
 //! deterministically for a seed.
 //!
@@ -17,7 +25,9 @@ pub mod signal;
 
 use crate::alloc_count::{self, AllocScope};
 use crate::format::StreamFormat;
+use crate::nack::MAX_NACK_LEN;
 use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
+use crate::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use crate::rng::Rng;
 use crate::sender::Sender;
 use crate::stats::StatsSnapshot;
@@ -27,6 +37,7 @@ use signal::{
     Analyzer, AnalyzerCounts, CaptureHistory, GapRecord, Source, SourceKind, StepTolerance,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// A sender restart during a run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,6 +74,8 @@ pub struct SimConfig {
     pub playback_periods: usize,
     /// Drift correction mode.
     pub drift_mode: DriftMode,
+    /// Loss recovery (off unless asked for: the engine's scenario tests measure concealment).
+    pub recovery: RecoveryMode,
     /// Source signal.
     pub source: SourceKind,
     /// Sender restarts.
@@ -89,6 +102,7 @@ impl SimConfig {
             latency_ms: default_latency_ms(format, period),
             playback_periods: 3,
             drift_mode: DriftMode::Slip,
+            recovery: RecoveryMode::Off,
             source: SourceKind::Ramp,
             restarts: Vec::new(),
             settle_s: 60.0_f64.min(duration_s / 4.0),
@@ -139,6 +153,47 @@ pub struct SimReport {
     pub trace: Vec<TracePoint>,
     /// Packets sent.
     pub packets_sent: u64,
+    /// What loss recovery cost and did.
+    pub recovery: RecoveryReport,
+}
+
+/// What loss recovery cost and did in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RecoveryReport {
+    /// The mode.
+    pub mode: RecoveryMode,
+    /// Bytes of first transmissions (the stream itself, headers included).
+    pub audio_bytes: u64,
+    /// NACK datagrams the receiver sent.
+    pub nacks_sent: u64,
+    /// Bytes of those NACKs.
+    pub nack_bytes: u64,
+    /// NACKs the return path delivered to the sender.
+    pub nacks_delivered: u64,
+    /// Packets the sender sent again.
+    pub retransmits: u64,
+    /// Bytes sent again.
+    pub retransmit_bytes: u64,
+    /// Packets asked for that arrived in time to be played.
+    pub recovered: u64,
+    /// Packets given up on at their play-out time.
+    pub expired: u64,
+    /// Smoothed NACK round trip at the end, ms.
+    pub rtt_ms: f64,
+    /// CPU time spent in recovery (history copies, NACK writing and answering), seconds of
+    /// this machine.
+    pub cpu_s: f64,
+}
+
+impl RecoveryReport {
+    /// Extra bytes on the wire (NACKs both ways counted once, plus packets sent again), as a
+    /// percentage of the stream's own bytes.
+    pub fn overhead_percent(&self) -> f64 {
+        if self.audio_bytes == 0 {
+            return 0.0;
+        }
+        (self.nack_bytes + self.retransmit_bytes) as f64 * 100.0 / self.audio_bytes as f64
+    }
 }
 
 /// One point of the trace.
@@ -160,6 +215,12 @@ pub struct Sim {
     sender: Sender,
     receiver: Receiver,
     net: Network,
+    back: Network,
+    retransmit: RetransmitHistory,
+    nack_buf: Vec<u8>,
+    recovery: RecoveryReport,
+    recovery_cpu_ns: u64,
+    now_ns: u64,
     source: Source,
     analyzer: Analyzer,
     history: CaptureHistory,
@@ -208,6 +269,7 @@ impl Sim {
         let mut rc = ReceiverConfig::new(f, cfg.period, cfg.latency_ms);
         rc.output_delay_frames = cfg.output_delay_frames();
         rc.drift_mode = cfg.drift_mode;
+        rc.recovery = cfg.recovery;
         let receiver = Receiver::new(rc).map_err(|e| e.to_string())?;
         let period_s = cfg.period as f64 / f.rate as f64;
         let packets_per_period = cfg.period.div_ceil(sender.frames_per_packet());
@@ -219,6 +281,15 @@ impl Sim {
             period_s / packets_per_period as f64,
             slots,
         );
+        // The return path: same impairments, its own seed; NACKs are few, so a small pool.
+        let back = Network::new(
+            cfg.net,
+            cfg.seed ^ 0x7265_7475_726E,
+            period_s / packets_per_period as f64,
+            256,
+        );
+        let retransmit =
+            RetransmitHistory::for_span(f.rate, sender.frames_per_packet(), DEFAULT_HISTORY_MS);
         let tolerance = match cfg.drift_mode {
             DriftMode::Off => StepTolerance::EXACT,
             DriftMode::Slip => StepTolerance::SLIP,
@@ -241,6 +312,15 @@ impl Sim {
             sender,
             receiver,
             net,
+            back,
+            retransmit,
+            nack_buf: vec![0; MAX_NACK_LEN],
+            recovery: RecoveryReport {
+                mode: cfg.recovery,
+                ..RecoveryReport::default()
+            },
+            recovery_cpu_ns: 0,
+            now_ns: 0,
             source: Source::new(cfg.source, f),
             analyzer,
             history,
@@ -271,12 +351,42 @@ impl Sim {
             let t_cap = self.cap_clock.next_tick();
             let t_play = self.play_clock.next_tick();
             let t_net = self.net.next_arrival();
+            let first_device = ns(t_cap.min(t_play));
             if t_net.is_some_and(|t| t <= ns(t_cap) && t <= ns(t_play)) {
                 let receiver = &mut self.receiver;
+                let mut at = 0;
                 self.net.deliver_next(|t, bytes| {
                     receiver.on_packet(bytes, t);
+                    at = t;
                 });
+                self.now_ns = self.now_ns.max(at);
+                self.nack_turn(at);
                 continue;
+            }
+            if self.cfg.recovery == RecoveryMode::Nack {
+                // A NACK reaches the sender: it wakes and answers at once.
+                if let Some(tb) = self.back.next_arrival()
+                    && tb <= first_device
+                {
+                    self.now_ns = self.now_ns.max(tb);
+                    let clock = Instant::now();
+                    let (net, history) = (&mut self.net, &mut self.retransmit);
+                    self.back.deliver_next(|_, nack| {
+                        let _ = history.on_nack(nack, |d| net.send_datagram(tb, d));
+                    });
+                    self.recovery.nacks_delivered += 1;
+                    self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
+                    continue;
+                }
+                // The receiver's timer: a packet became overdue or a request is due again.
+                if let Some(due) = self.receiver.next_nack_due() {
+                    let at = due.max(self.now_ns);
+                    if at <= first_device && t_net.is_none_or(|t| at < t) {
+                        self.now_ns = at;
+                        self.nack_turn(at);
+                        continue;
+                    }
+                }
             }
             if t_cap <= t_play {
                 self.capture_tick();
@@ -287,7 +397,9 @@ impl Sim {
             if t >= duration {
                 break;
             }
+            self.now_ns = self.now_ns.max(ns(t));
             self.receiver.render(&mut self.play_buf, ns(t));
+            self.nack_turn(ns(t));
             let dt = 1.0 / rate;
             self.analyzer
                 .played(&self.play_buf, t + play_delay_s, dt, &self.history);
@@ -318,7 +430,21 @@ impl Sim {
         if let Some(p) = progress {
             p.store((duration * 1000.0) as u64, Ordering::Relaxed);
         }
+        let mut recovery = self.recovery;
+        if let Some(tr) = self.receiver.loss_tracker() {
+            let c = tr.counters();
+            recovery.nacks_sent = c.nacks_sent;
+            recovery.nack_bytes = c.nack_bytes;
+            recovery.recovered = c.recovered;
+            recovery.expired = c.expired;
+            recovery.rtt_ms = tr.rtt_ns() / 1e6;
+        }
+        let h = self.retransmit.counters();
+        recovery.retransmits = h.retransmits;
+        recovery.retransmit_bytes = h.retransmit_bytes;
+        recovery.cpu_s = self.recovery_cpu_ns as f64 * 1e-9;
         SimReport {
+            recovery,
             audio_seconds: duration,
             analyzer: self.analyzer.counts,
             gaps: self.analyzer.gap_records().to_vec(),
@@ -333,6 +459,22 @@ impl Sim {
             trace: self.trace,
             packets_sent: self.net.counters().sent,
         }
+    }
+
+    /// The receiver's loss recovery at `now`: a NACK, if any, goes onto the return path.
+    fn nack_turn(&mut self, now: u64) {
+        if self.cfg.recovery == RecoveryMode::Off {
+            return;
+        }
+        let clock = Instant::now();
+        let n = self.receiver.poll_nack(now, &mut self.nack_buf);
+        if n > 0 {
+            let copies = self.receiver.loss_tracker().map_or(1, |t| t.nack_copies());
+            for _ in 0..copies {
+                self.back.send_datagram(now, &self.nack_buf[..n]);
+            }
+        }
+        self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
     }
 
     fn capture_tick(&mut self) {
@@ -359,8 +501,26 @@ impl Sim {
         }
         let now = ns(t);
         let net = &mut self.net;
-        self.sender
-            .packetize(&self.capture_buf, |h, payload| net.send(now, h, payload));
+        if self.cfg.recovery == RecoveryMode::Off {
+            let audio = &mut self.recovery.audio_bytes;
+            self.sender.packetize(&self.capture_buf, |h, payload| {
+                net.send(now, h, payload);
+                *audio += (h.len() + payload.len()) as u64;
+            });
+            return;
+        }
+        self.now_ns = self.now_ns.max(now);
+        let history = &mut self.retransmit;
+        let mut copy_ns = 0;
+        let audio = &mut self.recovery.audio_bytes;
+        self.sender.packetize(&self.capture_buf, |h, payload| {
+            net.send(now, h, payload);
+            *audio += (h.len() + payload.len()) as u64;
+            let clock = Instant::now();
+            history.record(h, payload);
+            copy_ns += clock.elapsed().as_nanos() as u64;
+        });
+        self.recovery_cpu_ns += copy_ns;
     }
 }
 

@@ -106,14 +106,14 @@ impl Network {
         self.rng.chance(self.cfg.loss)
     }
 
-    fn enqueue(&mut self, at_ns: u64, header: &[u8; HEADER_LEN], payload: &[u8]) -> bool {
+    fn enqueue(&mut self, at_ns: u64, header: &[u8], payload: &[u8]) -> bool {
         let Some(slot) = self.free.pop() else {
             return false;
         };
-        let len = HEADER_LEN + payload.len();
+        let len = header.len() + payload.len();
         let base = slot as usize * MAX_PACKET_LEN;
-        self.slots[base..base + HEADER_LEN].copy_from_slice(header);
-        self.slots[base + HEADER_LEN..base + len].copy_from_slice(payload);
+        self.slots[base..base + header.len()].copy_from_slice(header);
+        self.slots[base + header.len()..base + len].copy_from_slice(payload);
         self.lens[slot as usize] = len as u16;
         self.order += 1;
         self.heap.push(Reverse((at_ns, self.order, slot)));
@@ -122,8 +122,17 @@ impl Network {
 
     /// Offers a packet (header and payload, as a gather write would) at `now_ns`.
     pub fn send(&mut self, now_ns: u64, header: &[u8; HEADER_LEN], payload: &[u8]) {
+        self.send_parts(now_ns, header, payload);
+    }
+
+    /// Offers a whole datagram (a NACK, a packet sent again) at `now_ns`.
+    pub fn send_datagram(&mut self, now_ns: u64, datagram: &[u8]) {
+        self.send_parts(now_ns, datagram, &[]);
+    }
+
+    fn send_parts(&mut self, now_ns: u64, header: &[u8], payload: &[u8]) {
         self.counters.sent += 1;
-        if HEADER_LEN + payload.len() > MAX_PACKET_LEN || self.lost() {
+        if header.len() + payload.len() > MAX_PACKET_LEN || self.lost() {
             self.counters.dropped += 1;
             return;
         }
