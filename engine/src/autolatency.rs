@@ -88,6 +88,15 @@ impl JitterTracker {
         *self = JitterTracker::new(self.rate);
     }
 
+    /// Drops the second being measured but keeps the history (a new stream: its transit
+    /// constant differs from the old one's, the network did not change).
+    pub fn restart_block(&mut self) {
+        self.block = u64::MAX;
+        self.block_min = i64::MAX;
+        self.block_max = i64::MIN;
+        self.block_count = 0;
+    }
+
     /// A packet whose first frame is `first_frame` arrived at `arrival_ns`.
     pub fn observe(&mut self, first_frame: u64, arrival_ns: u64) {
         // Transit in microseconds, up to a constant: arrival − capture time of the frame.

@@ -38,6 +38,7 @@
 //! copied to shared atomics by [`Receiver::publish`].
 
 use crate::auth::{self, AuthExt, Key, ReplayWindow};
+use crate::autolatency::{AutoLatency, JitterTracker, MovingTarget};
 use crate::conceal::Concealer;
 use crate::drift::{DriftController, DriftParams};
 use crate::format::StreamFormat;
@@ -116,6 +117,9 @@ pub struct ReceiverConfig {
     pub fade_frames: usize,
     /// Length of a slip crossfade, frames (rounded to a power of two).
     pub slip_window: usize,
+    /// `latency = auto`: the target follows the observed jitter within these bounds (on the
+    /// whole latency, like `target_frames`, which is then where it starts).
+    pub auto_latency: Option<AutoLatency>,
     /// Loss recovery.
     pub recovery: RecoveryMode,
     /// Loss tracker tuning.
@@ -138,6 +142,7 @@ impl ReceiverConfig {
             drift: DriftParams::default(),
             fade_frames: (format.rate as usize / 1000).max(8),
             slip_window: 64,
+            auto_latency: None,
             recovery: RecoveryMode::Nack,
             recovery_params: TrackerParams::default(),
         }
@@ -150,6 +155,17 @@ impl ReceiverConfig {
     /// What the ring holds at target, less what a resampler holds.
     fn level_target(&self, resampler_delay: usize) -> f64 {
         (self.ring_target() - resampler_delay as f64).max(self.period as f64)
+    }
+
+    /// Ring level for a whole latency of `frames`.
+    fn level_for(&self, frames: f64, resampler_delay: usize) -> f64 {
+        frames - self.output_delay_frames as f64 - resampler_delay as f64
+    }
+
+    /// The lowest level that plays a perfect network without underruns: a period being
+    /// rendered and a packet on its way, and never under two periods.
+    fn level_floor(&self, frames_per_packet: usize) -> usize {
+        (2 * self.period).max(self.period + frames_per_packet)
     }
 }
 
@@ -272,6 +288,9 @@ pub struct Receiver {
     /// Session of the packet being handled (0 without a key).
     packet_session: u64,
     tracker: Option<LossTracker>,
+    /// `latency = auto`: the jitter seen and the level target moving after it.
+    jitter: JitterTracker,
+    moving: MovingTarget,
 }
 
 impl Receiver {
@@ -297,7 +316,9 @@ impl Receiver {
         let capacity = cfg
             .capacity_frames
             .max(cfg.target_frames * 2)
-            .max(cfg.period * 4);
+            .max(cfg.period * 4)
+            .max(cfg.auto_latency.map_or(0, |a| a.max_frames * 2));
+        let resampler_delay = resampler.as_ref().map_or(0, |r| r.delay_frames());
         let mut conceal = Concealer::new(ch, cfg.fade_frames);
         conceal.reset_silent();
         let mut cfg = cfg;
@@ -310,7 +331,7 @@ impl Receiver {
             ring: JitterBuffer::new(ch, capacity),
             conceal,
             drift: DriftController::new(cfg.format.rate, cfg.drift),
-            resampler_delay: resampler.as_ref().map_or(0, |r| r.delay_frames()),
+            resampler_delay,
             resampler,
             timeline: None,
             candidate: None,
@@ -336,10 +357,13 @@ impl Receiver {
                 RecoveryMode::Off => None,
                 RecoveryMode::Nack => Some(LossTracker::new(
                     cfg.format.rate,
-                    cfg.ring_target() as usize + cfg.period,
+                    (cfg.ring_target() as usize).max(cfg.auto_latency.map_or(0, |a| a.max_frames))
+                        + cfg.period,
                     cfg.recovery_params,
                 )),
             },
+            jitter: JitterTracker::new(cfg.format.rate),
+            moving: MovingTarget::new(cfg.level_target(resampler_delay)),
             cfg,
         })
     }
@@ -551,6 +575,11 @@ impl Receiver {
                 t.ending = true;
             }
             if first + frames > t.newest_end {
+                // The newest frame so far: its transit measures the network's jitter (a packet
+                // sent again, or held back, fills a hole below and would not).
+                if t.newest_end == first {
+                    self.jitter.observe(h.first_frame, now_ns);
+                }
                 t.newest_end = first + frames;
                 t.newest_t = now_ns;
             }
@@ -604,7 +633,8 @@ impl Receiver {
         {
             a.window = ReplayWindow::starting_at(h.seq);
         }
-        self.read_pos = end - self.cfg.level_target(self.resampler_delay).round() as i64;
+        self.jitter.restart_block();
+        self.read_pos = end - self.moving.value.round() as i64;
         self.frac = 0;
         self.window_left = 0;
         self.slip_acc = 0.0;
@@ -671,6 +701,35 @@ impl Receiver {
         }
     }
 
+    /// The level to hold now: fixed, or with `latency = auto` moved `dt` seconds further
+    /// towards what the jitter calls for.
+    fn level_target_now(&mut self, frames_per_packet: usize, dt: f64) -> f64 {
+        let Some(auto) = self.cfg.auto_latency else {
+            return self.moving.value;
+        };
+        // Two seconds of measurements before the first move.
+        if self.jitter.seconds_seen() >= 2 {
+            let d = self.resampler_delay;
+            let floor = self.cfg.level_floor(frames_per_packet);
+            let level_bounds = AutoLatency {
+                min_frames: (self.cfg.level_for(auto.min_frames as f64, d).max(0.0)) as usize,
+                max_frames: (self.cfg.level_for(auto.max_frames as f64, d).max(0.0)) as usize,
+                ..auto
+            };
+            let goal = self.jitter.recommend(floor, &level_bounds).max(floor) as f64;
+            let rate = self.cfg.format.rate as f64;
+            self.moving.step(
+                goal,
+                dt,
+                auto.rise_ms_per_s * rate / 1000.0,
+                auto.fall_ms_per_s * rate / 1000.0,
+            );
+            self.counters.target_frames =
+                self.moving.value + self.cfg.output_delay_frames as f64 + d as f64;
+        }
+        self.moving.value
+    }
+
     fn update_drift(&mut self, now_ns: u64, out_frames: usize) -> f64 {
         let Some(t) = self.timeline else {
             return 0.0;
@@ -686,7 +745,7 @@ impl Receiver {
         let since = now_ns.saturating_sub(t.newest_t) as f64 * 1e-9 * rate;
         let extrapolated = since.min((2 * t.frames_per_packet.max(self.cfg.period as i64)) as f64);
         let mut level = (t.newest_end - self.read_pos) as f64 + extrapolated;
-        let target = self.cfg.level_target(self.resampler_delay);
+        let target = self.level_target_now(t.frames_per_packet as usize, dt);
         // Still in the silence before the stream's first frame: nothing of it has been heard,
         // so jump to the target instead of slipping there (a sender that starts with a burst of
         // buffered periods must not leave the stream above its target for seconds).
@@ -696,7 +755,9 @@ impl Receiver {
             level -= excess.round();
             self.drift.restart_level();
         }
-        let c = self.drift.update(level, target, dt);
+        let c = self
+            .drift
+            .update_moving(level, target, self.moving.velocity, dt);
         self.counters.level_frames = self.level_frames();
         self.counters.ratio_ppm = c * 1e6;
         self.counters.drift_ppm = self.drift.drift_ppm();

@@ -403,6 +403,7 @@ impl SimArgs {
             burst_len,
             reorder: percent("reorder", self.reorder)?,
             duplicate: percent("duplicate", self.duplicate)?,
+            jitter_ramp: None,
         };
         if !(0.0..=10_000.0).contains(&self.delay_ms) || !(0.0..=10_000.0).contains(&self.jitter_ms)
         {

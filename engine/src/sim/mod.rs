@@ -24,6 +24,7 @@ pub mod net;
 pub mod signal;
 
 use crate::alloc_count::{self, AllocScope};
+use crate::autolatency::AutoLatency;
 use crate::format::StreamFormat;
 use crate::nack::MAX_NACK_LEN;
 use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
@@ -68,8 +69,11 @@ pub struct SimConfig {
     pub wander_period_s: f64,
     /// The link.
     pub net: NetConfig,
-    /// Target end-to-end latency, ms (network transit comes on top).
+    /// Target end-to-end latency, ms (network transit comes on top); with `auto_latency`,
+    /// where the target starts.
     pub latency_ms: f64,
+    /// `latency = auto` between these bounds, ms.
+    pub auto_latency: Option<(f64, f64)>,
     /// Periods in the playback device's buffer.
     pub playback_periods: usize,
     /// Drift correction mode.
@@ -100,6 +104,7 @@ impl SimConfig {
             wander_period_s: 600.0,
             net: NetConfig::default(),
             latency_ms: default_latency_ms(format, period),
+            auto_latency: None,
             playback_periods: 3,
             drift_mode: DriftMode::Slip,
             recovery: RecoveryMode::Off,
@@ -270,10 +275,14 @@ impl Sim {
         rc.output_delay_frames = cfg.output_delay_frames();
         rc.drift_mode = cfg.drift_mode;
         rc.recovery = cfg.recovery;
+        rc.auto_latency = cfg
+            .auto_latency
+            .map(|(lo, hi)| AutoLatency::from_ms(f.rate, lo, hi));
         let receiver = Receiver::new(rc).map_err(|e| e.to_string())?;
         let period_s = cfg.period as f64 / f.rate as f64;
         let packets_per_period = cfg.period.div_ceil(sender.frames_per_packet());
-        let in_flight_s = cfg.net.delay_ms / 1000.0 + cfg.net.jitter_ms / 1000.0 + 4.0 * period_s;
+        let in_flight_s =
+            cfg.net.delay_ms / 1000.0 + cfg.net.max_jitter_ms() / 1000.0 + 4.0 * period_s;
         let slots = ((in_flight_s / period_s).ceil() as usize + 8) * packets_per_period * 2 + 64;
         let net = Network::new(
             cfg.net,

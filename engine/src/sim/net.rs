@@ -24,6 +24,40 @@ pub struct NetConfig {
     pub reorder: f64,
     /// Probability that a packet arrives twice.
     pub duplicate: f64,
+    /// The jitter changes over time: from `jitter_ms` at `from_s` to `to_ms` at `to_s`
+    /// (linearly; `to_ms` after), seconds of link time.
+    pub jitter_ramp: Option<JitterRamp>,
+}
+
+/// A change of the jitter over time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JitterRamp {
+    /// When the change starts, s.
+    pub from_s: f64,
+    /// When it is complete, s.
+    pub to_s: f64,
+    /// Jitter from then on, ms.
+    pub to_ms: f64,
+}
+
+impl NetConfig {
+    /// The jitter bound at link time `t_s`, ms.
+    pub fn jitter_at(&self, t_s: f64) -> f64 {
+        match self.jitter_ramp {
+            None => self.jitter_ms,
+            Some(r) if t_s <= r.from_s => self.jitter_ms,
+            Some(r) if t_s >= r.to_s || r.to_s <= r.from_s => r.to_ms,
+            Some(r) => {
+                self.jitter_ms + (r.to_ms - self.jitter_ms) * (t_s - r.from_s) / (r.to_s - r.from_s)
+            }
+        }
+    }
+
+    /// The largest jitter bound of the run, ms.
+    pub fn max_jitter_ms(&self) -> f64 {
+        self.jitter_ramp
+            .map_or(self.jitter_ms, |r| r.to_ms.max(self.jitter_ms))
+    }
 }
 
 impl Default for NetConfig {
@@ -36,6 +70,7 @@ impl Default for NetConfig {
             burst_len: 0,
             reorder: 0.0,
             duplicate: 0.0,
+            jitter_ramp: None,
         }
     }
 }
@@ -138,7 +173,8 @@ impl Network {
         }
         let ms = 1e6;
         let base = now_ns + (self.cfg.delay_ms * ms) as u64;
-        let jitter = (self.rng.next_f64() * self.cfg.jitter_ms * ms) as u64;
+        let jitter_ms = self.cfg.jitter_at(now_ns as f64 * 1e-9);
+        let jitter = (self.rng.next_f64() * jitter_ms * ms) as u64;
         let mut at = base + jitter;
         if self.rng.chance(self.cfg.reorder) {
             // Held back one to three packet intervals, behind packets sent after it.
