@@ -12,3 +12,4 @@ pub mod pcm;
 pub mod rt;
 pub mod status;
 pub mod stream;
+pub mod tcp;

@@ -136,6 +136,10 @@ struct SendArgs {
     /// DSCP for the packets (46: expedited forwarding).
     #[arg(long)]
     dscp: Option<u8>,
+    /// Wire protocol: native, rtp, or tcp (raw PCM into `nc -l PORT | aplay ...`)
+    /// [default: native].
+    #[arg(long)]
+    proto: Option<String>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -153,6 +157,10 @@ struct RecvArgs {
     /// Drift correction: slip, resample or off [default: slip].
     #[arg(long)]
     drift_mode: Option<String>,
+    /// Wire protocol: native, rtp, or tcp (raw PCM from `arecord ... | nc HOST PORT`)
+    /// [default: native].
+    #[arg(long)]
+    proto: Option<String>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -306,6 +314,7 @@ impl RunArgs {
             duration,
             status_socket: self.status_socket.clone(),
             metrics: self.metrics.clone(),
+            proto: daemon::Proto::Native,
         })
     }
 
@@ -322,6 +331,14 @@ fn drift_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<DriftMode
         cli.as_deref()
             .or(cfg.receiver.drift_mode.as_deref())
             .unwrap_or("slip"),
+    )
+}
+
+fn proto(cli: &Option<String>, cfg: &rt_config::Config) -> Result<daemon::Proto, String> {
+    daemon::Proto::from_name(
+        cli.as_deref()
+            .or(cfg.network.proto.as_deref())
+            .unwrap_or("native"),
     )
 }
 
@@ -413,7 +430,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Send(a) => {
             let cfg = load_config(&a.audio)?;
             let audio = a.audio.options(&cfg)?;
-            let run = a.run.options(&cfg, None)?;
+            let mut run = a.run.options(&cfg, None)?;
+            run.proto = proto(&a.proto, &cfg)?;
             let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",
@@ -424,7 +442,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
             let audio = a.audio.options(&cfg)?;
-            let run = a.run.options(&cfg, None)?;
+            let mut run = a.run.options(&cfg, None)?;
+            run.proto = proto(&a.proto, &cfg)?;
             let latency_ms = check_latency(
                 a.latency_ms
                     .or(cfg.receiver.latency_ms)

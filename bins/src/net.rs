@@ -70,6 +70,20 @@ impl DatagramOut for UdpSender {
     }
 }
 
+/// Where the receiver's packets come from: every packet waiting, without blocking.
+pub trait DatagramIn {
+    /// Calls `f(packet, arrival_ns)` for each packet waiting (arrival on `CLOCK_MONOTONIC`);
+    /// returns how many, 0 when none was waiting, or an errno.
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, i32>;
+}
+
+impl DatagramIn for UdpReceiver {
+    #[inline]
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, i32> {
+        UdpReceiver::recv_batch(self, f)
+    }
+}
+
 /// The sending socket, connected to one destination.
 pub struct UdpSender {
     sock: UdpSocket,

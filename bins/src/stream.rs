@@ -19,7 +19,7 @@
 //! device back-off. Each loop counts its own allocations (see [`engine::alloc_count`]) and
 //! returns the count.
 
-use crate::net::{DatagramOut, UdpReceiver, monotonic_ns};
+use crate::net::{DatagramIn, DatagramOut, monotonic_ns};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use engine::alloc_count;
@@ -171,10 +171,10 @@ fn handle_capture_error<C: Capture>(
 }
 
 /// Runs the receiver until `stop` is set.
-pub fn run_receiver<P: Playback>(
+pub fn run_receiver<P: Playback, S: DatagramIn>(
     dev: &mut P,
     rx: &mut Receiver,
-    sock: &mut UdpReceiver,
+    sock: &mut S,
     stop: &AtomicBool,
     stats: &Stats,
     meter: &Meter,

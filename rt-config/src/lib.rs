@@ -17,6 +17,7 @@
 //! dest = "turntable2.local:46000"   # sender
 //! listen = "0.0.0.0:46000"          # receiver
 //! dscp = 46
+//! proto = "native"                  # native, rtp, tcp (raw PCM, as arecord | nc)
 //!
 //! [receiver]
 //! latency_ms = 20.0
@@ -65,6 +66,8 @@ pub struct Network {
     pub listen: Option<String>,
     /// DSCP of sent packets.
     pub dscp: Option<u8>,
+    /// Wire protocol: `native`, `rtp` or `tcp`.
+    pub proto: Option<String>,
 }
 
 /// `[receiver]`.
@@ -210,7 +213,7 @@ impl Config {
             self.board = lower.board.clone();
         }
         merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
-        merge_fields!(self.network, lower.network; dest, listen, dscp);
+        merge_fields!(self.network, lower.network; dest, listen, dscp, proto);
         merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode);
         merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
         merge_fields!(self.log, lower.log; level, stats_interval_s, file);

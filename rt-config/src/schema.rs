@@ -110,6 +110,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "DSCP of sent packets (46: expedited forwarding)",
     },
     KeySpec {
+        section: "network",
+        key: "proto",
+        kind: Kind::Choice(&["native", "rtp", "tcp"]),
+        help: "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)",
+    },
+    KeySpec {
         section: "receiver",
         key: "latency_ms",
         kind: Kind::Number {
