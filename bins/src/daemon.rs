@@ -544,6 +544,7 @@ pub fn recv(
         j["heard_frames"] = json!(c.frames);
         j["heard_bit_exact"] = json!(c.bit_exact);
         j["heard_leading_silence"] = json!(c.leading_frames);
+        j["heard_gap_frames"] = json!(c.gap_frames);
         log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
     }
     write_json(&opts.stats_json, &j)

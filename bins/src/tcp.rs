@@ -13,7 +13,10 @@
 //!   drift correction. Each connection is a stream of its own (a new stream id); a packet's
 //!   first frame index counts from the connection's first byte; a packet holds whatever
 //!   arrived, rounded down to whole frames, the rest of a frame is carried over to the next
-//!   read; its time is its arrival (read) time. A new connection (the old sender restarted)
+//!   read; its time is the kernel's arrival time of the newest bytes read (`SO_TIMESTAMPNS`,
+//!   as for datagrams; the read time where the kernel gives none). The read time alone would
+//!   make the buffer look up to a read interval emptier than it is, and the drift loop
+//!   would start by correcting an error that is not there. A new connection (the old sender restarted)
 //!   replaces the current one: the receiver switches streams and counts a resync.
 //! * [`TcpPcmSender`] (`netaudio send --proto tcp`): connects to the receiver (`nc -l`, or
 //!   `netaudio recv --proto tcp`) and writes each packet's payload, which is the capture
@@ -37,7 +40,7 @@
 //! non-blocking (`socket`, `connect`, `poll` with timeout 0, `send`, `accept4`, `recv`,
 //! `close`), counters are atomics and events go to the realtime event queue.
 
-use crate::net::{DatagramIn, DatagramOut, monotonic_ns, resolve};
+use crate::net::{DatagramIn, DatagramOut, clock_ns, monotonic_ns, resolve};
 use engine::format::StreamFormat;
 use engine::rng::mix64;
 use engine::rtlog::{Event, EventProducer};
@@ -554,6 +557,8 @@ pub struct TcpPcmReceiver {
     stream_id: u32,
     seq: u32,
     next_frame: u64,
+    /// Control buffer for the arrival timestamp (u64s: aligned for `cmsghdr`).
+    control: [u64; 8],
     events: EventProducer,
     stats: Arc<TcpStats>,
 }
@@ -591,9 +596,54 @@ impl TcpPcmReceiver {
             stream_id: 0,
             seq: 0,
             next_frame: 0,
+            control: [0; 8],
             events,
             stats: Arc::new(TcpStats::default()),
         })
+    }
+
+    /// One non-blocking read of up to `room` bytes at `buf[start..]`: the bytes read (0 at the
+    /// end of the stream) and their arrival time on `CLOCK_MONOTONIC`, or an errno.
+    fn read(&mut self, start: usize, room: usize) -> Result<(usize, u64), i32> {
+        let mut iov = libc::iovec {
+            // SAFETY: `buf[start..start + room]` lies within `buf` (HEADER_LEN + chunk_bytes).
+            iov_base: unsafe { self.buf.as_mut_ptr().add(start) }.cast(),
+            iov_len: room,
+        };
+        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = self.control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&self.control) as _;
+        // SAFETY: `msg` points at one iovec over a live writable part of `buf` and at the live
+        // control buffer, both owned by `self` for the duration of the call.
+        let n = unsafe { libc::recvmsg(self.fd, &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(errno());
+        }
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let mut t = mono;
+        if msg.msg_controllen > 0 {
+            let real = clock_ns(libc::CLOCK_REALTIME) as i128;
+            // SAFETY: the kernel filled the control buffer; the CMSG macros walk it within
+            // `msg_controllen`.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET
+                        && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                    {
+                        let ts =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                        let stamp = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+                        t = (stamp - real + mono as i128).clamp(0, mono as i128) as u64;
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+        }
+        Ok((n as usize, t))
     }
 
     /// The local address.
@@ -639,6 +689,8 @@ impl TcpPcmReceiver {
                 self.close(-1);
             }
             let now = monotonic_ns();
+            // Kernel arrival times of what is read (best effort: read times otherwise).
+            let _ = set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
             self.fd = fd;
             self.carry = 0;
             self.next_frame = 0;
@@ -675,29 +727,18 @@ impl DatagramIn for TcpPcmReceiver {
                 break;
             }
             let room = self.chunk_bytes - self.carry;
-            let start = HEADER_LEN + self.carry;
-            // SAFETY: `buf[start..start + room]` lies within `buf` (HEADER_LEN + chunk_bytes).
-            let n = unsafe {
-                libc::recv(
-                    self.fd,
-                    self.buf.as_mut_ptr().add(start).cast(),
-                    room,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n == 0 {
-                self.close(0);
-                break;
-            }
-            if n < 0 {
-                match errno() {
-                    libc::EAGAIN | libc::EINTR => {}
-                    e => self.close(e),
+            let (n, now) = match self.read(HEADER_LEN + self.carry, room) {
+                Ok((0, _)) => {
+                    self.close(0);
+                    break;
                 }
-                break;
-            }
-            let n = n as usize;
-            let now = monotonic_ns();
+                Ok(r) => r,
+                Err(libc::EAGAIN | libc::EINTR) => break,
+                Err(e) => {
+                    self.close(e);
+                    break;
+                }
+            };
             self.stats.bytes.fetch_add(n as u64, Relaxed);
             let total = self.carry + n;
             let frames = total / fb;
