@@ -9,6 +9,8 @@
 //! * [`run_receiver`]: poll the playback device → take every datagram waiting with one
 //!   `recvmmsg` (kernel arrival timestamps) into the engine's receiver → render straight into
 //!   the device buffer → commit. The drift controller runs inside `render`.
+//!   In raw TCP mode the socket is a [`crate::tcp::TcpPcmReceiver`], which hands over the
+//!   bytes waiting as packets the same way.
 //!
 //! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
