@@ -413,3 +413,24 @@ fn recv_plays_raw_pcm_from_nc_bit_exact_and_takes_a_restarted_sender() {
         "{j}"
     );
 }
+
+#[test]
+fn protocol_errors_name_the_value_and_the_fix() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["recv", "--proto", "udp"], "unknown protocol \"udp\""),
+        (
+            &["send", "--proto", "rtp", "--dest", "127.0.0.1:9"],
+            "rtp mode not built",
+        ),
+        (
+            &["recv", "--proto", "rtp", "--listen", "127.0.0.1:0"],
+            "rtp mode not built",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -293,6 +293,17 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_is_one_of_three() {
+        let c = Config::parse("[network]\nproto = \"tcp\"\n", "f").unwrap();
+        assert_eq!(c.network.proto.as_deref(), Some("tcp"));
+        let e = Config::parse("[network]\nproto = \"udp\"\n", "f").unwrap_err();
+        assert!(
+            e.starts_with("f:2: network.proto:") && e.contains("native"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_file_wins_over_the_preset() {
         let file = Config::parse("board = \"pi4\"\n[audio]\nperiod_frames = 128\n", "f").unwrap();
         let c = file.with_preset().unwrap();
