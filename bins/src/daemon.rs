@@ -2,13 +2,14 @@
 //! sockets, start the realtime threads, run the housekeeping loop, stop cleanly, report.
 
 use crate::housekeeping::{self, STOP};
-use crate::net::{UdpReceiver, UdpSender, monotonic_ns};
+use crate::net::{DatagramIn, DatagramOut, UdpReceiver, UdpSender, monotonic_ns};
 use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
 use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
 use crate::pcm::{Capture, DeviceRequest, Playback};
 use crate::rt::{self, RtSpec};
 use crate::status::{self, Meter};
 use crate::stream::{self, LoopReport};
+use crate::tcp::{TcpPcmReceiver, TcpPcmSender};
 use engine::auth::Key;
 use engine::format::StreamFormat;
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
@@ -64,7 +65,38 @@ pub struct RunOptions {
     pub metrics: Option<String>,
     /// Pre-shared key: authenticate every packet (see `engine::auth`).
     pub key: Option<Key>,
+    /// Wire protocol of `send` and `recv` (`demo` always streams native).
+    pub proto: Proto,
 }
+
+/// The wire protocol (`[network] proto`, `--proto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Proto {
+    /// netaudio's own packets over UDP.
+    #[default]
+    Native,
+    /// RTP (RFC 3551 L16/L24).
+    Rtp,
+    /// Raw PCM over TCP, as the old `arecord | nc` / `nc -l | aplay` pipeline.
+    Tcp,
+}
+
+impl Proto {
+    /// Parses a configuration name.
+    pub fn from_name(s: &str) -> Result<Proto, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "native" => Ok(Proto::Native),
+            "rtp" => Ok(Proto::Rtp),
+            "tcp" => Ok(Proto::Tcp),
+            _ => Err(format!(
+                "unknown protocol {s:?} (network.proto / --proto): use native, rtp or tcp"
+            )),
+        }
+    }
+}
+
+/// What `send`/`recv` say when RTP reaches a build without it.
+pub const RTP_NOT_BUILT: &str = "rtp mode not built in this build";
 
 fn start_status(
     opts: &RunOptions,
@@ -185,6 +217,106 @@ fn deadline(opts: &RunOptions) -> Option<Instant> {
     opts.duration.map(|d| Instant::now() + d)
 }
 
+/// The sender's socket, by protocol.
+pub enum NetOut {
+    /// Native packets over UDP.
+    Udp(UdpSender),
+    /// Raw PCM over TCP.
+    Tcp(Box<TcpPcmSender>),
+}
+
+impl NetOut {
+    fn peer(&self) -> std::net::SocketAddr {
+        match self {
+            NetOut::Udp(s) => s.peer(),
+            NetOut::Tcp(s) => s.peer(),
+        }
+    }
+}
+
+// Every method forwarded: a default here would silently turn off tagging or NACKs.
+impl DatagramOut for NetOut {
+    #[inline]
+    fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
+        match self {
+            NetOut::Udp(s) => s.send_gather(header, payload),
+            NetOut::Tcp(s) => s.send_gather(header, payload),
+        }
+    }
+
+    #[inline]
+    fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
+        match self {
+            NetOut::Udp(s) => DatagramOut::send_tagged(s, header, payload, tag),
+            NetOut::Tcp(s) => s.send_tagged(header, payload, tag),
+        }
+    }
+
+    fn recv_nack(&self, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            NetOut::Udp(s) => s.recv_nack(buf),
+            NetOut::Tcp(s) => s.recv_nack(buf),
+        }
+    }
+
+    fn fd(&self) -> Option<i32> {
+        match self {
+            NetOut::Udp(s) => DatagramOut::fd(s),
+            NetOut::Tcp(s) => DatagramOut::fd(s.as_ref()),
+        }
+    }
+}
+
+/// The receiver's socket, by protocol.
+pub enum NetIn {
+    /// Native packets over UDP.
+    Udp(Box<UdpReceiver>),
+    /// Raw PCM over TCP.
+    Tcp(Box<TcpPcmReceiver>),
+}
+
+impl NetIn {
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            NetIn::Udp(s) => s.local_addr(),
+            NetIn::Tcp(s) => s.local_addr(),
+        }
+    }
+}
+
+// Every method forwarded: a default here would silently turn off NACKs.
+impl DatagramIn for NetIn {
+    #[inline]
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, i32> {
+        match self {
+            NetIn::Udp(s) => s.recv_batch(f),
+            NetIn::Tcp(s) => s.recv_batch(f),
+        }
+    }
+
+    #[inline]
+    fn recv_batch_from<F: FnMut(&[u8], u64) -> bool>(&mut self, f: F) -> Result<usize, i32> {
+        match self {
+            NetIn::Udp(s) => s.recv_batch_from(f),
+            NetIn::Tcp(s) => s.recv_batch_from(f),
+        }
+    }
+
+    fn send_nack(&self, nack: &[u8]) -> Result<usize, i32> {
+        match self {
+            NetIn::Udp(s) => DatagramIn::send_nack(s.as_ref(), nack),
+            NetIn::Tcp(s) => s.send_nack(nack),
+        }
+    }
+
+    fn wait_fd(&self) -> Option<i32> {
+        match self {
+            NetIn::Udp(s) => s.wait_fd(),
+            NetIn::Tcp(s) => s.wait_fd(),
+        }
+    }
+}
+
 /// Opens a capture device by name.
 pub enum AnyCapture {
     /// ALSA.
@@ -204,6 +336,14 @@ fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
     }
 }
 
+/// Raw PCM has no room for a tag: a key with `proto = "tcp"` is a configuration mistake.
+fn refuse_key_with_tcp(opts: &RunOptions) -> Result<(), String> {
+    if opts.proto == Proto::Tcp && opts.key.is_some() {
+        return Err("network.key_file (--key-file) cannot be used with proto = \"tcp\": raw PCM, as the old pipeline sends it, has no room for an authentication tag; remove the key file, or use proto = \"native\" on both machines".into());
+    }
+    Ok(())
+}
+
 /// `netaudio send`.
 pub fn send(
     audio: &AudioOptions,
@@ -212,7 +352,24 @@ pub fn send(
     opts: &RunOptions,
 ) -> Result<(), String> {
     housekeeping::install_signal_handlers();
-    let sock = UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?;
+    refuse_key_with_tcp(opts)?;
+    let (tcp_producer, mut tcp_consumer) = rtlog::queue();
+    let mut tcp_stats = None;
+    let sock = match opts.proto {
+        Proto::Native => NetOut::Udp(UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?),
+        Proto::Tcp => {
+            let s = TcpPcmSender::connect(dest, audio.format, dscp, tcp_producer)
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "raw TCP mode: raw {} PCM to {}, as `arecord -t raw | nc`",
+                audio.format,
+                s.peer()
+            );
+            tcp_stats = Some(s.stats());
+            NetOut::Tcp(Box::new(s))
+        }
+        Proto::Rtp => return Err(RTP_NOT_BUILT.into()),
+    };
     let dev = open_capture(audio)?;
     let setup = match &dev {
         AnyCapture::Alsa(d) => d.setup().clone(),
@@ -267,9 +424,12 @@ pub fn send(
     report_rt("capture", &outcome);
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
-    housekeeping::run(&mut [&mut consumer], interval, deadline(opts), || {
-        housekeeping::sender_line(&stats.snapshot(), rate)
-    });
+    housekeeping::run(
+        &mut [&mut consumer, &mut tcp_consumer],
+        interval,
+        deadline(opts),
+        || housekeeping::sender_line(&stats.snapshot(), rate),
+    );
     STOP.store(true, Ordering::Relaxed);
     let rep = handle.join().map_err(|_| "the capture thread panicked")?;
     if let Some(h) = status {
@@ -277,9 +437,7 @@ pub fn send(
     }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
-    write_json(
-        &opts.stats_json,
-        &json!({
+    let mut j = json!({
             "role": "sender",
             "packets_sent": s.packets_sent,
             "frames_sent": s.frames_sent,
@@ -294,8 +452,12 @@ pub fn send(
             "cpu_seconds": cpu_seconds() - cpu0,
             "rt_fifo": outcome.fifo,
             "rt_pinned": outcome.pinned,
-        }),
-    )
+    });
+    if let Some(t) = tcp_stats {
+        log::info!("{}", t.line());
+        t.add_json(&mut j);
+    }
+    write_json(&opts.stats_json, &j)
 }
 
 /// Receiver settings.
@@ -352,7 +514,7 @@ type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
 fn spawn_receiver(
     dev: AnyPlayback,
     mut rx: Receiver,
-    mut sock: UdpReceiver,
+    mut sock: NetIn,
     stats: Arc<Stats>,
     meter: Arc<Meter>,
     mut producer: rtlog::EventProducer,
@@ -414,7 +576,37 @@ pub fn recv(
     opts: &RunOptions,
 ) -> Result<(), String> {
     housekeeping::install_signal_handlers();
-    let sock = UdpReceiver::bind(listen, 4 << 20).map_err(|e| e.to_string())?;
+    refuse_key_with_tcp(opts)?;
+    // Raw PCM over TCP: nothing is lost on the way, and there are no sequence numbers to ask for.
+    let tcp_r;
+    let r = if opts.proto == Proto::Tcp {
+        tcp_r = ReceiveOptions {
+            recovery: RecoveryMode::Off,
+            ..*r
+        };
+        &tcp_r
+    } else {
+        r
+    };
+    let (tcp_producer, mut tcp_consumer) = rtlog::queue();
+    let mut tcp_stats = None;
+    let sock = match opts.proto {
+        Proto::Native => NetIn::Udp(Box::new(
+            UdpReceiver::bind(listen, 4 << 20).map_err(|e| e.to_string())?,
+        )),
+        Proto::Tcp => {
+            let s = TcpPcmReceiver::bind(listen, audio.format, audio.period, tcp_producer)
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "raw TCP mode: listening on TCP {} for raw {} PCM, as `nc -l | aplay -t raw`",
+                s.local_addr().map_err(|e| e.to_string())?,
+                audio.format
+            );
+            tcp_stats = Some(s.stats());
+            NetIn::Tcp(Box::new(s))
+        }
+        Proto::Rtp => return Err(RTP_NOT_BUILT.into()),
+    };
     let sink = virtual_dev::parse_name(&audio.device)
         .is_some()
         .then(|| Sink::new(audio.format, None, 0));
@@ -447,7 +639,7 @@ pub fn recv(
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
     housekeeping::run(
-        &mut [&mut consumer, &mut consumer2],
+        &mut [&mut consumer, &mut consumer2, &mut tcp_consumer],
         interval,
         deadline(opts),
         || housekeeping::receiver_line(&stats.snapshot(), rate),
@@ -460,6 +652,10 @@ pub fn recv(
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
     let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
+    if let Some(t) = tcp_stats {
+        log::info!("{}", t.line());
+        t.add_json(&mut j);
+    }
     if let AnyPlayback::Virtual(v) = &dev
         && let Some(sink) = v.sink()
     {
@@ -469,6 +665,7 @@ pub fn recv(
         j["heard_frames"] = json!(c.frames);
         j["heard_bit_exact"] = json!(c.bit_exact);
         j["heard_leading_silence"] = json!(c.leading_frames);
+        j["heard_gap_frames"] = json!(c.gap_frames);
         log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
     }
     write_json(&opts.stats_json, &j)
@@ -537,7 +734,15 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     let tx_stats = Arc::new(Stats::default());
     let cpu0 = cpu_seconds();
     let meter = Arc::new(Meter::default());
-    let (rh, r_out) = spawn_receiver(dev, rx, sock_rx, rx_stats.clone(), meter, p2, opts.rt)?;
+    let (rh, r_out) = spawn_receiver(
+        dev,
+        rx,
+        NetIn::Udp(Box::new(sock_rx)),
+        rx_stats.clone(),
+        meter,
+        p2,
+        opts.rt,
+    )?;
     report_rt("playback", &r_out);
     let st = tx_stats.clone();
     // The sender stops after the receiver, so the end of the run is no gap.

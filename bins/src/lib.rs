@@ -13,3 +13,4 @@ pub mod pcm;
 pub mod rt;
 pub mod status;
 pub mod stream;
+pub mod tcp;

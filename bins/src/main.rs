@@ -144,6 +144,10 @@ struct SendArgs {
     /// DSCP for the packets (46: expedited forwarding).
     #[arg(long)]
     dscp: Option<u8>,
+    /// Wire protocol: native, rtp, or tcp (raw PCM into `nc -l PORT | aplay ...`)
+    /// [default: native].
+    #[arg(long)]
+    proto: Option<String>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -164,6 +168,10 @@ struct RecvArgs {
     /// Loss recovery: nack (ask the sender again for lost packets) or off [default: nack].
     #[arg(long)]
     recovery: Option<String>,
+    /// Wire protocol: native, rtp, or tcp (raw PCM from `arecord ... | nc HOST PORT`)
+    /// [default: native].
+    #[arg(long)]
+    proto: Option<String>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -325,6 +333,7 @@ impl RunArgs {
                 Some(p) => Some(netaudio::keyfile::load(&p)?),
                 None => None,
             },
+            proto: daemon::Proto::Native,
         })
     }
 
@@ -352,6 +361,14 @@ fn recovery_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<Recove
     RecoveryMode::from_name(s).ok_or_else(|| {
         format!("unknown loss recovery {s:?} (receiver.recovery / --recovery): use nack or off")
     })
+}
+
+fn proto(cli: &Option<String>, cfg: &rt_config::Config) -> Result<daemon::Proto, String> {
+    daemon::Proto::from_name(
+        cli.as_deref()
+            .or(cfg.network.proto.as_deref())
+            .unwrap_or("native"),
+    )
 }
 
 fn default_latency(audio: &AudioOptions) -> f64 {
@@ -445,7 +462,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Send(a) => {
             let cfg = load_config(&a.audio)?;
             let audio = a.audio.options(&cfg)?;
-            let run = a.run.options(&cfg, None)?;
+            let mut run = a.run.options(&cfg, None)?;
+            run.proto = proto(&a.proto, &cfg)?;
             let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",
@@ -456,7 +474,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
             let audio = a.audio.options(&cfg)?;
-            let run = a.run.options(&cfg, None)?;
+            let mut run = a.run.options(&cfg, None)?;
+            run.proto = proto(&a.proto, &cfg)?;
             let latency_ms = check_latency(
                 a.latency_ms
                     .or(cfg.receiver.latency_ms)

@@ -112,7 +112,12 @@ impl DatagramOut for UdpSender {
                 libc::MSG_DONTWAIT,
             )
         };
-        // Errors (EAGAIN; ECONNREFUSED while nobody listens) mean: nothing to take.
+        // Errors mean nothing to take: EAGAIN, or ECONNREFUSED while nobody listens, which
+        // the next send reports instead.
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED) {
+            self.refused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         (n >= 0).then_some(n as usize)
     }
 
@@ -137,10 +142,58 @@ pub fn wait_readable(fd: i32, timeout_ns: u64) -> bool {
     r > 0 && pfd.revents & libc::POLLIN != 0
 }
 
+/// Where the receiver's packets come from: every packet waiting, without blocking.
+pub trait DatagramIn {
+    /// Calls `f(packet, arrival_ns)` for each packet waiting (arrival on `CLOCK_MONOTONIC`);
+    /// returns how many, 0 when none was waiting, or an errno.
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, i32>;
+
+    /// As [`recv_batch`](Self::recv_batch); `f` says whether the packet belongs to the stream
+    /// played, whose source is then where [`send_nack`](Self::send_nack) answers.
+    fn recv_batch_from<F: FnMut(&[u8], u64) -> bool>(&mut self, mut f: F) -> Result<usize, i32> {
+        self.recv_batch(|d, t| {
+            f(d, t);
+        })
+    }
+
+    /// Sends a NACK back to the stream's source; the default has no return path.
+    fn send_nack(&self, _nack: &[u8]) -> Result<usize, i32> {
+        Err(libc::EOPNOTSUPP)
+    }
+
+    /// A descriptor to wait on for packets, if the source has one.
+    fn wait_fd(&self) -> Option<i32> {
+        None
+    }
+}
+
+impl DatagramIn for UdpReceiver {
+    #[inline]
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, i32> {
+        UdpReceiver::recv_batch(self, f)
+    }
+
+    #[inline]
+    fn recv_batch_from<F: FnMut(&[u8], u64) -> bool>(&mut self, f: F) -> Result<usize, i32> {
+        UdpReceiver::recv_batch_from(self, f)
+    }
+
+    fn send_nack(&self, nack: &[u8]) -> Result<usize, i32> {
+        UdpReceiver::send_nack(self, nack)
+    }
+
+    fn wait_fd(&self) -> Option<i32> {
+        Some(UdpReceiver::fd(self))
+    }
+}
+
 /// The sending socket, connected to one destination.
 pub struct UdpSender {
     sock: UdpSocket,
     peer: SocketAddr,
+    /// A refusal (ICMP port unreachable) that reading NACKs took off the socket: the next
+    /// send reports it, so a peer that is not listening is still counted in `send_errors`.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl UdpSender {
@@ -157,7 +210,11 @@ impl UdpSender {
         if let Some(d) = dscp {
             set_dscp(&sock, peer.is_ipv6(), d)?;
         }
-        Ok(UdpSender { sock, peer })
+        Ok(UdpSender {
+            sock,
+            peer,
+            refused: Default::default(),
+        })
     }
 
     /// Where packets go.
@@ -177,6 +234,12 @@ impl UdpSender {
     /// iovecs (two when the tag is empty). Errors as [`send_gather`](Self::send_gather).
     #[inline]
     pub fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
+        if self
+            .refused
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(libc::ECONNREFUSED);
+        }
         let part = |b: &[u8]| libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
             iov_len: b.len(),

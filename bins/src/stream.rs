@@ -9,6 +9,8 @@
 //! * [`run_receiver`]: poll the playback device → take every datagram waiting with one
 //!   `recvmmsg` (kernel arrival timestamps) into the engine's receiver → render straight into
 //!   the device buffer → commit. The drift controller runs inside `render`.
+//!   In raw TCP mode the socket is a [`crate::tcp::TcpPcmReceiver`], which hands over the
+//!   bytes waiting as packets the same way.
 //!
 //! With a key the sender tags every packet (three iovecs: header and extension, device
 //! buffer, tag; the tag computed over both in place) and writes the wall clock into each
@@ -31,7 +33,7 @@
 //! device back-off. Each loop counts its own allocations (see [`engine::alloc_count`]) and
 //! returns the count.
 
-use crate::net::{BATCH, DatagramOut, UdpReceiver, clock_ns, monotonic_ns, wait_readable};
+use crate::net::{BATCH, DatagramIn, DatagramOut, clock_ns, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use engine::alloc_count;
@@ -131,6 +133,10 @@ pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
         let err = match dev.wait(WAIT_MS) {
             Ok(0) => continue,
             Ok(mut avail) => {
+                // The device's period is due about now: wake for it again a little before the
+                // next one (anchored on the device, not on when this work ends, so the loop
+                // never falls behind the device period after period).
+                let woke_ns = monotonic_ns();
                 let mut failed = None;
                 let mut budget = buffer / period + 1;
                 while avail >= period && budget > 0 {
@@ -176,7 +182,7 @@ pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
                     }
                 }
                 report.periods += 1;
-                next_period_ns = monotonic_ns() + period_ns;
+                next_period_ns = woke_ns + period_ns - period_ns / 4;
                 failed
             }
             Err(e) => Some(e),
@@ -246,10 +252,10 @@ fn handle_capture_error<C: Capture>(
 }
 
 /// Runs the receiver until `stop` is set.
-pub fn run_receiver<P: Playback>(
+pub fn run_receiver<P: Playback, S: DatagramIn>(
     dev: &mut P,
     rx: &mut Receiver,
-    sock: &mut UdpReceiver,
+    sock: &mut S,
     stop: &AtomicBool,
     stats: &Stats,
     meter: &Meter,
@@ -290,7 +296,12 @@ pub fn run_receiver<P: Playback>(
                     .next_nack_due()
                     .map_or(next_period_ns, |d| d.clamp(now, next_period_ns));
                 if until > now {
-                    wait_readable(sock.fd(), until - now);
+                    match sock.wait_fd() {
+                        Some(fd) => {
+                            wait_readable(fd, until - now);
+                        }
+                        None => std::thread::sleep(std::time::Duration::from_nanos(until - now)),
+                    }
                 }
             }
         }
@@ -320,7 +331,8 @@ pub fn run_receiver<P: Playback>(
                     }
                 }
                 report.periods += 1;
-                next_period_ns = monotonic_ns() + period_ns;
+                // Anchored on the device (see the sender): wake a little before it is due.
+                next_period_ns = now + period_ns - period_ns / 4;
                 nack_turn(sock, rx, &mut nack_buf);
                 failed
             }
@@ -383,7 +395,7 @@ fn wall_offset_ns() -> i64 {
 /// NACKs go. Everything waiting, not just one batch: under a flood of junk the stream's own
 /// packets must not be pushed out of the socket buffer. Bounded, so a flood cannot keep the
 /// thread from the device.
-fn take_packets(sock: &mut UdpReceiver, rx: &mut Receiver) -> Result<usize, i32> {
+fn take_packets<S: DatagramIn>(sock: &mut S, rx: &mut Receiver) -> Result<usize, i32> {
     if rx.is_authenticated() {
         rx.set_wall_offset(wall_offset_ns());
     }
@@ -407,7 +419,7 @@ fn take_packets(sock: &mut UdpReceiver, rx: &mut Receiver) -> Result<usize, i32>
 }
 
 /// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source.
-fn nack_turn(sock: &UdpReceiver, rx: &mut Receiver, buf: &mut [u8]) {
+fn nack_turn<S: DatagramIn>(sock: &S, rx: &mut Receiver, buf: &mut [u8]) {
     let n = rx.poll_nack(monotonic_ns(), buf);
     if n > 0 {
         let copies = rx.loss_tracker().map_or(1, |t| t.nack_copies());

@@ -98,6 +98,32 @@ fn demo_streams_without_gaps_or_allocations() {
     assert!((p50 - 40.0).abs() < 2.0, "latency {p50}");
 }
 
+/// The README's first command (`./run`) is this demo with every default: 44.1 kHz, a sender
+/// card 100 ppm fast, the default target latency. The realtime loops must keep pace with the
+/// devices period after period (a loop that re-arms its wake-up from when its work ends falls
+/// behind a fast card until packets leave in bursts).
+#[test]
+fn the_default_demo_streams_without_gaps() {
+    let _serial = serial();
+    let json = tmp("demo-default.json");
+    let out = bin()
+        .args(["demo", "--duration", "12s", "--stats-interval", "0"])
+        .arg("--stats-json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = read_json(&json);
+    assert_eq!(j["engine_gaps"], 0, "{j}");
+    assert_eq!(j["gaps"], 0, "{j}");
+    assert_eq!(j["allocations_rt"], 0, "{j}");
+}
+
 fn recv(port: u16, json: &PathBuf) -> Child {
     bin()
         .args(["recv", "--device", "virtual", "--listen"])

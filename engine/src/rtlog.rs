@@ -67,6 +67,29 @@ pub enum Event {
         /// The errno reported.
         errno: i32,
     },
+    /// Raw TCP mode: a connection is up (`accepted`: taken by the receiver's listener,
+    /// otherwise made by the sender).
+    TcpConnected {
+        /// Accepted (receiver) or connected (sender).
+        accepted: bool,
+        /// Connections made so far, this one included.
+        count: u32,
+    },
+    /// Raw TCP mode: the connection ended.
+    TcpClosed {
+        /// The errno that ended it; 0 when the peer closed it, -1 when a new connection
+        /// replaced it.
+        errno: i32,
+    },
+    /// Raw TCP mode: connecting failed; the next attempt follows after a back-off.
+    TcpConnectFailed {
+        /// The errno reported.
+        errno: i32,
+        /// Failed attempts since the connection was last up.
+        attempts: u32,
+        /// Milliseconds until the next attempt.
+        retry_ms: u32,
+    },
 }
 
 /// Why the receiver resynced.
@@ -173,6 +196,27 @@ pub fn log_record(r: &Record) {
         ),
         Event::SendFailed { errno } => log::warn!(
             "[{t:.3}] sending fails: {} (is the receiver running and reachable?)",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        Event::TcpConnected { accepted, count } => log::info!(
+            "[{t:.3}] TCP connection {count} {}",
+            if accepted { "accepted" } else { "connected" }
+        ),
+        Event::TcpClosed { errno } => match errno {
+            0 => log::warn!("[{t:.3}] TCP connection closed by the peer"),
+            -1 => log::warn!("[{t:.3}] TCP connection replaced by a new one"),
+            e => log::warn!(
+                "[{t:.3}] TCP connection lost: {}",
+                std::io::Error::from_raw_os_error(e)
+            ),
+        },
+        Event::TcpConnectFailed {
+            errno,
+            attempts,
+            retry_ms,
+        } => log::warn!(
+            "[{t:.3}] TCP connect failed ({attempts} attempts): {}; retrying every {retry_ms} ms \
+             (is the receiver listening?)",
             std::io::Error::from_raw_os_error(errno)
         ),
     }

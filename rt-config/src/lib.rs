@@ -18,6 +18,7 @@
 //! listen = "0.0.0.0:46000"          # receiver
 //! dscp = 46
 //! key_file = "/etc/netaudio/key"   # optional: authenticate every packet (both machines)
+//! proto = "native"                  # native, rtp, tcp (raw PCM, as arecord | nc)
 //!
 //! [receiver]
 //! latency_ms = 20.0
@@ -69,6 +70,8 @@ pub struct Network {
     pub dscp: Option<u8>,
     /// Pre-shared key file (64 hex characters, mode 600): authenticates every packet.
     pub key_file: Option<String>,
+    /// Wire protocol: `native`, `rtp` or `tcp`.
+    pub proto: Option<String>,
 }
 
 /// `[receiver]`.
@@ -216,7 +219,7 @@ impl Config {
             self.board = lower.board.clone();
         }
         merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
-        merge_fields!(self.network, lower.network; dest, listen, dscp, key_file);
+        merge_fields!(self.network, lower.network; dest, listen, dscp, key_file, proto);
         merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode);
         merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
         merge_fields!(self.log, lower.log; level, stats_interval_s, file);
@@ -293,6 +296,17 @@ mod tests {
         assert_eq!(board_for_model("QEMU"), "generic");
         assert!(Config::preset("pi9").unwrap_err().contains("pi4"));
         assert!(Config::preset("auto").is_ok());
+    }
+
+    #[test]
+    fn the_protocol_is_one_of_three() {
+        let c = Config::parse("[network]\nproto = \"tcp\"\n", "f").unwrap();
+        assert_eq!(c.network.proto.as_deref(), Some("tcp"));
+        let e = Config::parse("[network]\nproto = \"udp\"\n", "f").unwrap_err();
+        assert!(
+            e.starts_with("f:2: network.proto:") && e.contains("native"),
+            "{e}"
+        );
     }
 
     #[test]

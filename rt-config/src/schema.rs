@@ -116,6 +116,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "pre-shared key file, the same on both machines (`netaudio keygen > FILE`, chmod 600)",
     },
     KeySpec {
+        section: "network",
+        key: "proto",
+        kind: Kind::Choice(&["native", "rtp", "tcp"]),
+        help: "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)",
+    },
+    KeySpec {
         section: "receiver",
         key: "latency_ms",
         kind: Kind::Number {
