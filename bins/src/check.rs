@@ -255,6 +255,10 @@ pub fn effective(cfg: &Config, role: Role) -> String {
     if let Some(d) = cfg.network.dscp {
         let _ = writeln!(s, "dscp = {d}");
     }
+    let _ = writeln!(s, "proto = {}", q(&cfg.network.proto, "native"));
+    if let (Role::Sender, Some(f)) = (role, &cfg.network.sdp_file) {
+        let _ = writeln!(s, "sdp_file = {f:?}");
+    }
     if role == Role::Receiver {
         let _ = writeln!(s, "[receiver]");
         match cfg.receiver.latency_ms {

@@ -19,6 +19,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The wire protocol (`[network] proto`, `--proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// netaudio's own packets (the default).
+    Native,
+    /// RTP with L16/L24 payloads and an SDP (see [`crate::rtp`]).
+    Rtp,
+    /// Raw PCM over TCP.
+    Tcp,
+}
+
+impl Proto {
+    /// Parses a configuration name.
+    pub fn from_name(s: &str) -> Result<Proto, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "native" => Ok(Proto::Native),
+            "rtp" => Ok(Proto::Rtp),
+            "tcp" => Ok(Proto::Tcp),
+            _ => Err(format!(
+                "unknown protocol {s:?} (network.proto / --proto): use native, rtp or tcp"
+            )),
+        }
+    }
+}
+
 /// Audio side of a daemon.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AudioOptions {
@@ -33,7 +58,7 @@ pub struct AudioOptions {
 }
 
 impl AudioOptions {
-    fn request(&self) -> DeviceRequest {
+    pub(crate) fn request(&self) -> DeviceRequest {
         DeviceRequest {
             name: self.device.clone(),
             format: self.format,
@@ -62,7 +87,7 @@ pub struct RunOptions {
     pub metrics: Option<String>,
 }
 
-fn start_status(
+pub(crate) fn start_status(
     opts: &RunOptions,
     role: &'static str,
     setup: &crate::pcm::DeviceSetup,
@@ -96,7 +121,7 @@ fn start_status(
 }
 
 /// A random stream id (new per sender start).
-fn new_stream_id() -> u32 {
+pub(crate) fn new_stream_id() -> u32 {
     let mut b = [0u8; 4];
     // SAFETY: getrandom writes at most 4 bytes into a live buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
@@ -107,7 +132,7 @@ fn new_stream_id() -> u32 {
     }
 }
 
-fn setup_rt(opts: &RunOptions) {
+pub(crate) fn setup_rt(opts: &RunOptions) {
     if opts.mlock
         && let Err(e) = rt::lock_memory()
     {
@@ -115,7 +140,7 @@ fn setup_rt(opts: &RunOptions) {
     }
 }
 
-fn report_rt(name: &str, outcome: &rt::RtOutcome) {
+pub(crate) fn report_rt(name: &str, outcome: &rt::RtOutcome) {
     if !outcome.problems.is_empty() {
         log::warn!("{name} thread: {outcome}");
     } else {
@@ -131,7 +156,7 @@ fn report_rt(name: &str, outcome: &rt::RtOutcome) {
     }
 }
 
-fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String> {
+pub(crate) fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String> {
     if let Some(p) = path {
         let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())? + "\n";
         std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
@@ -139,7 +164,7 @@ fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String
     Ok(())
 }
 
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let mut ru: libc::rusage = unsafe_zeroed_rusage();
     // SAFETY: getrusage writes one rusage into a live local.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -152,7 +177,7 @@ fn unsafe_zeroed_rusage() -> libc::rusage {
     unsafe { std::mem::zeroed() }
 }
 
-fn deadline(opts: &RunOptions) -> Option<Instant> {
+pub(crate) fn deadline(opts: &RunOptions) -> Option<Instant> {
     opts.duration.map(|d| Instant::now() + d)
 }
 
@@ -164,7 +189,7 @@ pub enum AnyCapture {
     Virtual(Box<VirtualCapture>),
 }
 
-fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
+pub(crate) fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
     let req = a.request();
     if virtual_dev::parse_name(&a.device).is_some() {
         Ok(AnyCapture::Virtual(Box::new(VirtualCapture::open(&req)?)))
@@ -265,7 +290,10 @@ pub struct ReceiveOptions {
     pub drift_mode: DriftMode,
 }
 
-fn receiver_for(setup: &crate::pcm::DeviceSetup, r: &ReceiveOptions) -> Result<Receiver, String> {
+pub(crate) fn receiver_for(
+    setup: &crate::pcm::DeviceSetup,
+    r: &ReceiveOptions,
+) -> Result<Receiver, String> {
     let mut cfg = ReceiverConfig::new(setup.format, setup.period, r.latency_ms);
     cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
     cfg.drift_mode = r.drift_mode;
@@ -281,7 +309,7 @@ pub enum AnyPlayback {
 }
 
 impl AnyPlayback {
-    fn setup(&self) -> crate::pcm::DeviceSetup {
+    pub(crate) fn setup(&self) -> crate::pcm::DeviceSetup {
         match self {
             AnyPlayback::Alsa(d) => d.setup().clone(),
             AnyPlayback::Virtual(d) => d.setup().clone(),
@@ -289,7 +317,7 @@ impl AnyPlayback {
     }
 }
 
-fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyPlayback, String> {
+pub(crate) fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyPlayback, String> {
     let req = a.request();
     if virtual_dev::parse_name(&a.device).is_some() {
         Ok(AnyPlayback::Virtual(Box::new(VirtualPlayback::open(
@@ -329,7 +357,12 @@ fn spawn_receiver(
     .map_err(|e| e.to_string())
 }
 
-fn receiver_json(s: &StatsSnapshot, rep: &LoopReport, cpu: f64, outcome: &rt::RtOutcome) -> Value {
+pub(crate) fn receiver_json(
+    s: &StatsSnapshot,
+    rep: &LoopReport,
+    cpu: f64,
+    outcome: &rt::RtOutcome,
+) -> Value {
     json!({
         "role": "receiver",
         "gaps": s.gaps,
@@ -419,7 +452,18 @@ pub fn recv(
         j["heard_leading_silence"] = json!(c.leading_frames);
         log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
     }
+    save_recording(&dev)?;
     write_json(&opts.stats_json, &j)
+}
+
+/// Writes a `virtual:record=FILE` device's recording, if any.
+pub(crate) fn save_recording(dev: &AnyPlayback) -> Result<(), String> {
+    if let AnyPlayback::Virtual(v) = dev
+        && let Some((path, frames)) = v.save_recording()?
+    {
+        log::info!("recorded {frames} frames to {}", path.display());
+    }
+    Ok(())
 }
 
 /// `netaudio demo` settings.

@@ -10,5 +10,6 @@ pub mod housekeeping;
 pub mod net;
 pub mod pcm;
 pub mod rt;
+pub mod rtp;
 pub mod status;
 pub mod stream;

@@ -136,6 +136,12 @@ struct SendArgs {
     /// DSCP for the packets (46: expedited forwarding).
     #[arg(long)]
     dscp: Option<u8>,
+    /// Wire protocol: native, rtp (L16/L24 for ffmpeg, VLC, PipeWire) or tcp [default: native].
+    #[arg(long)]
+    proto: Option<String>,
+    /// RTP: also write the stream's SDP to this file (it is always logged).
+    #[arg(long)]
+    sdp: Option<std::path::PathBuf>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -153,6 +159,9 @@ struct RecvArgs {
     /// Drift correction: slip, resample or off [default: slip].
     #[arg(long)]
     drift_mode: Option<String>,
+    /// Wire protocol: native, rtp (from ffmpeg, PipeWire, ...) or tcp [default: native].
+    #[arg(long)]
+    proto: Option<String>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -196,6 +205,14 @@ fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
         .ok_or_else(|| {
             format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use slip, resample or off")
         })
+}
+
+fn proto(cli: &Option<String>, cfg: &rt_config::Config) -> Result<daemon::Proto, String> {
+    daemon::Proto::from_name(
+        cli.as_deref()
+            .or(cfg.network.proto.as_deref())
+            .unwrap_or("native"),
+    )
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -418,8 +435,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",
             )?;
+            let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
-            daemon::send(&audio, &dest, a.dscp.or(cfg.network.dscp), &run)?;
+            let dscp = a.dscp.or(cfg.network.dscp);
+            match proto {
+                daemon::Proto::Native => daemon::send(&audio, &dest, dscp, &run)?,
+                daemon::Proto::Rtp => {
+                    let sdp = a
+                        .sdp
+                        .clone()
+                        .or(cfg.network.sdp_file.clone().map(Into::into));
+                    netaudio::rtp::send(&audio, &dest, dscp, sdp.as_deref(), &run)?
+                }
+                daemon::Proto::Tcp => return Err(netaudio::rtp::tcp_not_built()),
+            }
         }
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
@@ -439,8 +468,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 latency_ms,
                 drift_mode: drift_mode(&a.drift_mode, &cfg)?,
             };
+            let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
-            daemon::recv(&audio, &listen, &r, &run)?;
+            match proto {
+                daemon::Proto::Native => daemon::recv(&audio, &listen, &r, &run)?,
+                daemon::Proto::Rtp => netaudio::rtp::recv(&audio, &listen, &r, &run)?,
+                daemon::Proto::Tcp => return Err(netaudio::rtp::tcp_not_built()),
+            }
         }
         Cmd::Demo(a) => {
             let cfg = load_config(&a.audio)?;

@@ -17,6 +17,8 @@
 //! dest = "turntable2.local:46000"   # sender
 //! listen = "0.0.0.0:46000"          # receiver
 //! dscp = 46
+//! proto = "native"                 # native, rtp (ffmpeg, VLC, PipeWire), tcp
+//! sdp_file = "/run/netaudio/stream.sdp"  # rtp sender: where to write the SDP
 //!
 //! [receiver]
 //! latency_ms = 20.0
@@ -65,6 +67,10 @@ pub struct Network {
     pub listen: Option<String>,
     /// DSCP of sent packets.
     pub dscp: Option<u8>,
+    /// Wire protocol: `native`, `rtp` or `tcp`.
+    pub proto: Option<String>,
+    /// RTP sender: where to write the SDP.
+    pub sdp_file: Option<String>,
 }
 
 /// `[receiver]`.
@@ -210,7 +216,7 @@ impl Config {
             self.board = lower.board.clone();
         }
         merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
-        merge_fields!(self.network, lower.network; dest, listen, dscp);
+        merge_fields!(self.network, lower.network; dest, listen, dscp, proto, sdp_file);
         merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode);
         merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
         merge_fields!(self.log, lower.log; level, stats_interval_s, file);
@@ -287,6 +293,23 @@ mod tests {
         assert_eq!(board_for_model("QEMU"), "generic");
         assert!(Config::preset("pi9").unwrap_err().contains("pi4"));
         assert!(Config::preset("auto").is_ok());
+    }
+
+    #[test]
+    fn proto_and_sdp_file_parse_and_bad_protos_name_the_choices() {
+        let c = Config::parse(
+            "[network]\nproto = \"rtp\"\nsdp_file = \"stream.sdp\"\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.network.proto.as_deref(), Some("rtp"));
+        assert_eq!(c.network.sdp_file.as_deref(), Some("stream.sdp"));
+        assert!(Config::parse("[network]\nproto = \"tcp\"\n", "f").is_ok());
+        let e = Config::parse("[network]\nproto = \"udp\"\n", "f").unwrap_err();
+        assert!(
+            e.starts_with("f:2: network.proto:") && e.contains("rtp"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -110,6 +110,18 @@ pub const KEYS: &[KeySpec] = &[
         help: "DSCP of sent packets (46: expedited forwarding)",
     },
     KeySpec {
+        section: "network",
+        key: "proto",
+        kind: Kind::Choice(&["native", "rtp", "tcp"]),
+        help: "wire protocol: native, rtp (RFC 3551 L16/L24, for ffmpeg, VLC, PipeWire) or tcp",
+    },
+    KeySpec {
+        section: "network",
+        key: "sdp_file",
+        kind: Kind::Text,
+        help: "rtp sender: also write the stream's SDP to this file (it is always logged)",
+    },
+    KeySpec {
         section: "receiver",
         key: "latency_ms",
         kind: Kind::Number {
