@@ -180,12 +180,50 @@ fn handle_capture_error<C: Capture>(
     }
 }
 
+/// The receiving socket with the translator its datagrams go through.
+pub struct RtpInput {
+    /// The socket, with slots for datagrams up to [`MAX_RTP_DATAGRAM`] bytes (and one more, so
+    /// a longer one is seen and refused rather than cut).
+    pub sock: UdpReceiver,
+    /// RTP → native packets.
+    pub translator: RtpTranslator,
+    /// Datagrams that were not playable RTP (RTCP aside).
+    pub rejected: u64,
+}
+
+impl RtpInput {
+    /// Binds `listen` for a receiver playing `format`.
+    pub fn bind(listen: &str, format: StreamFormat) -> Result<RtpInput, String> {
+        let translator = RtpTranslator::new(format).map_err(|e| format!("RTP mode: {e}"))?;
+        let sock = UdpReceiver::bind_with_slots(listen, 4 << 20, MAX_RTP_DATAGRAM + 1)
+            .map_err(|e| e.to_string())?;
+        Ok(RtpInput {
+            sock,
+            translator,
+            rejected: 0,
+        })
+    }
+
+    /// Every datagram waiting, translated and handed to the receiver. RTCP is ignored; other
+    /// datagrams that are not playable RTP are counted in `rejected`.
+    pub fn take(&mut self, rx: &mut Receiver) -> Result<usize, i32> {
+        let (translator, rejected) = (&mut self.translator, &mut self.rejected);
+        self.sock
+            .recv_batch(|datagram, t| match translator.translate(datagram) {
+                Ok(native) => {
+                    rx.on_packet(native, t);
+                }
+                Err(RtpError::Rtcp(_)) => {}
+                Err(_) => *rejected += 1,
+            })
+    }
+}
+
 /// Runs the RTP receiver until `stop` is set.
 pub fn run_rtp_receiver<P: Playback>(
     dev: &mut P,
     rx: &mut Receiver,
-    translator: &mut RtpTranslator,
-    sock: &mut UdpReceiver,
+    input: &mut RtpInput,
     stop: &AtomicBool,
     stats: &Stats,
     meter: &Meter,
@@ -196,14 +234,13 @@ pub fn run_rtp_receiver<P: Playback>(
     let mut report = LoopReport::default();
     let mut xruns = 0u64;
     let mut net_errors = 0u64;
-    let mut rejected = 0u64;
     prime_and_start(dev, rx);
     while !stop.load(Ordering::Relaxed) {
         if report.periods == 1 {
             alloc_count::track_this_thread(true);
         }
         let waited = dev.wait(WAIT_MS);
-        if take_datagrams(sock, translator, rx, &mut rejected).is_err() {
+        if input.take(rx).is_err() {
             net_errors += 1;
         }
         let err = match waited {
@@ -254,7 +291,7 @@ pub fn run_rtp_receiver<P: Playback>(
                     let mut backoff = BACKOFF_MIN_MS;
                     while !stop.load(Ordering::Relaxed) {
                         // The network side stays up: keep taking packets meanwhile.
-                        let _ = take_datagrams(sock, translator, rx, &mut rejected);
+                        let _ = input.take(rx);
                         sleep_ms(backoff);
                         if dev.reopen().is_ok() {
                             events.push(monotonic_ns(), Event::DeviceBack { capture: false });
@@ -268,29 +305,12 @@ pub fn run_rtp_receiver<P: Playback>(
         }
         let mut c = *rx.counters();
         c.xruns = xruns;
-        c.invalid_packets += net_errors + rejected;
+        c.invalid_packets += net_errors + input.rejected;
         stats.publish(&c);
     }
     report.allocations = alloc_count::this_thread_allocations();
     alloc_count::track_this_thread(false);
     report
-}
-
-/// Every datagram waiting, translated and handed to the receiver. RTCP is ignored; other
-/// datagrams that are not playable RTP are counted in `rejected`.
-fn take_datagrams(
-    sock: &mut UdpReceiver,
-    translator: &mut RtpTranslator,
-    rx: &mut Receiver,
-    rejected: &mut u64,
-) -> Result<usize, i32> {
-    sock.recv_batch(|datagram, t| match translator.translate(datagram) {
-        Ok(native) => {
-            rx.on_packet(native, t);
-        }
-        Err(RtpError::Rtcp(_)) => {}
-        Err(_) => *rejected += 1,
-    })
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.
@@ -449,12 +469,10 @@ fn write_sdp_file(path: &Path, sdp: &str) -> Result<(), String> {
 
 type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
 
-#[allow(clippy::too_many_arguments)]
 fn spawn_receiver(
     dev: AnyPlayback,
     mut rx: Receiver,
-    mut translator: RtpTranslator,
-    mut sock: UdpReceiver,
+    mut input: RtpInput,
     stats: Arc<Stats>,
     meter: Arc<Meter>,
     mut producer: EventProducer,
@@ -462,14 +480,10 @@ fn spawn_receiver(
 ) -> Result<(RecvThread, rt::RtOutcome), String> {
     rt::spawn("na-playback", spec, move || {
         let mut dev = dev;
-        let (st, me, p, tr) = (&*stats, &*meter, &mut producer, &mut translator);
+        let (st, me, p, inp) = (&*stats, &*meter, &mut producer, &mut input);
         let rep = match &mut dev {
-            AnyPlayback::Alsa(d) => {
-                run_rtp_receiver(&mut **d, &mut rx, tr, &mut sock, &STOP, st, me, p)
-            }
-            AnyPlayback::Virtual(d) => {
-                run_rtp_receiver(&mut **d, &mut rx, tr, &mut sock, &STOP, st, me, p)
-            }
+            AnyPlayback::Alsa(d) => run_rtp_receiver(&mut **d, &mut rx, inp, &STOP, st, me, p),
+            AnyPlayback::Virtual(d) => run_rtp_receiver(&mut **d, &mut rx, inp, &STOP, st, me, p),
         };
         (rep, dev)
     })
@@ -485,14 +499,13 @@ pub fn recv(
 ) -> Result<(), String> {
     check_format(audio.format)?;
     housekeeping::install_signal_handlers();
-    let sock = UdpReceiver::bind_with_slots(listen, 4 << 20, MAX_RTP_DATAGRAM + 1)
-        .map_err(|e| e.to_string())?;
+    let input = RtpInput::bind(listen, audio.format)?;
+    let sock = &input.sock;
     let sink = virtual_dev::parse_name(&audio.device)
         .is_some()
         .then(|| Sink::new(audio.format, None, 0));
     let dev = open_playback(audio, sink)?;
     let setup = dev.setup();
-    let translator = RtpTranslator::new(setup.format).map_err(|e| format!("RTP mode: {e}"))?;
     let (producer, mut consumer) = rtlog::queue();
     let rx = receiver_for(&setup, r)?.with_events(producer);
     let (producer2, mut consumer2) = rtlog::queue();
@@ -516,16 +529,8 @@ pub fn recv(
     let address = sock.local_addr().map_err(|e| e.to_string())?.to_string();
     let status = start_status(opts, "receiver", &setup, address, &stats, &meter);
     let cpu0 = cpu_seconds();
-    let (handle, outcome) = spawn_receiver(
-        dev,
-        rx,
-        translator,
-        sock,
-        stats.clone(),
-        meter,
-        producer2,
-        opts.rt,
-    )?;
+    let (handle, outcome) =
+        spawn_receiver(dev, rx, input, stats.clone(), meter, producer2, opts.rt)?;
     report_rt("playback", &outcome);
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
