@@ -201,6 +201,15 @@ pub fn host(cfg: &Config, role: Role) -> Vec<Finding> {
         push(&mut out, Level::Fail, "audio.rate/channels out of range");
         return out;
     };
+    if cfg
+        .network
+        .proto
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("rtp"))
+        && let Err(e) = crate::rtp::check_format(sf)
+    {
+        push(&mut out, Level::Fail, e);
+    }
     let req = DeviceRequest {
         name: cfg.audio.device.clone().unwrap_or_else(|| "virtual".into()),
         format: sf,
@@ -279,6 +288,10 @@ pub fn effective(cfg: &Config, role: Role) -> String {
         None => {
             let _ = writeln!(s, "# key_file = (none: packets are not authenticated)");
         }
+    }
+    let _ = writeln!(s, "proto = {}", q(&cfg.network.proto, "native"));
+    if let (Role::Sender, Some(f)) = (role, &cfg.network.sdp_file) {
+        let _ = writeln!(s, "sdp_file = {f:?}");
     }
     if role == Role::Receiver {
         let _ = writeln!(s, "[receiver]");
@@ -384,6 +397,21 @@ mod tests {
         let f = host(&cfg.with_preset().unwrap(), Role::Receiver);
         assert!(f.iter().all(|f| f.level != Level::Fail), "{f:?}");
         assert!(f.iter().any(|f| f.text.contains("accepts")));
+    }
+
+    #[test]
+    fn rtp_with_s32_fails_with_the_fix() {
+        let cfg = Config::parse(
+            "[audio]\ndevice = \"virtual\"\nformat = \"S32_LE\"\n[network]\nproto = \"rtp\"\n",
+            "t",
+        )
+        .unwrap();
+        let f = host(&cfg, Role::Sender);
+        assert!(
+            f.iter()
+                .any(|f| f.level == Level::Fail && f.text.contains("S24_3LE")),
+            "{f:?}"
+        );
     }
 
     #[test]

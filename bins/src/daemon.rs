@@ -36,7 +36,7 @@ pub struct AudioOptions {
 }
 
 impl AudioOptions {
-    fn request(&self) -> DeviceRequest {
+    pub(crate) fn request(&self) -> DeviceRequest {
         DeviceRequest {
             name: self.device.clone(),
             format: self.format,
@@ -95,10 +95,11 @@ impl Proto {
     }
 }
 
-/// What `send`/`recv` say when RTP reaches a build without it.
-pub const RTP_NOT_BUILT: &str = "rtp mode not built in this build";
+/// What `send`/`recv` say if RTP reaches them: RTP has its own daemons in [`crate::rtp`].
+const RTP_ELSEWHERE: &str =
+    "proto = \"rtp\" is run by netaudio::rtp::send/recv, not daemon::send/recv";
 
-fn start_status(
+pub(crate) fn start_status(
     opts: &RunOptions,
     role: &'static str,
     setup: &crate::pcm::DeviceSetup,
@@ -157,7 +158,7 @@ fn with_receiver_key(rx: Receiver, opts: &RunOptions) -> Receiver {
 }
 
 /// A random stream id (new per sender start).
-fn new_stream_id() -> u32 {
+pub(crate) fn new_stream_id() -> u32 {
     let mut b = [0u8; 4];
     // SAFETY: getrandom writes at most 4 bytes into a live buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
@@ -168,7 +169,7 @@ fn new_stream_id() -> u32 {
     }
 }
 
-fn setup_rt(opts: &RunOptions) {
+pub(crate) fn setup_rt(opts: &RunOptions) {
     if opts.mlock
         && let Err(e) = rt::lock_memory()
     {
@@ -176,7 +177,7 @@ fn setup_rt(opts: &RunOptions) {
     }
 }
 
-fn report_rt(name: &str, outcome: &rt::RtOutcome) {
+pub(crate) fn report_rt(name: &str, outcome: &rt::RtOutcome) {
     if !outcome.problems.is_empty() {
         log::warn!("{name} thread: {outcome}");
     } else {
@@ -192,7 +193,7 @@ fn report_rt(name: &str, outcome: &rt::RtOutcome) {
     }
 }
 
-fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String> {
+pub(crate) fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String> {
     if let Some(p) = path {
         let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())? + "\n";
         std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
@@ -200,7 +201,7 @@ fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String
     Ok(())
 }
 
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let mut ru: libc::rusage = unsafe_zeroed_rusage();
     // SAFETY: getrusage writes one rusage into a live local.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -213,7 +214,7 @@ fn unsafe_zeroed_rusage() -> libc::rusage {
     unsafe { std::mem::zeroed() }
 }
 
-fn deadline(opts: &RunOptions) -> Option<Instant> {
+pub(crate) fn deadline(opts: &RunOptions) -> Option<Instant> {
     opts.duration.map(|d| Instant::now() + d)
 }
 
@@ -325,7 +326,7 @@ pub enum AnyCapture {
     Virtual(Box<VirtualCapture>),
 }
 
-fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
+pub(crate) fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
     let req = a.request();
     if virtual_dev::parse_name(&a.device).is_some() {
         Ok(AnyCapture::Virtual(Box::new(VirtualCapture::open(&req)?)))
@@ -336,10 +337,25 @@ fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
     }
 }
 
-/// Raw PCM has no room for a tag: a key with `proto = "tcp"` is a configuration mistake.
-fn refuse_key_with_tcp(opts: &RunOptions) -> Result<(), String> {
-    if opts.proto == Proto::Tcp && opts.key.is_some() {
-        return Err("network.key_file (--key-file) cannot be used with proto = \"tcp\": raw PCM, as the old pipeline sends it, has no room for an authentication tag; remove the key file, or use proto = \"native\" on both machines".into());
+/// Raw PCM and RTP have no room for netaudio's tag: a key with `proto = "tcp"` or `"rtp"` is
+/// a configuration mistake, not something to ignore.
+pub(crate) fn refuse_key_unless_native(opts: &RunOptions) -> Result<(), String> {
+    let why = match opts.proto {
+        Proto::Tcp => {
+            "raw PCM, as the old pipeline sends it, has no room for an authentication tag"
+        }
+        Proto::Rtp => "RTP packets, as ffmpeg, VLC and PipeWire read them, carry no netaudio tag",
+        Proto::Native => return Ok(()),
+    };
+    if opts.key.is_some() {
+        let name = if opts.proto == Proto::Tcp {
+            "tcp"
+        } else {
+            "rtp"
+        };
+        return Err(format!(
+            "network.key_file (--key-file) cannot be used with proto = \"{name}\": {why}; remove the key file, or use proto = \"native\" on both machines"
+        ));
     }
     Ok(())
 }
@@ -352,7 +368,7 @@ pub fn send(
     opts: &RunOptions,
 ) -> Result<(), String> {
     housekeeping::install_signal_handlers();
-    refuse_key_with_tcp(opts)?;
+    refuse_key_unless_native(opts)?;
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
     let mut tcp_stats = None;
     let sock = match opts.proto {
@@ -368,7 +384,7 @@ pub fn send(
             tcp_stats = Some(s.stats());
             NetOut::Tcp(Box::new(s))
         }
-        Proto::Rtp => return Err(RTP_NOT_BUILT.into()),
+        Proto::Rtp => return Err(RTP_ELSEWHERE.into()),
     };
     let dev = open_capture(audio)?;
     let setup = match &dev {
@@ -471,7 +487,10 @@ pub struct ReceiveOptions {
     pub recovery: RecoveryMode,
 }
 
-fn receiver_for(setup: &crate::pcm::DeviceSetup, r: &ReceiveOptions) -> Result<Receiver, String> {
+pub(crate) fn receiver_for(
+    setup: &crate::pcm::DeviceSetup,
+    r: &ReceiveOptions,
+) -> Result<Receiver, String> {
     let mut cfg = ReceiverConfig::new(setup.format, setup.period, r.latency_ms);
     cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
     cfg.drift_mode = r.drift_mode;
@@ -488,7 +507,7 @@ pub enum AnyPlayback {
 }
 
 impl AnyPlayback {
-    fn setup(&self) -> crate::pcm::DeviceSetup {
+    pub(crate) fn setup(&self) -> crate::pcm::DeviceSetup {
         match self {
             AnyPlayback::Alsa(d) => d.setup().clone(),
             AnyPlayback::Virtual(d) => d.setup().clone(),
@@ -496,7 +515,7 @@ impl AnyPlayback {
     }
 }
 
-fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyPlayback, String> {
+pub(crate) fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyPlayback, String> {
     let req = a.request();
     if virtual_dev::parse_name(&a.device).is_some() {
         Ok(AnyPlayback::Virtual(Box::new(VirtualPlayback::open(
@@ -536,7 +555,12 @@ fn spawn_receiver(
     .map_err(|e| e.to_string())
 }
 
-fn receiver_json(s: &StatsSnapshot, rep: &LoopReport, cpu: f64, outcome: &rt::RtOutcome) -> Value {
+pub(crate) fn receiver_json(
+    s: &StatsSnapshot,
+    rep: &LoopReport,
+    cpu: f64,
+    outcome: &rt::RtOutcome,
+) -> Value {
     json!({
         "role": "receiver",
         "gaps": s.gaps,
@@ -576,7 +600,7 @@ pub fn recv(
     opts: &RunOptions,
 ) -> Result<(), String> {
     housekeeping::install_signal_handlers();
-    refuse_key_with_tcp(opts)?;
+    refuse_key_unless_native(opts)?;
     // Raw PCM over TCP: nothing is lost on the way, and there are no sequence numbers to ask for.
     let tcp_r;
     let r = if opts.proto == Proto::Tcp {
@@ -605,7 +629,7 @@ pub fn recv(
             tcp_stats = Some(s.stats());
             NetIn::Tcp(Box::new(s))
         }
-        Proto::Rtp => return Err(RTP_NOT_BUILT.into()),
+        Proto::Rtp => return Err(RTP_ELSEWHERE.into()),
     };
     let sink = virtual_dev::parse_name(&audio.device)
         .is_some()
@@ -668,7 +692,18 @@ pub fn recv(
         j["heard_gap_frames"] = json!(c.gap_frames);
         log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
     }
+    save_recording(&dev)?;
     write_json(&opts.stats_json, &j)
+}
+
+/// Writes a `virtual:record=FILE` device's recording, if any.
+pub(crate) fn save_recording(dev: &AnyPlayback) -> Result<(), String> {
+    if let AnyPlayback::Virtual(v) = dev
+        && let Some((path, frames)) = v.save_recording()?
+    {
+        log::info!("recorded {frames} frames to {}", path.display());
+    }
+    Ok(())
 }
 
 /// `netaudio demo` settings.

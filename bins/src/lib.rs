@@ -11,6 +11,7 @@ pub mod keyfile;
 pub mod net;
 pub mod pcm;
 pub mod rt;
+pub mod rtp;
 pub mod status;
 pub mod stream;
 pub mod tcp;

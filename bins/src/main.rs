@@ -144,10 +144,13 @@ struct SendArgs {
     /// DSCP for the packets (46: expedited forwarding).
     #[arg(long)]
     dscp: Option<u8>,
-    /// Wire protocol: native, rtp, or tcp (raw PCM into `nc -l PORT | aplay ...`)
-    /// [default: native].
+    /// Wire protocol: native, rtp (L16/L24 for ffmpeg, VLC, PipeWire) or tcp (raw PCM into
+    /// `nc -l PORT | aplay ...`) [default: native].
     #[arg(long)]
     proto: Option<String>,
+    /// RTP: also write the stream's SDP to this file (it is always logged).
+    #[arg(long)]
+    sdp: Option<std::path::PathBuf>,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -168,7 +171,8 @@ struct RecvArgs {
     /// Loss recovery: nack (ask the sender again for lost packets) or off [default: nack].
     #[arg(long)]
     recovery: Option<String>,
-    /// Wire protocol: native, rtp, or tcp (raw PCM from `arecord ... | nc HOST PORT`)
+    /// Wire protocol: native, rtp (from ffmpeg, PipeWire, ...) or tcp (raw PCM from
+    /// `arecord ... | nc HOST PORT`)
     /// [default: native].
     #[arg(long)]
     proto: Option<String>,
@@ -215,6 +219,14 @@ fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
         .ok_or_else(|| {
             format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use slip, resample or off")
         })
+}
+
+fn proto(cli: &Option<String>, cfg: &rt_config::Config) -> Result<daemon::Proto, String> {
+    daemon::Proto::from_name(
+        cli.as_deref()
+            .or(cfg.network.proto.as_deref())
+            .unwrap_or("native"),
+    )
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -363,14 +375,6 @@ fn recovery_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<Recove
     })
 }
 
-fn proto(cli: &Option<String>, cfg: &rt_config::Config) -> Result<daemon::Proto, String> {
-    daemon::Proto::from_name(
-        cli.as_deref()
-            .or(cfg.network.proto.as_deref())
-            .unwrap_or("native"),
-    )
-}
-
 fn default_latency(audio: &AudioOptions) -> f64 {
     engine::sim::default_latency_ms(audio.format, audio.period)
 }
@@ -468,8 +472,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",
             )?;
+            let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
-            daemon::send(&audio, &dest, a.dscp.or(cfg.network.dscp), &run)?;
+            let dscp = a.dscp.or(cfg.network.dscp);
+            match proto {
+                daemon::Proto::Native => daemon::send(&audio, &dest, dscp, &run)?,
+                daemon::Proto::Rtp => {
+                    let sdp = a
+                        .sdp
+                        .clone()
+                        .or(cfg.network.sdp_file.clone().map(Into::into));
+                    netaudio::rtp::send(&audio, &dest, dscp, sdp.as_deref(), &run)?
+                }
+                daemon::Proto::Tcp => daemon::send(&audio, &dest, dscp, &run)?,
+            }
         }
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
@@ -491,8 +507,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 drift_mode: drift_mode(&a.drift_mode, &cfg)?,
                 recovery: recovery_mode(&a.recovery, &cfg)?,
             };
+            let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
-            daemon::recv(&audio, &listen, &r, &run)?;
+            match proto {
+                daemon::Proto::Native => daemon::recv(&audio, &listen, &r, &run)?,
+                daemon::Proto::Rtp => netaudio::rtp::recv(&audio, &listen, &r, &run)?,
+                daemon::Proto::Tcp => daemon::recv(&audio, &listen, &r, &run)?,
+            }
         }
         Cmd::Demo(a) => {
             let cfg = load_config(&a.audio)?;

@@ -222,6 +222,11 @@ impl UdpSender {
         self.peer
     }
 
+    /// The local address packets leave from (the route to the peer).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
     /// Sends `header` and `payload` as one datagram with one `sendmsg` (gather write).
     /// Returns the bytes sent, or the errno (`EAGAIN` when the socket buffer is full,
     /// `ECONNREFUSED` while nobody listens — both harmless for a datagram stream).
@@ -270,6 +275,7 @@ const CMSG_SPACE: usize = 64;
 /// The receiving socket with its preallocated slots.
 pub struct UdpReceiver {
     sock: UdpSocket,
+    slot: usize,
     bufs: Vec<u8>,
     control: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
@@ -305,6 +311,12 @@ impl UdpReceiver {
     /// Binds `addr` (`host:port`, e.g. `0.0.0.0:46000` or `[::]:46000`) with a receive buffer
     /// of `rcvbuf` bytes and kernel arrival timestamps.
     pub fn bind(addr: &str, rcvbuf: usize) -> io::Result<UdpReceiver> {
+        Self::bind_with_slots(addr, rcvbuf, MAX_PACKET_LEN)
+    }
+
+    /// [`bind`](Self::bind) with receive slots of `slot` bytes: longer datagrams are cut to
+    /// `slot` bytes (RTP senders such as ffmpeg send up to 1472 bytes).
+    pub fn bind_with_slots(addr: &str, rcvbuf: usize, slot: usize) -> io::Result<UdpReceiver> {
         let local = resolve(addr)?;
         let sock = UdpSocket::bind(local).map_err(|e| {
             io::Error::new(
@@ -340,7 +352,8 @@ impl UdpReceiver {
         }
         let mut r = UdpReceiver {
             sock,
-            bufs: vec![0; BATCH * MAX_PACKET_LEN],
+            slot,
+            bufs: vec![0; BATCH * slot],
             control: vec![0; BATCH * CMSG_SPACE],
             // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
             names: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
@@ -352,8 +365,8 @@ impl UdpReceiver {
         for i in 0..BATCH {
             r.iov.push(libc::iovec {
                 // SAFETY: offset within `bufs`, which holds BATCH slots.
-                iov_base: unsafe { r.bufs.as_mut_ptr().add(i * MAX_PACKET_LEN) }.cast(),
-                iov_len: MAX_PACKET_LEN,
+                iov_base: unsafe { r.bufs.as_mut_ptr().add(i * slot) }.cast(),
+                iov_len: slot,
             });
         }
         Ok(r)
@@ -429,8 +442,8 @@ impl UdpReceiver {
             let len = self.msgs[i].msg_len as usize;
             let stamp = self.arrival_realtime(i).map(|t| t as i128 - real + mono);
             let t = stamp.map_or(mono, |s| s.clamp(0, mono)) as u64;
-            let base = i * MAX_PACKET_LEN;
-            if f(&self.bufs[base..base + len.min(MAX_PACKET_LEN)], t) {
+            let base = i * self.slot;
+            if f(&self.bufs[base..base + len.min(self.slot)], t) {
                 self.source = Some((self.names[i], self.msgs[i].msg_hdr.msg_namelen));
             }
         }
@@ -562,6 +575,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn larger_slots_take_datagrams_above_max_packet_len_whole() {
+        let mut rx = UdpReceiver::bind_with_slots("127.0.0.1:0", 1 << 20, 2049).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = UdpSender::connect(&format!("127.0.0.1:{port}"), None).unwrap();
+        let payload = vec![7u8; 1460];
+        tx.send_gather(&[1; 12], &payload).unwrap();
+        tx.send_gather(&[2; 12], &payload).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut lens = Vec::new();
+        rx.recv_batch(|d, _| lens.push((d[0], d.len()))).unwrap();
+        assert_eq!(lens, vec![(1, 1472), (2, 1472)]);
     }
 
     #[test]

@@ -416,15 +416,36 @@ fn recv_plays_raw_pcm_from_nc_bit_exact_and_takes_a_restarted_sender() {
 
 #[test]
 fn protocol_errors_name_the_value_and_the_fix() {
+    // A key with raw PCM: there is no room for a tag, and the error says what to do.
+    let key = std::env::temp_dir().join(format!("tcp-key-{}", std::process::id()));
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = key.to_string_lossy().into_owned();
     let cases: [(&[&str], &str); 3] = [
         (&["recv", "--proto", "udp"], "unknown protocol \"udp\""),
         (
-            &["send", "--proto", "rtp", "--dest", "127.0.0.1:9"],
-            "rtp mode not built",
+            &[
+                "send",
+                "--proto",
+                "tcp",
+                "--dest",
+                "127.0.0.1:9",
+                "--key-file",
+                &key,
+            ],
+            "cannot be used with proto = \"tcp\"",
         ),
         (
-            &["recv", "--proto", "rtp", "--listen", "127.0.0.1:0"],
-            "rtp mode not built",
+            &[
+                "recv",
+                "--proto",
+                "tcp",
+                "--listen",
+                "127.0.0.1:0",
+                "--key-file",
+                &key,
+            ],
+            "remove the key file, or use proto = \"native\"",
         ),
     ];
     for (args, needle) in cases {

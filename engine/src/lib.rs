@@ -1,8 +1,8 @@
 //! netaudio's streaming core.
 //!
 //! A sans-IO engine: the pure layers ([`wire`], [`sender`], [`jitter`], [`conceal`], [`drift`],
-//! [`receiver`]) never read a clock, never touch a file descriptor and never allocate after
-//! construction. Time and bytes are passed in by a driver: the realtime driver (ALSA, UDP,
+//! [`receiver`], [`rtp`]) never read a clock, never touch a file descriptor and never allocate
+//! after construction. Time and bytes are passed in by a driver: the realtime driver (ALSA, UDP,
 //! SCHED_FIFO threads) on a Pi, or [`sim`], which runs the same code in virtual time so that a
 //! day of streaming takes seconds and every played frame can be checked.
 //!
@@ -25,6 +25,7 @@ pub mod recovery;
 pub mod resample;
 pub mod rng;
 pub mod rtlog;
+pub mod rtp;
 pub mod sender;
 pub mod sim;
 pub mod stats;

@@ -18,7 +18,8 @@
 //! listen = "0.0.0.0:46000"          # receiver
 //! dscp = 46
 //! key_file = "/etc/netaudio/key"   # optional: authenticate every packet (both machines)
-//! proto = "native"                  # native, rtp, tcp (raw PCM, as arecord | nc)
+//! proto = "native"                 # native, rtp (ffmpeg, VLC, PipeWire), tcp
+//! sdp_file = "/run/netaudio/stream.sdp"  # rtp sender: where to write the SDP
 //!
 //! [receiver]
 //! latency_ms = 20.0
@@ -72,6 +73,8 @@ pub struct Network {
     pub key_file: Option<String>,
     /// Wire protocol: `native`, `rtp` or `tcp`.
     pub proto: Option<String>,
+    /// RTP sender: where to write the SDP.
+    pub sdp_file: Option<String>,
 }
 
 /// `[receiver]`.
@@ -219,7 +222,7 @@ impl Config {
             self.board = lower.board.clone();
         }
         merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
-        merge_fields!(self.network, lower.network; dest, listen, dscp, key_file, proto);
+        merge_fields!(self.network, lower.network; dest, listen, dscp, key_file, proto, sdp_file);
         merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode);
         merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
         merge_fields!(self.log, lower.log; level, stats_interval_s, file);
@@ -299,12 +302,18 @@ mod tests {
     }
 
     #[test]
-    fn the_protocol_is_one_of_three() {
-        let c = Config::parse("[network]\nproto = \"tcp\"\n", "f").unwrap();
-        assert_eq!(c.network.proto.as_deref(), Some("tcp"));
+    fn proto_and_sdp_file_parse_and_bad_protos_name_the_choices() {
+        let c = Config::parse(
+            "[network]\nproto = \"rtp\"\nsdp_file = \"stream.sdp\"\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.network.proto.as_deref(), Some("rtp"));
+        assert_eq!(c.network.sdp_file.as_deref(), Some("stream.sdp"));
+        assert!(Config::parse("[network]\nproto = \"tcp\"\n", "f").is_ok());
         let e = Config::parse("[network]\nproto = \"udp\"\n", "f").unwrap_err();
         assert!(
-            e.starts_with("f:2: network.proto:") && e.contains("native"),
+            e.starts_with("f:2: network.proto:") && e.contains("rtp") && e.contains("native"),
             "{e}"
         );
     }

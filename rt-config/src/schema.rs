@@ -122,6 +122,12 @@ pub const KEYS: &[KeySpec] = &[
         help: "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)",
     },
     KeySpec {
+        section: "network",
+        key: "sdp_file",
+        kind: Kind::Text,
+        help: "rtp sender: also write the stream's SDP to this file (it is always logged)",
+    },
+    KeySpec {
         section: "receiver",
         key: "latency_ms",
         kind: Kind::Number {

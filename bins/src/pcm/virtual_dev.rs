@@ -9,6 +9,9 @@
 //! Device names: `virtual`, or `virtual:ppm=50,sine=440` (options separated by commas).
 //! `unplug=5s+2s` simulates a USB unplug: from 5 s after the device was opened, for 2 s, every
 //! call returns [`PcmError::Gone`] (`ENODEV`) and `reopen` fails; then it can be reopened.
+//! A playback device given `record=FILE` also keeps what it plays (the first
+//! [`RECORD_SECONDS`] s, raw interleaved frames in the stream format) and writes them to `FILE`
+//! when the daemon stops: the way a test checks a stream from elsewhere bit for bit.
 //!
 //! Realtime contract: `open` allocates the device buffer (and the sink's analyzer); `wait`
 //! sleeps in `clock_nanosleep`; `read`/`write` fill or lend the preallocated buffer and never
@@ -118,16 +121,30 @@ pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
                 o.unplug = Some(w);
                 Some(())
             }),
+            // The path itself is read by `record_path`.
+            "record" => (!v.is_empty()).then_some(()),
             _ => None,
         };
         if r.is_none() {
             return Some(Err(format!(
                 "bad virtual device option {opt:?} in {name:?}: use virtual:ppm=N (-5000..5000), \
-                 virtual:sine=HZ, virtual:ramp or virtual:unplug=AT+FOR (e.g. unplug=5s+2s)"
+                 virtual:sine=HZ, virtual:ramp, virtual:unplug=AT+FOR (e.g. unplug=5s+2s) or virtual:record=FILE"
             )));
         }
     }
     Some(Ok(o))
+}
+
+/// Seconds of audio a recording playback device keeps.
+pub const RECORD_SECONDS: usize = 60;
+
+/// The `record=FILE` option of a virtual device name, if any.
+pub fn record_path(name: &str) -> Option<std::path::PathBuf> {
+    let opts = name.strip_prefix("virtual:")?;
+    opts.split(',')
+        .find_map(|o| o.strip_prefix("record="))
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
 }
 
 fn sleep_until(t_ns: u64) {
@@ -400,6 +417,14 @@ pub struct VirtualPlayback {
     running: bool,
     sink: Option<Sink>,
     unplug: Unplug,
+    record: Option<Recording>,
+}
+
+/// What a recording device played, in a buffer sized at open.
+struct Recording {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+    len: usize,
 }
 
 impl VirtualPlayback {
@@ -408,14 +433,21 @@ impl VirtualPlayback {
         let opts = parse_name(&req.name)
             .unwrap_or_else(|| Err(format!("{:?} is not a virtual device", req.name)))?;
         let setup = setup(req);
+        let fb = req.format.frame_bytes();
+        let record = record_path(&req.name).map(|path| Recording {
+            path,
+            bytes: vec![0; RECORD_SECONDS * req.format.rate as usize * fb],
+            len: 0,
+        });
         Ok(VirtualPlayback {
             clock: DeviceClock::new(req.format, opts.ppm),
-            buf: vec![0; setup.buffer * req.format.frame_bytes()],
+            buf: vec![0; setup.buffer * fb],
             written: 0,
             base: 0,
             running: false,
             sink,
             unplug: Unplug::new(&opts),
+            record,
             setup,
         })
     }
@@ -423,6 +455,20 @@ impl VirtualPlayback {
     /// The analyzing sink, if any.
     pub fn sink(&self) -> Option<&Sink> {
         self.sink.as_ref()
+    }
+
+    /// Writes what was played to the `record=FILE` file, if the name asked for one; returns
+    /// the file and the frames written. Not for realtime threads.
+    pub fn save_recording(&self) -> Result<Option<(std::path::PathBuf, usize)>, String> {
+        let Some(r) = &self.record else {
+            return Ok(None);
+        };
+        std::fs::write(&r.path, &r.bytes[..r.len])
+            .map_err(|e| format!("cannot write the recording {}: {e}", r.path.display()))?;
+        Ok(Some((
+            r.path.clone(),
+            r.len / self.setup.format.frame_bytes(),
+        )))
     }
 
     fn played(&self) -> u64 {
@@ -477,6 +523,11 @@ impl Playback for VirtualPlayback {
         let n = frames.min(self.setup.buffer - at);
         let area = &mut self.buf[at * fb..(at + n) * fb];
         f(area);
+        if let Some(r) = self.record.as_mut() {
+            let n = area.len().min(r.bytes.len() - r.len);
+            r.bytes[r.len..r.len + n].copy_from_slice(&area[..n]);
+            r.len += n;
+        }
         if let Some(sink) = self.sink.as_mut() {
             // Frame `written` leaves the device when the device clock reaches it.
             let t_play = if self.running {
@@ -545,6 +596,27 @@ mod tests {
         assert!(parse_name("virtualx").is_none());
         let e = parse_name("virtual:ppm=abc").unwrap().unwrap_err();
         assert!(e.contains("ppm=abc"), "{e}");
+    }
+
+    #[test]
+    fn a_recording_device_saves_what_it_played() {
+        let path = std::env::temp_dir().join(format!("netaudio-rec-{}.raw", std::process::id()));
+        let name = format!("virtual:ppm=10,record={}", path.display());
+        assert!(matches!(parse_name(&name), Some(Ok(_))));
+        assert_eq!(record_path(&name), Some(path.clone()));
+        assert_eq!(record_path("virtual:ppm=10"), None);
+        assert!(parse_name("virtual:record=").unwrap().is_err());
+        let mut play = VirtualPlayback::open(&req(&name), None).unwrap();
+        for k in 0..3u8 {
+            play.write(256, |a| a.fill(k + 1)).unwrap();
+        }
+        assert_eq!(play.save_recording().unwrap(), Some((path.clone(), 768)));
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(bytes.len(), 768 * 4);
+        assert!(bytes[..1024].iter().all(|&b| b == 1) && bytes[2048..].iter().all(|&b| b == 3));
+        let plain = VirtualPlayback::open(&req("virtual"), None).unwrap();
+        assert_eq!(plain.save_recording().unwrap(), None);
     }
 
     #[test]
