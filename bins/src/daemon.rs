@@ -485,6 +485,8 @@ pub struct ReceiveOptions {
     pub drift_mode: DriftMode,
     /// Loss recovery.
     pub recovery: RecoveryMode,
+    /// `latency = auto` between these bounds (ms); `latency_ms` is where the target starts.
+    pub auto_latency: Option<(f64, f64)>,
 }
 
 pub(crate) fn receiver_for(
@@ -495,6 +497,9 @@ pub(crate) fn receiver_for(
     cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
     cfg.drift_mode = r.drift_mode;
     cfg.recovery = r.recovery;
+    cfg.auto_latency = r
+        .auto_latency
+        .map(|(lo, hi)| engine::autolatency::AutoLatency::from_ms(setup.format.rate, lo, hi));
     Receiver::new(cfg).map_err(|e| e.to_string())
 }
 
@@ -564,6 +569,8 @@ pub(crate) fn receiver_json(
     json!({
         "role": "receiver",
         "gaps": s.gaps,
+        "target_frames": s.target_frames,
+        "level_frames": s.level_frames,
         "lost_packets": s.lost_packets,
         "recovered_packets": s.recovered_packets,
         "nacks_sent": s.nacks_sent,

@@ -168,6 +168,16 @@ struct RecvArgs {
     /// Drift correction: slip, resample or off [default: slip].
     #[arg(long)]
     drift_mode: Option<String>,
+    /// Latency: fixed (at --latency-ms) or auto (follows the network's jitter between
+    /// --latency-min-ms and --latency-max-ms, starting at --latency-ms) [default: fixed].
+    #[arg(long)]
+    latency: Option<String>,
+    /// latency auto: lowest target, ms [default: what the devices need].
+    #[arg(long)]
+    latency_min_ms: Option<f64>,
+    /// latency auto: highest target, ms [default: 200].
+    #[arg(long)]
+    latency_max_ms: Option<f64>,
     /// Loss recovery: nack (ask the sender again for lost packets) or off [default: nack].
     #[arg(long)]
     recovery: Option<String>,
@@ -375,6 +385,44 @@ fn recovery_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<Recove
     })
 }
 
+/// `latency = auto` (`--latency auto`) and its bounds; None for a fixed target.
+fn auto_latency(
+    a: &RecvArgs,
+    cfg: &rt_config::Config,
+    start_ms: f64,
+) -> Result<Option<(f64, f64)>, String> {
+    let mode = a
+        .latency
+        .as_deref()
+        .or(cfg.receiver.latency.as_deref())
+        .unwrap_or("fixed");
+    match mode.trim().to_ascii_lowercase().as_str() {
+        "fixed" => Ok(None),
+        "auto" => {
+            let lo = a
+                .latency_min_ms
+                .or(cfg.receiver.latency_min_ms)
+                .unwrap_or(0.0);
+            let hi = a
+                .latency_max_ms
+                .or(cfg.receiver.latency_max_ms)
+                .unwrap_or(DEFAULT_AUTO_MAX_MS.max(start_ms));
+            if !(0.0..=2000.0).contains(&lo) || !(1.0..=2000.0).contains(&hi) || lo > hi {
+                return Err(format!(
+                    "latency = auto between {lo} and {hi} ms: give 0 <= latency_min_ms <= latency_max_ms <= 2000 (--latency-min-ms, --latency-max-ms)"
+                ));
+            }
+            Ok(Some((lo, hi)))
+        }
+        other => Err(format!(
+            "unknown latency mode {other:?} (receiver.latency / --latency): use fixed or auto"
+        )),
+    }
+}
+
+/// `latency = auto`: the highest target unless told otherwise, ms.
+const DEFAULT_AUTO_MAX_MS: f64 = 200.0;
+
 fn default_latency(audio: &AudioOptions) -> f64 {
     engine::sim::default_latency_ms(audio.format, audio.period)
 }
@@ -506,6 +554,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 latency_ms,
                 drift_mode: drift_mode(&a.drift_mode, &cfg)?,
                 recovery: recovery_mode(&a.recovery, &cfg)?,
+                auto_latency: auto_latency(&a, &cfg, latency_ms)?,
             };
             let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
@@ -544,6 +593,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     latency_ms,
                     drift_mode: mode,
                     recovery: recovery_mode(&None, &cfg)?,
+                    auto_latency: None,
                 },
                 sender_rt: RtSpec {
                     priority: run.rt.priority,

@@ -187,7 +187,20 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
 #[test]
 fn bad_arguments_name_the_value_and_the_fix() {
     let _serial = serial();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["recv", "--latency", "sometimes"], "use fixed or auto"),
+        (
+            &[
+                "recv",
+                "--latency",
+                "auto",
+                "--latency-min-ms",
+                "50",
+                "--latency-max-ms",
+                "10",
+            ],
+            "latency_min_ms <= latency_max_ms",
+        ),
         (&["send", "--dest", "no-port-here"], "no-port-here"),
         (&["recv", "--period", "5"], "--period 5"),
         (&["demo", "--drift-ppm", "9000"], "--drift-ppm 9000"),
@@ -424,4 +437,45 @@ fn nacks_recover_packets_a_lossy_link_drops() {
     assert_eq!(rj["heard_gaps"], 0, "{rj}");
     assert_eq!(rj["allocations_rt"], 0);
     assert_eq!(sj["allocations_rt"], 0);
+}
+
+/// `recv --latency auto`: on a quiet loopback the target comes down from where it started,
+/// without a gap on the way.
+#[test]
+fn an_automatic_latency_comes_down_on_a_quiet_link() {
+    let _serial = serial();
+    let port = free_port();
+    let (rj, sj) = (tmp("auto-recv.json"), tmp("auto-send.json"));
+    let mut r = bin()
+        .args(["recv", "--device", "virtual", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "--latency-ms",
+            "60",
+            "--latency",
+            "auto",
+            "--latency-min-ms",
+            "5",
+        ])
+        .args(["--stats-interval", "0"])
+        .args(FMT)
+        .arg("--stats-json")
+        .arg(&rj)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = send(port, &sj);
+    std::thread::sleep(Duration::from_secs(8));
+    terminate(&mut r);
+    terminate(&mut s);
+    let j = read_json(&rj);
+    let target_ms = j["target_frames"].as_f64().unwrap() / 48.0;
+    assert!(
+        (20.0..59.5).contains(&target_ms),
+        "target {target_ms} ms: {j}"
+    );
+    assert_eq!(j["gaps"], 0, "{j}");
+    assert_eq!(j["heard_gaps"], 0, "{j}");
+    assert_eq!(j["allocations_rt"], 0, "{j}");
 }

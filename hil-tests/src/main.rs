@@ -89,9 +89,26 @@ struct SimArgs {
     /// Packets delivered twice, percent.
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
-    /// Target latency, ms (default: 4 periods + 2 ms).
+    /// Target latency, ms (default: 4 periods + 2 ms); with --latency auto, where it starts.
     #[arg(long)]
     latency_ms: Option<f64>,
+    /// fixed, or auto: the target follows the jitter between --latency-min-ms and
+    /// --latency-max-ms.
+    #[arg(long, default_value = "fixed")]
+    latency: String,
+    /// --latency auto: lowest target, ms.
+    #[arg(long, default_value_t = 0.0)]
+    latency_min_ms: f64,
+    /// --latency auto: highest target, ms.
+    #[arg(long, default_value_t = 200.0)]
+    latency_max_ms: f64,
+    /// Jitter grows (or shrinks) linearly to --jitter-to-ms between these audio times,
+    /// e.g. 2m:7m.
+    #[arg(long)]
+    jitter_ramp: Option<String>,
+    /// Jitter at the end of --jitter-ramp, ms.
+    #[arg(long, default_value_t = 0.0)]
+    jitter_to_ms: f64,
     /// Drift correction: slip, resample or off.
     #[arg(long, default_value = "slip", value_parser = parse_drift_mode)]
     drift_mode: DriftMode,
@@ -427,6 +444,39 @@ impl SimArgs {
                 downtime_ms: 50.0,
             })
             .collect();
+        cfg.auto_latency = match self.latency.as_str() {
+            "fixed" => None,
+            "auto" => {
+                if !(0.0..=2000.0).contains(&self.latency_min_ms)
+                    || !(1.0..=2000.0).contains(&self.latency_max_ms)
+                    || self.latency_min_ms > self.latency_max_ms
+                {
+                    return Err(format!(
+                        "--latency-min-ms {} / --latency-max-ms {}: give 0 <= min <= max <= 2000",
+                        self.latency_min_ms, self.latency_max_ms
+                    ));
+                }
+                Some((self.latency_min_ms, self.latency_max_ms))
+            }
+            other => return Err(format!("--latency {other:?}: use fixed or auto")),
+        };
+        if let Some(r) = &self.jitter_ramp {
+            let (a, b) = r.split_once(':').ok_or_else(|| {
+                format!("--jitter-ramp {r:?}: give FROM:TO audio times, e.g. 2m:7m")
+            })?;
+            let (from_s, to_s) = (parse_duration(a)?, parse_duration(b)?);
+            if to_s < from_s || !(0.0..=10_000.0).contains(&self.jitter_to_ms) {
+                return Err(format!(
+                    "--jitter-ramp {r:?} --jitter-to-ms {}: FROM before TO, and 0..=10000 ms",
+                    self.jitter_to_ms
+                ));
+            }
+            cfg.net.jitter_ramp = Some(engine::sim::net::JitterRamp {
+                from_s,
+                to_s,
+                to_ms: self.jitter_to_ms,
+            });
+        }
         Ok(cfg)
     }
 }

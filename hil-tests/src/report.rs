@@ -34,6 +34,11 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
             "p99": finite(r.latency_p99_ms),
             "max": finite(r.latency_max_ms),
             "target": finite(cfg.latency_ms),
+            // latency = auto: the bounds, and where the target ended (whole latency, ms).
+            "auto": cfg.auto_latency.map(|(lo, hi)| json!({
+                "min": finite(lo), "max": finite(hi),
+                "final_target": finite(e.target_frames * 1000.0 / rate),
+            })),
         },
         "lost_packets": e.lost_packets,
         "recovered_packets": e.recovered_packets,
@@ -131,7 +136,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
     format!(
         "gaps: {} (engine: {}{})\n\
          gap_frames: {}  max_gap_ms: {:.2}\n\
-         latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {:.2} + network)\n\
+         latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {} + network)\n\
          lost_packets: {}  recovered: {}  concealed_frames: {}\n\
          recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs)  cpu: {:.4} % of realtime ({:.2} s)\n\
          drift_ppm: actual {:+.1}  estimated {:+.1}  ({} mode: {} slips dropped, {} inserted)\n\
@@ -150,7 +155,14 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         r.latency_p50_ms,
         r.latency_p99_ms,
         r.latency_max_ms,
-        cfg.latency_ms,
+        match cfg.auto_latency {
+            None => format!("{:.2}", cfg.latency_ms),
+            Some((lo, hi)) => format!(
+                "auto in {lo:.0}..{hi:.0} ms: {:.2} at the start, {:.2} at the end",
+                cfg.latency_ms,
+                e.target_frames * 1000.0 / rate
+            ),
+        },
         e.lost_packets,
         e.recovered_packets,
         e.concealed_frames,

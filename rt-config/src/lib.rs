@@ -24,6 +24,9 @@
 //! [receiver]
 //! latency_ms = 20.0
 //! drift_mode = "slip"               # slip, resample, off
+//! latency = "auto"                  # optional: follow the jitter, within:
+//! latency_min_ms = 10.0
+//! latency_max_ms = 200.0
 //! recovery = "nack"                 # nack (ask for lost packets again), off
 //!
 //! [rt]
@@ -87,6 +90,12 @@ pub struct Receiver {
     pub drift_mode: Option<String>,
     /// Loss recovery: `nack` or `off`.
     pub recovery: Option<String>,
+    /// `fixed` or `auto` (the target follows the jitter).
+    pub latency: Option<String>,
+    /// `latency = auto`: lowest target, ms.
+    pub latency_min_ms: Option<f64>,
+    /// `latency = auto`: highest target, ms.
+    pub latency_max_ms: Option<f64>,
 }
 
 /// `[rt]`.
@@ -223,7 +232,7 @@ impl Config {
         }
         merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
         merge_fields!(self.network, lower.network; dest, listen, dscp, key_file, proto, sdp_file);
-        merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode);
+        merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode, recovery, latency, latency_min_ms, latency_max_ms);
         merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
         merge_fields!(self.log, lower.log; level, stats_interval_s, file);
         self

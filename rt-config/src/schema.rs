@@ -138,6 +138,30 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "receiver",
+        key: "latency",
+        kind: Kind::Choice(&["fixed", "auto"]),
+        help: "auto: the target follows the network's jitter between latency_min_ms and latency_max_ms, starting at latency_ms",
+    },
+    KeySpec {
+        section: "receiver",
+        key: "latency_min_ms",
+        kind: Kind::Number {
+            min: 0.0,
+            max: 2000.0,
+        },
+        help: "latency = auto: lowest target, ms (never below what the devices need)",
+    },
+    KeySpec {
+        section: "receiver",
+        key: "latency_max_ms",
+        kind: Kind::Number {
+            min: 1.0,
+            max: 2000.0,
+        },
+        help: "latency = auto: highest target, ms",
+    },
+    KeySpec {
+        section: "receiver",
         key: "drift_mode",
         kind: Kind::Choice(&["slip", "resample", "off"]),
         help: "clock drift correction",
