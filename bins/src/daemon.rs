@@ -7,6 +7,7 @@ use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
 use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
 use crate::pcm::{Capture, DeviceRequest, Playback};
 use crate::rt::{self, RtSpec};
+use crate::rtp::RtpInput;
 use crate::status::{self, Meter};
 use crate::stream::{self, LoopReport};
 use crate::tcp::{TcpPcmReceiver, TcpPcmSender};
@@ -95,9 +96,8 @@ impl Proto {
     }
 }
 
-/// What `send`/`recv` say if RTP reaches them: RTP has its own daemons in [`crate::rtp`].
-const RTP_ELSEWHERE: &str =
-    "proto = \"rtp\" is run by netaudio::rtp::send/recv, not daemon::send/recv";
+/// What `send` says if RTP reaches it: RTP's sender is [`crate::rtp::send`].
+const RTP_ELSEWHERE: &str = "proto = \"rtp\" is sent by netaudio::rtp::send, not daemon::send";
 
 pub(crate) fn start_status(
     opts: &RunOptions,
@@ -274,6 +274,8 @@ pub enum NetIn {
     Udp(Box<UdpReceiver>),
     /// Raw PCM over TCP.
     Tcp(Box<TcpPcmReceiver>),
+    /// RTP over UDP, translated into native packets.
+    Rtp(Box<RtpInput>),
 }
 
 impl NetIn {
@@ -281,6 +283,7 @@ impl NetIn {
         match self {
             NetIn::Udp(s) => s.local_addr(),
             NetIn::Tcp(s) => s.local_addr(),
+            NetIn::Rtp(s) => s.sock.local_addr(),
         }
     }
 }
@@ -292,6 +295,7 @@ impl DatagramIn for NetIn {
         match self {
             NetIn::Udp(s) => s.recv_batch(f),
             NetIn::Tcp(s) => s.recv_batch(f),
+            NetIn::Rtp(s) => s.recv_batch(f),
         }
     }
 
@@ -300,6 +304,7 @@ impl DatagramIn for NetIn {
         match self {
             NetIn::Udp(s) => s.recv_batch_from(f),
             NetIn::Tcp(s) => s.recv_batch_from(f),
+            NetIn::Rtp(s) => s.recv_batch_from(f),
         }
     }
 
@@ -307,6 +312,7 @@ impl DatagramIn for NetIn {
         match self {
             NetIn::Udp(s) => DatagramIn::send_nack(s.as_ref(), nack),
             NetIn::Tcp(s) => s.send_nack(nack),
+            NetIn::Rtp(s) => s.send_nack(nack),
         }
     }
 
@@ -314,6 +320,15 @@ impl DatagramIn for NetIn {
         match self {
             NetIn::Udp(s) => s.wait_fd(),
             NetIn::Tcp(s) => s.wait_fd(),
+            NetIn::Rtp(s) => s.wait_fd(),
+        }
+    }
+
+    fn rejected(&self) -> u64 {
+        match self {
+            NetIn::Udp(s) => s.rejected(),
+            NetIn::Tcp(s) => s.rejected(),
+            NetIn::Rtp(s) => s.rejected(),
         }
     }
 }
@@ -608,9 +623,10 @@ pub fn recv(
 ) -> Result<(), String> {
     housekeeping::install_signal_handlers();
     refuse_key_unless_native(opts)?;
-    // Raw PCM over TCP: nothing is lost on the way, and there are no sequence numbers to ask for.
+    // Raw PCM over TCP: nothing is lost on the way, and there are no sequence numbers to ask
+    // for; RTP senders (ffmpeg, PipeWire) do not answer NACKs.
     let tcp_r;
-    let r = if opts.proto == Proto::Tcp {
+    let r = if opts.proto != Proto::Native {
         tcp_r = ReceiveOptions {
             recovery: RecoveryMode::Off,
             ..*r
@@ -636,7 +652,17 @@ pub fn recv(
             tcp_stats = Some(s.stats());
             NetIn::Tcp(Box::new(s))
         }
-        Proto::Rtp => return Err(RTP_ELSEWHERE.into()),
+        Proto::Rtp => {
+            crate::rtp::check_format(audio.format)?;
+            let s = RtpInput::bind(listen, audio.format)?;
+            let enc = engine::rtp::encoding_name(audio.format.sample).map_err(|e| e.to_string())?;
+            log::info!(
+                "RTP mode: dynamic payload types (96-127) are read as {enc}/{}/{}, static 10/11 as L16/44100",
+                audio.format.rate,
+                audio.format.channels
+            );
+            NetIn::Rtp(Box::new(s))
+        }
     };
     let sink = virtual_dev::parse_name(&audio.device)
         .is_some()
@@ -683,6 +709,9 @@ pub fn recv(
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
     let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
+    if opts.proto == Proto::Rtp {
+        j["proto"] = json!("rtp");
+    }
     if let Some(t) = tcp_stats {
         log::info!("{}", t.line());
         t.add_json(&mut j);

@@ -559,9 +559,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             match proto {
-                daemon::Proto::Native => daemon::recv(&audio, &listen, &r, &run)?,
-                daemon::Proto::Rtp => netaudio::rtp::recv(&audio, &listen, &r, &run)?,
-                daemon::Proto::Tcp => daemon::recv(&audio, &listen, &r, &run)?,
+                daemon::Proto::Native | daemon::Proto::Rtp | daemon::Proto::Tcp => {
+                    daemon::recv(&audio, &listen, &r, &run)?
+                }
             }
         }
         Cmd::Demo(a) => {

@@ -165,6 +165,12 @@ pub trait DatagramIn {
     fn wait_fd(&self) -> Option<i32> {
         None
     }
+
+    /// Datagrams the source refused before they reached the receiver (not its protocol), so
+    /// far; counted with the receiver's invalid packets.
+    fn rejected(&self) -> u64 {
+        0
+    }
 }
 
 impl DatagramIn for UdpReceiver {

@@ -2,19 +2,19 @@
 //! ffmpeg, VLC, GStreamer or PipeWire can receive what `netaudio send` captures, and
 //! `netaudio recv` can play what they send.
 //!
-//! * [`run_rtp_sender`]: the loop of [`stream::run_sender`](crate::stream::run_sender) with the
-//!   [`RtpSender`] as packetizer: poll the capture device → lend its buffer → each packet's
+//! * The sending side is the native sender's loop
+//!   ([`stream::run_sender`](crate::stream::run_sender)) with the [`RtpSender`] as packetizer: poll the capture device → lend its buffer → each packet's
 //!   samples byte-swapped to network order into the packetizer's preallocated buffer (one copy:
 //!   RTP's L16/L24 are big-endian, sound cards little-endian) → one `sendmsg` of [RTP header on
 //!   the stack, that buffer]. Lost capture (xruns) makes the timestamps jump; a device that
 //!   comes back starts a new SSRC with the marker bit set.
-//! * [`run_rtp_receiver`]: the loop of [`stream::run_receiver`](crate::stream::run_receiver)
-//!   with every datagram rewritten by the [`RtpTranslator`] into a native packet (in its
-//!   preallocated buffer) before [`Receiver::on_packet`]: jitter buffer, concealment and drift
-//!   control are the native ones.
-//! * [`send`] and [`recv`]: the daemons. The sender logs the stream's SDP and writes it to the
-//!   configured file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or `vlc
-//!   stream.sdp`.
+//! * [`RtpInput`]: the receiving side is the native receiver's own loop
+//!   ([`stream::run_receiver`](crate::stream::run_receiver)) and daemon
+//!   ([`daemon::recv`](crate::daemon::recv)), fed through this source, which rewrites every
+//!   datagram with the [`RtpTranslator`] into a native packet (in its preallocated buffer):
+//!   jitter buffer, concealment and drift control are the native ones.
+//! * [`send`]: the sending daemon. It logs the stream's SDP and writes it to the configured
+//!   file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or `vlc stream.sdp`.
 //!
 //! Realtime contract (as in [`stream`](crate::stream)): after the first period a loop makes no
 //! allocation, takes no lock and formats nothing; it blocks only in the device's poll and in
@@ -22,162 +22,31 @@
 //! [`engine::alloc_count`]) and returns the count.
 
 use crate::daemon::{
-    AnyCapture, AnyPlayback, AudioOptions, ReceiveOptions, RunOptions, cpu_seconds, deadline,
-    new_stream_id, open_capture, open_playback, receiver_for, receiver_json, report_rt,
-    save_recording, setup_rt, start_status, write_json,
+    AnyCapture, AudioOptions, RunOptions, cpu_seconds, deadline, new_stream_id, open_capture,
+    report_rt, setup_rt, start_status, write_json,
 };
 use crate::housekeeping::{self, STOP};
-use crate::net::{DatagramOut, UdpReceiver, UdpSender, monotonic_ns};
-use crate::pcm::virtual_dev::{self, Sink};
-use crate::pcm::{Capture, PcmError, Playback};
-use crate::rt::{self, RtSpec};
+use crate::net::{DatagramIn, UdpReceiver, UdpSender};
+use crate::pcm::Capture;
+use crate::rt;
 use crate::status::Meter;
-use crate::stream::LoopReport;
-use engine::alloc_count;
 use engine::format::StreamFormat;
-use engine::receiver::Receiver;
-use engine::rng::mix64;
-use engine::rtlog::{self, Event, EventProducer};
+use engine::rtlog;
 use engine::rtp::{
     self, MAX_RTP_DATAGRAM, RtpError, RtpSender, RtpTranslator, SdpDirection, SdpParams,
 };
-use engine::stats::{Stats, StatsSnapshot};
+use engine::stats::Stats;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-const WAIT_MS: i32 = 100;
-const BACKOFF_MIN_MS: u64 = 100;
-const BACKOFF_MAX_MS: u64 = 2_000;
-
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
-}
 
 /// Refuses formats RTP cannot carry, naming the value and the fix.
 pub fn check_format(format: StreamFormat) -> Result<(), String> {
     rtp::encoding_name(format.sample)
         .map(|_| ())
         .map_err(|e| format!("RTP mode: {e}"))
-}
-
-/// Runs the RTP sender until `stop` is set.
-pub fn run_rtp_sender<C: Capture, S: DatagramOut>(
-    dev: &mut C,
-    tx: &mut RtpSender,
-    sock: &S,
-    stop: &AtomicBool,
-    stats: &Stats,
-    meter: &Meter,
-    events: &mut EventProducer,
-) -> LoopReport {
-    let period = dev.setup().period;
-    let buffer = dev.setup().buffer;
-    let format = dev.setup().format;
-    let mut c = StatsSnapshot::default();
-    let mut report = LoopReport::default();
-    let mut last_fail_ns = 0u64;
-    let _ = dev.start();
-    while !stop.load(Ordering::Relaxed) {
-        if report.periods == 1 {
-            // Start-up is over: from here on, count every allocation.
-            alloc_count::track_this_thread(true);
-        }
-        let err = match dev.wait(WAIT_MS) {
-            Ok(0) => continue,
-            Ok(mut avail) => {
-                let mut failed = None;
-                let mut budget = buffer / period + 1;
-                while avail >= period && budget > 0 {
-                    budget -= 1;
-                    let r = dev.read(period, |frames| {
-                        meter.measure(format, frames);
-                        tx.packetize(frames, |header, payload| {
-                            match sock.send_gather(header, payload) {
-                                Ok(_) => c.packets_sent += 1,
-                                Err(errno) => {
-                                    // Tell the log at most once a second, not every time.
-                                    let now = monotonic_ns();
-                                    if now.saturating_sub(last_fail_ns) >= 1_000_000_000 {
-                                        events.push(now, Event::SendFailed { errno });
-                                        last_fail_ns = now;
-                                    }
-                                    c.send_errors += 1;
-                                }
-                            }
-                        });
-                    });
-                    match r {
-                        Ok(n) => {
-                            c.frames_sent += n as u64;
-                            avail = avail.saturating_sub(n);
-                            if n == 0 {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                report.periods += 1;
-                failed
-            }
-            Err(e) => Some(e),
-        };
-        if let Some(e) = err {
-            handle_capture_error(dev, tx, e, stop, &mut c, events, buffer);
-        }
-        stats.publish(&c);
-    }
-    report.allocations = alloc_count::this_thread_allocations();
-    alloc_count::track_this_thread(false);
-    report
-}
-
-fn handle_capture_error<C: Capture>(
-    dev: &mut C,
-    tx: &mut RtpSender,
-    e: PcmError,
-    stop: &AtomicBool,
-    c: &mut StatsSnapshot,
-    events: &mut EventProducer,
-    buffer: usize,
-) {
-    match e {
-        PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
-            c.xruns += 1;
-            events.push(monotonic_ns(), Event::Xrun { capture: true });
-            // At least a buffer's worth was lost: the timestamps jump over it.
-            tx.skip(buffer as u64);
-            if dev.recover(e).is_err() {
-                sleep_ms(BACKOFF_MIN_MS);
-            }
-        }
-        PcmError::Gone(errno) => {
-            events.push(
-                monotonic_ns(),
-                Event::DeviceLost {
-                    capture: true,
-                    errno,
-                },
-            );
-            let mut backoff = BACKOFF_MIN_MS;
-            while !stop.load(Ordering::Relaxed) {
-                sleep_ms(backoff);
-                if dev.reopen().is_ok() && dev.start().is_ok() {
-                    events.push(monotonic_ns(), Event::DeviceBack { capture: true });
-                    // A new synchronisation source: receivers resync at once.
-                    tx.restart(mix64(tx.ssrc() as u64 ^ monotonic_ns()) as u32);
-                    break;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX_MS);
-            }
-        }
-    }
 }
 
 /// The receiving socket with the translator its datagrams go through.
@@ -203,131 +72,29 @@ impl RtpInput {
             rejected: 0,
         })
     }
+}
 
-    /// Every datagram waiting, translated and handed to the receiver. RTCP is ignored; other
-    /// datagrams that are not playable RTP are counted in `rejected`.
-    pub fn take(&mut self, rx: &mut Receiver) -> Result<usize, i32> {
+/// RTP in, native packets out: the receiver's realtime loop ([`crate::stream::run_receiver`])
+/// takes RTP through this as it takes native datagrams. RTCP is ignored; other datagrams that
+/// are not playable RTP are counted in `rejected`.
+impl DatagramIn for RtpInput {
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, i32> {
         let (translator, rejected) = (&mut self.translator, &mut self.rejected);
         self.sock
             .recv_batch(|datagram, t| match translator.translate(datagram) {
-                Ok(native) => {
-                    rx.on_packet(native, t);
-                }
+                Ok(native) => f(native, t),
                 Err(RtpError::Rtcp(_)) => {}
                 Err(_) => *rejected += 1,
             })
     }
-}
 
-/// Runs the RTP receiver until `stop` is set.
-pub fn run_rtp_receiver<P: Playback>(
-    dev: &mut P,
-    rx: &mut Receiver,
-    input: &mut RtpInput,
-    stop: &AtomicBool,
-    stats: &Stats,
-    meter: &Meter,
-    events: &mut EventProducer,
-) -> LoopReport {
-    let period = dev.setup().period;
-    let format = dev.setup().format;
-    let mut report = LoopReport::default();
-    let mut xruns = 0u64;
-    let mut net_errors = 0u64;
-    prime_and_start(dev, rx);
-    while !stop.load(Ordering::Relaxed) {
-        if report.periods == 1 {
-            alloc_count::track_this_thread(true);
-        }
-        let waited = dev.wait(WAIT_MS);
-        if input.take(rx).is_err() {
-            net_errors += 1;
-        }
-        let err = match waited {
-            Ok(mut room) => {
-                let now = monotonic_ns();
-                let mut failed = None;
-                // Bounded: never more than a buffer's worth per wake-up, whatever the device says.
-                let mut budget = dev.setup().buffer / period + 1;
-                while room >= period && budget > 0 {
-                    budget -= 1;
-                    let written = dev.write(period, |area| {
-                        rx.render(area, now);
-                        meter.measure(format, area);
-                    });
-                    match written {
-                        Ok(0) => break,
-                        Ok(n) => room -= n.min(room),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                report.periods += 1;
-                failed
-            }
-            Err(e) => Some(e),
-        };
-        if let Some(e) = err {
-            match e {
-                PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
-                    xruns += 1;
-                    events.push(monotonic_ns(), Event::Xrun { capture: false });
-                    if dev.recover(e).is_ok() {
-                        prime_and_start(dev, rx);
-                    } else {
-                        sleep_ms(BACKOFF_MIN_MS);
-                    }
-                }
-                PcmError::Gone(errno) => {
-                    events.push(
-                        monotonic_ns(),
-                        Event::DeviceLost {
-                            capture: false,
-                            errno,
-                        },
-                    );
-                    let mut backoff = BACKOFF_MIN_MS;
-                    while !stop.load(Ordering::Relaxed) {
-                        // The network side stays up: keep taking packets meanwhile.
-                        let _ = input.take(rx);
-                        sleep_ms(backoff);
-                        if dev.reopen().is_ok() {
-                            events.push(monotonic_ns(), Event::DeviceBack { capture: false });
-                            prime_and_start(dev, rx);
-                            break;
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX_MS);
-                    }
-                }
-            }
-        }
-        let mut c = *rx.counters();
-        c.xruns = xruns;
-        c.invalid_packets += net_errors + input.rejected;
-        stats.publish(&c);
+    fn wait_fd(&self) -> Option<i32> {
+        Some(self.sock.fd())
     }
-    report.allocations = alloc_count::this_thread_allocations();
-    alloc_count::track_this_thread(false);
-    report
-}
 
-/// Fills the playback buffer (silence until a stream arrives) and starts the device.
-fn prime_and_start<P: Playback>(dev: &mut P, rx: &mut Receiver) {
-    let period = dev.setup().period;
-    let now = monotonic_ns();
-    let mut guard = 0;
-    while let Ok(room) = dev.wait(0) {
-        if room < period || guard > 64 {
-            break;
-        }
-        if dev.write(period, |area| rx.render(area, now)).is_err() {
-            break;
-        }
-        guard += 1;
+    fn rejected(&self) -> u64 {
+        self.rejected
     }
-    let _ = dev.start();
 }
 
 fn random_u32() -> u32 {
@@ -413,10 +180,10 @@ pub fn send(
         let mut tx = tx;
         match dev {
             AnyCapture::Alsa(mut d) => {
-                run_rtp_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
+                crate::stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
             }
             AnyCapture::Virtual(mut d) => {
-                run_rtp_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
+                crate::stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
             }
         }
     })
@@ -466,93 +233,6 @@ fn write_sdp_file(path: &Path, sdp: &str) -> Result<(), String> {
                 path.display()
             )
         })
-}
-
-type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
-
-fn spawn_receiver(
-    dev: AnyPlayback,
-    mut rx: Receiver,
-    mut input: RtpInput,
-    stats: Arc<Stats>,
-    meter: Arc<Meter>,
-    mut producer: EventProducer,
-    spec: RtSpec,
-) -> Result<(RecvThread, rt::RtOutcome), String> {
-    rt::spawn("na-playback", spec, move || {
-        let mut dev = dev;
-        let (st, me, p, inp) = (&*stats, &*meter, &mut producer, &mut input);
-        let rep = match &mut dev {
-            AnyPlayback::Alsa(d) => run_rtp_receiver(&mut **d, &mut rx, inp, &STOP, st, me, p),
-            AnyPlayback::Virtual(d) => run_rtp_receiver(&mut **d, &mut rx, inp, &STOP, st, me, p),
-        };
-        (rep, dev)
-    })
-    .map_err(|e| e.to_string())
-}
-
-/// `netaudio recv --proto rtp`: like [`crate::daemon::recv`], taking RTP.
-pub fn recv(
-    audio: &AudioOptions,
-    listen: &str,
-    r: &ReceiveOptions,
-    opts: &RunOptions,
-) -> Result<(), String> {
-    check_format(audio.format)?;
-    crate::daemon::refuse_key_unless_native(opts)?;
-    housekeeping::install_signal_handlers();
-    let input = RtpInput::bind(listen, audio.format)?;
-    let sock = &input.sock;
-    let sink = virtual_dev::parse_name(&audio.device)
-        .is_some()
-        .then(|| Sink::new(audio.format, None, 0));
-    let dev = open_playback(audio, sink)?;
-    let setup = dev.setup();
-    let (producer, mut consumer) = rtlog::queue();
-    let rx = receiver_for(&setup, r)?.with_events(producer);
-    let (producer2, mut consumer2) = rtlog::queue();
-    let enc = rtp::encoding_name(setup.format.sample).map_err(|e| e.to_string())?;
-    log::info!(
-        "receiving RTP on {} into {:?}: {} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}; dynamic payload types (96-127) are read as {enc}/{}/{}, static 10/11 as L16/44100",
-        sock.local_addr().map_err(|e| e.to_string())?,
-        setup.name,
-        setup.format,
-        setup.period,
-        setup.buffer,
-        setup.access,
-        r.latency_ms,
-        r.drift_mode,
-        setup.format.rate,
-        setup.format.channels,
-    );
-    setup_rt(opts);
-    let stats = Arc::new(Stats::default());
-    let meter = Arc::new(Meter::default());
-    let address = sock.local_addr().map_err(|e| e.to_string())?.to_string();
-    let status = start_status(opts, "receiver", &setup, address, &stats, &meter);
-    let cpu0 = cpu_seconds();
-    let (handle, outcome) =
-        spawn_receiver(dev, rx, input, stats.clone(), meter, producer2, opts.rt)?;
-    report_rt("playback", &outcome);
-    let rate = setup.format.rate;
-    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
-    housekeeping::run(
-        &mut [&mut consumer, &mut consumer2],
-        interval,
-        deadline(opts),
-        || housekeeping::receiver_line(&stats.snapshot(), rate),
-    );
-    STOP.store(true, Ordering::Relaxed);
-    let (rep, dev) = handle.join().map_err(|_| "the playback thread panicked")?;
-    if let Some(h) = status {
-        let _ = h.join();
-    }
-    let s = stats.snapshot();
-    log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
-    let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
-    j["proto"] = json!("rtp");
-    save_recording(&dev)?;
-    write_json(&opts.stats_json, &j)
 }
 
 #[cfg(test)]

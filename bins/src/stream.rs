@@ -66,9 +66,9 @@ fn sleep_ms(ms: u64) {
 }
 
 /// Runs the sender until `stop` is set (no loss recovery).
-pub fn run_sender<C: Capture, S: DatagramOut>(
+pub fn run_sender<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
-    tx: &mut Sender,
+    tx: &mut T,
     sock: &S,
     stop: &AtomicBool,
     stats: &Stats,
@@ -76,6 +76,76 @@ pub fn run_sender<C: Capture, S: DatagramOut>(
     events: &mut EventProducer,
 ) -> LoopReport {
     run_sender_with_history(dev, tx, sock, None, stop, stats, meter, events)
+}
+
+/// What the sender's loop needs of a packetizer: netaudio's own packets ([`Sender`]) or RTP
+/// ([`engine::rtp::RtpSender`]).
+pub trait Packetizer {
+    /// Cuts `captured` (whole frames) into packets and hands each to `emit` as (header and
+    /// extension, payload, tag; the tag empty without a key). Returns the packets made.
+    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(&mut self, captured: &[u8], emit: F)
+    -> usize;
+    /// Leaves a hole of `frames` (captured audio that was lost) where it was.
+    fn skip(&mut self, frames: u64);
+    /// A new stream after the capture device came back: the receiver resyncs at once.
+    fn restart_stream(&mut self, period: usize);
+    /// Once per period, before packetizing.
+    fn before_period(&mut self) {}
+    /// The sender is stopping.
+    fn set_ending(&mut self) {}
+}
+
+impl Packetizer for Sender {
+    #[inline]
+    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(
+        &mut self,
+        captured: &[u8],
+        mut emit: F,
+    ) -> usize {
+        self.packetize_tagged(captured, |head, payload, tag| emit(head, payload, tag))
+    }
+
+    fn skip(&mut self, frames: u64) {
+        Sender::skip(self, frames);
+    }
+
+    fn restart_stream(&mut self, period: usize) {
+        let id = mix64(self.stream_id() as u64 ^ monotonic_ns()) as u32;
+        *self = self
+            .restarted(period, id, clock_ns(libc::CLOCK_REALTIME))
+            .expect("same format and period as before");
+    }
+
+    #[inline]
+    fn before_period(&mut self) {
+        if self.is_authenticated() {
+            self.set_wall_clock(clock_ns(libc::CLOCK_REALTIME));
+        }
+    }
+
+    fn set_ending(&mut self) {
+        Sender::set_ending(self);
+    }
+}
+
+impl Packetizer for engine::rtp::RtpSender {
+    #[inline]
+    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(
+        &mut self,
+        captured: &[u8],
+        mut emit: F,
+    ) -> usize {
+        self.packetize(captured, |header, payload| emit(header, payload, &[]))
+    }
+
+    fn skip(&mut self, frames: u64) {
+        engine::rtp::RtpSender::skip(self, frames);
+    }
+
+    fn restart_stream(&mut self, _period: usize) {
+        // A new synchronisation source, with the marker bit.
+        self.restart(mix64(self.ssrc() as u64 ^ monotonic_ns()) as u32);
+    }
 }
 
 /// Answers every NACK waiting on `sock` from `history`.
@@ -90,9 +160,9 @@ fn answer_nacks<S: DatagramOut>(sock: &S, history: &mut RetransmitHistory, buf: 
 /// Runs the sender until `stop` is set; with a `history`, every packet is also copied there
 /// and the receiver's NACKs are answered from it.
 #[allow(clippy::too_many_arguments)]
-pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
+pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
-    tx: &mut Sender,
+    tx: &mut T,
     sock: &S,
     mut history: Option<&mut RetransmitHistory>,
     stop: &AtomicBool,
@@ -141,13 +211,11 @@ pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
                 let mut budget = buffer / period + 1;
                 while avail >= period && budget > 0 {
                     budget -= 1;
-                    if tx.is_authenticated() {
-                        tx.set_wall_clock(clock_ns(libc::CLOCK_REALTIME));
-                    }
+                    tx.before_period();
                     let hist = &mut history;
                     let r = dev.read(period, |frames| {
                         meter.measure(format, frames);
-                        tx.packetize_tagged(frames, |head, payload, tag| {
+                        tx.packetize_parts(frames, |head, payload, tag| {
                             if let Some(h) = hist.as_deref_mut() {
                                 h.record_parts(head, payload, tag);
                             }
@@ -204,9 +272,9 @@ pub fn run_sender_with_history<C: Capture, S: DatagramOut>(
     report
 }
 
-fn handle_capture_error<C: Capture>(
+fn handle_capture_error<C: Capture, T: Packetizer>(
     dev: &mut C,
-    tx: &mut Sender,
+    tx: &mut T,
     e: PcmError,
     stop: &AtomicBool,
     c: &mut StatsSnapshot,
@@ -238,11 +306,7 @@ fn handle_capture_error<C: Capture>(
                 sleep_ms(backoff);
                 if dev.reopen().is_ok() && dev.start().is_ok() {
                     events.push(monotonic_ns(), Event::DeviceBack { capture: true });
-                    // A new stream: the receiver resyncs at once.
-                    let id = mix64(tx.stream_id() as u64 ^ monotonic_ns()) as u32;
-                    *tx = tx
-                        .restarted(dev.setup().period, id, clock_ns(libc::CLOCK_REALTIME))
-                        .expect("same format and period as before");
+                    tx.restart_stream(dev.setup().period);
                     break;
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX_MS);
@@ -378,7 +442,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
         let mut c = *rx.counters();
         c.xruns = xruns;
         c.device_lost = device_lost;
-        c.invalid_packets += net_errors;
+        c.invalid_packets += net_errors + sock.rejected();
         stats.publish(&c);
     }
     report.allocations = alloc_count::this_thread_allocations();

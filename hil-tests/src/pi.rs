@@ -365,6 +365,10 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
         },
         None => None,
     };
+    if player.is_some() {
+        // The reference must be playing before the sender opens the input it feeds.
+        std::thread::sleep(Duration::from_millis(1000));
+    }
     let spid = a.sender.start(
         &format!(
             "{} send --device {} --dest {}:{} {common} --stats-json {sjson}",
@@ -454,12 +458,16 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
     let s_stop = a.sender.stop(spid);
     r_stop?;
     s_stop?;
-    let parse = |h: &Host, f: &str| -> Result<Value, String> {
-        let t = h.run(&format!("cat {f}"))?;
+    // A daemon that wrote no counters failed: say why, from its log.
+    let parse = |h: &Host, f: &str, log: &str| -> Result<Value, String> {
+        let t = h.run(&format!("cat {f}")).map_err(|e| {
+            let tail = h.run(&format!("tail -n 15 {log}")).unwrap_or_default();
+            format!("{e}\nits log ({log}) ends:\n{tail}")
+        })?;
         serde_json::from_str(&t).map_err(|e| format!("{}: bad {f}: {e}", h.spec))
     };
-    let r = parse(&a.receiver, &rjson)?;
-    let s = parse(&a.sender, &sjson)?;
+    let r = parse(&a.receiver, &rjson, &rlog)?;
+    let s = parse(&a.sender, &sjson, &slog)?;
     let _ = a.receiver.run(&format!("rm -f {rlog} {rjson} {status}"));
     let _ = a.sender.run(&format!("rm -f {slog} {sjson}"));
     let rate = a.rate as f64;
