@@ -9,6 +9,7 @@ use crate::pcm::{Capture, DeviceRequest, Playback};
 use crate::rt::{self, RtSpec};
 use crate::rtp::RtpInput;
 use crate::status::{self, Meter};
+use crate::stream::AnyPacketizer;
 use crate::stream::{self, LoopReport};
 use crate::tcp::{TcpPcmReceiver, TcpPcmSender};
 use engine::auth::Key;
@@ -95,9 +96,6 @@ impl Proto {
         }
     }
 }
-
-/// What `send` says if RTP reaches it: RTP's sender is [`crate::rtp::send`].
-const RTP_ELSEWHERE: &str = "proto = \"rtp\" is sent by netaudio::rtp::send, not daemon::send";
 
 pub(crate) fn start_status(
     opts: &RunOptions,
@@ -380,8 +378,12 @@ pub fn send(
     audio: &AudioOptions,
     dest: &str,
     dscp: Option<u8>,
+    sdp_file: Option<&std::path::Path>,
     opts: &RunOptions,
 ) -> Result<(), String> {
+    if opts.proto == Proto::Rtp {
+        crate::rtp::check_format(audio.format)?;
+    }
     housekeeping::install_signal_handlers();
     refuse_key_unless_native(opts)?;
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
@@ -399,25 +401,37 @@ pub fn send(
             tcp_stats = Some(s.stats());
             NetOut::Tcp(Box::new(s))
         }
-        Proto::Rtp => return Err(RTP_ELSEWHERE.into()),
+        Proto::Rtp => NetOut::Udp(UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?),
     };
     let dev = open_capture(audio)?;
     let setup = match &dev {
         AnyCapture::Alsa(d) => d.setup().clone(),
         AnyCapture::Virtual(d) => d.setup().clone(),
     };
-    let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
-        .map_err(|e| e.to_string())?;
-    let tx = with_sender_key(tx, opts);
-    log::info!(
-        "sending {} from {:?} (period {}, buffer {} frames, {:?} access) to {}",
-        setup.format,
-        setup.name,
-        setup.period,
-        setup.buffer,
-        setup.access,
-        sock.peer()
-    );
+    let mut rtp_json = None;
+    let tx = match (&sock, opts.proto) {
+        (NetOut::Udp(udp), Proto::Rtp) => {
+            let tx = crate::rtp::new_sender(&setup)?;
+            crate::rtp::announce(&tx, &setup, udp, sdp_file)?;
+            rtp_json =
+                Some(json!({"proto": "rtp", "payload_type": tx.payload_type(), "ssrc": tx.ssrc()}));
+            AnyPacketizer::Rtp(Box::new(tx))
+        }
+        _ => {
+            let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "sending {} from {:?} (period {}, buffer {} frames, {:?} access) to {}",
+                setup.format,
+                setup.name,
+                setup.period,
+                setup.buffer,
+                setup.access,
+                sock.peer()
+            );
+            AnyPacketizer::Native(with_sender_key(tx, opts))
+        }
+    };
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
@@ -431,16 +445,20 @@ pub fn send(
     );
     let (mut producer, mut consumer) = rtlog::queue();
     let (st, me) = (stats.clone(), meter.clone());
-    // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread).
-    let mut history = RetransmitHistory::for_span(
-        setup.format.rate,
-        tx.frames_per_packet(),
-        DEFAULT_HISTORY_MS,
-    );
+    // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;
+    // RTP receivers send no NACKs).
+    let mut history = match &tx {
+        AnyPacketizer::Native(t) => Some(RetransmitHistory::for_span(
+            setup.format.rate,
+            t.frames_per_packet(),
+            DEFAULT_HISTORY_MS,
+        )),
+        AnyPacketizer::Rtp(_) => None,
+    };
     let cpu0 = cpu_seconds();
     let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
         let mut tx = tx;
-        let h = Some(&mut history);
+        let h = history.as_mut();
         let p = &mut producer;
         match dev {
             AnyCapture::Alsa(mut d) => {
@@ -487,6 +505,9 @@ pub fn send(
     if let Some(t) = tcp_stats {
         log::info!("{}", t.line());
         t.add_json(&mut j);
+    }
+    if let (Some(o), Some(r)) = (j.as_object_mut(), rtp_json) {
+        o.extend(r.as_object().cloned().unwrap_or_default());
     }
     write_json(&opts.stats_json, &j)
 }

@@ -520,20 +520,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",
             )?;
-            let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             let dscp = a.dscp.or(cfg.network.dscp);
-            match proto {
-                daemon::Proto::Native => daemon::send(&audio, &dest, dscp, &run)?,
-                daemon::Proto::Rtp => {
-                    let sdp = a
-                        .sdp
-                        .clone()
-                        .or(cfg.network.sdp_file.clone().map(Into::into));
-                    netaudio::rtp::send(&audio, &dest, dscp, sdp.as_deref(), &run)?
-                }
-                daemon::Proto::Tcp => daemon::send(&audio, &dest, dscp, &run)?,
-            }
+            let sdp = a
+                .sdp
+                .clone()
+                .or(cfg.network.sdp_file.clone().map(Into::into));
+            daemon::send(&audio, &dest, dscp, sdp.as_deref(), &run)?;
         }
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
@@ -556,13 +549,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 recovery: recovery_mode(&a.recovery, &cfg)?,
                 auto_latency: auto_latency(&a, &cfg, latency_ms)?,
             };
-            let proto = proto(&a.proto, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
-            match proto {
-                daemon::Proto::Native | daemon::Proto::Rtp | daemon::Proto::Tcp => {
-                    daemon::recv(&audio, &listen, &r, &run)?
-                }
-            }
+            daemon::recv(&audio, &listen, &r, &run)?;
         }
         Cmd::Demo(a) => {
             let cfg = load_config(&a.audio)?;

@@ -13,34 +13,24 @@
 //!   ([`daemon::recv`](crate::daemon::recv)), fed through this source, which rewrites every
 //!   datagram with the [`RtpTranslator`] into a native packet (in its preallocated buffer):
 //!   jitter buffer, concealment and drift control are the native ones.
-//! * [`send`]: the sending daemon. It logs the stream's SDP and writes it to the configured
-//!   file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or `vlc stream.sdp`.
+//! * The daemons are the native ones ([`daemon::send`](crate::daemon::send),
+//!   [`daemon::recv`](crate::daemon::recv)); [`announce`] logs the sender's SDP and writes it
+//!   to the configured file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or
+//!   `vlc stream.sdp`.
 //!
 //! Realtime contract (as in [`stream`](crate::stream)): after the first period a loop makes no
 //! allocation, takes no lock and formats nothing; it blocks only in the device's poll and in
 //! `clock_nanosleep` during a device back-off. Each loop counts its own allocations (see
 //! [`engine::alloc_count`]) and returns the count.
 
-use crate::daemon::{
-    AnyCapture, AudioOptions, RunOptions, cpu_seconds, deadline, new_stream_id, open_capture,
-    report_rt, setup_rt, start_status, write_json,
-};
-use crate::housekeeping::{self, STOP};
+use crate::daemon::new_stream_id;
 use crate::net::{DatagramIn, UdpReceiver, UdpSender};
-use crate::pcm::Capture;
-use crate::rt;
-use crate::status::Meter;
+use crate::pcm::DeviceSetup;
 use engine::format::StreamFormat;
-use engine::rtlog;
 use engine::rtp::{
     self, MAX_RTP_DATAGRAM, RtpError, RtpSender, RtpTranslator, SdpDirection, SdpParams,
 };
-use engine::stats::Stats;
-use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 /// Refuses formats RTP cannot carry, naming the value and the fix.
 pub fn check_format(format: StreamFormat) -> Result<(), String> {
@@ -117,32 +107,27 @@ pub fn sdp_for(tx: &RtpSender, sock: &UdpSender) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
-/// `netaudio send --proto rtp`: like [`crate::daemon::send`], with RTP packets and an SDP.
-pub fn send(
-    audio: &AudioOptions,
-    dest: &str,
-    dscp: Option<u8>,
-    sdp_file: Option<&Path>,
-    opts: &RunOptions,
-) -> Result<(), String> {
-    check_format(audio.format)?;
-    crate::daemon::refuse_key_unless_native(opts)?;
-    housekeeping::install_signal_handlers();
-    let sock = UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?;
-    let dev = open_capture(audio)?;
-    let setup = match &dev {
-        AnyCapture::Alsa(d) => d.setup().clone(),
-        AnyCapture::Virtual(d) => d.setup().clone(),
-    };
-    let tx = RtpSender::new(
+/// The RTP packetizer for a capture device set up as `setup` (random SSRC, sequence number
+/// and timestamp base, as RFC 3550 asks).
+pub fn new_sender(setup: &DeviceSetup) -> Result<RtpSender, String> {
+    RtpSender::new(
         setup.format,
         setup.period,
         new_stream_id(),
         random_u32() as u16,
         random_u32(),
     )
-    .map_err(|e| format!("RTP mode: {e}"))?;
-    let sdp = sdp_for(&tx, &sock)?;
+    .map_err(|e| format!("RTP mode: {e}"))
+}
+
+/// Logs what `netaudio send --proto rtp` sends and its SDP, and writes the SDP to `sdp_file`.
+pub fn announce(
+    tx: &RtpSender,
+    setup: &DeviceSetup,
+    sock: &UdpSender,
+    sdp_file: Option<&Path>,
+) -> Result<(), String> {
+    let sdp = sdp_for(tx, sock)?;
     log::info!(
         "sending RTP ({} payload type {}, {} frames per packet, SSRC {:#010x}) {} from {:?} (period {}, buffer {} frames, {:?} access) to {}",
         rtp::encoding_name(setup.format.sample).map_err(|e| e.to_string())?,
@@ -161,64 +146,7 @@ pub fn send(
         write_sdp_file(path, &sdp)?;
         log::info!("SDP written to {}", path.display());
     }
-    setup_rt(opts);
-    let stats = Arc::new(Stats::default());
-    let meter = Arc::new(Meter::default());
-    let status = start_status(
-        opts,
-        "sender",
-        &setup,
-        sock.peer().to_string(),
-        &stats,
-        &meter,
-    );
-    let (mut producer, mut consumer) = rtlog::queue();
-    let (st, me) = (stats.clone(), meter.clone());
-    let (pt, ssrc) = (tx.payload_type(), tx.ssrc());
-    let cpu0 = cpu_seconds();
-    let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
-        let mut tx = tx;
-        match dev {
-            AnyCapture::Alsa(mut d) => {
-                crate::stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
-            }
-            AnyCapture::Virtual(mut d) => {
-                crate::stream::run_sender(&mut *d, &mut tx, &sock, &STOP, &st, &me, &mut producer)
-            }
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    report_rt("capture", &outcome);
-    let rate = setup.format.rate;
-    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
-    housekeeping::run(&mut [&mut consumer], interval, deadline(opts), || {
-        housekeeping::sender_line(&stats.snapshot(), rate)
-    });
-    STOP.store(true, Ordering::Relaxed);
-    let rep = handle.join().map_err(|_| "the capture thread panicked")?;
-    if let Some(h) = status {
-        let _ = h.join();
-    }
-    let s = stats.snapshot();
-    log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
-    write_json(
-        &opts.stats_json,
-        &json!({
-            "role": "sender",
-            "proto": "rtp",
-            "payload_type": pt,
-            "ssrc": ssrc,
-            "packets_sent": s.packets_sent,
-            "frames_sent": s.frames_sent,
-            "send_errors": s.send_errors,
-            "xruns": s.xruns,
-            "allocations_rt": rep.allocations,
-            "periods": rep.periods,
-            "cpu_seconds": cpu_seconds() - cpu0,
-            "rt_fifo": outcome.fifo,
-            "rt_pinned": outcome.pinned,
-        }),
-    )
+    Ok(())
 }
 
 /// Writes the SDP atomically (a reader never sees half a file).

@@ -148,6 +148,57 @@ impl Packetizer for engine::rtp::RtpSender {
     }
 }
 
+/// Either packetizer, chosen at start-up by the wire protocol.
+pub enum AnyPacketizer {
+    /// netaudio's own packets.
+    Native(Sender),
+    /// RTP.
+    Rtp(Box<engine::rtp::RtpSender>),
+}
+
+impl Packetizer for AnyPacketizer {
+    #[inline]
+    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(
+        &mut self,
+        captured: &[u8],
+        emit: F,
+    ) -> usize {
+        match self {
+            AnyPacketizer::Native(t) => t.packetize_parts(captured, emit),
+            AnyPacketizer::Rtp(t) => t.packetize_parts(captured, emit),
+        }
+    }
+
+    fn skip(&mut self, frames: u64) {
+        match self {
+            AnyPacketizer::Native(t) => Packetizer::skip(t, frames),
+            AnyPacketizer::Rtp(t) => Packetizer::skip(t.as_mut(), frames),
+        }
+    }
+
+    fn restart_stream(&mut self, period: usize) {
+        match self {
+            AnyPacketizer::Native(t) => t.restart_stream(period),
+            AnyPacketizer::Rtp(t) => t.restart_stream(period),
+        }
+    }
+
+    #[inline]
+    fn before_period(&mut self) {
+        match self {
+            AnyPacketizer::Native(t) => t.before_period(),
+            AnyPacketizer::Rtp(t) => t.before_period(),
+        }
+    }
+
+    fn set_ending(&mut self) {
+        match self {
+            AnyPacketizer::Native(t) => Packetizer::set_ending(t),
+            AnyPacketizer::Rtp(t) => Packetizer::set_ending(t.as_mut()),
+        }
+    }
+}
+
 /// Answers every NACK waiting on `sock` from `history`.
 fn answer_nacks<S: DatagramOut>(sock: &S, history: &mut RetransmitHistory, buf: &mut [u8]) {
     while let Some(n) = sock.recv_nack(buf) {

@@ -13,17 +13,12 @@
 
 use engine::format::{SampleFormat, StreamFormat};
 use engine::sim::signal::{Source, SourceKind};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One stream at a time: realtime threads against the clock on a small machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::*;
 
 /// Whether ffmpeg can run here; fails when it is required and absent.
 fn have_ffmpeg() -> bool {
@@ -46,10 +41,6 @@ fn have_ffmpeg() -> bool {
     ok
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_netaudio"))
-}
-
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("netaudio-rtp-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -66,37 +57,6 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free even port");
-}
-
-fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-/// A child process killed if the test fails while it runs.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn terminate(child: &mut Child) {
-    // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    for _ in 0..100 {
-        if let Ok(Some(status)) = child.try_wait() {
-            assert!(status.success(), "exit status {status}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("process did not stop on SIGTERM");
 }
 
 /// Runs `cmd` to completion within `limit`; returns its stdout and stderr.
@@ -160,7 +120,7 @@ fn netaudio_to_ffmpeg(format: StreamFormat, expected_pt: u8) {
     let (sdp, raw, json) = (d.join("stream.sdp"), d.join("out.raw"), d.join("send.json"));
     let _ = std::fs::remove_file(&sdp);
     let port = free_port();
-    let mut sender = Guard(
+    let mut sender = Reaper(
         bin()
             .args(["send", "--proto", "rtp", "--device", "virtual", "--dest"])
             .arg(format!("127.0.0.1:{port}"))
@@ -291,7 +251,7 @@ fn ffmpeg_to_netaudio(format: StreamFormat, expected_pt: u8) {
     let input = known_input(format, 2.0);
     std::fs::write(&known, &input).unwrap();
     let port = free_port();
-    let mut receiver = Guard(
+    let mut receiver = Reaper(
         bin()
             .args(["recv", "--proto", "rtp", "--device"])
             .arg(format!("virtual:record={}", rec.display()))

@@ -14,18 +14,14 @@
 
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// One test at a time: realtime streams against the clock on a small machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::*;
 
 const RATE: usize = 48_000;
 const FB: usize = 4; // S16_LE, 2 channels
@@ -58,21 +54,6 @@ fn have_nc() -> bool {
     ok
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_netaudio"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("netaudio-tcp-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -86,13 +67,6 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-/// SIGTERM, and the clean exit a daemon owes it.
-fn terminate(child: &mut Child) {
-    signal(child, libc::SIGTERM);
-    let status = wait_for(child, Duration::from_secs(5)).expect("stops on SIGTERM");
-    assert!(status.success(), "exit status {status}");
-}
-
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
@@ -104,32 +78,6 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
     let _ = child.kill();
     let _ = child.wait();
     None
-}
-
-/// A child process killed when the test ends, however it ends (a failed assertion must not
-/// leave a daemon or an nc behind).
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl std::ops::Deref for Reaper {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Reaper {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
 }
 
 fn file_len(p: &Path) -> usize {

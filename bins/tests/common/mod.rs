@@ -1,0 +1,92 @@
+//! What the tests that run `netaudio` as a process share: the binary, a scratch folder per test
+//! binary, one stream at a time, free ports, and stopping a daemon the way systemd does.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// One test at a time: the streams run realtime threads against the clock, and on a two-core
+/// machine other tests' process start-ups (and their disk reads) next to them make xruns that
+/// belong to the test rig, not to netaudio.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the one-stream-at-a-time lock (a failed test does not poison it for the others).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `netaudio` binary of this build.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netaudio"))
+}
+
+/// `name` in a scratch folder of this test binary and process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "netaudio-{}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// A JSON file a daemon wrote (`--stats-json`).
+pub fn read_json(p: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// SIGTERM, and the clean exit (status 0, within 5 s) a daemon owes it.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("process did not stop on SIGTERM");
+}
+
+/// A UDP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends (a failed assertion must not
+/// leave a daemon or a peer tool behind).
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Reaper {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaper {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
