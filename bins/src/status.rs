@@ -125,6 +125,9 @@ impl Source {
             "replayed_packets": s.replayed_packets,
             "stale_packets": s.stale_packets,
             "device_lost": s.device_lost,
+            "nacks_sent": s.nacks_sent,
+            "nacks_received": s.nacks_received,
+            "retransmits_sent": s.retransmits_sent,
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
             "gaps": s.gaps,
             "resyncs": s.resyncs,
@@ -250,7 +253,9 @@ pub fn render(v: &Value) -> String {
         s.push_str(&format!(
             "\n  buffer   {:7.2} ms (target {:.2} ms)\n  drift    {:+7.1} ppm (correcting {:+.1})\n  \
              packets  {} received, {} lost, {} recovered, {} late, {} duplicate, {} invalid\n  \
-             gaps     {}  (concealed {:.1} ms, resyncs {})\n  xruns    {}\n",
+             recovery {} NACKs sent\n  \
+             refused  {} bad or missing tags, {} replayed, {} stale\n  \
+             gaps     {}  (concealed {:.1} ms, resyncs {})\n  xruns    {} (devices lost {})\n",
             f("buffer_ms"),
             f("target_ms"),
             f("drift_ppm"),
@@ -261,17 +266,25 @@ pub fn render(v: &Value) -> String {
             u("late_packets"),
             u("duplicate_packets"),
             u("invalid_packets"),
+            u("nacks_sent"),
+            u("auth_failures"),
+            u("replayed_packets"),
+            u("stale_packets"),
             u("gaps"),
             f("concealed_ms"),
             u("resyncs"),
             u("xruns"),
+            u("device_lost"),
         ));
     } else {
         s.push_str(&format!(
-            "\n  packets  {} sent, {} refused\n  xruns    {}\n",
+            "\n  packets  {} sent, {} refused\n  recovery {} NACKs answered, {} packets sent again\n  xruns    {} (devices lost {})\n",
             u("packets_sent"),
             u("send_errors"),
-            u("xruns")
+            u("nacks_received"),
+            u("retransmits_sent"),
+            u("xruns"),
+            u("device_lost"),
         ));
     }
     s
@@ -304,11 +317,25 @@ mod tests {
     fn the_screen_shows_what_matters() {
         let v = json!({"role": "receiver", "device": "virtual", "rate": 48000, "channels": 2,
             "format": "S16_LE", "address": "0.0.0.0:46000", "uptime_s": 3.0,
-            "peaks_dbfs": [-6.0, -120.0], "buffer_ms": 20.0, "target_ms": 20.0, "gaps": 2});
+            "peaks_dbfs": [-6.0, -120.0], "buffer_ms": 20.0, "target_ms": 20.0, "gaps": 2,
+            "recovered_packets": 7, "nacks_sent": 5, "auth_failures": 3, "device_lost": 1});
         let r = render(&v);
         assert!(
             r.contains("ch1") && r.contains("-6.0 dBFS") && r.contains("gaps     2"),
             "{r}"
         );
+        assert!(
+            r.contains("7 recovered") && r.contains("5 NACKs sent"),
+            "{r}"
+        );
+        assert!(
+            r.contains("3 bad or missing tags") && r.contains("devices lost 1"),
+            "{r}"
+        );
+        let s = render(
+            &json!({"role": "sender", "packets_sent": 9, "nacks_received": 4,
+            "retransmits_sent": 6}),
+        );
+        assert!(s.contains("4 NACKs answered, 6 packets sent again"), "{s}");
     }
 }
