@@ -410,13 +410,10 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 let until = rx
                     .next_nack_due()
                     .map_or(next_period_ns, |d| d.clamp(now, next_period_ns));
+                // A source with nothing to poll leaves the waiting to the device's own poll.
+                let Some(fd) = sock.wait_fd() else { break };
                 if until > now {
-                    match sock.wait_fd() {
-                        Some(fd) => {
-                            wait_readable(fd, until - now);
-                        }
-                        None => std::thread::sleep(std::time::Duration::from_nanos(until - now)),
-                    }
+                    wait_readable(fd, until - now);
                 }
             }
         }
