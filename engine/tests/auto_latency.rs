@@ -3,7 +3,6 @@
 //! follows by slips or resampling, paced by the drift loop's feed-forward).
 
 use engine::alloc_count::CountingAlloc;
-use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
 use engine::sim::net::{JitterRamp, NetConfig};
 use engine::sim::{SimConfig, SimReport, run};
@@ -11,21 +10,8 @@ use engine::sim::{SimConfig, SimReport, run};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-fn stereo48() -> StreamFormat {
-    StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap()
-}
-
-/// Mean of the trace's latency over `[from, to)` seconds.
-fn mean_latency(r: &SimReport, from: f64, to: f64) -> f64 {
-    let v: Vec<f64> = r
-        .trace
-        .iter()
-        .filter(|p| p.t_s >= from && p.t_s < to && p.latency_ms.is_finite())
-        .map(|p| p.latency_ms)
-        .collect();
-    assert!(!v.is_empty(), "no latency measured in [{from}, {to})");
-    v.iter().sum::<f64>() / v.len() as f64
-}
+mod common;
+use common::{mean_latency, stereo48};
 
 fn assert_no_gaps(r: &SimReport, what: &str) {
     assert_eq!(r.analyzer.gaps, 0, "{what}: heard {:?}", r.gaps.first());

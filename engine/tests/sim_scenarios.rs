@@ -13,24 +13,11 @@ use engine::sim::{Restart, SimConfig, SimReport, run};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-fn stereo48() -> StreamFormat {
-    StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap()
-}
+mod common;
+use common::{mean_latency, stereo48};
 
 fn sim(cfg: SimConfig) -> SimReport {
     run(cfg, None).expect("valid simulation")
-}
-
-/// Mean of the trace's latency over `[from, to)` seconds.
-fn mean_latency(r: &SimReport, from: f64, to: f64) -> f64 {
-    let v: Vec<f64> = r
-        .trace
-        .iter()
-        .filter(|p| p.t_s >= from && p.t_s < to && p.latency_ms.is_finite())
-        .map(|p| p.latency_ms)
-        .collect();
-    assert!(!v.is_empty(), "no latency measured in [{from}, {to})");
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 fn assert_clean(r: &SimReport, what: &str) {
