@@ -90,11 +90,14 @@ fn the_default_demo_streams_without_gaps() {
     }
 }
 
+/// A receiver on virtual cards; it answers `netaudio status` at `status_socket(json)`.
 fn recv(port: u16, json: &PathBuf) -> Child {
     bin()
         .args(["recv", "--device", "virtual", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .args(["--latency-ms", "40", "--stats-interval", "0"])
+        .arg("--status-socket")
+        .arg(status_socket(json))
         .args(FMT)
         .arg("--stats-json")
         .arg(json)
@@ -122,14 +125,19 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     let port = free_port();
     let (rj, sj, sj2) = (tmp("recv.json"), tmp("send.json"), tmp("send2.json"));
     let mut r = recv(port, &rj);
-    std::thread::sleep(Duration::from_millis(300));
+    let sock = status_socket(&rj);
+    wait_status(&mut r, &sock, "the receiver to be ready", |_| true);
     let mut s = send(port, &sj);
-    std::thread::sleep(Duration::from_secs(4));
+    // 3 s of stream (187.5 packets a second).
+    let v = wait_status(&mut r, &sock, "3 s of the stream", |v| received(v) >= 560);
     // The sender dies without a word, and a new one starts.
     s.kill().unwrap();
     s.wait().unwrap();
     let mut s2 = send(port, &sj2);
-    std::thread::sleep(Duration::from_secs(3));
+    let before = received(&v);
+    wait_status(&mut r, &sock, "2.5 s of the new stream", |v| {
+        v["resyncs"].as_u64() >= Some(1) && received(v) >= before + 470
+    });
     terminate(&mut r);
     terminate(&mut s2);
     let rj = read_json(&rj);
@@ -286,7 +294,7 @@ fn status_attaches_to_a_running_daemon() {
         .unwrap();
     let sj = tmp("status-send.json");
     let mut s = send(port, &sj);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_status(&mut r, &sock, "100 packets", |v| received(v) > 100);
     let out = bin()
         .args(["status", "--json", "--socket"])
         .arg(&sock)
@@ -390,9 +398,11 @@ fn nacks_recover_packets_a_lossy_link_drops() {
     let (proxy, dropped) = lossy_proxy(port, 0.03, stop.clone());
     let (rj, sj) = (tmp("lossy-recv.json"), tmp("lossy-send.json"));
     let mut r = recv(port, &rj);
-    std::thread::sleep(Duration::from_millis(300));
+    let sock = status_socket(&rj);
+    wait_status(&mut r, &sock, "the receiver to be ready", |_| true);
     let mut s = send(proxy, &sj);
-    std::thread::sleep(Duration::from_secs(5));
+    // 5 s of stream through the lossy link (187.5 packets a second).
+    wait_status(&mut r, &sock, "5 s of the stream", |v| received(v) >= 930);
     terminate(&mut r);
     terminate(&mut s);
     stop.store(true, Ordering::Relaxed);
@@ -431,12 +441,18 @@ fn an_automatic_latency_comes_down_on_a_quiet_link() {
         .args(FMT)
         .arg("--stats-json")
         .arg(&rj)
+        .arg("--status-socket")
+        .arg(status_socket(&rj))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let sock = status_socket(&rj);
+    wait_status(&mut r, &sock, "the receiver to be ready", |_| true);
     let mut s = send(port, &sj);
-    std::thread::sleep(Duration::from_secs(8));
+    // The target on its way down, after at least 8 s of stream (187.5 packets a second).
+    wait_status(&mut r, &sock, "the target to come down", |v| {
+        received(v) >= 1500 && v["target_ms"].as_f64().is_some_and(|t| t < 59.0)
+    });
     terminate(&mut r);
     terminate(&mut s);
     let j = read_json(&rj);

@@ -310,8 +310,8 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
         .unwrap_or_default();
     let status = format!("/tmp/hil-pi-{tag}-recv.sock");
     // The monitor first (a device that connects to it at start needs it running): the
-    // receiver's output, back through a cable, streamed here.
-    let mut pilot = PilotAnalyzer::new(a.pilot_hz, a.rate);
+    // receiver's output, back through a cable, streamed here. Its stdout is read by its own
+    // thread, so the status polls below never hold the pipe up (arecord would overrun).
     let mut monitor = match &a.monitor_device {
         Some(dev) => Some(
             a.receiver
@@ -321,20 +321,29 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
                     a.duration_s.ceil() as u64 + 3
                 ))
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .map(ChildGuard)
                 .map_err(|e| format!("cannot start the monitor: {e}"))?,
         ),
         None => None,
     };
-    // The monitor's stdout is read by its own thread, so the status polls below never hold
-    // the pipe up (arecord would overrun).
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let signal = MarkerSignal::new(a.rate, a.pilot_hz, a.marker_interval_s, 0.5);
+    let mut capture = MonitorCapture {
+        rx: None,
+        carry: Vec::new(),
+        bytes: 0,
+        closed: false,
+        reference: a.reference_device.is_some(),
+        pilot: PilotAnalyzer::new(a.pilot_hz, a.rate),
+        two: TwoChannelMonitor::new(a.pilot_hz, a.rate, signal.interval_frames()),
+    };
     let reader = monitor
         .as_mut()
         .and_then(|m| m.0.stdout.take())
         .map(|mut out| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            capture.rx = Some(rx);
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 16 * 1024];
                 while let Ok(n) = out.read(&mut buf) {
@@ -344,6 +353,28 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
                 }
             })
         });
+    // A device that wires itself to the monitor at start (a JACK client on the rig, a
+    // loopback PCM) can do so only once the monitor runs: its first audio says it does.
+    if let (Some(m), Some(dev)) = (monitor.as_mut(), &a.monitor_device) {
+        wait_for(
+            &format!(
+                "the monitor (arecord -D {dev} on {}) to deliver audio",
+                a.receiver.spec
+            ),
+            START_TIMEOUT,
+            || {
+                capture.pump(Duration::from_millis(50));
+                if capture.closed && capture.bytes == 0 {
+                    return Err(format!(
+                        "the monitor (arecord -D {dev} on {}) stopped before delivering audio: {}",
+                        a.receiver.spec,
+                        m.stderr_after_exit()
+                    ));
+                }
+                Ok(capture.bytes > 0)
+            },
+        )?;
+    }
     let rpid = a.receiver.start(
         &format!(
             "{} recv --device {} --listen 0.0.0.0:{} {common}{latency} --status-socket {status} --stats-json {rjson}",
@@ -351,10 +382,41 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
         ),
         &rlog,
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    // The receiver is ready when its status socket answers: the daemon opens it after its
+    // device and its network socket.
+    let ready = wait_for(
+        &format!(
+            "the receiver (netaudio recv on {}) to be ready",
+            a.receiver.spec
+        ),
+        START_TIMEOUT,
+        || {
+            capture.pump(Duration::ZERO);
+            if a.receiver
+                .run(&format!("{} status --json --socket {status}", a.netaudio))
+                .is_ok()
+            {
+                return Ok(true);
+            }
+            if a.receiver.run(&format!("kill -0 {rpid}")).is_err() {
+                let tail = a
+                    .receiver
+                    .run(&format!("tail -n 15 {rlog}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "the receiver (netaudio recv on {}) exited at start; its log ({rlog}) ends:\n{tail}",
+                    a.receiver.spec
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            Ok(false)
+        },
+    );
+    if let Err(e) = ready {
+        let _ = a.receiver.stop(rpid);
+        return Err(e);
+    }
     // The reference: the marker signal, streamed to the sender's player over ssh.
-    let signal = MarkerSignal::new(a.rate, a.pilot_hz, a.marker_interval_s, 0.5);
-    let interval_frames = signal.interval_frames();
     let player = match &a.reference_device {
         Some(dev) => match start_player(&a.sender, dev, a.rate, signal, a.duration_s + 3.0) {
             Ok(p) => Some(ChildGuard(p)),
@@ -365,9 +427,30 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
         },
         None => None,
     };
-    if player.is_some() {
-        // The reference must be playing before the sender opens the input it feeds.
-        std::thread::sleep(Duration::from_millis(1000));
+    if let (Some(dev), Some(mon)) = (&a.reference_device, &a.monitor_device) {
+        // The reference must be playing before the sender opens the input it feeds: the
+        // monitor hearing it on its left channel (the Y-cable's second leg) shows it does.
+        let heard = wait_for(
+            &format!(
+                "the reference played on {dev} ({}) to be heard on the monitor's left channel ({mon}); check the Y-cable (hil-tests/README.md)",
+                a.sender.spec
+            ),
+            START_TIMEOUT,
+            || {
+                capture.pump(Duration::from_millis(50));
+                if capture.closed {
+                    return Err(format!(
+                        "the monitor ({mon} on {}) stopped while waiting for the reference",
+                        a.receiver.spec
+                    ));
+                }
+                Ok(capture.two.reference.frames >= u64::from(a.rate / 10))
+            },
+        );
+        if let Err(e) = heard {
+            let _ = a.receiver.stop(rpid);
+            return Err(e);
+        }
     }
     let spid = a.sender.start(
         &format!(
@@ -383,6 +466,43 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
             return Err(e);
         }
     };
+    // The measured time starts when the stream arrives: the receiver counts packets.
+    let arrived = wait_for(
+        &format!(
+            "the stream from {} to reach the receiver {}:{}",
+            a.sender.spec, a.receiver_address, a.port
+        ),
+        START_TIMEOUT,
+        || {
+            capture.pump(Duration::from_millis(50));
+            let received = a
+                .receiver
+                .run(&format!("{} status --json --socket {status}", a.netaudio))
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(s.trim()).ok())
+                .and_then(|v| v["packets_received"].as_u64())
+                .unwrap_or(0);
+            if received > 0 {
+                return Ok(true);
+            }
+            if a.sender.run(&format!("kill -0 {spid}")).is_err() {
+                let tail = a
+                    .sender
+                    .run(&format!("tail -n 15 {slog}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "the sender (netaudio send on {}) exited at start; its log ({slog}) ends:\n{tail}",
+                    a.sender.spec
+                ));
+            }
+            Ok(false)
+        },
+    );
+    if let Err(e) = arrived {
+        let _ = a.receiver.stop(rpid);
+        let _ = a.sender.stop(spid);
+        return Err(e);
+    }
     let done = Arc::new(AtomicU64::new(0));
     let total_ms = (a.duration_s * 1000.0) as u64;
     let mut bar = progress::Progress::start(
@@ -393,24 +513,10 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
         a.quiet,
     );
     let start = Instant::now();
-    let mut two = TwoChannelMonitor::new(a.pilot_hz, a.rate, interval_frames);
-    let mut carry: Vec<u8> = Vec::new();
     let mut trace: Vec<TracePoint> = Vec::new();
     let mut next_poll = 2.0;
     while start.elapsed().as_secs_f64() < a.duration_s {
-        while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
-            carry.extend_from_slice(&chunk);
-            let whole = carry.len() - carry.len() % 4;
-            if a.reference_device.is_some() {
-                two.feed(&carry[..whole]);
-            } else {
-                pilot.feed(&carry[..whole], 2);
-            }
-            carry.drain(..whole);
-            if start.elapsed().as_secs_f64() >= next_poll {
-                break;
-            }
-        }
+        capture.pump(Duration::from_millis(100));
         let t = start.elapsed().as_secs_f64();
         if t >= next_poll {
             // The receiver's own view every few seconds: buffer level and drift correction.
@@ -439,15 +545,10 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
     if let Some(r) = reader {
         let _ = r.join();
     }
-    while let Ok(chunk) = rx.try_recv() {
-        carry.extend_from_slice(&chunk);
+    while !capture.closed && capture.rx.is_some() {
+        capture.pump(Duration::from_millis(100));
     }
-    let whole = carry.len() - carry.len() % 4;
-    if a.reference_device.is_some() {
-        two.feed(&carry[..whole]);
-    } else {
-        pilot.feed(&carry[..whole], 2);
-    }
+    let MonitorCapture { pilot, two, .. } = capture;
     drop(player);
     let live = a
         .receiver
@@ -573,8 +674,101 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
     }))
 }
 
+/// Longest wait for each start-up state (the monitor's first audio, the receiver ready, the
+/// reference heard): generous, since a cold machine (paged-out programs, a first run after
+/// idle minutes) starts slowly; a state that never comes fails with what was awaited.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks `state` until it says `Ok(true)`, at most `timeout`; an error from it ends the wait.
+/// `state` paces itself (it waits on the monitor's pipe or sleeps briefly).
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut state: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let end = Instant::now() + timeout;
+    loop {
+        if state()? {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(format!("gave up waiting {timeout:?} for {what}"));
+        }
+    }
+}
+
+/// The monitor's capture as it arrives from its reader thread, fed to the analyzers.
+struct MonitorCapture {
+    rx: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    carry: Vec<u8>,
+    /// Bytes received so far.
+    bytes: u64,
+    /// The monitor's output has ended.
+    closed: bool,
+    /// Left = reference, right = played ([`TwoChannelMonitor`]); else the pilot on the left.
+    reference: bool,
+    pilot: PilotAnalyzer,
+    two: TwoChannelMonitor,
+}
+
+impl MonitorCapture {
+    /// Waits at most `timeout` for audio, then feeds all that has arrived.
+    fn pump(&mut self, timeout: Duration) {
+        let Some(rx) = &self.rx else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let mut next = match rx.recv_timeout(timeout) {
+            Ok(chunk) => Some(chunk),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.closed = true;
+                None
+            }
+        };
+        while let Some(chunk) = next {
+            self.bytes += chunk.len() as u64;
+            self.carry.extend_from_slice(&chunk);
+            next = match rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    None
+                }
+            };
+        }
+        let whole = self.carry.len() - self.carry.len() % 4;
+        if self.reference {
+            self.two.feed(&self.carry[..whole]);
+        } else {
+            self.pilot.feed(&self.carry[..whole], 2);
+        }
+        self.carry.drain(..whole);
+    }
+}
+
 /// A local child process (or the ssh running it) killed and reaped when dropped.
 struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    /// What the process wrote on stderr, once it has exited (its pipe then ends).
+    fn stderr_after_exit(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        let s = s.trim();
+        if s.is_empty() {
+            format!(
+                "it exited ({}) without a message",
+                self.0.wait().map(|s| s.to_string()).unwrap_or_default()
+            )
+        } else {
+            s.to_owned()
+        }
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {

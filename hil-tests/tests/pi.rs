@@ -180,35 +180,56 @@ fn end_to_end_latency_and_gaps_from_the_reference_wiring_on_the_rig() {
     let t0 = Instant::now();
     while !ports(&env).contains("system:") {
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "jackd did not start"
+            t0.elapsed() < Duration::from_secs(30),
+            "jackd (server {server}) did not answer jack_lsp within 30 s"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The Y-cable's second leg: src (the reference player) into the monitor's left input,
-    // once both are up.
+    // The Y-cable's second leg: src (the reference player) into the monitor's left input.
+    // JACK connects ports only of active clients, and a client's ports are listed before it
+    // is active: try until the connection shows in the graph (the harness waits for the
+    // reference on the monitor before it starts the sender), or the harness has finished.
+    let harness_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let wiring = {
         let (server, alsa) = (server.clone(), alsa.clone());
+        let harness_done = harness_done.clone();
         std::thread::spawn(move || {
             let env = |c: &mut Command| {
                 c.env("JACK_DEFAULT_SERVER", &server)
                     .env("JACK_NO_START_SERVER", "1")
                     .env("ALSA_CONFIG_PATH", &alsa);
             };
+            let wired = || {
+                let mut c = Command::new("jack_lsp");
+                env(&mut c);
+                c.arg("-c")
+                    .stderr(Stdio::null())
+                    .output()
+                    .is_ok_and(|o| connected(&String::from_utf8_lossy(&o.stdout)))
+            };
             let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(20) {
-                let p = ports(&env);
-                if p.contains("src:out_000") && p.contains("mon2:in_000") {
-                    let mut c = Command::new("jack_connect");
-                    env(&mut c);
-                    return c
-                        .args(["src:out_000", "mon2:in_000"])
-                        .status()
-                        .is_ok_and(|s| s.success());
+            loop {
+                if wired() {
+                    return Ok(());
                 }
+                if harness_done.load(std::sync::atomic::Ordering::Relaxed)
+                    || t0.elapsed() > Duration::from_secs(60)
+                {
+                    return Err(format!(
+                        "src:out_000 was not connected to mon2:in_000 after {:?}",
+                        t0.elapsed()
+                    ));
+                }
+                let mut c = Command::new("jack_connect");
+                env(&mut c);
+                // Refused while either client is not active yet: look again.
+                let _ = c
+                    .args(["src:out_000", "mon2:in_000"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
                 std::thread::sleep(Duration::from_millis(20));
             }
-            false
         })
     };
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -247,8 +268,11 @@ fn end_to_end_latency_and_gaps_from_the_reference_wiring_on_the_rig() {
         .arg(&svg)
         .output()
         .unwrap();
+    harness_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(wiring.join().unwrap(), "could not wire src to mon2");
+    if let Err(e) = wiring.join().unwrap() {
+        panic!("{e}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
     assert!(
         out.status.success(),
         "{stdout}\n{}",
@@ -283,4 +307,17 @@ fn end_to_end_latency_and_gaps_from_the_reference_wiring_on_the_rig() {
     );
     let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_file(&svg);
+}
+
+/// Whether `jack_lsp -c` output shows src:out_000 connected to mon2:in_000.
+fn connected(lsp: &str) -> bool {
+    let mut port = "";
+    lsp.lines().any(|l| {
+        if !l.starts_with(char::is_whitespace) {
+            port = l.trim();
+            false
+        } else {
+            port == "src:out_000" && l.trim() == "mon2:in_000"
+        }
+    })
 }

@@ -90,3 +90,57 @@ impl std::ops::DerefMut for Reaper {
         &mut self.0
     }
 }
+
+/// Where a test daemon that writes its counters to `json` answers `netaudio status`.
+pub fn status_socket(json: &Path) -> PathBuf {
+    json.with_extension("sock")
+}
+
+/// The snapshot the daemon at `sock` answers (what `netaudio status --json` prints), if one
+/// answers. Read here rather than through a `netaudio status` process: starting processes
+/// many times a second next to a realtime stream disturbs it on a small machine.
+pub fn status(sock: &Path) -> Option<Value> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Longest wait for a daemon's state: generous, a cold machine starts slowly.
+pub const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the daemon `child` answers at `sock` with a snapshot for which `state` holds,
+/// and returns that snapshot; fails naming `what` and the last snapshot when the daemon exits
+/// or [`STATE_TIMEOUT`] passes.
+pub fn wait_status(
+    child: &mut Child,
+    sock: &Path,
+    what: &str,
+    state: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = std::time::Instant::now() + STATE_TIMEOUT;
+    let mut last = None;
+    loop {
+        if let Some(v) = status(sock) {
+            if state(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("waiting for {what}: the daemon exited ({s}); last status {last:?}");
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "gave up waiting {STATE_TIMEOUT:?} for {what}; last status {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Packets a receiver has counted (0 when the snapshot has none).
+pub fn received(v: &Value) -> u64 {
+    v["packets_received"].as_u64().unwrap_or(0)
+}
