@@ -268,7 +268,12 @@ fn ffmpeg_to_netaudio(format: StreamFormat, expected_pt: u8) {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(400));
+    wait_status(
+        &mut receiver.0,
+        &d.join("status.sock"),
+        "the receiver to be ready",
+        |_| true,
+    );
     let (fmt, _, codec) = ffmpeg_raw(format.sample);
     let mut ff = Command::new("ffmpeg");
     ff.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
@@ -283,8 +288,14 @@ fn ffmpeg_to_netaudio(format: StreamFormat, expected_pt: u8) {
         sdp.contains(&format!("m=audio {port} RTP/AVP {expected_pt}")),
         "{sdp}"
     );
-    // Let the receive buffer play out.
-    std::thread::sleep(Duration::from_millis(600));
+    // Let the receive buffer play out: the receiver runs past the stream's last frame (the
+    // silence after it is concealed), so everything received was played.
+    wait_status(
+        &mut receiver.0,
+        &d.join("status.sock"),
+        "the receiver to play the stream out",
+        |v| v["concealed_ms"].as_f64().is_some_and(|c| c > 0.0),
+    );
     terminate(&mut receiver.0);
     let j = read_json(&json);
     assert_eq!(j["allocations_rt"], 0, "{j}");

@@ -12,7 +12,6 @@
 //! Without OpenBSD netcat the tests say so and pass, unless `NETAUDIO_NC=require` (ci/test sets
 //! it), which makes them fail.
 
-use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -78,6 +77,28 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Waits until something listens on TCP `port` on loopback (read from /proc/net/tcp: a test
+/// connection would take nc's one connection).
+fn wait_listening(port: u16) {
+    let end = Instant::now() + STATE_TIMEOUT;
+    let want = format!(":{port:04X} ");
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        // Fields: sl, local_address, rem_address, st (0A = LISTEN), ...
+        if table.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", f[1]).ends_with(&want) && f[3] == "0A"
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "nothing listens on TCP port {port} after {STATE_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn file_len(p: &Path) -> usize {
@@ -147,7 +168,8 @@ fn send_into_nc_listen_is_bit_exact_and_reconnects_when_nc_restarts() {
     let port = free_tcp_port();
     let (out1, out2, sj) = (tmp("out1.raw"), tmp("out2.raw"), tmp("send.json"));
     let mut nc1 = nc_listen(port, &out1);
-    std::thread::sleep(Duration::from_millis(200));
+    // The first connection must carry frame 0: nc listens before the sender starts.
+    wait_listening(port);
     let mut s = Reaper(
         bin()
             .args(["send", "--proto", "tcp", "--device", "virtual", "--dest"])
@@ -166,6 +188,7 @@ fn send_into_nc_listen_is_bit_exact_and_reconnects_when_nc_restarts() {
     // The old receiver restarts: nc dies, a new one listens a moment later.
     signal(&nc1, libc::SIGTERM);
     wait_for(&mut nc1, Duration::from_secs(5)).expect("nc exits on SIGTERM");
+    // The receiver is down for a moment (the sender's reconnect back-off is what is tested).
     std::thread::sleep(Duration::from_millis(300));
     let mut nc2 = nc_listen(port, &out2);
     wait_len(&out2, RATE * FB, Duration::from_secs(20));
@@ -271,20 +294,6 @@ impl PacedSender {
     }
 }
 
-fn status(sock: &Path) -> Value {
-    let out = bin()
-        .args(["status", "--json", "--socket"])
-        .arg(sock)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn recv_plays_raw_pcm_from_nc_bit_exact_and_takes_a_restarted_sender() {
     let _serial = serial();
@@ -321,8 +330,10 @@ fn recv_plays_raw_pcm_from_nc_bit_exact_and_takes_a_restarted_sender() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let old = PacedSender::start(port);
-    std::thread::sleep(Duration::from_secs(4));
-    let before = status(&st);
+    // 4 s of the first sender's stream (187.5 packets a second).
+    let before = wait_status(&mut r, &st, "4 s of the first sender", |v| {
+        received(v) >= 750
+    });
     eprintln!("before the restart: {before}");
     assert_eq!(
         before["gaps"], 0,
@@ -335,9 +346,14 @@ fn recv_plays_raw_pcm_from_nc_bit_exact_and_takes_a_restarted_sender() {
     );
     // The old sender restarts (arecord | nc under systemd's Restart=always).
     let frames_old = old.kill();
+    // The sender is down for a moment, as a restarting unit is.
     std::thread::sleep(Duration::from_millis(300));
     let new = PacedSender::start(port);
-    std::thread::sleep(Duration::from_secs(3));
+    // 3 s of the new sender's stream.
+    let n0 = received(&before);
+    wait_status(&mut r, &st, "3 s of the new sender", |v| {
+        v["resyncs"].as_u64() >= Some(1) && received(v) >= n0 + 560
+    });
     terminate(&mut r);
     let frames_new = new.kill();
     let j = read_json(&rj);
