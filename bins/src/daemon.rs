@@ -497,6 +497,7 @@ pub fn send(
             "xruns": s.xruns,
             "device_lost": s.device_lost,
             "allocations_rt": rep.allocations,
+            "frees_rt": rep.frees,
             "periods": rep.periods,
             "cpu_seconds": cpu_seconds() - cpu0,
             "rt_fifo": outcome.fifo,
@@ -628,6 +629,7 @@ pub(crate) fn receiver_json(
         "slip_inserts": s.slip_inserts,
         "frames_played": s.frames_played,
         "allocations_rt": rep.allocations,
+        "frees_rt": rep.frees,
         "periods": rep.periods,
         "cpu_seconds": cpu,
         "rt_fifo": outcome.fifo,
@@ -787,6 +789,8 @@ pub struct DemoReport {
     pub engine_gaps: u64,
     /// Allocations on the realtime threads after start-up.
     pub allocations_rt: u64,
+    /// Frees on the realtime threads after start-up.
+    pub frees_rt: u64,
 }
 
 /// `netaudio demo`: a local sender → receiver stream over UDP on loopback between two virtual
@@ -921,7 +925,9 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
         "packets_sent": t.packets_sent,
         "packets_received": s.packets_received,
         "allocations_rt": rrep.allocations + trep.allocations,
+        "frees_rt": rrep.frees + trep.frees,
         "allocations_steady_state": rrep.allocations + trep.allocations,
+        "frees_steady_state": rrep.frees + trep.frees,
         "cpu_seconds": cpu,
         "rt_fifo": r_out.fifo && t_out.fifo,
     });
@@ -931,6 +937,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
         gaps: c.gaps,
         engine_gaps: s.gaps,
         allocations_rt: rrep.allocations + trep.allocations,
+        frees_rt: rrep.frees + trep.frees,
     })
 }
 

@@ -13,7 +13,8 @@ use netaudio::rt::RtSpec;
 use std::process::ExitCode;
 use std::time::Duration;
 
-// Counts allocations per thread, so the realtime threads can report that they made none.
+// Counts allocations and frees per thread, so the realtime threads can report that they made
+// none.
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
@@ -625,8 +626,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 j["xruns"]
             );
             println!(
-                "allocations on realtime threads after start-up: {}  | CPU {:.2} s",
+                "allocations on realtime threads after start-up: {}  frees: {}  | CPU {:.2} s",
                 rep.allocations_rt,
+                rep.frees_rt,
                 j["cpu_seconds"].as_f64().unwrap_or(0.0)
             );
             if rep.gaps > 0 {

@@ -19,9 +19,9 @@
 //!   `vlc stream.sdp`.
 //!
 //! Realtime contract (as in [`stream`](crate::stream)): after the first period a loop makes no
-//! allocation, takes no lock and formats nothing; it blocks only in the device's poll and in
-//! `clock_nanosleep` during a device back-off. Each loop counts its own allocations (see
-//! [`engine::alloc_count`]) and returns the count.
+//! allocation and no free, takes no lock and formats nothing; it blocks only in the device's
+//! poll and in `clock_nanosleep` during a device back-off. Each loop counts its own allocations
+//! and frees (see [`engine::alloc_count`]) and returns the counts.
 
 use crate::daemon::new_stream_id;
 use crate::net::{DatagramIn, UdpReceiver, UdpSender};

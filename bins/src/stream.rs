@@ -28,10 +28,10 @@
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
 //! to [`Stats`] once per period and events go to the realtime event queue.
 //!
-//! Realtime contract: after the first period a loop makes no allocation, takes no lock and
-//! formats nothing; it blocks only in the device's poll and in `clock_nanosleep` during a
-//! device back-off. Each loop counts its own allocations (see [`engine::alloc_count`]) and
-//! returns the count.
+//! Realtime contract: after the first period a loop makes no allocation and no free, takes no
+//! lock and formats nothing; it blocks only in the device's poll and in `clock_nanosleep` during
+//! a device back-off. Each loop counts its own allocations and frees (see
+//! [`engine::alloc_count`]) and returns the counts.
 
 use crate::net::{BATCH, DatagramIn, DatagramOut, clock_ns, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
@@ -51,6 +51,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct LoopReport {
     /// Allocations the realtime thread made after its first period.
     pub allocations: u64,
+    /// Frees the realtime thread made after its first period.
+    pub frees: u64,
     /// Periods run.
     pub periods: u64,
 }
@@ -233,7 +235,7 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     let _ = dev.start();
     while !stop.load(Ordering::Relaxed) {
         if report.periods == 1 {
-            // Start-up is over: from here on, count every allocation.
+            // Start-up is over: from here on, count every allocation and free.
             alloc_count::track_this_thread(true);
         }
         if let (Some(h), Some(fd)) = (history.as_deref_mut(), sock.fd()) {
@@ -319,6 +321,7 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     }
     tx.set_ending();
     report.allocations = alloc_count::this_thread_allocations();
+    report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
     report
 }
@@ -494,6 +497,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
         stats.publish(&c);
     }
     report.allocations = alloc_count::this_thread_allocations();
+    report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
     report
 }

@@ -7,10 +7,10 @@
 //! 1. S16_LE, S24_3LE and S32_LE at 48 kHz stereo, 256-frame periods, through the mmap path: a
 //!    frame-counter pattern (channel 1 the complement of channel 0) arrives contiguous, without a
 //!    single wrong frame, for 1100 periods; the forced read/write path likewise.
-//! 2. No allocation in the steady-state wait/read and wait/write/delay loops (≥ 1000 periods
-//!    each): neither through Rust's allocator (`CountingAlloc`) nor through C `malloc`/`calloc`/
-//!    `realloc` called by alsa-lib and its plugins (interposed below), which Rust's allocator
-//!    never sees.
+//! 2. No allocation and no free in the steady-state wait/read and wait/write/delay loops
+//!    (≥ 1000 periods each): neither through Rust's allocator (`CountingAlloc`) nor through C
+//!    `malloc`/`calloc`/`realloc`/`free` called by alsa-lib and its plugins (interposed below),
+//!    which Rust's allocator never sees.
 //! 3. Open errors name the device and the bad value and say what the device supports.
 //! 4. Faults: a capture thread stalled past its buffer (overrun) and a playback thread stalled
 //!    past its buffer (underrun) report `Xrun`, `recover` restarts them and the pattern flows
@@ -47,9 +47,11 @@ const CHECK_PERIODS: u64 = 1100;
 /// Periods each loop runs before its allocation count starts.
 const WARMUP_PERIODS: u64 = 40;
 
-/// C-side allocation counting: `malloc`, `calloc` and `realloc` of this process are these,
-/// forwarding to glibc. The linker exports them because libasound refers to them, so calls from
-/// alsa-lib, its plugins and libjack land here too. Only threads that opted in are counted.
+/// C-side allocation counting: `malloc`, `calloc`, `realloc` and `free` of this process are
+/// these, forwarding to glibc. The linker exports them because libasound refers to them, so
+/// calls from alsa-lib, its plugins and libjack land here too. Only threads that opted in are
+/// counted. As on the Rust side, a `realloc` is one allocation and one free; `free(NULL)` frees
+/// nothing and is not counted.
 mod c_malloc {
     use std::cell::Cell;
     use std::ffi::c_void;
@@ -58,17 +60,20 @@ mod c_malloc {
         fn __libc_malloc(size: usize) -> *mut c_void;
         fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
         fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+        fn __libc_free(p: *mut c_void);
     }
 
     thread_local! {
         static TRACKED: Cell<bool> = const { Cell::new(false) };
-        static COUNT: Cell<u64> = const { Cell::new(0) };
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+        static FREES: Cell<u64> = const { Cell::new(0) };
     }
 
     #[inline]
-    fn note() {
+    fn note(allocs: u64, frees: u64) {
         if TRACKED.try_with(|t| t.get()).unwrap_or(false) {
-            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + allocs));
+            let _ = FREES.try_with(|c| c.set(c.get() + frees));
         }
     }
 
@@ -76,7 +81,7 @@ mod c_malloc {
     /// The C `malloc` contract.
     #[unsafe(no_mangle)]
     pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-        note();
+        note(1, 0);
         // SAFETY: forwarded unchanged to glibc's implementation.
         unsafe { __libc_malloc(size) }
     }
@@ -85,7 +90,7 @@ mod c_malloc {
     /// The C `calloc` contract.
     #[unsafe(no_mangle)]
     pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-        note();
+        note(1, 0);
         // SAFETY: forwarded unchanged to glibc's implementation.
         unsafe { __libc_calloc(n, size) }
     }
@@ -94,14 +99,25 @@ mod c_malloc {
     /// The C `realloc` contract.
     #[unsafe(no_mangle)]
     pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-        note();
+        note(1, 1);
         // SAFETY: forwarded unchanged to glibc's implementation.
         unsafe { __libc_realloc(p, size) }
     }
 
-    /// Counts this thread's C allocations until dropped.
+    /// # Safety
+    /// The C `free` contract.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn free(p: *mut c_void) {
+        if !p.is_null() {
+            note(0, 1);
+        }
+        // SAFETY: forwarded unchanged to glibc's implementation.
+        unsafe { __libc_free(p) }
+    }
+
+    /// Counts this thread's C allocations and frees until dropped.
     pub struct Scope {
-        start: u64,
+        start: (u64, u64),
     }
 
     impl Scope {
@@ -110,7 +126,10 @@ mod c_malloc {
             Scope { start: count() }
         }
         pub fn allocations(&self) -> u64 {
-            count() - self.start
+            count().0 - self.start.0
+        }
+        pub fn frees(&self) -> u64 {
+            count().1 - self.start.1
         }
     }
 
@@ -120,9 +139,9 @@ mod c_malloc {
         }
     }
 
-    /// C allocations this thread made while tracked.
-    pub fn count() -> u64 {
-        COUNT.with(|c| c.get())
+    /// (allocations, frees) this thread made in C while tracked.
+    pub fn count() -> (u64, u64) {
+        (ALLOCS.with(|c| c.get()), FREES.with(|c| c.get()))
     }
 }
 
@@ -258,19 +277,57 @@ struct Control {
     playback_xruns: AtomicU64,
 }
 
+/// Allocations and frees, through Rust's allocator and through C's.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Counts {
+    rust_allocations: u64,
+    rust_frees: u64,
+    c_allocations: u64,
+    c_frees: u64,
+}
+
+impl Counts {
+    /// This thread's totals so far.
+    fn now() -> Counts {
+        let (c_allocations, c_frees) = c_malloc::count();
+        Counts {
+            rust_allocations: alloc_count::this_thread_allocations(),
+            rust_frees: alloc_count::this_thread_frees(),
+            c_allocations,
+            c_frees,
+        }
+    }
+
+    fn plus(self, o: Counts) -> Counts {
+        Counts {
+            rust_allocations: self.rust_allocations + o.rust_allocations,
+            rust_frees: self.rust_frees + o.rust_frees,
+            c_allocations: self.c_allocations + o.c_allocations,
+            c_frees: self.c_frees + o.c_frees,
+        }
+    }
+
+    fn minus(self, o: Counts) -> Counts {
+        Counts {
+            rust_allocations: self.rust_allocations - o.rust_allocations,
+            rust_frees: self.rust_frees - o.rust_frees,
+            c_allocations: self.c_allocations - o.c_allocations,
+            c_frees: self.c_frees - o.c_frees,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct LoopReport {
     /// Frames moved while allocations were counted.
     counted_frames: u64,
-    rust_allocations: u64,
-    /// C allocations outside `recover`.
-    c_allocations: u64,
-    /// Rust allocations inside `recover` (must be none).
-    rust_allocations_in_recover: u64,
-    /// C allocations inside `recover` (plugin-specific: JACK re-activates its client).
-    c_allocations_in_recover: u64,
-    /// C allocations inside `reopen` + `start` (allowed).
-    c_allocations_in_reopen: u64,
+    /// Outside `recover` and `reopen`: must all be zero.
+    steady: Counts,
+    /// Inside `recover`: Rust must be zero; C is plugin-specific (JACK re-activates its
+    /// client).
+    in_recover: Counts,
+    /// Inside `reopen` + `start` (allowed).
+    in_reopen: Counts,
     xruns: u64,
     timeouts: u64,
     fatal: Option<PcmError>,
@@ -279,15 +336,15 @@ struct LoopReport {
     delay_max: i64,
 }
 
-/// Allocation counters of one realtime loop: both counting scopes, started after the warm-up,
-/// and the parts that `recover` and `reopen` account for.
+/// Allocation and free counters of one realtime loop: both counting scopes, started after the
+/// warm-up, and the parts that `recover` and `reopen` account for.
 struct Counting {
     rust: AllocScope,
     c: c_malloc::Scope,
-    /// (Rust, C) allocations inside `recover`.
-    in_recover: (u64, u64),
-    /// (Rust, C) allocations inside `reopen`.
-    in_reopen: (u64, u64),
+    /// Inside `recover`.
+    in_recover: Counts,
+    /// Inside `reopen`.
+    in_reopen: Counts,
 }
 
 impl Counting {
@@ -295,36 +352,37 @@ impl Counting {
         Counting {
             rust: AllocScope::begin(),
             c: c_malloc::Scope::begin(),
-            in_recover: (0, 0),
-            in_reopen: (0, 0),
+            in_recover: Counts::default(),
+            in_reopen: Counts::default(),
         }
     }
 
-    /// Runs `f`, adding what it allocates to `which` (if counting has begun).
+    /// Runs `f`, adding what it allocates and frees to `which` (if counting has begun).
     fn attribute<T>(
         counting: &mut Option<Counting>,
-        which: fn(&mut Counting) -> &mut (u64, u64),
+        which: fn(&mut Counting) -> &mut Counts,
         f: impl FnOnce() -> T,
     ) -> T {
-        let (r0, c0) = (alloc_count::this_thread_allocations(), c_malloc::count());
+        let before = Counts::now();
         let out = f();
         if let Some(c) = counting.as_mut() {
             let slot = which(c);
-            slot.0 += alloc_count::this_thread_allocations() - r0;
-            slot.1 += c_malloc::count() - c0;
+            *slot = slot.plus(Counts::now().minus(before));
         }
         out
     }
 
-    /// Fills the allocation fields of `rep`.
+    /// Fills the counting fields of `rep`.
     fn report(self, rep: &mut LoopReport) {
-        let (rr, cr) = self.in_recover;
-        let (ro, co) = self.in_reopen;
-        rep.rust_allocations = self.rust.allocations() - rr - ro;
-        rep.c_allocations = self.c.allocations() - cr - co;
-        rep.rust_allocations_in_recover = rr;
-        rep.c_allocations_in_recover = cr;
-        rep.c_allocations_in_reopen = co;
+        let all = Counts {
+            rust_allocations: self.rust.allocations(),
+            rust_frees: self.rust.frees(),
+            c_allocations: self.c.allocations(),
+            c_frees: self.c.frees(),
+        };
+        rep.steady = all.minus(self.in_recover).minus(self.in_reopen);
+        rep.in_recover = self.in_recover;
+        rep.in_reopen = self.in_reopen;
     }
 }
 
@@ -728,8 +786,10 @@ fn check_bit_exact(jackd: &Jackd, f: SampleFormat, read_write: bool) {
             "{f} {side}: only {} periods counted",
             r.counted_frames / PERIOD as u64
         );
-        assert_eq!(r.rust_allocations, 0, "{f} {side}: Rust allocations");
-        assert_eq!(r.c_allocations, 0, "{f} {side}: C allocations");
+        assert_eq!(r.steady.rust_allocations, 0, "{f} {side}: Rust allocations");
+        assert_eq!(r.steady.c_allocations, 0, "{f} {side}: C allocations");
+        assert_eq!(r.steady.rust_frees, 0, "{f} {side}: Rust frees");
+        assert_eq!(r.steady.c_frees, 0, "{f} {side}: C frees");
     }
     assert!(
         p.delay_min >= 0 && p.delay_max <= (PERIOD * PERIODS) as i64 + 512,
@@ -739,7 +799,7 @@ fn check_bit_exact(jackd: &Jackd, f: SampleFormat, read_write: bool) {
     );
     eprintln!(
         "  {f} {:?}: {} frames contiguous ({} checked), {} / {} periods counted with 0 \
-         allocations (Rust and C), playback delay {}..{} frames, jackd xruns {}, {:.1} s",
+         allocations and 0 frees (Rust and C), playback delay {}..{} frames, jackd xruns {}, {:.1} s",
         want_access,
         c.checker.run,
         c.checker.frames,
@@ -933,42 +993,55 @@ fn check_faults(jackd: &Jackd) {
     assert_eq!(playback.fatal, None);
     assert!(capture.xruns >= 1 && playback.xruns >= 1);
     for (side, r) in [("capture", &capture), ("playback", &playback)] {
-        assert_eq!(
-            r.rust_allocations, 0,
-            "{side} loop outside recover/reopen: Rust"
-        );
-        assert_eq!(r.c_allocations, 0, "{side} loop outside recover/reopen: C");
-        assert_eq!(r.rust_allocations_in_recover, 0, "{side} recover: Rust");
+        let s = r.steady;
+        let what = "loop outside recover/reopen";
+        assert_eq!(s.rust_allocations, 0, "{side} {what}: Rust allocations");
+        assert_eq!(s.c_allocations, 0, "{side} {what}: C allocations");
+        assert_eq!(s.rust_frees, 0, "{side} {what}: Rust frees");
+        assert_eq!(s.c_frees, 0, "{side} {what}: C frees");
+        assert_eq!(r.in_recover.rust_allocations, 0, "{side} recover: Rust");
+        assert_eq!(r.in_recover.rust_frees, 0, "{side} recover: Rust frees");
     }
     eprintln!(
         "  faults: capture xruns {}, playback xruns {}, capture timeouts {}, capture breaks {}; \
-         allocations in recover: Rust 0, C {} (capture) / {} (playback); C allocations in \
-         reopen {}; jackd xruns logged {}",
+         in recover: Rust 0 allocations and 0 frees, C {}/{} (capture) and {}/{} (playback) \
+         allocations/frees; in reopen: C {}/{} allocations/frees; jackd xruns logged {}",
         capture.xruns,
         playback.xruns,
         capture.timeouts,
         capture.checker.breaks,
-        capture.c_allocations_in_recover,
-        playback.c_allocations_in_recover,
-        capture.c_allocations_in_reopen,
+        capture.in_recover.c_allocations,
+        capture.in_recover.c_frees,
+        playback.in_recover.c_allocations,
+        playback.in_recover.c_frees,
+        capture.in_reopen.c_allocations,
+        capture.in_reopen.c_frees,
         jackd.xruns()
     );
 }
 
 fn check_c_counter_sees_alsa_lib() {
-    // The interposed malloc must see alsa-lib's allocations, or zero would prove nothing.
-    // (na_pin connects to na_src's ports when it is prepared: na_src must exist.)
+    // The interposed malloc and free must see alsa-lib's allocations and frees, or zero would
+    // prove nothing. (na_pin connects to na_src's ports when it is prepared: na_src must exist.)
     let _src = AlsaPlayback::open(&request("na_src", SampleFormat::S16Le)).expect("open");
     let scope = c_malloc::Scope::begin();
     let cap = AlsaCapture::open(&request("na_pin", SampleFormat::S16Le)).expect("open");
     let n = scope.allocations();
-    drop(scope);
+    let frees_before_close = scope.frees();
     drop(cap);
+    let freed = scope.frees() - frees_before_close;
+    drop(scope);
     assert!(
         n > 0,
         "C allocations by alsa-lib are not seen: the malloc interposer is inert"
     );
-    eprintln!("  instrument: opening na_pin made {n} C allocations (counted)");
+    assert!(
+        freed > 0,
+        "C frees by alsa-lib are not seen: the free interposer is inert"
+    );
+    eprintln!(
+        "  instrument: opening na_pin made {n} C allocations, closing it {freed} C frees (counted)"
+    );
 }
 
 fn check_read_write_warns_once() {

@@ -50,6 +50,7 @@ fn demo_streams_without_gaps_or_allocations() {
     assert_eq!(j["gaps"], 0);
     assert_eq!(j["engine_gaps"], 0);
     assert_eq!(j["allocations_rt"], 0);
+    assert_eq!(j["frees_rt"], 0);
     assert!(j["checked_frames"].as_u64().unwrap() > 48_000 * 5);
     let p50 = j["latency_ms"]["p50"].as_f64().unwrap();
     assert!((p50 - 40.0).abs() < 2.0, "latency {p50}");
@@ -72,6 +73,7 @@ fn the_default_demo_streams_without_gaps() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let j = read_json(&json);
     assert_eq!(j["allocations_rt"], 0, "{j}");
+    assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(j["engine_gaps"], j["gaps"], "{j}");
     // The loops falling behind the devices shows as gaps without xruns. A stall of the whole
     // machine (this shared VM stops both realtime threads longer than the device buffer now
@@ -146,7 +148,9 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     assert_eq!(rj["gaps"], 1, "one gap, at the restart: {rj}");
     assert_eq!(rj["heard_gaps"], 1, "the virtual card heard the same: {rj}");
     assert_eq!(rj["allocations_rt"], 0);
+    assert_eq!(rj["frees_rt"], 0);
     assert_eq!(sj2["allocations_rt"], 0);
+    assert_eq!(sj2["frees_rt"], 0);
     assert_eq!(rj["xruns"], 0);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -416,7 +420,9 @@ fn nacks_recover_packets_a_lossy_link_drops() {
     assert_eq!(rj["gaps"], 0, "every drop recovered: {rj}");
     assert_eq!(rj["heard_gaps"], 0, "{rj}");
     assert_eq!(rj["allocations_rt"], 0);
+    assert_eq!(rj["frees_rt"], 0);
     assert_eq!(sj["allocations_rt"], 0);
+    assert_eq!(sj["frees_rt"], 0);
 }
 
 /// `recv --latency auto`: on a quiet loopback the target comes down from where it started,
@@ -464,4 +470,5 @@ fn an_automatic_latency_comes_down_on_a_quiet_link() {
     assert_eq!(j["gaps"], 0, "{j}");
     assert_eq!(j["heard_gaps"], 0, "{j}");
     assert_eq!(j["allocations_rt"], 0, "{j}");
+    assert_eq!(j["frees_rt"], 0, "{j}");
 }

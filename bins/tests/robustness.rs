@@ -260,6 +260,7 @@ fn forged_foreign_replayed_and_truncated_packets_are_never_played() {
     assert!(old_stream_replays > 100 && sent.forged > 200, "{sent:?}");
     assert_eq!(u(&j, "foreign_packets"), 0, "{j}");
     assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+    assert_eq!(u(&j, "frees_rt"), 0, "{j}");
 }
 
 /// Resident memory of a process, kB.
@@ -335,6 +336,7 @@ fn a_flood_at_100_times_the_packet_rate_leaves_the_stream_alone() {
     assert_eq!(u(&j, "heard_gaps"), 0, "{j}");
     assert_eq!(u(&j, "lost_packets"), 0, "{j}");
     assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+    assert_eq!(u(&j, "frees_rt"), 0, "{j}");
     assert!(
         rss_end <= rss_start + 1024,
         "memory grew under the flood: {rss_start} -> {rss_end} kB"
@@ -374,7 +376,9 @@ fn a_restarted_receiver_takes_the_keyed_stream_up_again() {
     // While nobody listened the sender's packets were refused, and counted.
     assert!(u(&sj, "send_errors") > 0, "{sj}");
     assert_eq!(u(&sj, "allocations_rt"), 0, "{sj}");
+    assert_eq!(u(&sj, "frees_rt"), 0, "{sj}");
     assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+    assert_eq!(u(&j, "frees_rt"), 0, "{j}");
 }
 
 #[test]
@@ -392,6 +396,7 @@ fn an_unplugged_capture_card_is_reopened_and_the_stream_resumes() {
     println!("capture unplugged: sender {sj}\nreceiver {j}");
     assert_eq!(u(&sj, "device_lost"), 1, "{sj}");
     assert_eq!(u(&sj, "allocations_rt"), 0, "{sj}");
+    assert_eq!(u(&sj, "frees_rt"), 0, "{sj}");
     // The card came back as a new stream: one resync, one gap, heard as one.
     assert_eq!(u(&j, "resyncs"), 1, "{j}");
     assert_eq!(u(&j, "gaps"), 1, "{j}");
@@ -428,6 +433,7 @@ fn an_unplugged_playback_card_is_reopened_and_plays_again() {
     println!("playback unplugged: receiver {j}");
     assert_eq!(u(&j, "device_lost"), 1, "{j}");
     assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+    assert_eq!(u(&j, "frees_rt"), 0, "{j}");
     assert!(after > before + 300, "playing again: {before} -> {after}");
     // The outage is heard as gaps, each counted by the engine too.
     assert!(u(&j, "heard_gaps") >= 1, "{j}");

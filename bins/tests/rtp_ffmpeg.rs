@@ -165,6 +165,7 @@ fn netaudio_to_ffmpeg(format: StreamFormat, expected_pt: u8) {
     terminate(&mut sender.0);
     let j = read_json(&json);
     assert_eq!(j["allocations_rt"], 0, "{j}");
+    assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(j["payload_type"], expected_pt, "{j}");
 
     let got = std::fs::read(&raw).unwrap();
@@ -299,6 +300,7 @@ fn ffmpeg_to_netaudio(format: StreamFormat, expected_pt: u8) {
     terminate(&mut receiver.0);
     let j = read_json(&json);
     assert_eq!(j["allocations_rt"], 0, "{j}");
+    assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(
         j["xruns"],
         0,

@@ -218,6 +218,7 @@ fn send_into_nc_listen_is_bit_exact_and_reconnects_when_nc_restarts() {
     assert_eq!(j["tcp_reconnects"], 1, "{j}");
     assert_eq!(j["tcp_disconnects"], 1, "{j}");
     assert_eq!(j["allocations_rt"], 0, "{j}");
+    assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(j["xruns"], 0, "{j}");
     // Everything written reached a file, but for what was in flight when nc died.
     let written = j["tcp_bytes"].as_u64().unwrap() as usize;
@@ -364,6 +365,7 @@ fn recv_plays_raw_pcm_from_nc_bit_exact_and_takes_a_restarted_sender() {
     assert_eq!(j["gaps"], 1, "one gap, at the restart: {j}");
     assert_eq!(j["heard_gaps"], 1, "the virtual card heard the same: {j}");
     assert_eq!(j["allocations_rt"], 0, "{j}");
+    assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(j["xruns"], 0, "{j}");
     assert_eq!(j["invalid_packets"], 0, "{j}");
     let heard = j["heard_frames"].as_u64().unwrap();

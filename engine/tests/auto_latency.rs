@@ -17,6 +17,7 @@ fn assert_no_gaps(r: &SimReport, what: &str) {
     assert_eq!(r.analyzer.gaps, 0, "{what}: heard {:?}", r.gaps.first());
     assert_eq!(r.engine.gaps, 0, "{what}: engine {:?}", r.engine);
     assert_eq!(r.allocations_steady_state, Some(0), "{what}");
+    assert_eq!(r.frees_steady_state, Some(0), "{what}");
 }
 
 #[test]

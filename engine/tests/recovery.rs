@@ -47,6 +47,7 @@ fn nacks_recover_loss_and_bursts_inside_40_ms() {
     let overhead = on.recovery.overhead_percent();
     assert!(overhead > 0.0 && overhead < 8.0, "overhead {overhead} %");
     assert_eq!(on.allocations_steady_state, Some(0));
+    assert_eq!(on.frees_steady_state, Some(0));
     assert!(
         on.recovery.nacks_delivered > 0
             && on.recovery.nacks_delivered <= on.recovery.nacks_sent * 3

@@ -35,6 +35,7 @@ fn assert_clean(r: &SimReport, what: &str) {
         "{what}: every played frame checked and in sync"
     );
     assert_eq!(r.allocations_steady_state, Some(0), "{what}");
+    assert_eq!(r.frees_steady_state, Some(0), "{what}");
 }
 
 #[test]
@@ -191,6 +192,7 @@ fn sender_restart_resyncs_within_one_target_latency_with_one_gap() {
             "{what}: audio back after {gap_ms} ms"
         );
         assert_eq!(r.allocations_steady_state, Some(0));
+        assert_eq!(r.frees_steady_state, Some(0));
     }
 }
 

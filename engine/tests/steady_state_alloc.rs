@@ -1,6 +1,7 @@
-//! The realtime rule, proven: after construction, the sender and the receiver never allocate.
+//! The realtime rule, proven: after construction, the sender and the receiver never allocate
+//! and never free.
 //!
-//! A counting global allocator counts every allocation this thread makes while the steady-state
+//! A counting global allocator counts every allocation and free this thread makes while the steady-state
 //! loop runs: 100 000 periods of packetize → on_packet → render in each drift mode, with loss,
 //! reorder, duplicates, junk datagrams, a sender restart and a stall, so every path of the
 //! receiver (concealment, slips, resampling, resync) is exercised.
@@ -19,7 +20,8 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 const PERIODS: u64 = 100_000;
 
-fn steady_state_allocations(mode: DriftMode, format: StreamFormat) -> (u64, Receiver) {
+/// Runs the loop; returns (allocations, frees) while it ran and the receiver.
+fn steady_state_allocations(mode: DriftMode, format: StreamFormat) -> ((u64, u64), Receiver) {
     let period = 128;
     let fb = format.frame_bytes();
     let mut cfg = ReceiverConfig::new(format, period, 15.0);
@@ -82,7 +84,7 @@ fn steady_state_allocations(mode: DriftMode, format: StreamFormat) -> (u64, Rece
         rx.publish(&stats);
         t_play += period_ns;
     }
-    let n = scope.allocations();
+    let n = (scope.allocations(), scope.frees());
     drop(scope);
     log.drain_to_log();
     (n, rx)
@@ -97,9 +99,10 @@ fn sender_and_receiver_never_allocate_in_steady_state() {
     ];
     for mode in DriftMode::ALL {
         for f in formats {
-            let (allocations, rx) = steady_state_allocations(mode, f);
+            let ((allocations, frees), rx) = steady_state_allocations(mode, f);
             let c = rx.counters();
             assert_eq!(allocations, 0, "{mode} {f}: {allocations} allocations");
+            assert_eq!(frees, 0, "{mode} {f}: {frees} frees");
             // The loop really went through every path.
             assert!(c.lost_packets > 100, "{mode} {f}: {c:?}");
             assert!(c.duplicate_packets > 100, "{mode} {f}: {c:?}");
@@ -119,13 +122,55 @@ fn the_counter_sees_allocations() {
     let scope = AllocScope::begin();
     let v = std::hint::black_box(vec![1u8; 10]);
     assert_eq!(scope.allocations(), 1);
+    assert_eq!(scope.frees(), 0);
+    drop(v);
+    assert_eq!(scope.frees(), 1);
+}
+
+#[test]
+fn the_counter_sees_frees_per_thread_and_in_total() {
+    use engine::alloc_count::{this_thread_frees, tracked_frees};
+    // Made before tracking starts: only its free is counted.
+    let b = std::hint::black_box(Box::new(7u64));
+    let total_before = tracked_frees();
+    let (allocs, frees, thread_frees) = std::thread::spawn(move || {
+        let scope = AllocScope::begin();
+        drop(std::hint::black_box(b));
+        (scope.allocations(), scope.frees(), this_thread_frees())
+    })
+    .join()
+    .unwrap();
+    assert_eq!((allocs, frees, thread_frees), (0, 1, 1));
+    // Other tests' tracked threads may add to the total meanwhile, never take from it.
+    assert!(tracked_frees() > total_before);
+
+    // An untracked thread's frees are not its to count.
+    let b = std::hint::black_box(Box::new(7u64));
+    let untracked = std::thread::spawn(move || {
+        drop(std::hint::black_box(b));
+        this_thread_frees()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(untracked, 0);
+}
+
+#[test]
+fn a_reallocation_is_one_allocation_and_one_free() {
+    let mut v: Vec<u8> = std::hint::black_box(Vec::with_capacity(4));
+    v.extend_from_slice(&[1, 2, 3, 4]);
+    let scope = AllocScope::begin();
+    v.reserve_exact(4096);
+    let counted = (scope.allocations(), scope.frees());
+    drop(scope);
+    assert_eq!(counted, (1, 1));
     drop(v);
 }
 
 /// With a key: the sender tags every packet (incremental keyed BLAKE3) and the receiver
 /// verifies every datagram, with forged, replayed and stale packets among the real ones,
 /// a sender restart and loss: still no allocation.
-fn authenticated_allocations(mode: DriftMode) -> (u64, Receiver) {
+fn authenticated_allocations(mode: DriftMode) -> ((u64, u64), Receiver) {
     use engine::auth::{KEY_LEN, Key};
     let format = StreamFormat::new(48_000, 2, SampleFormat::S24_3Le).unwrap();
     let period = 128;
@@ -195,7 +240,7 @@ fn authenticated_allocations(mode: DriftMode) -> (u64, Receiver) {
         rx.publish(&stats);
         t += period_ns;
     }
-    let n = scope.allocations();
+    let n = (scope.allocations(), scope.frees());
     drop(scope);
     log.drain_to_log();
     (n, rx)
@@ -204,9 +249,10 @@ fn authenticated_allocations(mode: DriftMode) -> (u64, Receiver) {
 #[test]
 fn authenticated_sender_and_receiver_never_allocate() {
     for mode in DriftMode::ALL {
-        let (allocations, rx) = authenticated_allocations(mode);
+        let ((allocations, frees), rx) = authenticated_allocations(mode);
         let c = rx.counters();
         assert_eq!(allocations, 0, "{mode}: {allocations} allocations");
+        assert_eq!(frees, 0, "{mode}: {frees} frees");
         assert!(c.auth_failures > 100, "{mode}: {c:?}");
         assert!(c.replayed_packets > 100, "{mode}: {c:?}");
         assert!(c.lost_packets > 100, "{mode}: {c:?}");
@@ -263,10 +309,11 @@ fn the_nack_path_never_allocates_in_steady_state() {
         }
         rx.render(&mut out, t + 3_000_000);
     }
-    let n = scope.allocations();
+    let (n, frees) = (scope.allocations(), scope.frees());
     drop(scope);
     let c = rx.counters();
     assert_eq!(n, 0, "{n} allocations");
+    assert_eq!(frees, 0, "{frees} frees");
     assert!(c.nacks_sent > 100 && c.recovered_packets > 100, "{c:?}");
     assert!(history.counters().retransmits > 100);
 }

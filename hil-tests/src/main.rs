@@ -4,6 +4,9 @@
 //! independent clocks, a seeded network model, virtual time) and checks every played frame
 //! with a signal analyzer that is independent of the engine's own counters.
 
+// The sim report is one `json!` literal, deeper than the default limit allows.
+#![recursion_limit = "256"]
+
 mod markers;
 mod pi;
 mod plot;
@@ -235,7 +238,7 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
     let r = pi::run(&args)?;
     let lat = &r["latency_ms"];
     println!(
-        "gaps: {} (engine: {}) heard by {}\nlatency ({}): p50 {} p99 {} max {} ms\nlost_packets: {}  concealed_frames: {}  drift_ppm: {}\nxruns: sender {} receiver {}  allocations_steady_state: {}",
+        "gaps: {} (engine: {}) heard by {}\nlatency ({}): p50 {} p99 {} max {} ms\nlost_packets: {}  concealed_frames: {}  drift_ppm: {}\nxruns: sender {} receiver {}  allocations_steady_state: {}  frees_steady_state: {}",
         r["gaps"],
         r["engine_gaps"],
         r["gaps_source"].as_str().unwrap_or("?"),
@@ -248,7 +251,8 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
         r["drift_ppm_estimated"],
         r["xruns"]["sender"],
         r["xruns"]["receiver"],
-        r["allocations_steady_state"]
+        r["allocations_steady_state"],
+        r["frees_steady_state"]
     );
     if let Some(p) = &a.json {
         let text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;

@@ -662,6 +662,11 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
         "drift_ppm_estimated": r["drift_ppm"],
         "bit_exact_frames": r.get("heard_bit_exact").cloned().unwrap_or(Value::Null),
         "allocations_steady_state": r["allocations_rt"].as_u64().unwrap_or(0) + s["allocations_rt"].as_u64().unwrap_or(0),
+        // Null unless both daemons report it: a build that does not count frees proves nothing.
+        "frees_steady_state": match (r["frees_rt"].as_u64(), s["frees_rt"].as_u64()) {
+            (Some(a), Some(b)) => json!(a + b),
+            _ => Value::Null,
+        },
         "engine_gaps": r["gaps"],
         "xruns": { "sender": s["xruns"], "receiver": r["xruns"] },
         "cpu_seconds_per_audio_minute": {

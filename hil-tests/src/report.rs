@@ -50,6 +50,7 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "in_sync_frames": a.in_sync,
         "leading_silence_frames": a.leading_frames,
         "allocations_steady_state": r.allocations_steady_state,
+        "frees_steady_state": r.frees_steady_state,
         "engine_gaps": e.gaps,
         "counters_agree": e.gaps == a.gaps,
         "engine": {
@@ -130,9 +131,11 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
     let a = &r.analyzer;
     let e = &r.engine;
     let rate = cfg.format.rate as f64;
-    let alloc = r
-        .allocations_steady_state
-        .map_or("not counted".to_string(), |n| n.to_string());
+    let counted = |n: Option<u64>| n.map_or("not counted".to_string(), |n| n.to_string());
+    let (alloc, frees) = (
+        counted(r.allocations_steady_state),
+        counted(r.frees_steady_state),
+    );
     format!(
         "gaps: {} (engine: {}{})\n\
          gap_frames: {}  max_gap_ms: {:.2}\n\
@@ -141,7 +144,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
          recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs)  cpu: {:.4} % of realtime ({:.2} s)\n\
          drift_ppm: actual {:+.1}  estimated {:+.1}  ({} mode: {} slips dropped, {} inserted)\n\
          checked_frames: {}  bit_exact: {}  in_sync: {}\n\
-         allocations_steady_state: {}\n\
+         allocations_steady_state: {}  frees_steady_state: {}\n\
          {:.1} h of audio in {:.1} s wall, {:.1} s CPU ({:.2} audio hours per CPU second)\n",
         a.gaps,
         e.gaps,
@@ -181,6 +184,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         a.bit_exact,
         a.in_sync,
         alloc,
+        frees,
         r.audio_seconds / 3600.0,
         wall_s,
         cpu_s,

@@ -224,8 +224,18 @@ impl EngineStats {
 
     /// Allocations on both realtime threads after start-up.
     pub fn allocations(&self) -> Option<u64> {
-        let s = self.send("allocations_rt");
-        let r = self.recv("allocations_rt");
+        self.both_rt("allocations_rt")
+    }
+
+    /// Frees on both realtime threads after start-up.
+    pub fn frees(&self) -> Option<u64> {
+        self.both_rt("frees_rt")
+    }
+
+    /// A realtime-thread count summed over sender and receiver (None if neither reports it).
+    fn both_rt(&self, key: &str) -> Option<u64> {
+        let s = self.send(key);
+        let r = self.recv(key);
         if s.is_none() && r.is_none() {
             return None;
         }

@@ -58,6 +58,7 @@ fn sim_writes_a_complete_report_and_a_plot() {
         "drift_ppm_estimated",
         "bit_exact_frames",
         "allocations_steady_state",
+        "frees_steady_state",
         "engine_gaps",
     ] {
         assert!(v.get(key).is_some(), "report lacks {key}: {text}");
@@ -68,6 +69,7 @@ fn sim_writes_a_complete_report_and_a_plot() {
     assert_eq!(v["gaps"], 0);
     assert_eq!(v["engine_gaps"], 0);
     assert_eq!(v["allocations_steady_state"], 0);
+    assert_eq!(v["frees_steady_state"], 0);
     assert_eq!(v["audio_seconds"], 120.0);
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.contains("<svg") && plot.trim_end().ends_with("</svg>"));

@@ -68,6 +68,7 @@ fn two_local_hosts_stream_without_gaps() {
     assert_eq!(r["gaps"], 0, "{r}");
     assert_eq!(r["engine_gaps"], 0, "{r}");
     assert_eq!(r["allocations_steady_state"], 0, "{r}");
+    assert_eq!(r["frees_steady_state"], 0, "{r}");
     assert!(r["checked_frames"].as_u64().unwrap() > 44_100 * 5, "{r}");
     assert!(
         r["receiver"]["packets_received"].as_u64().unwrap() > 800,
@@ -294,6 +295,7 @@ fn end_to_end_latency_and_gaps_from_the_reference_wiring_on_the_rig() {
     assert_eq!(r["gaps"], 0, "{r}");
     assert_eq!(r["engine_gaps"], 0, "{r}");
     assert_eq!(r["allocations_steady_state"], 0, "{r}");
+    assert_eq!(r["frees_steady_state"], 0, "{r}");
     assert!(r["trace"].as_array().unwrap().len() >= 6, "{r}");
     assert!(stdout.contains("latency (end-to-end"), "{stdout}");
     let plot = std::fs::read_to_string(&svg).unwrap();

@@ -161,6 +161,7 @@ fn check_common(leg: &Value, seconds: f64) {
         "drift_ppm_estimated",
         "bit_exact_frames",
         "allocations_steady_state",
+        "frees_steady_state",
         "engine_gaps",
         "cpu_seconds_per_audio_minute",
         "jackd_xruns",
@@ -223,7 +224,12 @@ fn the_baseline_measures_plausibly() {
     );
     assert!(max >= p50, "{b}");
     // The baseline has no engine counters.
-    for key in ["lost_packets", "engine_gaps", "allocations_steady_state"] {
+    for key in [
+        "lost_packets",
+        "engine_gaps",
+        "allocations_steady_state",
+        "frees_steady_state",
+    ] {
         assert!(b[key].is_null(), "{key}: {}", b[key]);
     }
 }
@@ -258,6 +264,7 @@ fn netaudio_has_no_gaps_and_a_fraction_of_the_baselines_latency() {
         check_common(n, 60.0);
         check_common(b, 60.0);
         assert_eq!(f(n, &["allocations_steady_state"]), 0.0, "{n}");
+        assert_eq!(f(n, &["frees_steady_state"]), 0.0, "{n}");
         let (p99, base_p99) = (f(n, &["latency_ms", "p99"]), f(b, &["latency_ms", "p99"]));
         assert!(
             p99 * 10.0 < base_p99,

@@ -17,7 +17,7 @@
 //! deterministically for a seed.
 //!
 //! Everything is allocated in [`Sim::new`]; the loop in [`Sim::run`] runs under an allocation
-//! counter and reports what it counted.
+//! and free counter and reports what it counted.
 
 pub mod clock;
 pub mod net;
@@ -154,6 +154,8 @@ pub struct SimReport {
     pub drift_ppm_estimated: f64,
     /// Allocations during the steady-state loop, when the counting allocator is installed.
     pub allocations_steady_state: Option<u64>,
+    /// Frees during the steady-state loop, when the counting allocator is installed.
+    pub frees_steady_state: Option<u64>,
     /// Buffer level and latency over time.
     pub trace: Vec<TracePoint>,
     /// Packets sent.
@@ -435,6 +437,7 @@ impl Sim {
             }
         }
         let allocations = alloc_count::installed().then(|| scope.allocations());
+        let frees = alloc_count::installed().then(|| scope.frees());
         drop(scope);
         if let Some(p) = progress {
             p.store((duration * 1000.0) as u64, Ordering::Relaxed);
@@ -465,6 +468,7 @@ impl Sim {
             analyzer_slip_frames: self.analyzer.slip_frames(),
             drift_ppm_estimated: self.receiver.drift_ppm(),
             allocations_steady_state: allocations,
+            frees_steady_state: frees,
             trace: self.trace,
             packets_sent: self.net.counters().sent,
         }

@@ -55,6 +55,7 @@ pub fn leg_json(args: &RigArgs, leg: &Leg) -> Value {
         "in_sync_frames": m.in_sync_frames,
         "leading_silence_frames": m.leading_frames,
         "allocations_steady_state": e.and_then(|e| e.allocations()),
+        "frees_steady_state": e.and_then(|e| e.frees()),
         "engine_gaps": engine_gaps,
         "counters_agree": engine_gaps.map(|g| g == m.gaps),
         "cpu_seconds_per_audio_minute": {
@@ -152,6 +153,10 @@ fn rows(args: &RigArgs, leg: &Leg) -> Vec<(&'static str, String)> {
         (
             "allocations_steady",
             num(e.and_then(|e| e.allocations()).map(|a| a as f64), 0),
+        ),
+        (
+            "frees_steady",
+            num(e.and_then(|e| e.frees()).map(|a| a as f64), 0),
         ),
         (
             "engine_gaps",
