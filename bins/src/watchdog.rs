@@ -37,7 +37,7 @@ pub const FRESH: Duration = Duration::from_millis(500);
 pub const MAX_STALL: Duration = Duration::from_secs(10);
 /// The stall limit's lower bound: more than the longest back-off step (2 s) and a reopen.
 pub const MIN_STALL: Duration = Duration::from_secs(3);
-/// Feeds before an armed [`TestFault`] fires.
+/// Feeds after which the housekeeping thread arms a [`TestFault`] (tests only).
 pub const FAULT_AFTER_FEEDS: u64 = 2;
 
 const NOT_STARTED: u8 = 0;
