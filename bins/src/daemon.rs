@@ -12,6 +12,7 @@ use crate::status::{self, Meter};
 use crate::stream::AnyPacketizer;
 use crate::stream::{self, LoopReport};
 use crate::tcp::{TcpPcmReceiver, TcpPcmSender};
+use crate::watchdog::{Heartbeat, TestFault};
 use engine::auth::Key;
 use engine::format::StreamFormat;
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
@@ -23,6 +24,47 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Why `send`, `recv` or `demo` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Bad settings, or a device or socket that cannot be opened (exit code 2).
+    Setup(String),
+    /// A realtime thread stopped while streaming (panicked, or stuck past the stall limit): it
+    /// has been logged and the watchdog is no longer fed (exit code 3, so that systemd's
+    /// `Restart=always` starts the daemon again).
+    Realtime(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Setup(e) | Failure::Realtime(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Setup(e)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Failure {
+        Failure::Setup(e.to_string())
+    }
+}
+
+/// Ends a daemon whose realtime thread stopped: nothing to join (it may be stuck for good) and
+/// nothing to report; the status server is let go.
+fn realtime_failure(why: String, status: Option<std::thread::JoinHandle<()>>) -> Failure {
+    STOP.store(true, Ordering::Relaxed);
+    if let Some(h) = status {
+        let _ = h.join();
+    }
+    Failure::Realtime(why)
+}
 
 /// Audio side of a daemon.
 #[derive(Clone, Debug, PartialEq)]
@@ -380,12 +422,13 @@ pub fn send(
     dscp: Option<u8>,
     sdp_file: Option<&std::path::Path>,
     opts: &RunOptions,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if opts.proto == Proto::Rtp {
         crate::rtp::check_format(audio.format)?;
     }
     housekeeping::install_signal_handlers();
     refuse_key_unless_native(opts)?;
+    let fault = TestFault::from_env()?;
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
     let mut tcp_stats = None;
     let sock = match opts.proto {
@@ -456,16 +499,18 @@ pub fn send(
         AnyPacketizer::Rtp(_) => None,
     };
     let cpu0 = cpu_seconds();
+    let heartbeat = Arc::new(Heartbeat::new("na-capture"));
+    let hb = heartbeat.clone();
     let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
         let mut tx = tx;
         let h = history.as_mut();
-        let p = &mut producer;
+        let (p, hb) = (&mut producer, &*hb);
         match dev {
             AnyCapture::Alsa(mut d) => {
-                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, &st, &me, p)
+                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, hb, &st, &me, p)
             }
             AnyCapture::Virtual(mut d) => {
-                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, &st, &me, p)
+                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, hb, &st, &me, p)
             }
         }
     })
@@ -473,12 +518,17 @@ pub fn send(
     report_rt("capture", &outcome);
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
-    housekeeping::run(
+    let watched = housekeeping::run(
         &mut [&mut consumer, &mut tcp_consumer],
+        &[&heartbeat],
+        fault,
         interval,
         deadline(opts),
         || housekeeping::sender_line(&stats.snapshot(), rate),
     );
+    if let Err(why) = watched {
+        return Err(realtime_failure(why, status));
+    }
     STOP.store(true, Ordering::Relaxed);
     let rep = handle.join().map_err(|_| "the capture thread panicked")?;
     if let Some(h) = status {
@@ -510,7 +560,7 @@ pub fn send(
     if let (Some(o), Some(r)) = (j.as_object_mut(), rtp_json) {
         o.extend(r.as_object().cloned().unwrap_or_default());
     }
-    write_json(&opts.stats_json, &j)
+    Ok(write_json(&opts.stats_json, &j)?)
 }
 
 /// Receiver settings.
@@ -572,10 +622,12 @@ pub(crate) fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyP
 
 type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_receiver(
     dev: AnyPlayback,
     mut rx: Receiver,
     mut sock: NetIn,
+    heartbeat: Arc<Heartbeat>,
     stats: Arc<Stats>,
     meter: Arc<Meter>,
     mut producer: rtlog::EventProducer,
@@ -583,13 +635,13 @@ fn spawn_receiver(
 ) -> Result<(RecvThread, rt::RtOutcome), String> {
     rt::spawn("na-playback", spec, move || {
         let mut dev = dev;
-        let (st, me, p) = (&*stats, &*meter, &mut producer);
+        let (hb, st, me, p) = (&*heartbeat, &*stats, &*meter, &mut producer);
         let rep = match &mut dev {
             AnyPlayback::Alsa(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, st, me, p)
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
             }
             AnyPlayback::Virtual(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, st, me, p)
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
             }
         };
         (rep, dev)
@@ -643,9 +695,10 @@ pub fn recv(
     listen: &str,
     r: &ReceiveOptions,
     opts: &RunOptions,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     housekeeping::install_signal_handlers();
     refuse_key_unless_native(opts)?;
+    let fault = TestFault::from_env()?;
     // Raw PCM over TCP: nothing is lost on the way, and there are no sequence numbers to ask
     // for; RTP senders (ffmpeg, PipeWire) do not answer NACKs.
     let tcp_r;
@@ -713,17 +766,31 @@ pub fn recv(
     let address = sock.local_addr().map_err(|e| e.to_string())?.to_string();
     let status = start_status(opts, "receiver", &setup, address, &stats, &meter);
     let cpu0 = cpu_seconds();
-    let (handle, outcome) =
-        spawn_receiver(dev, rx, sock, stats.clone(), meter, producer2, opts.rt)?;
+    let heartbeat = Arc::new(Heartbeat::new("na-playback"));
+    let (handle, outcome) = spawn_receiver(
+        dev,
+        rx,
+        sock,
+        heartbeat.clone(),
+        stats.clone(),
+        meter,
+        producer2,
+        opts.rt,
+    )?;
     report_rt("playback", &outcome);
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
-    housekeeping::run(
+    let watched = housekeeping::run(
         &mut [&mut consumer, &mut consumer2, &mut tcp_consumer],
+        &[&heartbeat],
+        fault,
         interval,
         deadline(opts),
         || housekeeping::receiver_line(&stats.snapshot(), rate),
     );
+    if let Err(why) = watched {
+        return Err(realtime_failure(why, status));
+    }
     STOP.store(true, Ordering::Relaxed);
     let (rep, dev) = handle.join().map_err(|_| "the playback thread panicked")?;
     if let Some(h) = status {
@@ -752,7 +819,7 @@ pub fn recv(
         log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
     }
     save_recording(&dev)?;
-    write_json(&opts.stats_json, &j)
+    Ok(write_json(&opts.stats_json, &j)?)
 }
 
 /// Writes a `virtual:record=FILE` device's recording, if any.
@@ -796,8 +863,9 @@ pub struct DemoReport {
 /// `netaudio demo`: a local sender → receiver stream over UDP on loopback between two virtual
 /// sound cards whose clocks differ by `drift_ppm`, both realtime threads in this process,
 /// the played audio checked frame by frame.
-pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
+pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     housekeeping::install_signal_handlers();
+    let fault = TestFault::from_env()?;
     let sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
     let port = sock_rx.local_addr().map_err(|e| e.to_string())?.port();
     let sock_tx =
@@ -830,10 +898,15 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     let tx_stats = Arc::new(Stats::default());
     let cpu0 = cpu_seconds();
     let meter = Arc::new(Meter::default());
+    let (rx_beat, tx_beat) = (
+        Arc::new(Heartbeat::new("na-playback")),
+        Arc::new(Heartbeat::new("na-capture")),
+    );
     let (rh, r_out) = spawn_receiver(
         dev,
         rx,
         NetIn::Udp(Box::new(sock_rx)),
+        rx_beat.clone(),
         rx_stats.clone(),
         meter,
         p2,
@@ -849,6 +922,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
         tx.frames_per_packet(),
         DEFAULT_HISTORY_MS,
     );
+    let hb = tx_beat.clone();
     let (th, t_out) = rt::spawn("na-capture", d.sender_rt, move || {
         let (mut cap, mut tx, mut p3) = (cap, tx, p3);
         let meter = Meter::default();
@@ -858,6 +932,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
             &sock_tx,
             Some(&mut history),
             &SENDER_STOP,
+            &hb,
             &st,
             &meter,
             &mut p3,
@@ -875,8 +950,10 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
     );
     let rate = setup.format.rate;
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
-    housekeeping::run(
+    let watched = housekeeping::run(
         &mut [&mut c1, &mut c2, &mut c3],
+        &[&rx_beat, &tx_beat],
+        fault,
         interval,
         deadline(opts),
         || {
@@ -889,6 +966,10 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, String> {
             )
         },
     );
+    if let Err(why) = watched {
+        SENDER_STOP.store(true, Ordering::Relaxed);
+        return Err(realtime_failure(why, None));
+    }
     STOP.store(true, Ordering::Relaxed);
     let (rrep, dev) = rh.join().map_err(|_| "the playback thread panicked")?;
     SENDER_STOP.store(true, Ordering::Relaxed);

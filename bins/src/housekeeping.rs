@@ -1,6 +1,8 @@
 //! The non-realtime side of a running daemon: the logger, signals, the periodic stats line,
-//! the realtime event queue's formatting, and the systemd watchdog.
+//! the realtime event queue's formatting, and the systemd watchdog, fed only while the
+//! realtime threads' heartbeats advance (see [`crate::watchdog`]).
 
+use crate::watchdog::{self, FAULT_AFTER_FEEDS, Heartbeat, TestFault, Verdict, Watch};
 use engine::rtlog::EventConsumer;
 use engine::stats::StatsSnapshot;
 use std::io::Write;
@@ -166,35 +168,62 @@ pub fn sender_line(s: &StatsSnapshot, rate: u32) -> String {
     )
 }
 
-/// Drains realtime events into the log, prints a stats line every `interval`, feeds the
-/// watchdog, until [`STOP`] or `until` (when given). `line` makes the stats line.
+/// Drains realtime events into the log, prints a stats line every `interval`, and feeds the
+/// watchdog while every one of `heartbeats` advances, until [`STOP`] or `until` (when given).
+/// `line` makes the stats line. `fault` (tests only) is armed in the first heartbeat's loop
+/// after [`FAULT_AFTER_FEEDS`] feeds.
+///
+/// Returns why, when a realtime thread stopped (panicked, returned, or stuck past the stall
+/// limit): that has been logged and told systemd (`STATUS=`), and the watchdog is no longer
+/// fed; the daemon must exit with code 3.
 pub fn run<F: FnMut() -> String>(
     events: &mut [&mut EventConsumer],
+    heartbeats: &[&Heartbeat],
+    fault: Option<TestFault>,
     interval: Duration,
     until: Option<Instant>,
     mut line: F,
-) {
+) -> Result<(), String> {
     let notifier = Notifier::from_env();
     notifier.notify("READY=1");
     let mut next = Instant::now() + interval;
-    // The watchdog is fed every second, whatever the stats interval.
-    let mut next_watchdog = Instant::now() + Duration::from_secs(1);
+    let mut watch = Watch::new(heartbeats.len(), Instant::now(), watchdog::stall_limit());
+    let mut outcome = Ok(());
     while !STOP.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
         std::thread::sleep(Duration::from_millis(50));
         for q in events.iter_mut() {
             q.drain_to_log();
         }
         let now = Instant::now();
-        if now >= next_watchdog {
-            next_watchdog = now + Duration::from_secs(1);
-            notifier.notify("WATCHDOG=1");
+        match watch.tick(now, heartbeats, &STOP) {
+            Verdict::Feed => {
+                notifier.notify("WATCHDOG=1");
+                if let (Some(f), Some(hb)) = (fault, heartbeats.first())
+                    && watch.feeds() == FAULT_AFTER_FEEDS
+                {
+                    log::warn!(
+                        "test fault {f} injected into the realtime thread {} (NETAUDIO_TEST_FAULT)",
+                        hb.name()
+                    );
+                    hb.arm(f);
+                }
+            }
+            Verdict::Wait => {}
+            Verdict::Stopped(why) => {
+                log::error!("{why}");
+                notifier.notify(&format!("STATUS={why}"));
+                outcome = Err(why);
+                break;
+            }
         }
         if !interval.is_zero() && now >= next {
             next += interval;
             log::info!("{}", line());
         }
     }
-    notifier.notify("STOPPING=1");
+    if outcome.is_ok() {
+        notifier.notify("STOPPING=1");
+    }
     for q in events.iter_mut() {
         q.drain_to_log();
         let dropped = q.dropped();
@@ -202,4 +231,5 @@ pub fn run<F: FnMut() -> String>(
             log::warn!("{dropped} realtime events were dropped (queue full)");
         }
     }
+    outcome
 }

@@ -15,3 +15,4 @@ pub mod rtp;
 pub mod status;
 pub mod stream;
 pub mod tcp;
+pub mod watchdog;

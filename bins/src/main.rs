@@ -1,7 +1,9 @@
 //! `netaudio`: stream live audio from one machine's sound card to another's over a LAN.
 //!
 //! Exit codes: 0 success; 1 the stream ran but heard gaps (`demo`), or `check` found a
-//! problem; 2 bad arguments or a device/socket that cannot be opened.
+//! problem; 2 bad arguments or a device/socket that cannot be opened; 3 a realtime thread
+//! stopped while streaming (panicked, or stuck): the watchdog was no longer fed, and systemd's
+//! `Restart=always` starts the service again.
 
 use clap::{Args, Parser, Subcommand};
 use engine::alloc_count::CountingAlloc;
@@ -23,7 +25,7 @@ static ALLOC: CountingAlloc = CountingAlloc;
     name = "netaudio",
     version,
     about = "Stream live audio from one machine's sound card to another's over a LAN, without gaps",
-    after_help = "Exit codes: 0 success, 1 gaps were heard (demo) or check found a problem, 2 bad arguments or a device or socket that cannot be opened."
+    after_help = "Exit codes: 0 success, 1 gaps were heard (demo) or check found a problem, 2 bad arguments or a device or socket that cannot be opened, 3 a realtime thread stopped while streaming (panicked or stuck)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -527,7 +529,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .sdp
                 .clone()
                 .or(cfg.network.sdp_file.clone().map(Into::into));
-            daemon::send(&audio, &dest, dscp, sdp.as_deref(), &run)?;
+            if let Err(f) = daemon::send(&audio, &dest, dscp, sdp.as_deref(), &run) {
+                return failed(f);
+            }
         }
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
@@ -551,7 +555,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 auto_latency: auto_latency(&a, &cfg, latency_ms)?,
             };
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
-            daemon::recv(&audio, &listen, &r, &run)?;
+            if let Err(f) = daemon::recv(&audio, &listen, &r, &run) {
+                return failed(f);
+            }
         }
         Cmd::Demo(a) => {
             let cfg = load_config(&a.audio)?;
@@ -589,7 +595,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     cpu: a.sender_cpu.or((cores > 2).then_some(cores - 2)),
                 },
             };
-            let rep = daemon::demo(&d, &run)?;
+            let rep = match daemon::demo(&d, &run) {
+                Ok(rep) => rep,
+                Err(f) => return failed(f),
+            };
             let j = &rep.json;
             println!(
                 "gaps: {} (engine: {}{})",
@@ -637,6 +646,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit of a daemon that failed: 2 for its settings, devices or sockets (said by `main`);
+/// 3 when a realtime thread stopped (already logged by the housekeeping thread).
+fn failed(f: daemon::Failure) -> Result<ExitCode, String> {
+    match f {
+        daemon::Failure::Setup(e) => Err(e),
+        daemon::Failure::Realtime(_) => Ok(ExitCode::from(3)),
+    }
 }
 
 fn main() -> ExitCode {

@@ -26,7 +26,9 @@
 //!
 //! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
-//! to [`Stats`] once per period and events go to the realtime event queue.
+//! to [`Stats`] once per period and events go to the realtime event queue. Every turn of a loop
+//! (a period, a device wait that timed out, a back-off step) beats its [`Heartbeat`], which the
+//! housekeeping thread watches before it feeds the systemd watchdog (see [`crate::watchdog`]).
 //!
 //! Realtime contract: after the first period a loop makes no allocation and no free, takes no
 //! lock and formats nothing; it blocks only in the device's poll and in `clock_nanosleep` during
@@ -36,6 +38,7 @@
 use crate::net::{BATCH, DatagramIn, DatagramOut, clock_ns, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
+use crate::watchdog::Heartbeat;
 use engine::alloc_count;
 use engine::nack::MAX_NACK_LEN;
 use engine::receiver::{PacketOutcome, Receiver};
@@ -68,16 +71,18 @@ fn sleep_ms(ms: u64) {
 }
 
 /// Runs the sender until `stop` is set (no loss recovery).
+#[allow(clippy::too_many_arguments)]
 pub fn run_sender<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
     tx: &mut T,
     sock: &S,
     stop: &AtomicBool,
+    heartbeat: &Heartbeat,
     stats: &Stats,
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
-    run_sender_with_history(dev, tx, sock, None, stop, stats, meter, events)
+    run_sender_with_history(dev, tx, sock, None, stop, heartbeat, stats, meter, events)
 }
 
 /// What the sender's loop needs of a packetizer: netaudio's own packets ([`Sender`]) or RTP
@@ -219,10 +224,12 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     sock: &S,
     mut history: Option<&mut RetransmitHistory>,
     stop: &AtomicBool,
+    heartbeat: &Heartbeat,
     stats: &Stats,
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    let _running = heartbeat.running();
     let period = dev.setup().period;
     let buffer = dev.setup().buffer;
     let format = dev.setup().format;
@@ -234,6 +241,7 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     let mut next_period_ns = 0u64;
     let _ = dev.start();
     while !stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         if report.periods == 1 {
             // Start-up is over: from here on, count every allocation and free.
             alloc_count::track_this_thread(true);
@@ -309,7 +317,7 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
             Err(e) => Some(e),
         };
         if let Some(e) = err {
-            handle_capture_error(dev, tx, e, stop, &mut c, events, buffer);
+            handle_capture_error(dev, tx, e, stop, heartbeat, &mut c, events, buffer);
         }
         if let Some(h) = history.as_deref() {
             let hc = h.counters();
@@ -326,11 +334,13 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     report
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_capture_error<C: Capture, T: Packetizer>(
     dev: &mut C,
     tx: &mut T,
     e: PcmError,
     stop: &AtomicBool,
+    heartbeat: &Heartbeat,
     c: &mut StatsSnapshot,
     events: &mut EventProducer,
     buffer: usize,
@@ -357,6 +367,7 @@ fn handle_capture_error<C: Capture, T: Packetizer>(
             );
             let mut backoff = BACKOFF_MIN_MS;
             while !stop.load(Ordering::Relaxed) {
+                heartbeat.beat();
                 sleep_ms(backoff);
                 if dev.reopen().is_ok() && dev.start().is_ok() {
                     events.push(monotonic_ns(), Event::DeviceBack { capture: true });
@@ -370,15 +381,18 @@ fn handle_capture_error<C: Capture, T: Packetizer>(
 }
 
 /// Runs the receiver until `stop` is set.
+#[allow(clippy::too_many_arguments)]
 pub fn run_receiver<P: Playback, S: DatagramIn>(
     dev: &mut P,
     rx: &mut Receiver,
     sock: &mut S,
     stop: &AtomicBool,
+    heartbeat: &Heartbeat,
     stats: &Stats,
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    let _running = heartbeat.running();
     let period = dev.setup().period;
     let format = dev.setup().format;
     let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
@@ -391,6 +405,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
     let mut next_period_ns = 0u64;
     prime_and_start(dev, rx);
     while !stop.load(Ordering::Relaxed) {
+        heartbeat.beat();
         if report.periods == 1 {
             alloc_count::track_this_thread(true);
         }
@@ -475,6 +490,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                     );
                     let mut backoff = BACKOFF_MIN_MS;
                     while !stop.load(Ordering::Relaxed) {
+                        heartbeat.beat();
                         // The network side stays up: keep taking packets meanwhile.
                         let _ = sock.recv_batch(|datagram, t| {
                             rx.on_packet(datagram, t);

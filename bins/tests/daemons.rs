@@ -223,6 +223,118 @@ fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
     assert_eq!(last, "STOPPING=1");
 }
 
+/// What a daemon told systemd, and how it ended, when its realtime thread failed on purpose.
+struct FaultRun {
+    /// Notifications up to the second `WATCHDOG=1`, right after which the daemon arms the fault.
+    before: Vec<String>,
+    /// Every notification after that, until the daemon exited.
+    after: Vec<String>,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `netaudio args` under a fake systemd (`NOTIFY_SOCKET`, `WATCHDOG_USEC` of 6 s: the
+/// daemon gives up on a silent realtime thread after 3 s) with `NETAUDIO_TEST_FAULT=fault`.
+fn run_with_fault(fault: &str, args: &[&str]) -> FaultRun {
+    use std::io::Read;
+    let path = tmp(&format!("notify-{fault}.sock"));
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    // The deadline of each notification awaited.
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Reaper(
+        bin()
+            .args(args)
+            .args(["--stats-interval", "0", "--log-level", "warn"])
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "6000000")
+            .env("NETAUDIO_TEST_FAULT", fault)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 1024];
+    let mut before: Vec<String> = Vec::new();
+    // Ready, and the watchdog fed twice.
+    while before.iter().filter(|m| *m == "WATCHDOG=1").count() < 2 {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{fault}: no notification within 10 s ({e}): {before:?}"));
+        before.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // The daemon gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = d.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{fault}: the daemon still runs 30 s after the fault"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // All it sent is waiting in the socket now.
+    sock.set_nonblocking(true).unwrap();
+    let mut after = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        after.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let mut stderr = String::new();
+    d.0.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    FaultRun {
+        before,
+        after,
+        code: status.code(),
+        stderr,
+    }
+}
+
+/// The watchdog proves the realtime thread is alive: once it is stuck or has panicked, the
+/// daemon feeds the watchdog no more, says why (in the log and to systemd), and exits with
+/// code 3 so that systemd's `Restart=always` starts it again.
+#[test]
+fn the_watchdog_is_fed_only_while_the_realtime_thread_runs() {
+    let _serial = serial();
+    let port = free_port().to_string();
+    let dest = format!("127.0.0.1:{port}");
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "rt-stall",
+            &["recv", "--device", "virtual", "--listen", "127.0.0.1:0"],
+            "the realtime thread na-playback stopped: no heartbeat",
+        ),
+        (
+            "rt-panic",
+            &["send", "--device", "virtual", "--dest", &dest],
+            "the realtime thread na-capture stopped: it panicked",
+        ),
+    ];
+    for (fault, args, why) in cases {
+        let r = run_with_fault(fault, args);
+        assert_eq!(r.before[0], "READY=1", "{fault}: {:?}", r.before);
+        assert!(
+            !r.after.iter().any(|m| m == "WATCHDOG=1"),
+            "{fault}: the watchdog was fed after the fault: {:?}",
+            r.after
+        );
+        assert!(
+            r.after
+                .iter()
+                .any(|m| m.starts_with("STATUS=") && m.contains(why)),
+            "{fault}: {:?}",
+            r.after
+        );
+        assert_eq!(r.code, Some(3), "{fault}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{fault}: {}", r.stderr);
+    }
+}
+
 #[test]
 fn check_reports_every_problem_of_a_config_with_its_line() {
     let _serial = serial();

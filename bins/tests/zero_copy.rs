@@ -50,7 +50,17 @@ fn payloads_are_the_device_buffer_itself() {
     let (mut events, _log) = rtlog::queue();
     let stats = Stats::default();
     let meter = netaudio::status::Meter::default();
-    run_sender(&mut dev, &mut tx, &sock, &STOP, &stats, &meter, &mut events);
+    let beat = netaudio::watchdog::Heartbeat::new("na-capture");
+    run_sender(
+        &mut dev,
+        &mut tx,
+        &sock,
+        &STOP,
+        &beat,
+        &stats,
+        &meter,
+        &mut events,
+    );
     let payloads = sock.payloads.into_inner();
     assert!(payloads.len() >= 200);
     for (ptr, len) in payloads {
