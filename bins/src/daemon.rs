@@ -183,6 +183,17 @@ fn with_sender_key(tx: Sender, opts: &RunOptions) -> Sender {
     }
 }
 
+/// The copies of the last packets a sender keeps for NACKs; with a key it answers only NACKs
+/// sealed with it.
+fn history_for(tx: &Sender, opts: &RunOptions) -> RetransmitHistory {
+    let h =
+        RetransmitHistory::for_span(tx.format().rate, tx.frames_per_packet(), DEFAULT_HISTORY_MS);
+    match &opts.key {
+        Some(k) => h.with_auth(k.clone()),
+        None => h,
+    }
+}
+
 /// The receiver, accepting only authenticated packets when a key is configured.
 fn with_receiver_key(rx: Receiver, opts: &RunOptions) -> Receiver {
     match &opts.key {
@@ -491,11 +502,7 @@ pub fn send(
     // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;
     // RTP receivers send no NACKs).
     let mut history = match &tx {
-        AnyPacketizer::Native(t) => Some(RetransmitHistory::for_span(
-            setup.format.rate,
-            t.frames_per_packet(),
-            DEFAULT_HISTORY_MS,
-        )),
+        AnyPacketizer::Native(t) => Some(history_for(t, opts)),
         AnyPacketizer::Rtp(_) => None,
     };
     let cpu0 = cpu_seconds();
@@ -544,6 +551,10 @@ pub fn send(
             "nacks_received": s.nacks_received,
             "retransmits_sent": s.retransmits_sent,
             "retransmit_bytes_sent": s.retransmit_bytes_sent,
+            "resends_capped": s.resends_capped,
+            "resends_over_limit": s.resends_over_limit,
+            "nack_auth_failures": s.nack_auth_failures,
+            "nack_replays": s.nack_replays,
             "xruns": s.xruns,
             "device_lost": s.device_lost,
             "allocations_rt": rep.allocations,
@@ -917,11 +928,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     // The sender stops after the receiver, so the end of the run is no gap.
     static SENDER_STOP: AtomicBool = AtomicBool::new(false);
     SENDER_STOP.store(false, Ordering::Relaxed);
-    let mut history = RetransmitHistory::for_span(
-        setup.format.rate,
-        tx.frames_per_packet(),
-        DEFAULT_HISTORY_MS,
-    );
+    let mut history = history_for(&tx, opts);
     let hb = tx_beat.clone();
     let (th, t_out) = rt::spawn("na-capture", d.sender_rt, move || {
         let (mut cap, mut tx, mut p3) = (cap, tx, p3);

@@ -128,6 +128,11 @@ impl Source {
             "nacks_sent": s.nacks_sent,
             "nacks_received": s.nacks_received,
             "retransmits_sent": s.retransmits_sent,
+            "retransmit_bytes_sent": s.retransmit_bytes_sent,
+            "resends_capped": s.resends_capped,
+            "resends_over_limit": s.resends_over_limit,
+            "nack_auth_failures": s.nack_auth_failures,
+            "nack_replays": s.nack_replays,
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
             "gaps": s.gaps,
             "resyncs": s.resyncs,
@@ -278,11 +283,18 @@ pub fn render(v: &Value) -> String {
         ));
     } else {
         s.push_str(&format!(
-            "\n  packets  {} sent, {} refused\n  recovery {} NACKs answered, {} packets sent again\n  xruns    {} (devices lost {})\n",
+            "\n  packets  {} sent, {} refused\n  recovery {} NACKs answered, {} packets sent again \
+             ({} not: {} over the per-packet limit, {} over the rate cap)\n  \
+             refused  {} NACKs with bad or missing tags, {} replayed\n  xruns    {} (devices lost {})\n",
             u("packets_sent"),
             u("send_errors"),
             u("nacks_received"),
             u("retransmits_sent"),
+            u("resends_over_limit") + u("resends_capped"),
+            u("resends_over_limit"),
+            u("resends_capped"),
+            u("nack_auth_failures"),
+            u("nack_replays"),
             u("xruns"),
             u("device_lost"),
         ));
@@ -334,8 +346,14 @@ mod tests {
         );
         let s = render(
             &json!({"role": "sender", "packets_sent": 9, "nacks_received": 4,
-            "retransmits_sent": 6}),
+            "retransmits_sent": 6, "resends_capped": 2, "nack_auth_failures": 5,
+            "nack_replays": 1}),
         );
         assert!(s.contains("4 NACKs answered, 6 packets sent again"), "{s}");
+        assert!(s.contains("2 over the rate cap"), "{s}");
+        assert!(
+            s.contains("5 NACKs with bad or missing tags, 1 replayed"),
+            "{s}"
+        );
     }
 }

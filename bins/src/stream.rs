@@ -18,7 +18,8 @@
 //! the freshness check of new streams (see `engine::auth`).
 //!
 //! Loss recovery: [`run_sender_with_history`] keeps a copy of every packet in a
-//! [`RetransmitHistory`] and answers the receiver's NACKs from it; the receiver writes NACKs
+//! [`RetransmitHistory`] and answers the receiver's NACKs from it, within the history's limits
+//! (a rate cap it reports through the event queue when reached); the receiver writes NACKs
 //! (see [`Receiver::poll_nack`]) and sends them back to the stream's source. Between device
 //! periods both loops wait on their socket too (one `ppoll` up to the time the device is due,
 //! or the loss tracker's next deadline), so a NACK is answered, and a packet taken, when it
@@ -206,12 +207,29 @@ impl Packetizer for AnyPacketizer {
     }
 }
 
-/// Answers every NACK waiting on `sock` from `history`.
-fn answer_nacks<S: DatagramOut>(sock: &S, history: &mut RetransmitHistory, buf: &mut [u8]) {
-    while let Some(n) = sock.recv_nack(buf) {
-        let _ = history.on_nack(&buf[..n.min(buf.len())], |d| {
+/// NACK datagrams taken per call at most: a flood of them cannot keep the thread from its
+/// device (the caller checks the device between calls).
+const MAX_NACKS_PER_TURN: usize = 64;
+
+/// Answers the NACKs waiting on `sock` from `history` (at most [`MAX_NACKS_PER_TURN`]); what
+/// the history has to report goes to the event queue.
+fn answer_nacks<S: DatagramOut>(
+    sock: &S,
+    history: &mut RetransmitHistory,
+    buf: &mut [u8],
+    events: &mut EventProducer,
+) {
+    let now = monotonic_ns();
+    for _ in 0..MAX_NACKS_PER_TURN {
+        let Some(n) = sock.recv_nack(buf) else {
+            break;
+        };
+        let _ = history.on_nack(now, &buf[..n.min(buf.len())], |d| {
             let _ = sock.send_gather(d, &[]);
         });
+    }
+    if let Some(r) = history.poll_event() {
+        events.push(r.t_ns, r.event);
     }
 }
 
@@ -249,7 +267,7 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
         if let (Some(h), Some(fd)) = (history.as_deref_mut(), sock.fd()) {
             // Until the device is due, wake for NACKs and answer them at once.
             loop {
-                answer_nacks(sock, h, &mut nack_buf);
+                answer_nacks(sock, h, &mut nack_buf, events);
                 match dev.wait(0) {
                     Ok(0) => {}
                     _ => break,
@@ -324,6 +342,10 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
             c.nacks_received = hc.nacks_received;
             c.retransmits_sent = hc.retransmits;
             c.retransmit_bytes_sent = hc.retransmit_bytes;
+            c.resends_capped = hc.resends_capped;
+            c.resends_over_limit = hc.resends_over_limit;
+            c.nack_auth_failures = hc.nack_auth_failures;
+            c.nack_replays = hc.nack_replays;
         }
         stats.publish(&c);
     }
@@ -550,15 +572,12 @@ fn take_packets<S: DatagramIn>(sock: &mut S, rx: &mut Receiver) -> Result<usize,
     Ok(total)
 }
 
-/// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source.
+/// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source
+/// (each copy the receiver hands out).
 fn nack_turn<S: DatagramIn>(sock: &S, rx: &mut Receiver, buf: &mut [u8]) {
-    let n = rx.poll_nack(monotonic_ns(), buf);
-    if n > 0 {
-        let copies = rx.loss_tracker().map_or(1, |t| t.nack_copies());
-        for _ in 0..copies {
-            let _ = sock.send_nack(&buf[..n]);
-        }
-    }
+    rx.poll_nack_copies(monotonic_ns(), buf, |d| {
+        let _ = sock.send_nack(d);
+    });
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.

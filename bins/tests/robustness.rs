@@ -1,7 +1,9 @@
 //! `netaudio send` → `netaudio recv` as separate processes on loopback, under attack and
 //! faults: an attacker with forged, foreign, replayed and truncated packets against a keyed
-//! stream; a flood of junk at 100 times the packet rate; a receiver restart; a sound card
-//! unplugged and plugged back on either side. The receiver's virtual sound card checks every
+//! stream; a flood of junk at 100 times the packet rate; NACK floods against the sender from
+//! the receiver's address (forged and replayed against a keyed sender, whole-history runs
+//! against one without a key); a receiver restart; a sound card unplugged and plugged back on
+//! either side. The receiver's virtual sound card checks every
 //! frame it plays against the sender's ramp, so anything played that was not sent in order is
 //! a gap it hears.
 //!
@@ -9,13 +11,16 @@
 
 use engine::auth::{KEY_LEN, Key};
 use engine::format::{SampleFormat, StreamFormat};
+use engine::nack::{MAX_NACK_LEN, MAX_NACK_RUNS, NackRun, emit_nack_round, seal_nack};
+use engine::recovery::{DEFAULT_HISTORY_MS, RetransmitHistory};
 use engine::sender::Sender;
 use serde_json::Value;
-use std::net::UdpSocket;
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -504,4 +509,369 @@ fn keygen_makes_a_key_and_an_open_key_file_is_refused_with_the_fix() {
         text.contains("ok   key file") && text.contains("valid key"),
         "{text}"
     );
+}
+
+/// Waits until `cond` holds, up to `secs`; whether it did.
+fn wait_until(secs: f64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// What the NACK proxy saw.
+#[derive(Default)]
+struct ProxyCounts {
+    /// Bytes of packets seen for the first time (the stream).
+    first_bytes: AtomicU64,
+    /// Bytes of packets seen before (sent again on request).
+    resent_bytes: AtomicU64,
+    /// Packets seen before.
+    resent: AtomicU64,
+    /// Packets dropped on the way to the receiver.
+    dropped: AtomicU64,
+    /// NACKs from the receiver passed on to the sender.
+    nacks: AtomicU64,
+}
+
+/// A UDP proxy standing where the sender believes its receiver is: packets from the sender go
+/// on to the receiver (about one in `1 / loss` dropped, so the receiver asks for some), NACKs
+/// from the receiver go back to the sender and are recorded. Datagrams a test sends with
+/// [`NackProxy::inject`] reach the sender from the address it sends to: a spoofed receiver.
+/// Packets whose (stream, sequence number) was seen before count as sent again.
+struct NackProxy {
+    port: u16,
+    sock: UdpSocket,
+    sender: Arc<Mutex<Option<SocketAddr>>>,
+    stream_id: Arc<AtomicU64>,
+    latest_seq: Arc<AtomicU64>,
+    nacks: Arc<Mutex<Vec<Vec<u8>>>>,
+    counts: Arc<ProxyCounts>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NackProxy {
+    fn new(to: u16, loss: f64) -> NackProxy {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let sender = Arc::new(Mutex::new(None));
+        let stream_id = Arc::new(AtomicU64::new(u64::MAX));
+        let latest_seq = Arc::new(AtomicU64::new(0));
+        let nacks = Arc::new(Mutex::new(Vec::new()));
+        let counts = Arc::new(ProxyCounts::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rx_sock, snd, sid, lseq, nk, c, st) = (
+            sock.try_clone().unwrap(),
+            sender.clone(),
+            stream_id.clone(),
+            latest_seq.clone(),
+            nacks.clone(),
+            counts.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            let receiver: SocketAddr = format!("127.0.0.1:{to}").parse().unwrap();
+            let mut seen = HashSet::new();
+            let mut rng = engine::rng::Rng::new(17);
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, from)) = rx_sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let d = &buf[..n];
+                if from == receiver {
+                    let to_sender = *snd.lock().unwrap();
+                    if let Some(s) = to_sender {
+                        let _ = rx_sock.send_to(d, s);
+                        c.nacks.fetch_add(1, Ordering::Relaxed);
+                        nk.lock().unwrap().push(d.to_vec());
+                    }
+                    continue;
+                }
+                *snd.lock().unwrap() = Some(from);
+                if n >= 32 && &d[..2] == b"NA" {
+                    let id = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+                    let seq = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+                    sid.store(id as u64, Ordering::Relaxed);
+                    if seen.insert((id, seq)) {
+                        lseq.store(seq as u64, Ordering::Relaxed);
+                        c.first_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    } else {
+                        c.resent_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        c.resent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if rng.chance(loss) {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let _ = rx_sock.send_to(d, receiver);
+            }
+        });
+        NackProxy {
+            port,
+            sock,
+            sender,
+            stream_id,
+            latest_seq,
+            nacks,
+            counts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Sends `d` to the sender from the proxy's address (where its receiver is).
+    fn inject(&self, d: &[u8]) {
+        let to = self
+            .sender
+            .lock()
+            .unwrap()
+            .expect("the sender is streaming");
+        self.sock.send_to(d, to).unwrap();
+    }
+
+    fn stream_id(&self) -> Option<u32> {
+        let v = self.stream_id.load(Ordering::Relaxed);
+        (v != u64::MAX).then_some(v as u32)
+    }
+
+    /// The newest sequence number the sender sent.
+    fn latest_seq(&self) -> u32 {
+        self.latest_seq.load(Ordering::Relaxed) as u32
+    }
+
+    fn nacks(&self) -> Vec<Vec<u8>> {
+        self.nacks.lock().unwrap().clone()
+    }
+
+    fn count(&self, f: impl Fn(&ProxyCounts) -> &AtomicU64) -> u64 {
+        f(&self.counts).load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for NackProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `netaudio send` as [`send`] does, its log written to `log`.
+fn send_logged(port: u16, json: &Path, key: Option<&Path>, log: &Path) -> Reaper {
+    let mut c = bin();
+    c.args(["send", "--device", "virtual", "--dest"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--stats-interval", "0", "--status-socket"])
+        .arg(json.with_extension("sock"))
+        .args(FMT)
+        .arg("--stats-json")
+        .arg(json)
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(k) = key {
+        c.arg("--key-file").arg(k);
+    }
+    Reaper(c.spawn().unwrap())
+}
+
+/// A daemon's `netaudio status --json`, if it answers.
+fn sender_status(socket: &Path) -> Option<Value> {
+    let out = bin()
+        .args(["status", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The most the sender may send again for `first_bytes` of stream: its rate cap's share plus
+/// one full bucket (and a few packets in flight when the proxy counted).
+fn resend_cap_bytes(first_bytes: u64, packet_len: u64) -> u64 {
+    let h = RetransmitHistory::for_span(RATE, PERIOD, DEFAULT_HISTORY_MS);
+    let l = h.limits();
+    first_bytes * l.rate_percent as u64 / 100 + (l.burst_packets as u64 + 4) * packet_len
+}
+
+#[test]
+fn forged_and_replayed_nacks_cost_a_keyed_sender_nothing() {
+    let _serial = serial();
+    let key = Key::from_bytes([0x55; KEY_LEN]);
+    let kf = key_file("nack.key", &key);
+    let port = free_port();
+    let (rj, sj, log) = (tmp("n-recv.json"), tmp("n-send.json"), tmp("n-send.log"));
+    let mut r = Reaper(recv(port, "virtual", &rj, Some(&kf)));
+    let proxy = NackProxy::new(port, 0.03);
+    let mut s = send_logged(proxy.port, &sj, Some(&kf), &log);
+    // Ready: the stream flows and the receiver has asked for a few packets again.
+    assert!(
+        wait_until(10.0, || proxy.nacks().len() >= 6
+            && proxy.stream_id().is_some()),
+        "no NACKs from the receiver"
+    );
+    let id = proxy.stream_id().unwrap();
+    let wrong = Key::from_bytes([0x56; KEY_LEN]);
+    let whole = [NackRun {
+        first: 0,
+        count: u16::MAX,
+    }; MAX_NACK_RUNS];
+    let mut buf = [0u8; MAX_NACK_LEN];
+    let (mut forged, mut replayed) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut k = 0u64;
+    while start.elapsed() < Duration::from_secs(4) {
+        // Every 10 ms: an unsealed and a wrongly sealed whole-history NACK, a real NACK with
+        // one bit changed, and five replays of real NACKs (the latest and older ones).
+        let round = k as u16 | 1;
+        let mut runs = whole;
+        runs[0].first = proxy.latest_seq().wrapping_sub(1000);
+        let n = emit_nack_round(id, round, &runs, &mut buf).unwrap();
+        proxy.inject(&buf[..n]);
+        let n = seal_nack(&wrong, u64::MAX - k, &mut buf).unwrap();
+        proxy.inject(&buf[..n]);
+        let real = proxy.nacks();
+        let mut changed = real[real.len() - 1].clone();
+        let i = 12 + (k as usize * 5) % (changed.len() - 12);
+        changed[i] ^= 0x04;
+        proxy.inject(&changed);
+        forged += 3;
+        for j in 0..5 {
+            let d = if j == 0 {
+                &real[real.len() - 1]
+            } else {
+                &real[(k as usize * 7 + j) % real.len()]
+            };
+            proxy.inject(d);
+            replayed += 1;
+        }
+        k += 1;
+        sleep_s(0.01);
+    }
+    // Let the sender take what is queued, then stop both.
+    // Ready to stop when the sender has counted every datagram the attacker sent.
+    let status = sj.with_extension("sock");
+    let counted = wait_until(5.0, || {
+        sender_status(&status).is_some_and(|v| {
+            u(&v, "nack_auth_failures") + u(&v, "nack_replays") >= forged + replayed
+        })
+    });
+    terminate(&mut r);
+    terminate(&mut s);
+    let (j, sjv) = (read_json(&rj), read_json(&sj));
+    let first = proxy.count(|c| &c.first_bytes);
+    let resent = proxy.count(|c| &c.resent_bytes);
+    println!(
+        "keyed NACK attack: {forged} forged, {replayed} replayed, {} real NACKs; \
+         proxy: {first} bytes of stream, {resent} sent again ({} packets), {} dropped\n\
+         sender: {sjv}\nreceiver: {j}",
+        proxy.count(|c| &c.nacks),
+        proxy.count(|c| &c.resent),
+        proxy.count(|c| &c.dropped)
+    );
+    assert!(counted, "the sender did not count every NACK: {sjv}");
+    assert_eq!(u(&sjv, "nack_auth_failures"), forged, "{sjv}");
+    assert_eq!(u(&sjv, "nack_replays"), replayed, "{sjv}");
+    // The attack cost nothing: the sender took only the NACKs the receiver sent (none of the
+    // attacker's reached its bucket), and what it sent again filled every hole.
+    let real = proxy.count(|c| &c.nacks);
+    assert!(
+        u(&sjv, "nacks_received") <= real,
+        "{real} real NACKs: {sjv}"
+    );
+    assert!(u(&sjv, "nacks_received") > 0, "{sjv}");
+    assert!(
+        resent <= resend_cap_bytes(first, 1088),
+        "{resent} of {first}"
+    );
+    assert!(u(&j, "recovered_packets") > 10, "{j}");
+    assert_eq!(u(&j, "gaps"), 0, "{j}");
+    assert_eq!(u(&j, "heard_gaps"), 0, "{j}");
+    assert_eq!(u(&j, "auth_failures"), 0, "{j}");
+    assert_eq!(u(&sjv, "allocations_rt"), 0, "{sjv}");
+    assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+}
+
+#[test]
+fn whole_history_nacks_from_a_spoofed_receiver_are_capped_at_half_the_stream() {
+    let _serial = serial();
+    let port = free_port();
+    let (rj, sj, log) = (tmp("w-recv.json"), tmp("w-send.json"), tmp("w-send.log"));
+    let mut r = Reaper(recv(port, "virtual", &rj, None));
+    let proxy = NackProxy::new(port, 0.0);
+    let mut s = send_logged(proxy.port, &sj, None, &log);
+    assert!(
+        wait_until(10.0, || proxy.count(|c| &c.first_bytes) > 100 * 1056),
+        "the stream does not flow"
+    );
+    let id = proxy.stream_id().unwrap();
+    let whole = [NackRun {
+        first: 0,
+        count: u16::MAX,
+    }; MAX_NACK_RUNS];
+    let mut buf = [0u8; MAX_NACK_LEN];
+    let mut nacks = 0u64;
+    let first_before = proxy.count(|c| &c.first_bytes);
+    let start = Instant::now();
+    // 2000 204-byte NACKs a second, each a new request for the whole history (every run
+    // covers all of it), for 4 s: without limits each would send the history 32 times over.
+    while start.elapsed() < Duration::from_secs(4) {
+        let due = (start.elapsed().as_secs_f64() * 2000.0) as u64;
+        while nacks < due {
+            // A fresh round, and every run covering the whole history (each starting at
+            // another place before it).
+            let mut runs = whole;
+            let latest = proxy.latest_seq();
+            for (i, r) in runs.iter_mut().enumerate() {
+                r.first = latest.wrapping_sub(1000 + 500 * i as u32);
+            }
+            let n = emit_nack_round(id, (nacks as u16).max(1), &runs, &mut buf).unwrap();
+            assert_eq!(n, 204);
+            proxy.inject(&buf[..n]);
+            nacks += 1;
+        }
+        sleep_s(0.005);
+    }
+    let attack_bytes = nacks * 204;
+    // Ready to stop when the cap has been reported in the sender's log.
+    let logged = wait_until(5.0, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("resending is capped"))
+    });
+    terminate(&mut r);
+    terminate(&mut s);
+    let (j, sjv) = (read_json(&rj), read_json(&sj));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first = proxy.count(|c| &c.first_bytes);
+    let resent = proxy.count(|c| &c.resent_bytes);
+    println!(
+        "whole-history NACK flood: {nacks} NACKs ({attack_bytes} bytes) in 4 s; proxy: {first} \
+         bytes of stream ({} during the flood), {resent} sent again ({:.1} %, {:.2}x the \
+         attacker's bytes)\nsender: {sjv}\nreceiver: {j}",
+        first - first_before,
+        resent as f64 * 100.0 / first as f64,
+        resent as f64 / attack_bytes as f64
+    );
+    assert!(logged, "no cap report in the log:\n{text}");
+    assert!(nacks >= 7000, "{nacks} NACKs sent");
+    // What was sent again stays under half the stream's bytes (plus one bucket), counted by
+    // the sender and on the wire alike.
+    let cap = resend_cap_bytes(first, 1056);
+    assert!(resent <= cap, "{resent} bytes sent again, cap {cap}");
+    assert!(u(&sjv, "retransmit_bytes_sent") <= cap, "{sjv}");
+    assert!(u(&sjv, "retransmit_bytes_sent") >= resent, "{sjv}");
+    // The cap did the work: most asks were refused, and counted.
+    assert!(u(&sjv, "resends_capped") > 100_000, "{sjv}");
+    assert!(u(&sjv, "nacks_received") >= nacks * 9 / 10, "{sjv}");
+    // The receiver kept playing: copies sent again are duplicates, never a gap.
+    assert_eq!(u(&j, "gaps"), 0, "{j}");
+    assert_eq!(u(&j, "heard_gaps"), 0, "{j}");
+    assert_eq!(u(&sjv, "allocations_rt"), 0, "{sjv}");
+    assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
 }

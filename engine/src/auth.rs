@@ -209,6 +209,49 @@ impl ReplayWindow {
     }
 }
 
+/// Which 64-bit nonces (of the receiver's NACKs) a sender already took: the newest and a bitmap
+/// of the [`REPLAY_WINDOW`] before it. The first nonce is taken whatever it is; after that a
+/// nonce seen before, or older than the window, is a replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NonceWindow {
+    newest: Option<u64>,
+    /// Bit `i` set: `newest - i` was taken.
+    seen: u64,
+}
+
+impl NonceWindow {
+    /// Forgets every nonce (a new stream).
+    pub fn reset(&mut self) {
+        *self = NonceWindow::default();
+    }
+
+    /// Takes `nonce` if it is new and inside the window; `false` for a replay.
+    pub fn take(&mut self, nonce: u64) -> bool {
+        let Some(newest) = self.newest else {
+            self.newest = Some(nonce);
+            self.seen = 1;
+            return true;
+        };
+        if nonce > newest {
+            let ahead = nonce - newest;
+            self.seen = if ahead >= 64 { 0 } else { self.seen << ahead };
+            self.seen |= 1;
+            self.newest = Some(nonce);
+            return true;
+        }
+        let behind = newest - nonce;
+        if behind >= REPLAY_WINDOW as u64 {
+            return false;
+        }
+        let bit = 1u64 << behind;
+        if self.seen & bit != 0 {
+            return false;
+        }
+        self.seen |= bit;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +307,21 @@ mod tests {
         assert!(!w.take(1), "far behind");
         assert!(w.take(100 + 1000), "a jump ahead clears the window");
         assert!(!w.take(100));
+    }
+
+    #[test]
+    fn the_nonce_window_takes_each_nonce_once() {
+        let mut w = NonceWindow::default();
+        assert!(w.take(1_000_000), "the first is taken whatever it is");
+        assert!(!w.take(1_000_000));
+        assert!(w.take(1_000_002));
+        assert!(w.take(1_000_001), "late but inside the window");
+        assert!(!w.take(1_000_001));
+        assert!(!w.take(1_000_002 - REPLAY_WINDOW as u64), "just outside");
+        assert!(w.take(1_000_003 - REPLAY_WINDOW as u64), "just inside");
+        assert!(w.take(u64::MAX), "a jump ahead clears the window");
+        assert!(!w.take(1_000_002) && !w.take(u64::MAX));
+        w.reset();
+        assert!(w.take(5), "a new stream starts afresh");
     }
 }

@@ -30,7 +30,9 @@
 //! numbers; the driver calls [`Receiver::poll_nack`] whenever it wakes (after taking packets,
 //! after rendering, and at [`Receiver::next_nack_due`]) and sends the NACK it writes (if any)
 //! back to the sender. A packet asked for that arrives before its frames are played is
-//! counted in `recovered_packets`; holes that stay are lost and concealed as before.
+//! counted in `recovered_packets`; holes that stay are lost and concealed as before. With a
+//! key the NACKs are sealed too (see [`crate::nack`]); [`Receiver::poll_nack_copies`] hands out
+//! the copies a driver sends, each with its own nonce.
 //!
 //! Realtime contract: `new` allocates the ring, the concealer, the resampler and the loss
 //! tracker; `on_packet`, `render` and `poll_nack` never allocate, lock, block or make a
@@ -240,6 +242,23 @@ struct ReceiverAuth {
     max_skew_ns: u64,
     /// Wall-clock time minus the `now_ns` clock.
     wall_offset_ns: i64,
+    /// Nonce of the next NACK datagram: started from the wall clock at the first NACK (so a
+    /// restarted receiver's NACKs are newer than its predecessor's), one more for each.
+    nack_nonce: u64,
+}
+
+impl ReceiverAuth {
+    /// Seals the NACK in `buf` with the next nonce; its new length (0 if it cannot be sealed,
+    /// which a buffer of [`crate::nack::MAX_NACK_LEN`] bytes rules out).
+    fn seal_nack(&mut self, now_ns: u64, buf: &mut [u8]) -> usize {
+        if self.nack_nonce == 0 {
+            let wall = now_ns as i128 + self.wall_offset_ns as i128;
+            self.nack_nonce = wall.clamp(1, u64::MAX as i128 / 2) as u64;
+        }
+        let nonce = self.nack_nonce;
+        self.nack_nonce += 1;
+        crate::nack::seal_nack(&self.key, nonce, buf).unwrap_or(0)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -383,6 +402,7 @@ impl Receiver {
             window: ReplayWindow::default(),
             max_skew_ns: auth::DEFAULT_MAX_SKEW_NS,
             wall_offset_ns: 0,
+            nack_nonce: 0,
         });
         self
     }
@@ -594,12 +614,42 @@ impl Receiver {
         let Some(tr) = self.tracker.as_mut() else {
             return 0;
         };
-        let n = tr.poll(now_ns, self.read_pos, buf);
+        let mut n = tr.poll(now_ns, self.read_pos, buf);
         if n > 0 {
+            if let Some(a) = self.auth.as_mut() {
+                n = a.seal_nack(now_ns, buf);
+            }
             self.counters.nacks_sent += 1;
             self.counters.nack_bytes_sent += n as u64;
         }
         n
+    }
+
+    /// Loss recovery's turn with the copies a driver sends: writes the NACK as
+    /// [`poll_nack`](Self::poll_nack) does and hands each of the tracker's
+    /// [`nack_copies`](LossTracker::nack_copies) to `send`. With a key each copy is sealed with
+    /// a nonce of its own, so the sender refuses replays without refusing copies. Returns the
+    /// datagrams handed out.
+    pub fn poll_nack_copies<F: FnMut(&[u8])>(
+        &mut self,
+        now_ns: u64,
+        buf: &mut [u8],
+        mut send: F,
+    ) -> usize {
+        let n = self.poll_nack(now_ns, buf);
+        if n == 0 {
+            return 0;
+        }
+        let copies = self.tracker.as_ref().map_or(1, |t| t.nack_copies());
+        send(&buf[..n]);
+        for _ in 1..copies {
+            let m = match self.auth.as_mut() {
+                Some(a) => a.seal_nack(now_ns, buf),
+                None => n,
+            };
+            send(&buf[..m]);
+        }
+        copies
     }
 
     /// When [`Receiver::poll_nack`] next has something to do (a packet becomes overdue, a

@@ -90,6 +90,14 @@ pub enum Event {
         /// Milliseconds until the next attempt.
         retry_ms: u32,
     },
+    /// The sender's resend rate cap refused packets NACKs asked for (a flood of NACKs, or
+    /// more loss than the cap allows); reported at most once a second.
+    ResendsCapped {
+        /// Packets refused since the last report.
+        refused: u32,
+        /// The cap, percent of the stream's bytes.
+        percent: u16,
+    },
 }
 
 /// Why the receiver resynced.
@@ -218,6 +226,10 @@ pub fn log_record(r: &Record) {
             "[{t:.3}] TCP connect failed ({attempts} attempts): {}; retrying every {retry_ms} ms \
              (is the receiver listening?)",
             std::io::Error::from_raw_os_error(errno)
+        ),
+        Event::ResendsCapped { refused, percent } => log::warn!(
+            "[{t:.3}] {refused} packets asked for again were not sent: resending is capped at \
+             {percent} % of the stream's bytes (forged NACKs, or a link losing that much)"
         ),
     }
 }

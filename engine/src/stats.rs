@@ -73,6 +73,14 @@ stats! {
     retransmits_sent: count,
     /// Bytes sent again on request (sender).
     retransmit_bytes_sent: count,
+    /// Packets asked for again but not sent: the resend rate cap was reached (sender).
+    resends_capped: count,
+    /// Packets asked for again but not sent: already sent again as often as allowed (sender).
+    resends_over_limit: count,
+    /// NACKs refused for a missing or wrong tag (sender with a key).
+    nack_auth_failures: count,
+    /// Authenticated NACKs refused as replays (sender with a key).
+    nack_replays: count,
     /// Frames played as concealment (silence or fades in place of missing audio).
     concealed_frames: count,
     /// Discontinuities in the played audio.

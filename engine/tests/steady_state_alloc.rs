@@ -296,7 +296,7 @@ fn the_nack_path_never_allocates_in_steady_state() {
         let n = rx.poll_nack(t + 1_000_000, &mut nack);
         if n > 0 {
             let mut m = 0;
-            let _ = history.on_nack(&nack[..n], |d| {
+            let _ = history.on_nack(t + 1_500_000, &nack[..n], |d| {
                 if m < resent.len() {
                     resent[m][..d.len()].copy_from_slice(d);
                     resent_len[m] = d.len();

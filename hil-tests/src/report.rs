@@ -79,6 +79,8 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
             "audio_bytes": r.recovery.audio_bytes,
             "nack_bytes": r.recovery.nack_bytes,
             "retransmit_bytes": r.recovery.retransmit_bytes,
+            "resends_over_limit": r.recovery.resends_over_limit,
+            "resends_capped": r.recovery.resends_capped,
             "overhead_percent": finite(r.recovery.overhead_percent()),
             "rtt_ms": finite(r.recovery.rtt_ms),
             "cpu_seconds": finite(r.recovery.cpu_s),
@@ -141,7 +143,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
          gap_frames: {}  max_gap_ms: {:.2}\n\
          latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {} + network)\n\
          lost_packets: {}  recovered: {}  concealed_frames: {}\n\
-         recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs)  cpu: {:.4} % of realtime ({:.2} s)\n\
+         recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs; refused: {} over the per-packet limit, {} by the rate cap)  cpu: {:.4} % of realtime ({:.2} s)\n\
          drift_ppm: actual {:+.1}  estimated {:+.1}  ({} mode: {} slips dropped, {} inserted)\n\
          checked_frames: {}  bit_exact: {}  in_sync: {}\n\
          allocations_steady_state: {}  frees_steady_state: {}\n\
@@ -173,6 +175,8 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         r.recovery.overhead_percent(),
         r.recovery.retransmits,
         r.recovery.nacks_sent,
+        r.recovery.resends_over_limit,
+        r.recovery.resends_capped,
         recovery_cpu_percent(r),
         r.recovery.cpu_s,
         cfg.drift_ppm,

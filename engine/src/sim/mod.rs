@@ -11,8 +11,8 @@
 //! socket as well as on its device, so it takes each packet as it arrives, and it also wakes
 //! when its [`crate::recovery::LossTracker`] has a packet overdue or a request due again; it
 //! then writes a NACK onto the return path. The sender's thread likewise wakes when a NACK
-//! arrives and sends the packets asked for from its [`RetransmitHistory`] through the forward
-//! link at once. The two devices have
+//! arrives and sends the packets asked for from its [`RetransmitHistory`] (within its limits)
+//! through the forward link at once. The two devices have
 //! independent clocks with ppm offsets and optional wander, so a day of drift runs in seconds,
 //! deterministically for a seed.
 //!
@@ -181,6 +181,11 @@ pub struct RecoveryReport {
     pub retransmits: u64,
     /// Bytes sent again.
     pub retransmit_bytes: u64,
+    /// Packets asked for that the sender did not send again: sent again as often as allowed
+    /// already.
+    pub resends_over_limit: u64,
+    /// Packets asked for that the sender did not send again: the resend rate cap.
+    pub resends_capped: u64,
     /// Packets asked for that arrived in time to be played.
     pub recovered: u64,
     /// Packets given up on at their play-out time.
@@ -383,7 +388,7 @@ impl Sim {
                     let clock = Instant::now();
                     let (net, history) = (&mut self.net, &mut self.retransmit);
                     self.back.deliver_next(|_, nack| {
-                        let _ = history.on_nack(nack, |d| net.send_datagram(tb, d));
+                        let _ = history.on_nack(tb, nack, |d| net.send_datagram(tb, d));
                     });
                     self.recovery.nacks_delivered += 1;
                     self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
@@ -454,6 +459,8 @@ impl Sim {
         let h = self.retransmit.counters();
         recovery.retransmits = h.retransmits;
         recovery.retransmit_bytes = h.retransmit_bytes;
+        recovery.resends_over_limit = h.resends_over_limit;
+        recovery.resends_capped = h.resends_capped;
         recovery.cpu_s = self.recovery_cpu_ns as f64 * 1e-9;
         SimReport {
             recovery,
@@ -480,13 +487,9 @@ impl Sim {
             return;
         }
         let clock = Instant::now();
-        let n = self.receiver.poll_nack(now, &mut self.nack_buf);
-        if n > 0 {
-            let copies = self.receiver.loss_tracker().map_or(1, |t| t.nack_copies());
-            for _ in 0..copies {
-                self.back.send_datagram(now, &self.nack_buf[..n]);
-            }
-        }
+        let back = &mut self.back;
+        self.receiver
+            .poll_nack_copies(now, &mut self.nack_buf, |d| back.send_datagram(now, d));
         self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
     }
 
