@@ -686,6 +686,7 @@ pub(crate) fn receiver_json(
         "device_lost": s.device_lost,
         "packets_received": s.packets_received,
         "resyncs": s.resyncs,
+        "streams_ended": s.streams_ended,
         "xruns": s.xruns,
         "drift_ppm": s.drift_ppm,
         "slip_drops": s.slip_drops,

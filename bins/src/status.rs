@@ -136,6 +136,7 @@ impl Source {
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
             "gaps": s.gaps,
             "resyncs": s.resyncs,
+            "streams_ended": s.streams_ended,
             "xruns": s.xruns,
             "drift_ppm": s.drift_ppm,
             "correction_ppm": s.ratio_ppm,
@@ -260,7 +261,8 @@ pub fn render(v: &Value) -> String {
              packets  {} received, {} lost, {} recovered, {} late, {} duplicate, {} invalid\n  \
              recovery {} NACKs sent\n  \
              refused  {} bad or missing tags, {} replayed, {} stale\n  \
-             gaps     {}  (concealed {:.1} ms, resyncs {})\n  xruns    {} (devices lost {})\n",
+             gaps     {}  (concealed {:.1} ms, resyncs {})\n  \
+             stops    {} senders stopped cleanly (no gap)\n  xruns    {} (devices lost {})\n",
             f("buffer_ms"),
             f("target_ms"),
             f("drift_ppm"),
@@ -278,6 +280,7 @@ pub fn render(v: &Value) -> String {
             u("gaps"),
             f("concealed_ms"),
             u("resyncs"),
+            u("streams_ended"),
             u("xruns"),
             u("device_lost"),
         ));
@@ -330,7 +333,8 @@ mod tests {
         let v = json!({"role": "receiver", "device": "virtual", "rate": 48000, "channels": 2,
             "format": "S16_LE", "address": "0.0.0.0:46000", "uptime_s": 3.0,
             "peaks_dbfs": [-6.0, -120.0], "buffer_ms": 20.0, "target_ms": 20.0, "gaps": 2,
-            "recovered_packets": 7, "nacks_sent": 5, "auth_failures": 3, "device_lost": 1});
+            "recovered_packets": 7, "nacks_sent": 5, "auth_failures": 3, "device_lost": 1,
+            "streams_ended": 4});
         let r = render(&v);
         assert!(
             r.contains("ch1") && r.contains("-6.0 dBFS") && r.contains("gaps     2"),
@@ -344,6 +348,7 @@ mod tests {
             r.contains("3 bad or missing tags") && r.contains("devices lost 1"),
             "{r}"
         );
+        assert!(r.contains("4 senders stopped cleanly"), "{r}");
         let s = render(
             &json!({"role": "sender", "packets_sent": 9, "nacks_received": 4,
             "retransmits_sent": 6, "resends_capped": 2, "nack_auth_failures": 5,

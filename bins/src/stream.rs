@@ -25,6 +25,10 @@
 //! or the loss tracker's next deadline), so a NACK is answered, and a packet taken, when it
 //! arrives rather than a period later.
 //!
+//! A clean stop (SIGTERM, SIGINT, the end of `--duration`): after its last period the sender
+//! loop sends the stream's END packets ([`Packetizer::end_stream`]; native packets only) on its
+//! normal way out, so the receiver fades out instead of counting a gap. `kill -9` sends nothing.
+//!
 //! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
 //! unplugged) is reopened with back-off while the network side stays up; counters are published
 //! to [`Stats`] once per period and events go to the realtime event queue. Every turn of a loop
@@ -46,7 +50,7 @@ use engine::receiver::{PacketOutcome, Receiver};
 use engine::recovery::RetransmitHistory;
 use engine::rng::mix64;
 use engine::rtlog::{Event, EventProducer};
-use engine::sender::Sender;
+use engine::sender::{END_COPIES, Sender};
 use engine::stats::{Stats, StatsSnapshot};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -99,8 +103,12 @@ pub trait Packetizer {
     fn restart_stream(&mut self, period: usize);
     /// Once per period, before packetizing.
     fn before_period(&mut self) {}
-    /// The sender is stopping.
-    fn set_ending(&mut self) {}
+    /// The sender stops cleanly: hands each datagram that ends the stream to `emit` as (header
+    /// and extension, tag; no payload) and returns how many. None by default (RTP receivers
+    /// know no END).
+    fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, _emit: F) -> usize {
+        0
+    }
 }
 
 impl Packetizer for Sender {
@@ -131,8 +139,12 @@ impl Packetizer for Sender {
         }
     }
 
-    fn set_ending(&mut self) {
-        Sender::set_ending(self);
+    fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, mut emit: F) -> usize {
+        self.before_period();
+        for _ in 0..END_COPIES {
+            self.end_packet(&mut emit);
+        }
+        END_COPIES
     }
 }
 
@@ -199,10 +211,10 @@ impl Packetizer for AnyPacketizer {
         }
     }
 
-    fn set_ending(&mut self) {
+    fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, emit: F) -> usize {
         match self {
-            AnyPacketizer::Native(t) => Packetizer::set_ending(t),
-            AnyPacketizer::Rtp(t) => Packetizer::set_ending(t.as_mut()),
+            AnyPacketizer::Native(t) => t.end_stream(emit),
+            AnyPacketizer::Rtp(t) => t.end_stream(emit),
         }
     }
 }
@@ -349,7 +361,14 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
         }
         stats.publish(&c);
     }
-    tx.set_ending();
+    // A clean stop: the stream ends here (copies, in case one is lost), still on this thread
+    // and still counted by the allocation counter.
+    tx.end_stream(|head, tag| match sock.send_tagged(head, &[], tag) {
+        Ok(0) => {}
+        Ok(_) => c.packets_sent += 1,
+        Err(_) => c.send_errors += 1,
+    });
+    stats.publish(&c);
     report.allocations = alloc_count::this_thread_allocations();
     report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
@@ -562,6 +581,7 @@ fn take_packets<S: DatagramIn>(sock: &mut S, rx: &mut Receiver) -> Result<usize,
                     | PacketOutcome::Resynced
                     | PacketOutcome::Duplicate
                     | PacketOutcome::Late
+                    | PacketOutcome::Ended
             )
         })?;
         total += n;

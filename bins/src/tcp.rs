@@ -527,9 +527,14 @@ fn send_some(fd: i32, bytes: &[u8]) -> Result<usize, i32> {
 }
 
 impl DatagramOut for TcpPcmSender {
-    /// Raw PCM: the header stays behind, the payload (whole frames) goes out.
+    /// Raw PCM: the header stays behind, the payload (whole frames) goes out. A packet without
+    /// frames (the END of a clean stop) has nothing for raw PCM: closing the connection ends
+    /// the stream.
     #[inline]
     fn send_gather(&self, _header: &[u8], payload: &[u8]) -> Result<usize, i32> {
+        if payload.is_empty() {
+            return Ok(0);
+        }
         self.write(payload)
     }
 }

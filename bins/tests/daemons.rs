@@ -162,6 +162,119 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     assert!(sj2["packets_sent"].as_u64().unwrap() > 400, "{sj2}");
 }
 
+/// A sender stopped cleanly (SIGTERM) sends END packets: the receiver plays out and fades,
+/// counts no gap but `streams_ended`, logs "sender stopped", and takes up the next sender
+/// without a gap. A sender killed with SIGKILL sends nothing: that stop is one gap, as before.
+#[test]
+fn a_clean_sender_stop_is_no_gap_and_a_killed_sender_one() {
+    let _serial = serial();
+    let port = free_port();
+    let (rj, rlog, rsock) = (
+        tmp("end-recv.json"),
+        tmp("end-recv.log"),
+        tmp("end-recv.sock"),
+    );
+    let mut r = Reaper(
+        bin()
+            .args(["recv", "--device", "virtual", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--latency-ms", "40", "--stats-interval", "0"])
+            .args(FMT)
+            .arg("--status-socket")
+            .arg(&rsock)
+            .arg("--stats-json")
+            .arg(&rj)
+            .stderr(std::fs::File::create(&rlog).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let sender = |n: u32| {
+        let json = tmp(&format!("end-send{n}.json"));
+        let child = bin()
+            .args(["send", "--device", "virtual:ppm=250", "--dest"])
+            .arg(format!("localhost:{port}"))
+            .args(["--stats-interval", "0"])
+            .args(FMT)
+            .arg("--status-socket")
+            .arg(tmp(&format!("end-send{n}.sock")))
+            .arg("--stats-json")
+            .arg(&json)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (Reaper(child), json)
+    };
+    let u = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let silent = |v: &Value| {
+        let peaks = v["peaks_dbfs"].as_array().unwrap();
+        peaks.iter().all(|p| p.as_f64().unwrap() <= -119.0)
+    };
+    let playing = |v: &Value| {
+        let peaks = v["peaks_dbfs"].as_array().unwrap();
+        peaks.iter().any(|p| p.as_f64().unwrap() > -60.0)
+    };
+    let long = Duration::from_secs(15);
+    wait_for("the receiver's status socket", long, || status(&rsock));
+
+    let (mut s1, sj1) = sender(1);
+    wait_for("packets from the first sender", long, || {
+        status(&rsock).filter(|v| u(v, "packets_received") > 300 && playing(v))
+    });
+    terminate(&mut s1);
+    // The END packets arrive; what the receiver held plays out, fades, then silence.
+    let v = wait_for("the end of the first stream, played out", long, || {
+        status(&rsock).filter(|v| u(v, "streams_ended") == 1 && silent(v))
+    });
+    assert_eq!(u(&v, "gaps"), 0, "{v}");
+    assert_eq!(v["concealed_ms"].as_f64(), Some(0.0), "{v}");
+    let sj1 = read_json(&sj1);
+    assert_eq!(
+        sj1["allocations_rt"], 0,
+        "the END path allocates nothing: {sj1}"
+    );
+    // `netaudio status` shows it, in JSON and on the screen.
+    let out = bin()
+        .args(["status", "--json", "--socket"])
+        .arg(&rsock)
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (j["streams_ended"].as_u64(), j["gaps"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let out = bin()
+        .args(["status", "--once", "--socket"])
+        .arg(&rsock)
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("1 senders stopped cleanly"), "{screen}");
+
+    // The next sender is taken up without a gap.
+    let received = u(&v, "packets_received");
+    let (mut s2, _) = sender(2);
+    wait_for("packets from the second sender", long, || {
+        status(&rsock).filter(|v| u(v, "packets_received") > received + 300 && playing(v))
+    });
+    // Killed: no END, the receiver runs dry and conceals: one gap.
+    s2.kill().unwrap();
+    s2.wait().unwrap();
+    wait_for("the gap after the killed sender", long, || {
+        status(&rsock).filter(|v| u(v, "gaps") >= 1 && silent(v))
+    });
+    terminate(&mut r);
+    let j = read_json(&rj);
+    assert_eq!(j["gaps"], 1, "only the killed sender's stop is a gap: {j}");
+    assert_eq!(j["streams_ended"], 1, "{j}");
+    assert_eq!(j["resyncs"], 1, "{j}");
+    // The virtual card's analyzer knows only the samples: it hears the music stop twice.
+    assert_eq!(j["heard_gaps"], 2, "{j}");
+    assert_eq!(j["allocations_rt"], 0, "{j}");
+    let log = std::fs::read_to_string(&rlog).unwrap();
+    assert_eq!(log.matches("sender stopped").count(), 1, "{log}");
+}
+
 #[test]
 fn bad_arguments_name_the_value_and_the_fix() {
     let _serial = serial();

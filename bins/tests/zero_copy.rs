@@ -1,10 +1,12 @@
 //! The sender's samples go from the capture device's buffer to `sendmsg` without a copy:
-//! every payload the loop hands to the socket lies inside the device's own buffer.
+//! every payload the loop hands to the socket lies inside the device's own buffer. (The END
+//! packets of the clean stop that ends the loop carry no payload.)
 
 use engine::format::{SampleFormat, StreamFormat};
 use engine::rtlog;
-use engine::sender::Sender;
+use engine::sender::{END_COPIES, Sender};
 use engine::stats::Stats;
+use engine::wire::PacketHeader;
 use netaudio::net::DatagramOut;
 use netaudio::pcm::DeviceRequest;
 use netaudio::pcm::virtual_dev::VirtualCapture;
@@ -13,7 +15,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 struct Recorder {
-    payloads: RefCell<Vec<(usize, usize)>>,
+    /// (payload address, payload length, END packet without frames).
+    payloads: RefCell<Vec<(usize, usize, bool)>>,
     stop_after: usize,
     stop: &'static AtomicBool,
 }
@@ -21,7 +24,8 @@ struct Recorder {
 impl DatagramOut for Recorder {
     fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
         let mut p = self.payloads.borrow_mut();
-        p.push((payload.as_ptr() as usize, payload.len()));
+        let end = PacketHeader::parse(header).is_ok_and(|h| h.is_end_marker());
+        p.push((payload.as_ptr() as usize, payload.len(), end));
         if p.len() >= self.stop_after {
             self.stop.store(true, Ordering::Relaxed);
         }
@@ -61,9 +65,16 @@ fn payloads_are_the_device_buffer_itself() {
         &meter,
         &mut events,
     );
-    let payloads = sock.payloads.into_inner();
+    let mut payloads = sock.payloads.into_inner();
+    // The loop's way out: the stream's END packets, without payload.
+    let ends = payloads.split_off(payloads.len() - END_COPIES);
+    assert!(
+        ends.iter().all(|&(_, len, end)| end && len == 0),
+        "{ends:?}"
+    );
     assert!(payloads.len() >= 200);
-    for (ptr, len) in payloads {
+    for (ptr, len, end) in payloads {
+        assert!(!end);
         assert_eq!(len, 64 * format.frame_bytes());
         assert!(
             range.contains(&ptr) && ptr + len <= range.end,

@@ -10,10 +10,18 @@
 //! Timeline: when a stream starts, the read position is placed `target` frames behind the
 //! newest frame received, and frames before the stream's first frame play as silence (prefill,
 //! not a gap). A new stream id takes over at once when the current stream has been quiet for
-//! two packet intervals or ended with an `END` packet, and otherwise once it delivers
-//! [`SWITCH_PACKETS`] packets in a row with none from the current stream between them;
-//! that resync is one gap. Packets too far ahead of the read position (an outage, a stall)
-//! also resync.
+//! two packet intervals, and otherwise once it delivers [`SWITCH_PACKETS`] packets in a row
+//! with none from the current stream between them; that resync is one gap. Packets too far
+//! ahead of the read position (an outage, a stall) also resync.
+//!
+//! End of a stream: a sender that stops cleanly sends END packets (see [`crate::wire`]). On
+//! the first one of the stream playing the receiver counts `streams_ended`, logs the event
+//! ([`Event::StreamEnd`]) and stops asking for lost packets; it plays what it holds up to the
+//! end frame, then the concealer fades out. The silence after the end is not a gap, and the
+//! next stream takes over, once the last frame has played, without one either. An END of
+//! another stream is ignored (counted as foreign); with a key an END is authenticated like any
+//! packet, so a forged one, or a replay of an older stream's, cannot end the stream playing.
+//! When every END copy is lost the stop looks like a stall, as before: one gap.
 //!
 //! Gap accounting: a gap is a maximal run of output that is not the continuation of the
 //! stream (concealed frames, or the silence and jump of a resync); each is counted once, when
@@ -232,6 +240,8 @@ pub enum PacketOutcome {
     /// Authenticated, of a new stream, but sent too long ago (or ahead) by this receiver's
     /// wall clock.
     Stale,
+    /// An END packet of the stream playing (the first one, or a copy of it).
+    Ended,
 }
 
 /// Authentication state of a receiver with a key.
@@ -267,7 +277,8 @@ struct Timeline {
     /// First frame of the stream we play (frames before it are prefill).
     start: i64,
     frames_per_packet: i64,
-    ending: bool,
+    /// Where the stream ends, once an END packet said so.
+    end: Option<i64>,
     /// Start time of the stream (authenticated streams; 0 otherwise).
     session: u64,
     /// Newest frame end received and when.
@@ -296,6 +307,8 @@ pub struct Receiver {
     in_gap: bool,
     gap_len: u64,
     ever_played: bool,
+    /// The stream played has ended and played out: silence until the next is no gap.
+    idle: bool,
     last_lost_packet: i64,
     counters: StatsSnapshot,
     frame_a: Vec<i32>,
@@ -363,6 +376,7 @@ impl Receiver {
             in_gap: false,
             gap_len: 0,
             ever_played: false,
+            idle: false,
             last_lost_packet: i64::MIN,
             counters,
             frame_a: vec![0; ch],
@@ -534,16 +548,31 @@ impl Receiver {
             self.counters.invalid_packets += 1;
             return PacketOutcome::FrameIndexOutOfRange;
         }
+        if h.is_end_marker() {
+            return self.on_end(&h);
+        }
         let first = h.first_frame as i64;
         let frames = h.frames as i64;
         let mut outcome = PacketOutcome::Accepted;
         match self.timeline {
             Some(t) if t.stream_id == h.stream_id => {
                 self.candidate = None;
+                if t.end.is_some_and(|end| first + frames > end) {
+                    // The stream goes on past an end it announced: forget the end.
+                    if let Some(t) = self.timeline.as_mut() {
+                        t.end = None;
+                    }
+                }
                 if first + frames > self.read_pos + self.ring.capacity() as i64 {
                     self.resync(&h, now_ns, ResyncReason::Overflow);
                     outcome = PacketOutcome::Resynced;
                 }
+            }
+            Some(t) if t.end.is_some_and(|end| self.read_pos < end) => {
+                // The stream playing has ended but is still playing out its last frames: the
+                // new one takes over once they have played.
+                self.counters.foreign_packets += 1;
+                return PacketOutcome::Foreign;
             }
             Some(t) => {
                 let count = match self.candidate {
@@ -555,7 +584,7 @@ impl Receiver {
                 let interval_ns =
                     t.frames_per_packet as u64 * 1_000_000_000 / self.cfg.format.rate as u64;
                 let quiet = now_ns.saturating_sub(t.newest_t) > 2 * interval_ns;
-                if count < SWITCH_PACKETS && !t.ending && !quiet {
+                if count < SWITCH_PACKETS && t.end.is_none() && !quiet {
                     self.counters.foreign_packets += 1;
                     return PacketOutcome::Foreign;
                 }
@@ -570,7 +599,10 @@ impl Receiver {
         let ins = self
             .ring
             .insert(first, packet.payload(), h.format.sample, self.read_pos);
-        if let Some(tr) = self.tracker.as_mut() {
+        let ended = self.timeline.is_some_and(|t| t.end.is_some());
+        if let Some(tr) = self.tracker.as_mut()
+            && !ended
+        {
             let restarted = outcome == PacketOutcome::Resynced;
             if tr.on_packet(&h, now_ns, ins.stored > 0, restarted, self.read_pos) {
                 self.counters.recovered_packets += 1;
@@ -590,10 +622,11 @@ impl Receiver {
             return PacketOutcome::Late;
         }
         self.counters.packets_received += 1;
+        if h.flags.contains(Flags::END) {
+            // The stream's last audio packet.
+            self.end_stream(first + frames);
+        }
         if let Some(t) = self.timeline.as_mut() {
-            if h.flags.contains(Flags::END) {
-                t.ending = true;
-            }
             if first + frames > t.newest_end {
                 // The newest frame so far: its transit measures the network's jitter (a packet
                 // sent again, or held back, fills a hole below and would not).
@@ -605,6 +638,49 @@ impl Receiver {
             }
         }
         outcome
+    }
+
+    /// An END packet (no frames): the stream playing ends at its first frame index.
+    fn on_end(&mut self, h: &crate::wire::PacketHeader) -> PacketOutcome {
+        match self.timeline {
+            Some(t) if t.stream_id == h.stream_id => {
+                let end = h.first_frame as i64;
+                if end > self.read_pos + self.ring.capacity() as i64 {
+                    // Further ahead than anything the ring could hold: not this stream's end.
+                    self.counters.invalid_packets += 1;
+                    return PacketOutcome::FrameIndexOutOfRange;
+                }
+                self.end_stream(end);
+                PacketOutcome::Ended
+            }
+            _ => {
+                self.counters.foreign_packets += 1;
+                PacketOutcome::Foreign
+            }
+        }
+    }
+
+    /// The stream playing ends at frame `end` (once; later copies change nothing).
+    fn end_stream(&mut self, end: i64) {
+        let Some(t) = self.timeline.as_mut() else {
+            return;
+        };
+        if t.end.is_some() {
+            return;
+        }
+        t.end = Some(end);
+        // Frames missing before the end are lost packets, concealed as ever.
+        t.newest_end = t.newest_end.max(end);
+        let stream_id = t.stream_id;
+        self.counters.streams_ended += 1;
+        // The sender is gone: nothing more to ask it for.
+        if let Some(tr) = self.tracker.as_mut() {
+            tr.reset();
+        }
+        self.event(Event::StreamEnd {
+            stream_id,
+            frame: end as u64,
+        });
     }
 
     /// Loss recovery's turn, at `now_ns`: writes a NACK asking for the packets that are missing
@@ -667,12 +743,17 @@ impl Receiver {
         let first = h.first_frame as i64;
         let end = first + h.frames as i64;
         let old = self.timeline.map(|t| t.stream_id);
+        // The stream before ended and played out to its end: taking up the next is no gap.
+        let clean = self.idle
+            || self
+                .timeline
+                .is_some_and(|t| t.end.is_some_and(|end| self.read_pos >= end));
         self.ring.clear();
         self.timeline = Some(Timeline {
             stream_id: h.stream_id,
             start: first,
             frames_per_packet: (h.frames as i64).max(1),
-            ending: false,
+            end: None,
             session: self.packet_session,
             newest_end: end,
             newest_t: now_ns,
@@ -698,7 +779,10 @@ impl Receiver {
                     to: h.stream_id,
                     reason,
                 });
-                if self.ever_played && !self.in_gap {
+                if clean {
+                    // Silence until the new stream's first frame: no gap.
+                    self.idle = true;
+                } else if self.ever_played && !self.in_gap {
                     self.begin_gap(first);
                 }
             }
@@ -722,6 +806,23 @@ impl Receiver {
     fn account(&mut self, present: bool, frame: i64, prefill: bool) {
         if present {
             self.ever_played = true;
+            self.idle = false;
+            if self.in_gap {
+                self.in_gap = false;
+                let frames = self.gap_len;
+                self.event(Event::GapEnd { frames });
+            }
+            return;
+        }
+        if self.idle {
+            return;
+        }
+        if let Some(t) = self.timeline
+            && t.end.is_some_and(|end| frame >= end)
+        {
+            // Played out to the end of a stream that ended: silence follows, no gap (and a
+            // gap running into the end stops there).
+            self.idle = true;
             if self.in_gap {
                 self.in_gap = false;
                 let frames = self.gap_len;
@@ -790,6 +891,13 @@ impl Receiver {
             _ => out_frames as f64 / rate,
         };
         self.last_render_t = Some(now_ns);
+        if t.end.is_some() {
+            // No more packets will come: the falling level says nothing about the clocks.
+            // Hold the correction as it is until the next stream; report what is left.
+            let left = (t.newest_end - self.read_pos).max(0) as f64;
+            self.counters.level_frames = left + self.cfg.output_delay_frames as f64;
+            return self.drift.correction();
+        }
         // Extrapolate the newest arrival to now (bounded, so a stalled sender shows as a
         // falling level rather than being hidden).
         let since = now_ns.saturating_sub(t.newest_t) as f64 * 1e-9 * rate;

@@ -35,6 +35,13 @@ pub enum Event {
         /// Why.
         reason: ResyncReason,
     },
+    /// The stream playing ended with an END packet: its sender stopped cleanly.
+    StreamEnd {
+        /// The sender's stream id.
+        stream_id: u32,
+        /// Stream frame index where it ends.
+        frame: u64,
+    },
     /// Played audio was interrupted at a stream frame.
     GapStart {
         /// Stream frame index where the gap begins.
@@ -188,6 +195,9 @@ pub fn log_record(r: &Record) {
         Event::Resync { from, to, reason } => {
             log::warn!("[{t:.3}] resync {from:08x} -> {to:08x} ({reason:?})")
         }
+        Event::StreamEnd { stream_id, frame } => log::info!(
+            "[{t:.3}] sender stopped: stream {stream_id:08x} ends at frame {frame}; silence until a sender starts (not a gap)"
+        ),
         Event::GapStart { frame } => log::warn!("[{t:.3}] gap begins at frame {frame}"),
         Event::GapEnd { frames } => log::warn!("[{t:.3}] gap ended after {frames} frames"),
         Event::Xrun { capture } => log::warn!(

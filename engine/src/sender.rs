@@ -10,6 +10,11 @@
 //! stack, payload slice, tag on the stack) for a three-iovec `sendmsg`; the tag is computed
 //! with an incremental keyed BLAKE3 hasher over the two slices, so still nothing is copied.
 //!
+//! A clean stop ends the stream with [`END_COPIES`] END packets ([`Sender::end_packet`]): no
+//! payload, the index where the stream ends, each with its own sequence number (and, with a
+//! key, its own tag), so that one lost datagram does not turn the stop into a gap and no copy is
+//! taken for a replay.
+//!
 //! Realtime contract: no allocation, no syscall, no blocking; `packetize` is O(packets).
 
 use crate::auth::{self, AuthExt, Key};
@@ -65,6 +70,9 @@ struct SenderAuth {
 
 /// Header plus authentication extension, the most a sender puts before the payload.
 pub const MAX_HEAD_LEN: usize = HEADER_LEN + auth::EXT_LEN;
+
+/// END packets a clean stop sends (see [`Sender::end_packet`]).
+pub const END_COPIES: usize = 3;
 
 impl Sender {
     /// A sender for `format` whose capture periods hold `period` frames. Each period is split
@@ -168,9 +176,43 @@ impl Sender {
         self.seq
     }
 
-    /// Marks every following packet with an `END` flag (the sender is stopping).
+    /// Marks every following packet with an `END` flag: each is then the stream's last (the
+    /// receiver takes the stream to end after its frames). [`end_packet`](Self::end_packet) is
+    /// the usual way to stop.
     pub fn set_ending(&mut self) {
         self.flags = self.flags.with(Flags::END);
+    }
+
+    /// The END packet of a clean stop, handed to `emit` as (header and extension, tag; the tag
+    /// empty without a key): the datagram is the two concatenated. It carries no frames; its
+    /// first frame index is where the stream ends (the next frame this sender would have
+    /// sent). Each call takes a new sequence number: send [`END_COPIES`] of them.
+    pub fn end_packet<F: FnOnce(&[u8], &[u8])>(&mut self, emit: F) {
+        let h = PacketHeader {
+            flags: self.flags.with(Flags::END),
+            stream_id: self.stream_id,
+            seq: self.seq,
+            first_frame: self.next_frame,
+            format: self.format,
+            frames: 0,
+            ext_len: if self.auth.is_some() {
+                auth::EXT_LEN as u16
+            } else {
+                0
+            },
+            tag_len: self.tag_len,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut head = [0u8; MAX_HEAD_LEN];
+        head[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+        match &self.auth {
+            Some(a) => {
+                head[HEADER_LEN..].copy_from_slice(&a.ext.to_bytes());
+                let tag = a.key.tag(&[&head]);
+                emit(&head, &tag);
+            }
+            None => emit(&head[..HEADER_LEN], &[]),
+        }
     }
 
     /// Skips `frames` frames of the stream (captured audio that was lost, e.g. in an overrun),
@@ -331,6 +373,49 @@ mod tests {
         let r = s.restarted(512, 4, 5000).unwrap();
         assert!(r.is_authenticated());
         assert_eq!((r.stream_id(), r.next_seq(), r.next_frame()), (4, n, 0));
+    }
+
+    #[test]
+    fn end_packets_say_where_the_stream_ends_each_with_its_own_sequence_number() {
+        use crate::auth::{AuthExt, EXT_LEN, KEY_LEN, Key, TAG_LEN};
+        let f = StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap();
+        let mut s = Sender::new(f, 256, 7, u32::MAX).unwrap();
+        s.packetize(&[0u8; 256 * 4], |_, _| {});
+        let mut seen = Vec::new();
+        for _ in 0..END_COPIES {
+            s.end_packet(|head, tag| {
+                assert!(tag.is_empty());
+                let p = Packet::new_checked(head).unwrap();
+                let h = *p.header();
+                assert!(h.is_end_marker());
+                assert_eq!((h.stream_id, h.first_frame, h.frames), (7, 256, 0));
+                seen.push(h.seq);
+            });
+        }
+        assert_eq!(seen, vec![0, 1, 2]);
+        assert_eq!(s.next_frame(), 256, "an END takes no frames");
+
+        let key = Key::from_bytes([4; KEY_LEN]);
+        let mut s = Sender::new(f, 256, 8, 0)
+            .unwrap()
+            .with_auth(key.clone(), 1000);
+        s.set_wall_clock(3000);
+        s.packetize_tagged(&[0u8; 256 * 4], |_, _, _| {});
+        s.end_packet(|head, tag| {
+            assert_eq!((head.len(), tag.len()), (HEADER_LEN + EXT_LEN, TAG_LEN));
+            let whole = [head, tag].concat();
+            let p = Packet::new_checked(&whole[..]).unwrap();
+            assert!(p.header().is_end_marker());
+            assert_eq!((p.header().seq, p.header().end_frame()), (1, 256));
+            assert_eq!(
+                AuthExt::parse(p.ext()),
+                Some(AuthExt {
+                    session: 1000,
+                    sent_at: 3000
+                })
+            );
+            assert!(key.verify(p.authenticated(), p.tag()));
+        });
     }
 
     #[test]

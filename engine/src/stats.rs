@@ -87,6 +87,9 @@ stats! {
     gaps: count,
     /// Times the receiver restarted its timeline (new sender, or overflow).
     resyncs: count,
+    /// Streams that ended with an END packet (a sender stopped cleanly); the silence after
+    /// one is not a gap.
+    streams_ended: count,
     /// Frames dropped by drift correction.
     slip_drops: count,
     /// Frames inserted by drift correction.

@@ -13,6 +13,13 @@
 //! ```
 //! Header fields are big-endian (network order). `magic` is `"NA"`, `version` is 1.
 //!
+//! **END.** A sender that stops cleanly sends END packets: flag [`Flags::END`], no payload
+//! (`frms` = 0, the one case where 0 frames is valid) and `first frame index` = the index one
+//! past the last frame it sent, the frame where the stream ends; with a key they carry the
+//! extension and a tag like every packet. An END-flagged packet that does carry frames is the
+//! stream's last audio packet: the stream ends after its frames. Either way the stream ends at
+//! `first_frame + frames` ([`PacketHeader::end_frame`]).
+//!
 //! Parsing is total: [`Packet::new_checked`] accepts any byte string and either returns a packet
 //! whose every accessor is then panic-free, or a [`WireError`] saying what is wrong.
 //!
@@ -57,7 +64,8 @@ pub struct Flags(pub u8);
 impl Flags {
     /// The payload is loss-recovery data, not PCM for `first_frame`.
     pub const REPAIR: Flags = Flags(0x01);
-    /// The sender is stopping: this is its last packet.
+    /// The sender stopped: the stream ends at `first_frame + frames` (an END packet carries no
+    /// frames; see the module documentation).
     pub const END: Flags = Flags(0x02);
 
     /// Whether every bit of `other` is set.
@@ -89,7 +97,7 @@ pub enum WireError {
     BadChannels(u8),
     /// Rate outside [`MIN_RATE`]..=[`MAX_RATE`].
     BadRate(u32),
-    /// A packet with no frames.
+    /// A packet with no frames that is not an END packet.
     NoFrames,
     /// Tag length above [`MAX_TAG_LEN`].
     BadTagLen(u8),
@@ -115,7 +123,7 @@ impl fmt::Display for WireError {
             Self::BadFormat(c) => write!(f, "unknown sample format code {c}"),
             Self::BadChannels(c) => write!(f, "bad channel count {c} (1..={MAX_CHANNELS})"),
             Self::BadRate(r) => write!(f, "bad rate {r} Hz ({MIN_RATE}..={MAX_RATE})"),
-            Self::NoFrames => f.write_str("packet carries no frames"),
+            Self::NoFrames => f.write_str("packet carries no frames and is not an END packet"),
             Self::BadTagLen(t) => write!(f, "tag length {t} above {MAX_TAG_LEN}"),
             Self::LengthMismatch { expected, actual } => {
                 write!(f, "packet length {actual}, header announces {expected}")
@@ -153,6 +161,16 @@ impl PacketHeader {
         self.frames as usize * self.format.frame_bytes()
     }
 
+    /// Whether this is an END packet without frames (the stream's end marker).
+    pub const fn is_end_marker(&self) -> bool {
+        self.flags.contains(Flags::END) && self.frames == 0
+    }
+
+    /// Where the stream ends, for a packet with [`Flags::END`]: the index one past its frames.
+    pub const fn end_frame(&self) -> u64 {
+        self.first_frame.wrapping_add(self.frames as u64)
+    }
+
     /// Length of the whole datagram.
     pub const fn packet_len(&self) -> usize {
         HEADER_LEN + self.ext_len as usize + self.payload_len() + self.tag_len as usize
@@ -182,7 +200,8 @@ impl PacketHeader {
             return Err(WireError::BadRate(rate));
         }
         let frames = be_u16(h, field::FRAMES);
-        if frames == 0 {
+        let flags = Flags(h[field::FLAGS]);
+        if frames == 0 && !flags.contains(Flags::END) {
             return Err(WireError::NoFrames);
         }
         let tag_len = h[field::TAG_LEN];
@@ -190,7 +209,7 @@ impl PacketHeader {
             return Err(WireError::BadTagLen(tag_len));
         }
         Ok(PacketHeader {
-            flags: Flags(h[field::FLAGS]),
+            flags,
             stream_id: be_u32(h, field::STREAM_ID),
             seq: be_u32(h, field::SEQ),
             first_frame: u64::from_be_bytes(h[field::FIRST_FRAME].try_into().unwrap_or([0; 8])),
@@ -396,6 +415,34 @@ mod tests {
                 expected: good.len(),
                 actual: good.len() + 1
             }
+        );
+    }
+
+    #[test]
+    fn end_packets_carry_no_frames_and_say_where_the_stream_ends() {
+        let mut h = header();
+        h.flags = Flags::END;
+        h.frames = 0;
+        h.ext_len = 16;
+        h.tag_len = 16;
+        let bytes = packet_bytes(&h);
+        assert_eq!(bytes.len(), HEADER_LEN + 32);
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        assert_eq!(*p.header(), h);
+        assert!(p.header().is_end_marker());
+        assert_eq!(p.header().end_frame(), h.first_frame);
+        assert!(p.payload().is_empty());
+        assert_eq!(p.tag().len(), 16);
+        // The last audio packet may carry the flag too: the stream ends after its frames.
+        h.frames = 64;
+        assert!(!h.is_end_marker());
+        assert_eq!(h.end_frame(), h.first_frame + 64);
+        // Without the flag, no frames is still an error.
+        let mut b = bytes.clone();
+        b[3] = Flags::REPAIR.0;
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            WireError::NoFrames
         );
     }
 

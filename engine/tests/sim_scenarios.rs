@@ -7,6 +7,7 @@
 use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
+use engine::recovery::RecoveryMode;
 use engine::sim::net::NetConfig;
 use engine::sim::{Restart, SimConfig, SimReport, run};
 
@@ -193,6 +194,50 @@ fn sender_restart_resyncs_within_one_target_latency_with_one_gap() {
         );
         assert_eq!(r.allocations_steady_state, Some(0));
         assert_eq!(r.frees_steady_state, Some(0));
+    }
+}
+
+#[test]
+fn a_clean_sender_restart_is_no_gap() {
+    // The same restarts, the sender stopping cleanly (SIGTERM): its END packets end the stream,
+    // which plays out and fades; the silence until the next stream is no gap, for the engine
+    // and for the analyzer told where the source ended.
+    let runs = [
+        (0.0, RecoveryMode::Off),
+        (50.0, RecoveryMode::Off),
+        (2000.0, RecoveryMode::Off),
+        (50.0, RecoveryMode::Nack),
+    ];
+    for (downtime_ms, recovery) in runs {
+        let mut cfg = SimConfig::new(stereo48(), 256, 600.0);
+        cfg.drift_ppm = 200.0;
+        cfg.recovery = recovery;
+        cfg.clean_stops = true;
+        cfg.restarts = vec![Restart {
+            at_s: 300.0,
+            downtime_ms,
+        }];
+        let target = cfg.latency_ms;
+        let r = sim(cfg);
+        let what = format!("clean restart with {downtime_ms} ms away, recovery {recovery}");
+        assert_eq!(r.analyzer.gaps, 0, "{what}: {:?}", r.gaps);
+        assert_eq!(r.engine.gaps, 0, "{what}");
+        assert_eq!(r.engine.concealed_frames, 0, "{what}");
+        assert_eq!(r.engine.resyncs, 1, "{what}");
+        assert_eq!(r.engine.streams_ended, 1, "{what}");
+        assert_eq!(
+            r.analyzer.in_sync + r.analyzer.leading_frames,
+            r.analyzer.frames,
+            "{what}: every played frame checked and in sync"
+        );
+        // Silence twice (at the start and at the restart), each about one target latency,
+        // plus the time away.
+        let silent_ms = r.analyzer.leading_frames as f64 / 48.0;
+        assert!(
+            silent_ms <= 2.0 * target + downtime_ms + 20.0,
+            "{what}: {silent_ms} ms of silence"
+        );
+        assert_eq!(r.allocations_steady_state, Some(0));
     }
 }
 

@@ -146,7 +146,8 @@ fn datagram() -> impl Strategy<Value = Vec<u8>> {
             (
                 1u8..=8,
                 1u8..=3,
-                1u16..=64,
+                // 0 frames: an END packet when byte 3 has the END bit, an error otherwise.
+                0u16..=64,
                 0u16..=16,
                 0u8..=MAX_TAG_LEN as u8
             ),
@@ -178,7 +179,9 @@ fn check_accepted(bytes: &[u8], p: &Packet<&[u8]>) -> Result<(), TestCaseError> 
     let h = *p.header();
     prop_assert_eq!(h.packet_len(), bytes.len());
     prop_assert_eq!(h.payload_len(), h.frames as usize * h.format.frame_bytes());
-    prop_assert!(h.frames > 0);
+    // No frames only for an END packet (the stream's end marker).
+    prop_assert!(h.frames > 0 || h.flags.contains(Flags::END));
+    prop_assert_eq!(h.is_end_marker(), h.frames == 0);
     prop_assert!(h.tag_len as usize <= MAX_TAG_LEN);
     prop_assert!(StreamFormat::new(h.format.rate, h.format.channels, h.format.sample).is_some());
     let ext = HEADER_LEN..HEADER_LEN + h.ext_len as usize;
@@ -285,6 +288,27 @@ proptest! {
         prop_assert_eq!(*owned.header(), h);
         prop_assert_eq!(owned.payload(), p.payload());
         prop_assert_eq!(owned.into_inner(), bytes);
+    }
+
+    #[test]
+    fn end_markers_round_trip(
+        h in fitting_header(),
+        extra in any::<u8>(),
+        seed in any::<u8>(),
+    ) {
+        let h = PacketHeader { flags: Flags(extra).with(Flags::END), frames: 0, ..h };
+        let bytes = packet_bytes(&h, seed);
+        prop_assert_eq!(bytes.len(), HEADER_LEN + h.ext_len as usize + h.tag_len as usize);
+        let p = Packet::new_checked(&bytes[..]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(*p.header(), h);
+        prop_assert!(p.header().is_end_marker());
+        prop_assert_eq!(p.header().end_frame(), h.first_frame);
+        prop_assert!(p.payload().is_empty());
+        check_accepted(&bytes, &p)?;
+        // The same header without the END bit is no packet.
+        let mut plain = bytes.clone();
+        plain[3] &= !Flags::END.0;
+        prop_assert_eq!(Packet::new_checked(&plain[..]).unwrap_err(), WireError::NoFrames);
     }
 
     #[test]

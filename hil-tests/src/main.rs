@@ -125,6 +125,10 @@ struct SimArgs {
     /// Restart the sender at this audio time (repeatable), e.g. 30m.
     #[arg(long, value_parser = parse_duration)]
     restart_at: Vec<f64>,
+    /// The restarting sender stops cleanly (END packets, as on SIGTERM) instead of going
+    /// silent: no gap.
+    #[arg(long)]
+    clean_stop: bool,
     /// Seed for the network model and stream ids.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -440,6 +444,7 @@ impl SimArgs {
         cfg.recovery = self.recovery;
         cfg.source = self.source;
         cfg.seed = self.seed;
+        cfg.clean_stops = self.clean_stop;
         cfg.restarts = self
             .restart_at
             .iter()

@@ -60,6 +60,7 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
             "foreign_packets": e.foreign_packets,
             "invalid_packets": e.invalid_packets,
             "resyncs": e.resyncs,
+            "streams_ended": e.streams_ended,
             "slip_drops": e.slip_drops,
             "slip_inserts": e.slip_inserts,
             "frames_played": e.frames_played,

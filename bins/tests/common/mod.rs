@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One test at a time: the streams run realtime threads against the clock, and on a two-core
 /// machine other tests' process start-ups (and their disk reads) next to them make xruns that
@@ -56,6 +56,32 @@ pub fn terminate(child: &mut Child) {
     panic!("process did not stop on SIGTERM");
 }
 
+/// A daemon's live status, as `netaudio status --json` prints it, read from its status socket;
+/// `None` while nothing answers there.
+pub fn status(sock: &Path) -> Option<Value> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// Polls `state` until it gives a value, for at most `limit`; fails naming `what` otherwise.
+pub fn wait_for<T>(what: &str, limit: Duration, mut state: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = state() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still waiting after {limit:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A UDP port free on loopback right now.
 pub fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -94,18 +120,6 @@ impl std::ops::DerefMut for Reaper {
 /// Where a test daemon that writes its counters to `json` answers `netaudio status`.
 pub fn status_socket(json: &Path) -> PathBuf {
     json.with_extension("sock")
-}
-
-/// The snapshot the daemon at `sock` answers (what `netaudio status --json` prints), if one
-/// answers. Read here rather than through a `netaudio status` process: starting processes
-/// many times a second next to a realtime stream disturbs it on a small machine.
-pub fn status(sock: &Path) -> Option<Value> {
-    use std::io::Read;
-    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// Longest wait for a daemon's state: generous, a cold machine starts slowly.

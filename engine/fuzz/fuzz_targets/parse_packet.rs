@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use engine::wire::{HEADER_LEN, Packet, PacketHeader, WireError};
+use engine::wire::{Flags, HEADER_LEN, Packet, PacketHeader, WireError};
 use libfuzzer_sys::fuzz_target;
 
 /// Byte 31 of the header is reserved: emitted as 0 and ignored on parse.
@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
             let h = *p.header();
             assert_eq!(header, Ok(h));
             assert_eq!(h.packet_len(), data.len());
-            assert!(h.frames > 0);
+            // No frames only in an END packet (a clean stop's end marker).
+            assert!(h.frames > 0 || h.flags.contains(Flags::END));
+            assert_eq!(h.is_end_marker(), h.frames == 0);
 
             let ext = p.ext();
             let payload = p.payload();

@@ -9,7 +9,8 @@
 //! * `0`: raw datagram: `len: u16 LE` (mod 1500), then up to `len` bytes.
 //! * `1`: packet in the receiver's format: `stream: u8` (mod 4), `flags: u8`, `pos: u8`
 //!   (even: `delta: i16 LE` after that stream's last packet; odd: absolute `first_frame:
-//!   u64 LE`), `frames: u16 LE` (1..=347), `fill: u8` (payload pattern seed; bit 7 set:
+//!   u64 LE`), `frames: u16 LE` (1..=347; with the END flag an even value makes an END
+//!   packet, no frames), `fill: u8` (payload pattern seed; bit 7 set:
 //!   full scale, else within a quarter of it), `dt: u8` (x 20 us). With a key, `flags` bit 6
 //!   set flips a bit of the tag (a forgery), and the stream's session is its number, so
 //!   higher streams are newer; the send time is `now` shifted by `pos >> 1` (signed) x 200 ms (stale when
@@ -190,7 +191,12 @@ fuzz_target!(|data: &[u8]| {
                 if cfg!(feature = "avoid-known-bugs") {
                     first &= (1 << 62) - 1;
                 }
-                let frames = input.u16() % MAX_FRAMES + 1;
+                let raw = input.u16();
+                let frames = if flags.contains(Flags::END) && raw % 2 == 0 {
+                    0
+                } else {
+                    raw % MAX_FRAMES + 1
+                };
                 let fill = input.u8();
                 now = now.saturating_add(u64::from(input.u8()) * 20_000);
                 let tag = tagging(s, now, (pos as i8 >> 1) as i64, flags.0 & 0x40 != 0);

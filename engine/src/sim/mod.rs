@@ -30,7 +30,7 @@ use crate::nack::MAX_NACK_LEN;
 use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
 use crate::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use crate::rng::Rng;
-use crate::sender::Sender;
+use crate::sender::{END_COPIES, Sender};
 use crate::stats::StatsSnapshot;
 use clock::VirtualClock;
 use net::{NetConfig, NetCounters, Network};
@@ -40,7 +40,7 @@ use signal::{
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// A sender restart during a run.
+/// A sender restart during a run (how the sender stops: [`SimConfig::clean_stops`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Restart {
     /// When, seconds of audio.
@@ -84,6 +84,9 @@ pub struct SimConfig {
     pub source: SourceKind,
     /// Sender restarts.
     pub restarts: Vec<Restart>,
+    /// Whether a restarting sender stops cleanly, sending its END packets (as on SIGTERM), or
+    /// just goes silent (a crash, `kill -9`, a power cut).
+    pub clean_stops: bool,
     /// Seconds of audio after which latency statistics start (the drift loop settles).
     pub settle_s: f64,
     /// Points in the trace.
@@ -110,6 +113,7 @@ impl SimConfig {
             recovery: RecoveryMode::Off,
             source: SourceKind::Ramp,
             restarts: Vec::new(),
+            clean_stops: false,
             settle_s: 60.0_f64.min(duration_s / 4.0),
             trace_points: 2000,
             seed: 1,
@@ -504,6 +508,16 @@ impl Sim {
         {
             self.restarts.pop();
             self.down_until = t + r.downtime_ms / 1000.0;
+            if self.cfg.clean_stops {
+                // A clean stop: the END packets go out after the last period, and the source
+                // the analyzer follows ends at the first frame not sent.
+                let (net, now) = (&mut self.net, ns(t));
+                for _ in 0..END_COPIES {
+                    self.sender
+                        .end_packet(|head, tag| net.send_parts(now, head, tag));
+                }
+                self.analyzer.source_ended(first);
+            }
             self.sender = Sender::new(
                 self.cfg.format,
                 self.cfg.period,

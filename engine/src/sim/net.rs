@@ -165,7 +165,8 @@ impl Network {
         self.send_parts(now_ns, datagram, &[]);
     }
 
-    fn send_parts(&mut self, now_ns: u64, header: &[u8], payload: &[u8]) {
+    /// Offers a datagram made of two parts (a header, then the rest) at `now_ns`.
+    pub fn send_parts(&mut self, now_ns: u64, header: &[u8], payload: &[u8]) {
         self.counters.sent += 1;
         if header.len() + payload.len() > MAX_PACKET_LEN || self.lost() {
             self.counters.dropped += 1;

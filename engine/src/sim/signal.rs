@@ -12,6 +12,11 @@
 //! The [`Analyzer`] looks at played samples only — never at the engine's counters — and
 //! classifies every frame: in sync (the continuation of the previous one), or part of a gap.
 //! It also measures end-to-end latency from the capture times the simulator records.
+//!
+//! A source that stops cleanly (a sender's clean stop, [`Analyzer::source_ended`]) is the one
+//! thing the samples cannot tell: once the last frame sent has played, what follows (the fade,
+//! silence) is counted like the silence before the first frame, and the next stream is locked
+//! onto afresh.
 
 use crate::format::{SampleFormat, StreamFormat};
 use crate::rng::mix64;
@@ -297,6 +302,8 @@ pub struct Analyzer {
     gaps: Vec<GapRecord>,
     gap_recorded: bool,
     slip_sum: f64,
+    /// Device frame where the source stopped cleanly, until its end has played.
+    source_end: Option<f64>,
     expected: Vec<i32>,
     got: Vec<i32>,
 }
@@ -316,7 +323,8 @@ pub struct AnalyzerCounts {
     pub gap_frames: u64,
     /// Longest gap, frames.
     pub max_gap_frames: u64,
-    /// Silence before the first valid frame.
+    /// Silence before the first valid frame (of the run, or after a source that stopped
+    /// cleanly).
     pub leading_frames: u64,
 }
 
@@ -340,9 +348,17 @@ impl Analyzer {
             gaps: Vec::with_capacity(max_gap_records),
             gap_recorded: false,
             slip_sum: 0.0,
+            source_end: None,
             expected: vec![0; ch],
             got: vec![0; ch],
         }
+    }
+
+    /// The source stopped cleanly: device frame `end` and those after it were never sent. Once
+    /// the frame before it has played (within the step tolerance), output that does not
+    /// continue the source is not a gap but the silence before the next stream.
+    pub fn source_ended(&mut self, end: u64) {
+        self.source_end = Some(end as f64);
     }
 
     /// Gaps seen (at most the capacity given to `new`).
@@ -519,7 +535,22 @@ impl Analyzer {
                                 self.counts.bit_exact += 1;
                             }
                         }
+                        _ if self.source_end.is_some_and(|e| {
+                            self.pos < e && self.pos + self.tolerance.max >= e
+                        }) =>
+                        {
+                            // The source's last frame has played: it ended here.
+                            self.source_end = None;
+                            self.state = State::Start;
+                            if !self.try_anchor(decoded, t, capture) {
+                                self.counts.leading_frames += 1;
+                            }
+                        }
                         _ => {
+                            if self.source_end.is_some_and(|e| self.pos >= e) {
+                                // Playing past a recorded end: that end was not this stream's.
+                                self.source_end = None;
+                            }
                             self.begin_gap(t);
                             if self.try_anchor(decoded, t, capture) {
                                 // A bare jump: zero frames of gap.
@@ -684,6 +715,31 @@ mod tests {
         assert_eq!(a.counts.gap_frames, 50);
         assert_eq!(a.gap_records().len(), 2);
         assert_eq!(a.gap_records()[1].frames, 50);
+    }
+
+    #[test]
+    fn silence_after_a_clean_stop_is_no_gap_but_a_stop_too_early_is() {
+        let f = fmt(SampleFormat::S16Le, 2);
+        let src = Source::new(SourceKind::Ramp, f);
+        // Captured so far: up to frame 10 048 (positions are anchored below it).
+        let h = history(10_048);
+        let mut buf = vec![0u8; 1000 * 4];
+        let silence = vec![0u8; 300 * 4];
+        for (end, gaps) in [(6000, 0), (6001, 1)] {
+            let mut a = Analyzer::new(f, StepTolerance::EXACT, 16);
+            src.fill(5000, &mut buf);
+            a.source_ended(end);
+            // Frames 5000..6000 play, then silence, then a new stream further on.
+            a.played(&buf, 0.1, 1e-5, &h);
+            a.played(&silence, 0.2, 1e-5, &h);
+            src.fill(9000, &mut buf);
+            a.played(&buf, 0.3, 1e-5, &h);
+            assert_eq!(a.counts.gaps, gaps, "source ending at {end}");
+            assert_eq!(a.counts.in_sync, 2000, "source ending at {end}");
+            if gaps == 0 {
+                assert_eq!(a.counts.leading_frames, 300);
+            }
+        }
     }
 
     #[test]
