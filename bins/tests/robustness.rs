@@ -224,9 +224,10 @@ fn forged_foreign_replayed_and_truncated_packets_are_never_played() {
     let (rj, sj, sj2) = (tmp("a-recv.json"), tmp("a-send.json"), tmp("a-send2.json"));
     let mut r = recv(port, "virtual", &rj, Some(&kf));
     let tap = Tap::new(port);
-    sleep_s(0.3);
+    let rs = status_socket(&rj);
+    wait_status(&mut r, &rs, "the receiver to be ready", |_| true);
     let mut s = send(tap.port, "virtual", &sj, Some(&kf));
-    sleep_s(1.0);
+    wait_status(&mut r, &rs, "1 s of the stream", |v| received(v) >= 187);
     let mut sent = Sent::default();
     // Phase 1: attacks on the stream playing.
     attack(port, &tap, &[], 3.0, &mut sent);
@@ -235,11 +236,24 @@ fn forged_foreign_replayed_and_truncated_packets_are_never_played() {
     terminate(&mut s);
     let first_stream = tap.recorded();
     let mut s2 = send(tap.port, "virtual", &sj2, Some(&kf));
-    sleep_s(1.0);
+    let n0 = received(&wait_status(&mut r, &rs, "the first stream's end", |v| {
+        v["streams_ended"].as_u64() >= Some(1)
+    }));
+    wait_status(&mut r, &rs, "1 s of the second stream", |v| {
+        v["resyncs"].as_u64() >= Some(1) && received(v) >= n0 + 187
+    });
     let replays_before = sent.replayed;
     attack(port, &tap, &first_stream, 3.0, &mut sent);
     let old_stream_replays = sent.replayed - replays_before;
-    sleep_s(0.5);
+    // Every attacking datagram has reached the receiver and been counted.
+    let refused = sent.forged + sent.foreign + sent.untagged + sent.replayed + sent.truncated;
+    wait_status(&mut r, &rs, "every attacking datagram counted", |v| {
+        ["auth_failures", "replayed_packets", "invalid_packets"]
+            .iter()
+            .map(|k| v[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= refused
+    });
     terminate(&mut r);
     terminate(&mut s2);
     let j = read_json(&rj);
@@ -364,15 +378,22 @@ fn a_restarted_receiver_takes_the_keyed_stream_up_again() {
     let port = free_port();
     let (rj, rj2, sj) = (tmp("r-recv.json"), tmp("r-recv2.json"), tmp("r-send.json"));
     let mut r = recv(port, "virtual", &rj, Some(&kf));
-    sleep_s(0.3);
+    let rs = status_socket(&rj);
+    wait_status(&mut r, &rs, "the receiver to be ready", |_| true);
     let mut s = send(port, "virtual", &sj, Some(&kf));
-    sleep_s(2.5);
+    wait_status(&mut r, &rs, "2.5 s of the stream", |v| received(v) >= 470);
     // The receiver dies without a word; a new one starts a little later.
     r.kill().unwrap();
     r.wait().unwrap();
+    // Nobody listens for a second (the sender's refused sends are counted).
     sleep_s(1.0);
     let mut r2 = recv(port, "virtual", &rj2, Some(&kf));
-    sleep_s(3.0);
+    wait_status(
+        &mut r2,
+        &status_socket(&rj2),
+        "3 s of the stream taken up",
+        |v| received(v) >= 560,
+    );
     terminate(&mut r2);
     terminate(&mut s);
     let (j, sj) = (read_json(&rj2), read_json(&sj));
@@ -395,9 +416,21 @@ fn an_unplugged_capture_card_is_reopened_and_the_stream_resumes() {
     let port = free_port();
     let (rj, sj) = (tmp("u-recv.json"), tmp("u-send.json"));
     let mut r = recv(port, "virtual", &rj, None);
-    sleep_s(0.3);
+    let rs = status_socket(&rj);
+    wait_status(&mut r, &rs, "the receiver to be ready", |_| true);
     let mut s = send(port, "virtual:unplug=2s+1s", &sj, None);
-    sleep_s(6.0);
+    // The card goes away 2 s after it opened, for 1 s.
+    wait_status(&mut s, &status_socket(&sj), "the capture card lost", |v| {
+        v["device_lost"].as_u64() >= Some(1)
+    });
+    let n0 = received(&status(&rs).expect("the receiver answers"));
+    // The card back as a new stream, and 2.5 s of it.
+    wait_status(
+        &mut r,
+        &rs,
+        "2.5 s of the stream after the card came back",
+        |v| v["resyncs"].as_u64() >= Some(1) && received(v) >= n0 + 470,
+    );
     terminate(&mut r);
     terminate(&mut s);
     let (j, sj) = (read_json(&rj), read_json(&sj));
@@ -419,22 +452,20 @@ fn an_unplugged_playback_card_is_reopened_and_plays_again() {
     let port = free_port();
     let (rj, sj) = (tmp("p-recv.json"), tmp("p-send.json"));
     let mut r = recv(port, "virtual:unplug=2s+1s", &rj, None);
-    sleep_s(0.3);
+    let rs = status_socket(&rj);
+    wait_status(&mut r, &rs, "the receiver to be ready", |_| true);
     let mut s = send(port, "virtual", &sj, None);
-    let status = rj.with_extension("sock");
-    sleep_s(4.0);
-    let heard = |p: &Path| {
-        let out = bin()
-            .args(["status", "--json", "--socket"])
-            .arg(p)
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        u(&v, "packets_received")
-    };
-    let before = heard(&status);
-    sleep_s(2.0);
-    let after = heard(&status);
+    // The card goes away 2 s after it opened, for 1 s; the network side stays up.
+    let lost = wait_status(&mut r, &rs, "the playback card lost", |v| {
+        v["device_lost"].as_u64() >= Some(1)
+    });
+    let n0 = received(&lost);
+    let before = received(&wait_status(&mut r, &rs, "1.5 s after the loss", |v| {
+        received(v) >= n0 + 280
+    }));
+    let after = received(&wait_status(&mut r, &rs, "2 s more of the stream", |v| {
+        received(v) >= before + 375
+    }));
     terminate(&mut r);
     terminate(&mut s);
     let j = read_json(&rj);

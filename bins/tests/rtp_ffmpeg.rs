@@ -291,11 +291,14 @@ fn ffmpeg_to_netaudio(format: StreamFormat, expected_pt: u8) {
     );
     // Let the receive buffer play out: the receiver runs past the stream's last frame (the
     // silence after it is concealed), so everything received was played.
+    // ffmpeg has sent everything: concealment from here on is the buffer running dry.
+    let concealed = |v: &serde_json::Value| v["concealed_ms"].as_f64().unwrap_or(0.0);
+    let c0 = concealed(&status(&d.join("status.sock")).expect("the receiver answers"));
     wait_status(
         &mut receiver.0,
         &d.join("status.sock"),
         "the receiver to play the stream out",
-        |v| v["concealed_ms"].as_f64().is_some_and(|c| c > 0.0),
+        |v| concealed(v) > c0,
     );
     terminate(&mut receiver.0);
     let j = read_json(&json);
@@ -320,7 +323,14 @@ fn ffmpeg_to_netaudio(format: StreamFormat, expected_pt: u8) {
         .chunks_exact(fb)
         .enumerate()
         .position(|(k, _)| played[k * fb..].starts_with(probe))
-        .expect("the input is in what was played");
+        .unwrap_or_else(|| {
+            let first = played.iter().position(|&b| b != 0);
+            panic!(
+                "the input is not in what was played ({} bytes, first non-zero byte at {first:?}): {j}\n{}",
+                played.len(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
     assert!(at >= fade, "the stream starts after its fade-in");
     let start = (at - fade) * fb;
     assert!(
