@@ -808,6 +808,26 @@ mod tests {
         .unwrap();
     }
 
+    /// Drains until `got` holds `n` packets (or `state` holds), at most 10 s.
+    fn drain_until(
+        rx: &mut TcpPcmReceiver,
+        got: &mut Vec<(u32, u64, Vec<u8>)>,
+        mut state: impl FnMut(&TcpPcmReceiver, &[(u32, u64, Vec<u8>)]) -> bool,
+    ) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            drain(rx, got);
+            if state(rx, got) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "the receiver did not reach the expected state: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn byte_stream_becomes_whole_frame_packets_and_a_new_connection_a_new_stream() {
         let (p, mut c) = queue();
@@ -816,12 +836,10 @@ mod tests {
         let mut a = std::net::TcpStream::connect(addr).unwrap();
         // 2.5 frames, then the rest of the third frame and one more.
         a.write_all(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
         let mut got = Vec::new();
-        drain(&mut rx, &mut got);
+        drain_until(&mut rx, &mut got, |_, g| !g.is_empty());
         a.write_all(&[11, 12, 13, 14, 15, 16]).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        drain(&mut rx, &mut got);
+        drain_until(&mut rx, &mut got, |_, g| g.len() >= 2);
         assert_eq!(got.len(), 2, "{got:?}");
         let id = got[0].0;
         assert_eq!(
@@ -833,9 +851,8 @@ mod tests {
         // A second sender replaces the first: new stream, frames counted from 0 again.
         let mut b = std::net::TcpStream::connect(addr).unwrap();
         b.write_all(&[0xAA; 4]).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
         got.clear();
-        drain(&mut rx, &mut got);
+        drain_until(&mut rx, &mut got, |_, g| !g.is_empty());
         assert_eq!(got.len(), 1);
         assert_ne!(got[0].0, id);
         assert_eq!(got[0].1, 0);
@@ -855,8 +872,7 @@ mod tests {
             "{events:?}"
         );
         drop(b);
-        std::thread::sleep(Duration::from_millis(30));
-        drain(&mut rx, &mut got);
+        drain_until(&mut rx, &mut got, |rx, _| !rx.is_connected());
         assert!(!rx.is_connected(), "EOF closes the connection");
     }
 
