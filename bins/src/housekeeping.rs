@@ -135,6 +135,9 @@ pub fn receiver_line(s: &StatsSnapshot, rate: u32) -> String {
     if s.device_lost > 0 {
         line += &format!(" | device lost {}x", s.device_lost);
     }
+    if s.late_renders > 0 {
+        line += &format!(" | late renders {}", s.late_renders);
+    }
     if s.streams_ended > 0 {
         line += &format!(" | senders stopped cleanly {}x", s.streams_ended);
     }

@@ -138,6 +138,7 @@ impl Source {
             "resyncs": s.resyncs,
             "streams_ended": s.streams_ended,
             "xruns": s.xruns,
+            "late_renders": s.late_renders,
             "drift_ppm": s.drift_ppm,
             "correction_ppm": s.ratio_ppm,
         })
@@ -262,7 +263,8 @@ pub fn render(v: &Value) -> String {
              recovery {} NACKs sent\n  \
              refused  {} bad or missing tags, {} replayed, {} stale\n  \
              gaps     {}  (concealed {:.1} ms, resyncs {})\n  \
-             stops    {} senders stopped cleanly (no gap)\n  xruns    {} (devices lost {})\n",
+             stops    {} senders stopped cleanly (no gap)\n  xruns    {} (devices lost {})\n  \
+             late     {} periods written past halfway to an underrun\n",
             f("buffer_ms"),
             f("target_ms"),
             f("drift_ppm"),
@@ -283,6 +285,7 @@ pub fn render(v: &Value) -> String {
             u("streams_ended"),
             u("xruns"),
             u("device_lost"),
+            u("late_renders"),
         ));
     } else {
         s.push_str(&format!(
@@ -334,7 +337,7 @@ mod tests {
             "format": "S16_LE", "address": "0.0.0.0:46000", "uptime_s": 3.0,
             "peaks_dbfs": [-6.0, -120.0], "buffer_ms": 20.0, "target_ms": 20.0, "gaps": 2,
             "recovered_packets": 7, "nacks_sent": 5, "auth_failures": 3, "device_lost": 1,
-            "streams_ended": 4});
+            "streams_ended": 4, "late_renders": 6});
         let r = render(&v);
         assert!(
             r.contains("ch1") && r.contains("-6.0 dBFS") && r.contains("gaps     2"),
@@ -349,6 +352,10 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("4 senders stopped cleanly"), "{r}");
+        assert!(
+            r.contains("late     6 periods written past halfway to an underrun"),
+            "{r}"
+        );
         let s = render(
             &json!({"role": "sender", "packets_sent": 9, "nacks_received": 4,
             "retransmits_sent": 6, "resends_capped": 2, "nack_auth_failures": 5,

@@ -6,9 +6,10 @@
 //!   payload handed to `sendmsg` *is* the device buffer: `tests/zero_copy.rs` runs this loop
 //!   with a recording socket and checks that every payload pointer lies inside the capture
 //!   device's own buffer.
-//! * [`run_receiver`]: poll the playback device → take every datagram waiting with one
-//!   `recvmmsg` (kernel arrival timestamps) into the engine's receiver → render straight into
-//!   the device buffer → commit. The drift controller runs inside `render`.
+//! * [`run_receiver`]: poll the playback device → take the datagrams waiting, a `recvmmsg`
+//!   batch at a time (kernel arrival timestamps), into the engine's receiver while the device
+//!   can wait → render straight into the device buffer → commit → take the rest of the socket
+//!   until the device is due again. The drift controller runs inside `render`.
 //!   In raw TCP mode the socket is a [`crate::tcp::TcpPcmReceiver`], which hands over the
 //!   bytes waiting as packets the same way.
 //!
@@ -36,9 +37,26 @@
 //! housekeeping thread watches before it feeds the systemd watchdog (see [`crate::watchdog`]).
 //!
 //! Realtime contract: after the first period a loop makes no allocation and no free, takes no
-//! lock and formats nothing; it blocks only in the device's poll and in `clock_nanosleep` during
-//! a device back-off. Each loop counts its own allocations and frees (see
+//! lock and formats nothing; it blocks only in the device's wait (ALSA's poll, the virtual
+//! devices' `clock_nanosleep`), in one `ppoll` on its socket up to the time the device is due,
+//! and in a sleep during a device back-off. Each loop counts its own allocations and frees (see
 //! [`engine::alloc_count`]) and returns the counts.
+//!
+//! The receiver's work per wake-up is bounded by the device's deadline, not by a count alone:
+//! when the device asks for a period, its fill level (buffer less room) says how long it can
+//! still play. Datagrams are taken before the render only until the device would come within a
+//! guard (a quarter period) of the late line below, and none when it already is; the monotonic
+//! clock (a vDSO read, no syscall) is read between batches of [`BATCH`]. Then the period is
+//! written; then the rest of the socket is taken until the device is due again (the loop's own
+//! schedule), at least one batch however late. No intake takes more than 64 batches. What is
+//! left waits in the socket buffer (4 MB) for the next turn, so a flood delays neither the
+//! render nor the stream's own packets, as long as the thread checks datagrams faster than they
+//! come.
+//!
+//! Late renders: a period committed when the device had fewer than half its reserve still
+//! queued ahead of it (the reserve being what it holds when it asks for a period, `buffer -
+//! period` frames), i.e. past halfway to an underrun, counts in `late_renders` ([`Stats`]); an
+//! underrun itself counts as an xrun.
 
 use crate::net::{BATCH, DatagramIn, DatagramOut, clock_ns, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
@@ -66,7 +84,8 @@ pub struct LoopReport {
 }
 
 const WAIT_MS: i32 = 100;
-/// Socket batches taken per wake-up at most (each [`BATCH`] datagrams).
+/// Socket batches taken per call of the packet intake at most (each [`BATCH`] datagrams),
+/// besides its deadline.
 const MAX_BATCHES: usize = 64;
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 2_000;
@@ -439,6 +458,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
     let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
     let recovery = rx.loss_tracker().is_some();
     let mut report = LoopReport::default();
+    let mut late_renders = 0u64;
     let mut xruns = 0u64;
     let mut device_lost = 0u64;
     let mut net_errors = 0u64;
@@ -454,7 +474,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
             // Until the device is due, take packets as they arrive and ask for missing ones
             // as soon as they are overdue.
             loop {
-                if take_packets(sock, rx).is_err() {
+                if take_packets(sock, rx, next_period_ns).is_err() {
                     net_errors += 1;
                 }
                 nack_turn(sock, rx, &mut nack_buf);
@@ -477,15 +497,21 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
             }
         }
         let waited = dev.wait(WAIT_MS);
-        if take_packets(sock, rx).is_err() {
-            net_errors += 1;
-        }
+        let woke_ns = monotonic_ns();
         let err = match waited {
             Ok(mut room) => {
+                let buffer = dev.setup().buffer;
+                let deadline = RenderDeadline::new(woke_ns, room, buffer, period, format.rate);
+                // Packets first, to render the freshest, but only while the device can wait.
+                let until = deadline.intake_until();
+                if monotonic_ns() < until && take_packets(sock, rx, until).is_err() {
+                    net_errors += 1;
+                }
                 let now = monotonic_ns();
                 let mut failed = None;
                 // Bounded: never more than a buffer's worth per wake-up, whatever the device says.
-                let mut budget = dev.setup().buffer / period + 1;
+                let mut budget = buffer / period + 1;
+                let mut done = 0u64;
                 while room >= period && budget > 0 {
                     budget -= 1;
                     let written = dev.write(period, |area| {
@@ -494,7 +520,13 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                     });
                     match written {
                         Ok(0) => break,
-                        Ok(n) => room -= n.min(room),
+                        Ok(n) => {
+                            if deadline.is_late(done, monotonic_ns()) {
+                                late_renders += 1;
+                            }
+                            done += n as u64;
+                            room -= n.min(room);
+                        }
                         Err(e) => {
                             failed = Some(e);
                             break;
@@ -503,11 +535,21 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 }
                 report.periods += 1;
                 // Anchored on the device (see the sender): wake a little before it is due.
-                next_period_ns = now + period_ns - period_ns / 4;
+                next_period_ns = woke_ns + period_ns - period_ns / 4;
+                // The rest of the socket, until the device is due again.
+                if take_packets(sock, rx, next_period_ns).is_err() {
+                    net_errors += 1;
+                }
                 nack_turn(sock, rx, &mut nack_buf);
                 failed
             }
-            Err(e) => Some(e),
+            Err(e) => {
+                // The network side goes on while the device is recovered: a period's worth.
+                if take_packets(sock, rx, woke_ns + period_ns).is_err() {
+                    net_errors += 1;
+                }
+                Some(e)
+            }
         };
         if let Some(e) = err {
             match e {
@@ -548,6 +590,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
             }
         }
         let mut c = *rx.counters();
+        c.late_renders = late_renders;
         c.xruns = xruns;
         c.device_lost = device_lost;
         c.invalid_packets += net_errors + sock.rejected();
@@ -564,16 +607,78 @@ fn wall_offset_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
 }
 
-/// Takes every datagram waiting into the receiver; the source of the stream it plays is where
-/// NACKs go. Everything waiting, not just one batch: under a flood of junk the stream's own
-/// packets must not be pushed out of the socket buffer. Bounded, so a flood cannot keep the
-/// thread from the device.
-fn take_packets<S: DatagramIn>(sock: &mut S, rx: &mut Receiver) -> Result<usize, i32> {
+/// Where the playback device stands when it asks for a period: how long packet intake may go on
+/// before the period is written, and whether a period was written late. Estimated from the
+/// device's fill level at the wake-up and the monotonic clock (a vDSO read, no syscall), so
+/// neither costs a call into the device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct RenderDeadline {
+    /// When the device said how much room it has.
+    woke_ns: u64,
+    /// Frames queued in the device then (its buffer less its room).
+    queued: u64,
+    /// Frames per second.
+    rate: u64,
+    /// The late line: a period committed with fewer frames than this still queued ahead of it
+    /// is late. Half the reserve the device holds when it asks for a period (`buffer - period`).
+    late_frames: u64,
+    /// Intake before the render stops this many frames above the late line: time for the
+    /// batch under way and the render itself.
+    guard_frames: u64,
+}
+
+impl RenderDeadline {
+    fn new(woke_ns: u64, room: usize, buffer: usize, period: usize, rate: u32) -> RenderDeadline {
+        RenderDeadline {
+            woke_ns,
+            queued: buffer.saturating_sub(room) as u64,
+            rate: rate.max(1) as u64,
+            late_frames: (buffer.saturating_sub(period) as u64 / 2).max(1),
+            guard_frames: period as u64 / 4,
+        }
+    }
+
+    /// Frames still queued ahead of the next one written, at `t_ns`, when `written` frames were
+    /// written since the wake-up.
+    fn queued_at(&self, written: u64, t_ns: u64) -> u64 {
+        let elapsed = t_ns.saturating_sub(self.woke_ns) as u128;
+        let played = (elapsed * self.rate as u128 / 1_000_000_000) as u64;
+        (self.queued + written).saturating_sub(played)
+    }
+
+    /// Until when (monotonic clock, ns) packets may be taken before the render.
+    fn intake_until(&self) -> u64 {
+        let spare = self
+            .queued
+            .saturating_sub(self.late_frames + self.guard_frames);
+        self.woke_ns + spare * 1_000_000_000 / self.rate
+    }
+
+    /// Whether a period committed at `t_ns`, after `written` frames since the wake-up, is late.
+    fn is_late(&self, written: u64, t_ns: u64) -> bool {
+        self.queued_at(written, t_ns) < self.late_frames
+    }
+}
+
+/// Takes the datagrams waiting into the receiver, a batch at a time, until the socket is
+/// empty, the monotonic clock reaches `until_ns` (read between batches) or [`MAX_BATCHES`]
+/// were taken; the first batch always, so intake never stalls. The source of the stream it
+/// plays is where NACKs go. Everything waiting, not just one batch, as far as the deadline
+/// allows: under a flood of junk the stream's own packets must not be pushed out of the socket
+/// buffer. Bounded, so a flood cannot keep the thread from the device.
+fn take_packets<S: DatagramIn>(
+    sock: &mut S,
+    rx: &mut Receiver,
+    until_ns: u64,
+) -> Result<usize, i32> {
     if rx.is_authenticated() {
         rx.set_wall_offset(wall_offset_ns());
     }
     let mut total = 0;
-    for _ in 0..MAX_BATCHES {
+    for i in 0..MAX_BATCHES {
+        if i > 0 && monotonic_ns() >= until_ns {
+            break;
+        }
         let n = sock.recv_batch_from(|datagram, t| {
             matches!(
                 rx.on_packet(datagram, t),
@@ -615,4 +720,53 @@ fn prime_and_start<P: Playback>(dev: &mut P, rx: &mut Receiver) {
         guard += 1;
     }
     let _ = dev.start();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 48 kHz, periods of 240 frames (5 ms), a buffer of three periods: the device asks for a
+    // period with two (10 ms) still queued, and a period is late with less than one queued.
+    const MS: u64 = 1_000_000;
+
+    fn woke_on_time() -> RenderDeadline {
+        RenderDeadline::new(1_000 * MS, 240, 720, 240, 48_000)
+    }
+
+    #[test]
+    fn intake_before_the_render_stops_a_guard_above_the_late_line() {
+        let d = woke_on_time();
+        assert_eq!(d.late_frames, 240);
+        // 480 queued, late at 240, guard 60: 180 frames (3.75 ms) to take packets.
+        assert_eq!(d.intake_until(), 1_000 * MS + 3_750_000);
+        // A device that woke the loop late leaves less time, or none.
+        let late = RenderDeadline::new(1_000 * MS, 480, 720, 240, 48_000);
+        assert_eq!(late.intake_until(), 1_000 * MS);
+    }
+
+    #[test]
+    fn a_period_is_late_past_halfway_to_an_underrun() {
+        let d = woke_on_time();
+        assert!(!d.is_late(0, 1_000 * MS));
+        assert!(!d.is_late(0, 1_004 * MS + 999_000));
+        assert!(d.is_late(0, 1_005 * MS + 100_000));
+        // A second period in the same wake-up has the first one ahead of it.
+        assert!(!d.is_late(240, 1_005 * MS + 100_000));
+        // Catching up after a stall: room for two periods and more, 220 queued: the first is
+        // late, the second has it ahead.
+        let stalled = RenderDeadline::new(1_000 * MS, 500, 720, 240, 48_000);
+        assert!(stalled.is_late(0, 1_000 * MS));
+        assert!(!stalled.is_late(240, 1_000 * MS));
+    }
+
+    #[test]
+    fn a_two_period_buffer_is_late_with_less_than_half_a_period_queued() {
+        let d = RenderDeadline::new(0, 240, 480, 240, 48_000);
+        assert_eq!(d.late_frames, 120);
+        assert!(!d.is_late(0, 2 * MS));
+        assert!(d.is_late(0, 2_600_000));
+        // Late line 120 + guard 60: 60 frames (1.25 ms) of intake.
+        assert_eq!(d.intake_until(), 1_250_000);
+    }
 }

@@ -302,9 +302,12 @@ fn a_flood_at_100_times_the_packet_rate_leaves_the_stream_alone() {
     let port = free_port();
     let (rj, sj) = (tmp("f-recv.json"), tmp("f-send.json"));
     let mut r = recv(port, "virtual", &rj, Some(&kf));
-    sleep_s(0.3);
+    let rsock = status_socket(&rj);
+    wait_status(&mut r, &rsock, "the receiver up", |_| true);
     let mut s = send(port, "virtual", &sj, Some(&kf));
-    sleep_s(1.5);
+    wait_status(&mut r, &rsock, "the stream playing for 1.5 s", |v| {
+        received(v) >= 280
+    });
     // 100 x 187.5 packets/s, in bursts every 10 ms, for 5 s.
     let packet_rate = RATE as f64 / PERIOD as f64;
     let target = 100.0 * packet_rate;
@@ -357,6 +360,7 @@ fn a_flood_at_100_times_the_packet_rate_leaves_the_stream_alone() {
     assert_eq!(u(&j, "gaps"), 0, "{j}");
     assert_eq!(u(&j, "heard_gaps"), 0, "{j}");
     assert_eq!(u(&j, "lost_packets"), 0, "{j}");
+    assert_eq!(u(&j, "late_renders"), 0, "{j}");
     assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
     assert_eq!(u(&j, "frees_rt"), 0, "{j}");
     assert!(
@@ -368,6 +372,85 @@ fn a_flood_at_100_times_the_packet_rate_leaves_the_stream_alone() {
     let dropped = u(&j, "invalid_packets") + u(&j, "auth_failures");
     assert_eq!(dropped, sent, "{j}");
     assert_eq!(u(&j, "resyncs"), 0, "{j}");
+}
+
+/// Frames in the largest packet a sender makes for [`format`]: the datagram limit less the
+/// header and the largest tag, in whole frames.
+const BIGGEST_PACKET_FRAMES: usize =
+    (engine::wire::MAX_PACKET_LEN - engine::wire::HEADER_LEN - engine::wire::MAX_TAG_LEN) / 4;
+
+#[test]
+fn a_flood_that_costs_the_whole_authentication_makes_no_render_late() {
+    let _serial = serial();
+    let key = Key::from_bytes([0x44; KEY_LEN]);
+    let kf = key_file("forged-flood.key", &key);
+    let port = free_port();
+    let (rj, sj) = (tmp("ff-recv.json"), tmp("ff-send.json"));
+    let mut r = Reaper(recv(port, "virtual", &rj, Some(&kf)));
+    let rsock = status_socket(&rj);
+    wait_status(&mut r, &rsock, "the receiver up", |_| true);
+    let tap = Tap::new(port);
+    let mut s = Reaper(send(tap.port, "virtual", &sj, Some(&kf)));
+    wait_status(&mut r, &rsock, "the stream playing for 1.5 s", |v| {
+        received(v) >= 280
+    });
+    // The stream playing, as the tap saw it: its id and session.
+    let first = wait_for("a packet through the tap", STATE_TIMEOUT, || {
+        tap.recorded().first().cloned()
+    });
+    let id = u32::from_be_bytes(first[4..8].try_into().unwrap());
+    let session = u64::from_be_bytes(first[32..40].try_into().unwrap());
+    // Packets of that stream, well formed, as long as a datagram may be, tagged with another
+    // key: each one costs the receiver the keyed hash over all of it before it is refused.
+    let mut forger = Sender::new(format(), BIGGEST_PACKET_FRAMES, id, 1 << 20)
+        .unwrap()
+        .with_auth(Key::from_bytes([0x45; KEY_LEN]), session);
+    let pcm = vec![0x5Au8; BIGGEST_PACKET_FRAMES * 4];
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = ("127.0.0.1", port);
+    // 100 x 187.5 packets/s, in bursts every 10 ms, for 5 s.
+    let packet_rate = RATE as f64 / PERIOD as f64;
+    let target = 100.0 * packet_rate;
+    let mut len = 0;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(5) {
+        let due = (start.elapsed().as_secs_f64() * target) as u64;
+        while sent < due {
+            forger.set_wall_clock(now_realtime());
+            forger.packetize_tagged(&pcm, |h, p, t| {
+                let d = [h, p, t].concat();
+                len = d.len();
+                let _ = sock.send_to(&d, to);
+            });
+            sent += 1;
+        }
+        sleep_s(0.01);
+    }
+    let flood_secs = start.elapsed().as_secs_f64();
+    // Every forged packet seen and refused.
+    wait_status(&mut r, &rsock, "every forged packet refused", |v| {
+        u(v, "auth_failures") >= sent
+    });
+    terminate(&mut r);
+    terminate(&mut s);
+    let j = read_json(&rj);
+    let achieved = sent as f64 / flood_secs;
+    println!(
+        "forged flood: {sent} datagrams of {len} bytes of stream {id:08x} in {flood_secs:.2} s = \
+         {achieved:.0}/s ({:.0}x the packet rate); receiver: {j}",
+        achieved / packet_rate
+    );
+    assert_eq!(len, engine::wire::MAX_PACKET_LEN);
+    assert!(achieved >= 0.95 * target, "flood rate {achieved:.0}/s");
+    assert_eq!(u(&j, "auth_failures"), sent, "{j}");
+    assert_eq!(u(&j, "late_renders"), 0, "{j}");
+    assert_eq!(u(&j, "gaps"), 0, "{j}");
+    assert_eq!(u(&j, "heard_gaps"), 0, "{j}");
+    assert_eq!(u(&j, "lost_packets"), 0, "{j}");
+    assert_eq!(u(&j, "resyncs"), 0, "{j}");
+    assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+    assert_eq!(u(&j, "frees_rt"), 0, "{j}");
 }
 
 #[test]

@@ -98,6 +98,11 @@ stats! {
     frames_played: count,
     /// Device overruns/underruns recovered.
     xruns: count,
+    /// Periods written to the playback device late: when the period was committed, the device
+    /// had already played more than half of the reserve it held when it asked for it (fewer than
+    /// `(buffer - period) / 2` frames were still queued ahead of it), i.e. it was past halfway
+    /// to an underrun. Counted by the receiver's loop (see `netaudio`'s `stream` module).
+    late_renders: count,
     /// Realtime events lost because the event queue was full.
     events_dropped: count,
     /// Datagrams dropped because their tag was missing or wrong (with a key only).
