@@ -79,8 +79,8 @@ pub const AWAY_WAIT_MS: u64 = 50;
 /// After a failed `recover`, the wait before the device is tried again.
 const RECOVER_RETRY_MS: u64 = 100;
 
-/// Waits up to `ms` for `fd` to become readable, or simply `ms` without one (a `ppoll` on no
-/// descriptor): the realtime threads' only way to pass time outside the device's poll.
+/// Waits up to `ns` for `fd` to become readable, or simply `ns` without one (a `ppoll` on no
+/// descriptor): the realtime loops' only way to pass time outside the device's poll.
 fn wait_socket_or_idle(fd: Option<i32>, ns: u64) {
     match fd {
         Some(fd) => {
@@ -377,6 +377,7 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
                 sock,
                 history: history.as_deref_mut(),
                 nack_buf: &mut nack_buf,
+                stats,
             };
             handle_capture_error(dev, tx, e, stop, heartbeat, &mut c, events, buffer, away);
         }
@@ -411,6 +412,8 @@ struct Away<'a, S> {
     sock: &'a S,
     history: Option<&'a mut RetransmitHistory>,
     nack_buf: &'a mut [u8],
+    /// Where the loss shows at once (`device_lost`).
+    stats: &'a Stats,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -449,6 +452,7 @@ fn handle_capture_error<C: Capture, T: Packetizer, S: DatagramOut>(
             // NACKs of the stream sent so far are answered (a socket to wait on only then: with
             // nothing to read from it, its readiness would never be taken away).
             let fd = away.history.as_ref().and(away.sock.fd());
+            away.stats.publish(c);
             while !stop.load(Ordering::Relaxed) {
                 heartbeat.beat();
                 if dev.poll_reopen() && dev.start().is_ok() {
