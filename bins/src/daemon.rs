@@ -3,7 +3,7 @@
 
 use crate::housekeeping::{self, STOP};
 use crate::net::{DatagramIn, DatagramOut, UdpReceiver, UdpSender, monotonic_ns};
-use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
+use crate::pcm::alsa::{AlsaCapture, AlsaPlayback, GoneSwitch};
 use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
 use crate::pcm::{Capture, DeviceRequest, Playback};
 use crate::rt::{self, RtSpec};
@@ -426,6 +426,29 @@ pub(crate) fn refuse_key_unless_native(opts: &RunOptions) -> Result<(), String> 
     Ok(())
 }
 
+/// The test fault switch of the daemon's ALSA device when `fault` is a device fault: it must be
+/// `want` (the one for this daemon's device direction), and `switch` must give one (an ALSA
+/// device); other faults need none.
+fn device_fault(
+    fault: Option<TestFault>,
+    want: TestFault,
+    switch: impl FnOnce() -> Option<GoneSwitch>,
+) -> Result<Option<GoneSwitch>, String> {
+    match fault {
+        None | Some(TestFault::Stall | TestFault::Panic) => Ok(None),
+        Some(f) if f == want => switch().map(Some).ok_or_else(|| {
+            format!(
+                "NETAUDIO_TEST_FAULT={f} needs an ALSA device (virtual devices simulate an \
+                 unplug with virtual:unplug=AT+FOR)"
+            )
+        }),
+        Some(f) => Err(format!(
+            "NETAUDIO_TEST_FAULT={f} does not apply here: capture-gone is for netaudio send, \
+             playback-gone for netaudio recv, each with an ALSA device"
+        )),
+    }
+}
+
 /// `netaudio send`.
 pub fn send(
     audio: &AudioOptions,
@@ -462,6 +485,10 @@ pub fn send(
         AnyCapture::Alsa(d) => d.setup().clone(),
         AnyCapture::Virtual(d) => d.setup().clone(),
     };
+    let gone = device_fault(fault, TestFault::CaptureGone, || match &dev {
+        AnyCapture::Alsa(d) => Some(d.gone_switch()),
+        AnyCapture::Virtual(_) => None,
+    })?;
     let mut rtp_json = None;
     let tx = match (&sock, opts.proto) {
         (NetOut::Udp(udp), Proto::Rtp) => {
@@ -529,6 +556,7 @@ pub fn send(
         &mut [&mut consumer, &mut tcp_consumer],
         &[&heartbeat],
         fault,
+        gone.as_ref(),
         interval,
         deadline(opts),
         || housekeeping::sender_line(&stats.snapshot(), rate),
@@ -758,6 +786,10 @@ pub fn recv(
         .then(|| Sink::new(audio.format, None, 0));
     let dev = open_playback(audio, sink)?;
     let setup = dev.setup();
+    let gone = device_fault(fault, TestFault::PlaybackGone, || match &dev {
+        AnyPlayback::Alsa(d) => Some(d.gone_switch()),
+        AnyPlayback::Virtual(_) => None,
+    })?;
     let (producer, mut consumer) = rtlog::queue();
     let rx = with_receiver_key(receiver_for(&setup, r)?.with_events(producer), opts);
     let (producer2, mut consumer2) = rtlog::queue();
@@ -797,6 +829,7 @@ pub fn recv(
         &mut [&mut consumer, &mut consumer2, &mut tcp_consumer],
         &[&heartbeat],
         fault,
+        gone.as_ref(),
         interval,
         deadline(opts),
         || housekeeping::receiver_line(&stats.snapshot(), rate),
@@ -879,6 +912,8 @@ pub struct DemoReport {
 pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     housekeeping::install_signal_handlers();
     let fault = TestFault::from_env()?;
+    // Virtual devices only: no device fault applies (they have virtual:unplug=AT+FOR).
+    let gone = device_fault(fault, TestFault::PlaybackGone, || None)?;
     let sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
     let port = sock_rx.local_addr().map_err(|e| e.to_string())?.port();
     let sock_tx =
@@ -963,6 +998,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
         &mut [&mut c1, &mut c2, &mut c3],
         &[&rx_beat, &tx_beat],
         fault,
+        gone.as_ref(),
         interval,
         deadline(opts),
         || {
@@ -1034,4 +1070,30 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
 
 fn finite(v: f64) -> Value {
     if v.is_finite() { json!(v) } else { Value::Null }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_faults_need_the_daemons_own_alsa_device() {
+        let g = GoneSwitch::default();
+        let alsa = || Some(g.clone());
+        let want = TestFault::CaptureGone;
+        assert!(device_fault(None, want, alsa).unwrap().is_none());
+        assert!(
+            device_fault(Some(TestFault::Stall), want, alsa)
+                .unwrap()
+                .is_none()
+        );
+        assert!(device_fault(Some(want), want, alsa).unwrap().is_some());
+        let e = device_fault(Some(want), want, || None).unwrap_err();
+        assert!(
+            e.contains("capture-gone needs an ALSA device") && e.contains("unplug=AT+FOR"),
+            "{e}"
+        );
+        let e = device_fault(Some(TestFault::PlaybackGone), want, alsa).unwrap_err();
+        assert!(e.contains("playback-gone for netaudio recv"), "{e}");
+    }
 }

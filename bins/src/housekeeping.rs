@@ -2,6 +2,7 @@
 //! the realtime event queue's formatting, and the systemd watchdog, fed only while the
 //! realtime threads' heartbeats advance (see [`crate::watchdog`]).
 
+use crate::pcm::alsa::GoneSwitch;
 use crate::watchdog::{self, FAULT_AFTER_FEEDS, Heartbeat, TestFault, Verdict, Watch};
 use engine::rtlog::EventConsumer;
 use engine::stats::StatsSnapshot;
@@ -176,8 +177,9 @@ pub fn sender_line(s: &StatsSnapshot, rate: u32) -> String {
 
 /// Drains realtime events into the log, prints a stats line every `interval`, and feeds the
 /// watchdog while every one of `heartbeats` advances, until [`STOP`] or `until` (when given).
-/// `line` makes the stats line. `fault` (tests only) is armed in the first heartbeat's loop
-/// after [`FAULT_AFTER_FEEDS`] feeds.
+/// `line` makes the stats line. `fault` (tests only) is armed after [`FAULT_AFTER_FEEDS`]
+/// feeds: in the first heartbeat's loop, or, for a device fault, through `gone` (the daemon's
+/// ALSA device).
 ///
 /// Returns why, when a realtime thread stopped (panicked, returned, or stuck past the stall
 /// limit): that has been logged and told systemd (`STATUS=`), and the watchdog is no longer
@@ -186,6 +188,7 @@ pub fn run<F: FnMut() -> String>(
     events: &mut [&mut EventConsumer],
     heartbeats: &[&Heartbeat],
     fault: Option<TestFault>,
+    gone: Option<&GoneSwitch>,
     interval: Duration,
     until: Option<Instant>,
     mut line: F,
@@ -207,11 +210,23 @@ pub fn run<F: FnMut() -> String>(
                 if let (Some(f), Some(hb)) = (fault, heartbeats.first())
                     && watch.feeds() == FAULT_AFTER_FEEDS
                 {
-                    log::warn!(
-                        "test fault {f} injected into the realtime thread {} (NETAUDIO_TEST_FAULT)",
-                        hb.name()
-                    );
-                    hb.arm(f);
+                    match (f, gone) {
+                        (TestFault::Stall | TestFault::Panic, _) => {
+                            log::warn!(
+                                "test fault {f} injected into the realtime thread {} \
+                                 (NETAUDIO_TEST_FAULT)",
+                                hb.name()
+                            );
+                            hb.arm(f);
+                        }
+                        (_, Some(g)) => {
+                            log::warn!(
+                                "test fault {f} injected into the ALSA device (NETAUDIO_TEST_FAULT)"
+                            );
+                            g.trip();
+                        }
+                        (_, None) => {}
+                    }
                 }
             }
             Verdict::Wait => {}

@@ -133,6 +133,7 @@ impl Source {
             "resends_over_limit": s.resends_over_limit,
             "nack_auth_failures": s.nack_auth_failures,
             "nack_replays": s.nack_replays,
+            "frames_played": s.frames_played,
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
             "gaps": s.gaps,
             "resyncs": s.resyncs,

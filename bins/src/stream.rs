@@ -30,17 +30,23 @@
 //! loop sends the stream's END packets ([`Packetizer::end_stream`]; native packets only) on its
 //! normal way out, so the receiver fades out instead of counting a gap. `kill -9` sends nothing.
 //!
-//! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; a lost device (ENODEV, USB
-//! unplugged) is reopened with back-off while the network side stays up; counters are published
-//! to [`Stats`] once per period and events go to the realtime event queue. Every turn of a loop
-//! (a period, a device wait that timed out, a back-off step) beats its [`Heartbeat`], which the
-//! housekeeping thread watches before it feeds the systemd watchdog (see [`crate::watchdog`]).
+//! Both loops: xruns (EPIPE, ESTRPIPE) are recovered and counted; counters are published to
+//! [`Stats`] once per period and events go to the realtime event queue. A lost device (ENODEV,
+//! USB unplugged) is counted and handed over to be closed and opened again off the realtime
+//! thread ([`Capture::poll_reopen`], [`Playback::poll_reopen`]: for ALSA, the device's reopener
+//! thread, with back-off); until it is back the loop keeps the network side up, waiting in
+//! `ppoll` on its socket at most [`AWAY_WAIT_MS`] at a time: the receiver takes packets and
+//! sends its NACKs, the sender answers NACKs from its history. Every turn of a loop (a period,
+//! a device wait that timed out, a turn while the device is away) beats its [`Heartbeat`],
+//! which the housekeeping thread watches before it feeds the systemd watchdog (see
+//! [`crate::watchdog`]).
 //!
 //! Realtime contract: after the first period a loop makes no allocation and no free, takes no
-//! lock and formats nothing; it blocks only in the device's wait (ALSA's poll, the virtual
-//! devices' `clock_nanosleep`), in one `ppoll` on its socket up to the time the device is due,
-//! and in a sleep during a device back-off. Each loop counts its own allocations and frees (see
-//! [`engine::alloc_count`]) and returns the counts.
+//! lock, formats nothing and opens or closes no device, on the fault paths too (xrun, device
+//! lost and back); it blocks only in the device's wait (ALSA's poll, the virtual
+//! devices' `clock_nanosleep`) and in `ppoll` on its socket (or, with no
+//! socket to wait on, in a `ppoll` on nothing). Each loop counts its own allocations and frees
+//! (see [`engine::alloc_count`]) and returns the counts.
 //!
 //! The receiver's work per wake-up is bounded by the device's deadline, not by a count alone:
 //! when the device asks for a period, its fill level (buffer less room) says how long it can
@@ -87,11 +93,31 @@ const WAIT_MS: i32 = 100;
 /// Socket batches taken per call of the packet intake at most (each [`BATCH`] datagrams),
 /// besides its deadline.
 const MAX_BATCHES: usize = 64;
-const BACKOFF_MIN_MS: u64 = 100;
-const BACKOFF_MAX_MS: u64 = 2_000;
+/// While the device is away, the longest wait on the socket between looks at the device.
+pub const AWAY_WAIT_MS: u64 = 50;
+/// After a failed `recover`, the wait before the device is tried again.
+const RECOVER_RETRY_MS: u64 = 100;
 
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(std::time::Duration::from_millis(ms));
+/// Waits up to `ns` for `fd` to become readable, or simply `ns` without one (a `ppoll` on no
+/// descriptor): the realtime loops' only way to pass time outside the device's poll.
+fn wait_socket_or_idle(fd: Option<i32>, ns: u64) {
+    match fd {
+        Some(fd) => {
+            wait_readable(fd, ns);
+        }
+        None => {
+            let ts = libc::timespec {
+                tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            };
+            // SAFETY: no descriptors (a null array of length 0), a live timespec, no sigmask.
+            unsafe { libc::ppoll(std::ptr::null_mut(), 0, &ts, std::ptr::null()) };
+        }
+    }
+}
+
+fn idle_ms(ms: u64) {
+    wait_socket_or_idle(None, ms * 1_000_000);
 }
 
 /// Runs the sender until `stop` is set (no loss recovery).
@@ -366,7 +392,13 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
             Err(e) => Some(e),
         };
         if let Some(e) = err {
-            handle_capture_error(dev, tx, e, stop, heartbeat, &mut c, events, buffer);
+            let away = Away {
+                sock,
+                history: history.as_deref_mut(),
+                nack_buf: &mut nack_buf,
+                stats,
+            };
+            handle_capture_error(dev, tx, e, stop, heartbeat, &mut c, events, buffer, away);
         }
         if let Some(h) = history.as_deref() {
             let hc = h.counters();
@@ -394,8 +426,17 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     report
 }
 
+/// What the sender keeps serving while its capture device is away.
+struct Away<'a, S> {
+    sock: &'a S,
+    history: Option<&'a mut RetransmitHistory>,
+    nack_buf: &'a mut [u8],
+    /// Where the loss shows at once (`device_lost`).
+    stats: &'a Stats,
+}
+
 #[allow(clippy::too_many_arguments)]
-fn handle_capture_error<C: Capture, T: Packetizer>(
+fn handle_capture_error<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
     tx: &mut T,
     e: PcmError,
@@ -404,6 +445,7 @@ fn handle_capture_error<C: Capture, T: Packetizer>(
     c: &mut StatsSnapshot,
     events: &mut EventProducer,
     buffer: usize,
+    mut away: Away<'_, S>,
 ) {
     match e {
         PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
@@ -413,7 +455,7 @@ fn handle_capture_error<C: Capture, T: Packetizer>(
             // conceals it instead of running time together.
             tx.skip(buffer as u64);
             if dev.recover(e).is_err() {
-                sleep_ms(BACKOFF_MIN_MS);
+                idle_ms(RECOVER_RETRY_MS);
             }
         }
         PcmError::Gone(errno) => {
@@ -425,16 +467,22 @@ fn handle_capture_error<C: Capture, T: Packetizer>(
                     errno,
                 },
             );
-            let mut backoff = BACKOFF_MIN_MS;
+            // The device goes to be closed and opened again off this thread; meanwhile the
+            // NACKs of the stream sent so far are answered (a socket to wait on only then: with
+            // nothing to read from it, its readiness would never be taken away).
+            let fd = away.history.as_ref().and(away.sock.fd());
+            away.stats.publish(c);
             while !stop.load(Ordering::Relaxed) {
                 heartbeat.beat();
-                sleep_ms(backoff);
-                if dev.reopen().is_ok() && dev.start().is_ok() {
+                if dev.poll_reopen() && dev.start().is_ok() {
                     events.push(monotonic_ns(), Event::DeviceBack { capture: true });
                     tx.restart_stream(dev.setup().period);
                     break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+                if let Some(h) = away.history.as_deref_mut() {
+                    answer_nacks(away.sock, h, away.nack_buf, events);
+                }
+                wait_socket_or_idle(fd, AWAY_WAIT_MS * 1_000_000);
             }
         }
     }
@@ -559,7 +607,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                     if dev.recover(e).is_ok() {
                         prime_and_start(dev, rx);
                     } else {
-                        sleep_ms(BACKOFF_MIN_MS);
+                        idle_ms(RECOVER_RETRY_MS);
                     }
                 }
                 PcmError::Gone(errno) => {
@@ -571,20 +619,34 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                             errno,
                         },
                     );
-                    let mut backoff = BACKOFF_MIN_MS;
+                    // The device goes to be closed and opened again off this thread; the
+                    // network side stays up meanwhile: packets are taken and NACKs sent as they
+                    // fall due, waiting on the socket between.
                     while !stop.load(Ordering::Relaxed) {
                         heartbeat.beat();
-                        // The network side stays up: keep taking packets meanwhile.
-                        let _ = sock.recv_batch(|datagram, t| {
-                            rx.on_packet(datagram, t);
-                        });
-                        sleep_ms(backoff);
-                        if dev.reopen().is_ok() {
+                        if dev.poll_reopen() {
                             events.push(monotonic_ns(), Event::DeviceBack { capture: false });
                             prime_and_start(dev, rx);
                             break;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+                        // Nothing to render meanwhile: the intake is bounded by its batch
+                        // count alone.
+                        if take_packets(sock, rx, u64::MAX).is_err() {
+                            net_errors += 1;
+                        }
+                        nack_turn(sock, rx, &mut nack_buf);
+                        let mut c = *rx.counters();
+                        c.late_renders = late_renders;
+                        c.xruns = xruns;
+                        c.device_lost = device_lost;
+                        c.invalid_packets += net_errors + sock.rejected();
+                        stats.publish(&c);
+                        let now = monotonic_ns();
+                        let until = rx
+                            .next_nack_due()
+                            .map_or(u64::MAX, |d| d.max(now + 1_000_000))
+                            .min(now + AWAY_WAIT_MS * 1_000_000);
+                        wait_socket_or_idle(sock.wait_fd(), until - now);
                     }
                 }
             }

@@ -1,8 +1,9 @@
 //! The systemd watchdog's proof that the realtime threads are alive.
 //!
 //! Each realtime loop of [`crate::stream`] owns a [`Heartbeat`] and calls [`Heartbeat::beat`]
-//! once per turn: a device period, a device wait that timed out (at most 100 ms), or one step
-//! of a device back-off (at most 2 s). It also holds the [`Running`] guard
+//! once per turn: a device period, a device wait that timed out (at most 100 ms), or a turn
+//! while its device is away and being reopened on another thread (at most
+//! [`AWAY_WAIT_MS`](crate::stream::AWAY_WAIT_MS)). It also holds the [`Running`] guard
 //! [`Heartbeat::running`] gives, which marks how the loop ended: returned, or unwound by a
 //! panic.
 //!
@@ -22,7 +23,9 @@
 //! A test-only fault switch, `NETAUDIO_TEST_FAULT=rt-stall` or `rt-panic` ([`TestFault`]), is
 //! read at start-up; the housekeeping thread arms it after it has fed the watchdog
 //! [`FAULT_AFTER_FEEDS`] times, and the armed loop stalls forever (never beats again) or
-//! panics at its next beat.
+//! panics at its next beat. `capture-gone` and `playback-gone` are armed the same way in the
+//! daemon's ALSA device instead ([`crate::pcm::alsa::GoneSwitch`]): it reports ENODEV, as an
+//! unplugged USB device does, and is then really closed and opened again.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,12 +33,13 @@ use std::time::{Duration, Instant};
 /// How often the watchdog is fed at most.
 pub const FEED_INTERVAL: Duration = Duration::from_secs(1);
 /// A heartbeat older than this is not fed for. A loop turns at least every 100 ms (its device
-/// wait) outside a device back-off; during one it beats every back-off step, and the watchdog
-/// is fed right after.
+/// wait), and while its device is away at least every
+/// [`AWAY_WAIT_MS`](crate::stream::AWAY_WAIT_MS).
 pub const FRESH: Duration = Duration::from_millis(500);
 /// The stall limit without systemd's watchdog, and its upper bound with it.
 pub const MAX_STALL: Duration = Duration::from_secs(10);
-/// The stall limit's lower bound: more than the longest back-off step (2 s) and a reopen.
+/// The stall limit's lower bound: well above the longest turn of a loop (the reopen of a lost
+/// device is not made on the loop's thread).
 pub const MIN_STALL: Duration = Duration::from_secs(3);
 /// Feeds after which the housekeeping thread arms a [`TestFault`] (tests only).
 pub const FAULT_AFTER_FEEDS: u64 = 2;
@@ -95,11 +99,13 @@ impl Heartbeat {
         self.beats.load(Ordering::Relaxed)
     }
 
-    /// Makes the loop stall or panic at its next beat (tests only).
+    /// Makes the loop stall or panic at its next beat (tests only; device faults are not the
+    /// heartbeat's and do nothing here).
     pub fn arm(&self, fault: TestFault) {
         let code = match fault {
             TestFault::Stall => FAULT_STALL,
             TestFault::Panic => FAULT_PANIC,
+            TestFault::CaptureGone | TestFault::PlaybackGone => return,
         };
         self.fault.store(code, Ordering::Relaxed);
     }
@@ -138,6 +144,10 @@ pub enum TestFault {
     Stall,
     /// The realtime loop panics.
     Panic,
+    /// The ALSA capture device reports ENODEV (as when unplugged), once.
+    CaptureGone,
+    /// The ALSA playback device reports ENODEV (as when unplugged), once.
+    PlaybackGone,
 }
 
 impl std::fmt::Display for TestFault {
@@ -145,12 +155,15 @@ impl std::fmt::Display for TestFault {
         f.write_str(match self {
             TestFault::Stall => "rt-stall",
             TestFault::Panic => "rt-panic",
+            TestFault::CaptureGone => "capture-gone",
+            TestFault::PlaybackGone => "playback-gone",
         })
     }
 }
 
 impl TestFault {
-    /// `NETAUDIO_TEST_FAULT`: unset or empty for none, `rt-stall` or `rt-panic`.
+    /// `NETAUDIO_TEST_FAULT`: unset or empty for none, `rt-stall`, `rt-panic`, `capture-gone`
+    /// or `playback-gone`.
     pub fn from_env() -> Result<Option<TestFault>, String> {
         match std::env::var("NETAUDIO_TEST_FAULT") {
             Err(_) => Ok(None),
@@ -163,8 +176,11 @@ impl TestFault {
             "" => Ok(None),
             "rt-stall" => Ok(Some(TestFault::Stall)),
             "rt-panic" => Ok(Some(TestFault::Panic)),
+            "capture-gone" => Ok(Some(TestFault::CaptureGone)),
+            "playback-gone" => Ok(Some(TestFault::PlaybackGone)),
             _ => Err(format!(
-                "NETAUDIO_TEST_FAULT={v:?}: use rt-stall or rt-panic (for tests only), or unset it"
+                "NETAUDIO_TEST_FAULT={v:?}: use rt-stall, rt-panic, capture-gone or playback-gone \
+                 (for tests only), or unset it"
             )),
         }
     }
@@ -443,7 +459,35 @@ mod tests {
         assert_eq!(TestFault::parse(""), Ok(None));
         assert_eq!(TestFault::parse("rt-stall"), Ok(Some(TestFault::Stall)));
         assert_eq!(TestFault::parse("rt-panic"), Ok(Some(TestFault::Panic)));
+        assert_eq!(
+            TestFault::parse("capture-gone"),
+            Ok(Some(TestFault::CaptureGone))
+        );
+        assert_eq!(
+            TestFault::parse("playback-gone"),
+            Ok(Some(TestFault::PlaybackGone))
+        );
+        for f in [
+            TestFault::Stall,
+            TestFault::Panic,
+            TestFault::CaptureGone,
+            TestFault::PlaybackGone,
+        ] {
+            assert_eq!(TestFault::parse(&f.to_string()), Ok(Some(f)));
+        }
         let e = TestFault::parse("rt-crash").unwrap_err();
-        assert!(e.contains("rt-stall") && e.contains("rt-panic"), "{e}");
+        assert!(
+            e.contains("rt-stall") && e.contains("rt-panic") && e.contains("capture-gone"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_device_fault_is_not_the_heartbeats() {
+        let hb = Heartbeat::new("na-test");
+        hb.arm(TestFault::CaptureGone);
+        hb.arm(TestFault::PlaybackGone);
+        hb.beat();
+        assert_eq!(hb.beats(), 1);
     }
 }

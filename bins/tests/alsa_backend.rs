@@ -15,7 +15,15 @@
 //! 4. Faults: a capture thread stalled past its buffer (overrun) and a playback thread stalled
 //!    past its buffer (underrun) report `Xrun`, `recover` restarts them and the pattern flows
 //!    again; `jackd` stopped for 200 ms (SIGSTOP/SIGCONT) makes `wait` time out and streaming
-//!    resumes by itself; `reopen` brings capture back.
+//!    resumes by itself; a capture and then a playback device made to report ENODEV (the
+//!    device's test switch, [`GoneSwitch`](netaudio::pcm::alsa::GoneSwitch)) are handed over
+//!    through `poll_reopen`, really closed and opened again on their reopener threads, taken
+//!    back, and the pattern flows again; the test loops make no allocation and no free outside
+//!    `recover` throughout, the lost devices and their reopens included.
+//! 5. The same lost devices under the daemon's own realtime loops (`stream::run_sender` on
+//!    `na_pin`, `stream::run_receiver` into `na_src`), on SCHED_FIFO threads: from before the
+//!    fault until the pattern has flowed again for half a second, the loop's thread makes no
+//!    allocation and no free, in Rust or in C; each loop reports one device lost and back.
 //!
 //! All of the rig runs in one `#[test]`: the ALSA configuration and the JACK server name are
 //! process-wide environment variables read once by alsa-lib. Without `jackd` or the JACK ALSA
@@ -31,10 +39,20 @@ use std::time::{Duration, Instant};
 
 use engine::alloc_count::{self, AllocScope, CountingAlloc};
 use engine::format::{SampleFormat, StreamFormat};
+use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
+use engine::rtlog::{self, Event, EventConsumer};
+use engine::sender::Sender;
+use engine::stats::Stats;
+use engine::wire::MAX_PACKET_LEN;
+use netaudio::net::{BATCH, DatagramIn, DatagramOut, monotonic_ns};
 use netaudio::pcm::alsa::{AlsaCapture, AlsaPlayback, OpenErrorKind};
 use netaudio::pcm::{Access, Capture, DeviceRequest, PcmError, Playback};
+use netaudio::status::Meter;
+use netaudio::stream::{run_receiver, run_sender};
+use netaudio::watchdog::Heartbeat;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::cell::{Cell, RefCell};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -55,6 +73,8 @@ const WARMUP_PERIODS: u64 = 40;
 mod c_malloc {
     use std::cell::Cell;
     use std::ffi::c_void;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering::Relaxed;
 
     unsafe extern "C" {
         fn __libc_malloc(size: usize) -> *mut c_void;
@@ -67,13 +87,23 @@ mod c_malloc {
         static TRACKED: Cell<bool> = const { Cell::new(false) };
         static ALLOCS: Cell<u64> = const { Cell::new(0) };
         static FREES: Cell<u64> = const { Cell::new(0) };
+        static WINDOW_ALLOCS: Cell<u64> = const { Cell::new(0) };
+        static WINDOW_FREES: Cell<u64> = const { Cell::new(0) };
     }
+
+    /// While set, tracked threads also count into their window counters ([`window_count`]):
+    /// how a test counts what a thread does between two moments another thread chooses.
+    pub static WINDOW: AtomicBool = AtomicBool::new(false);
 
     #[inline]
     fn note(allocs: u64, frees: u64) {
         if TRACKED.try_with(|t| t.get()).unwrap_or(false) {
             let _ = ALLOCS.try_with(|c| c.set(c.get() + allocs));
             let _ = FREES.try_with(|c| c.set(c.get() + frees));
+            if WINDOW.load(Relaxed) {
+                let _ = WINDOW_ALLOCS.try_with(|c| c.set(c.get() + allocs));
+                let _ = WINDOW_FREES.try_with(|c| c.set(c.get() + frees));
+            }
         }
     }
 
@@ -142,6 +172,14 @@ mod c_malloc {
     /// (allocations, frees) this thread made in C while tracked.
     pub fn count() -> (u64, u64) {
         (ALLOCS.with(|c| c.get()), FREES.with(|c| c.get()))
+    }
+
+    /// (allocations, frees) this thread made in C while tracked and [`WINDOW`] was set.
+    pub fn window_count() -> (u64, u64) {
+        (
+            WINDOW_ALLOCS.with(|c| c.get()),
+            WINDOW_FREES.with(|c| c.get()),
+        )
     }
 }
 
@@ -268,13 +306,13 @@ struct Control {
     stop: AtomicBool,
     capture_stall_ms: AtomicU64,
     playback_stall_ms: AtomicU64,
-    capture_reopen: AtomicBool,
     capture_run: AtomicU64,
     capture_breaks: AtomicU64,
     capture_xruns: AtomicU64,
     capture_timeouts: AtomicU64,
     capture_reopens: AtomicU64,
     playback_xruns: AtomicU64,
+    playback_reopens: AtomicU64,
 }
 
 /// Allocations and frees, through Rust's allocator and through C's.
@@ -321,13 +359,11 @@ impl Counts {
 struct LoopReport {
     /// Frames moved while allocations were counted.
     counted_frames: u64,
-    /// Outside `recover` and `reopen`: must all be zero.
+    /// Outside `recover` (a lost device's hand-over and take-back included): must all be zero.
     steady: Counts,
     /// Inside `recover`: Rust must be zero; C is plugin-specific (JACK re-activates its
     /// client).
     in_recover: Counts,
-    /// Inside `reopen` + `start` (allowed).
-    in_reopen: Counts,
     xruns: u64,
     timeouts: u64,
     fatal: Option<PcmError>,
@@ -337,14 +373,12 @@ struct LoopReport {
 }
 
 /// Allocation and free counters of one realtime loop: both counting scopes, started after the
-/// warm-up, and the parts that `recover` and `reopen` account for.
+/// warm-up, and the part that `recover` accounts for.
 struct Counting {
     rust: AllocScope,
     c: c_malloc::Scope,
     /// Inside `recover`.
     in_recover: Counts,
-    /// Inside `reopen`.
-    in_reopen: Counts,
 }
 
 impl Counting {
@@ -353,7 +387,6 @@ impl Counting {
             rust: AllocScope::begin(),
             c: c_malloc::Scope::begin(),
             in_recover: Counts::default(),
-            in_reopen: Counts::default(),
         }
     }
 
@@ -380,9 +413,8 @@ impl Counting {
             c_allocations: self.c.allocations(),
             c_frees: self.c.frees(),
         };
-        rep.steady = all.minus(self.in_recover).minus(self.in_reopen);
+        rep.steady = all.minus(self.in_recover);
         rep.in_recover = self.in_recover;
-        rep.in_reopen = self.in_reopen;
     }
 }
 
@@ -393,6 +425,17 @@ fn make_realtime() {
     if r != 0 {
         eprintln!("note: SCHED_FIFO refused (errno {r}); test threads run at normal priority");
     }
+}
+
+/// Polls `poll_reopen` until the device is back (`true`) or `stop` is set (`false`).
+fn lost_and_back(mut poll_reopen: impl FnMut() -> bool, stop: &AtomicBool) -> bool {
+    while !stop.load(Relaxed) {
+        if poll_reopen() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 fn capture_loop(cap: &mut AlsaCapture, f: SampleFormat, ctl: &Control) -> LoopReport {
@@ -407,19 +450,6 @@ fn capture_loop(cap: &mut AlsaCapture, f: SampleFormat, ctl: &Control) -> LoopRe
         let stall = ctl.capture_stall_ms.swap(0, Relaxed);
         if stall > 0 {
             thread::sleep(Duration::from_millis(stall));
-        }
-        if ctl.capture_reopen.swap(false, Relaxed) {
-            // Off the steady-state path: counted apart.
-            let res = Counting::attribute(
-                &mut counting,
-                |c| &mut c.in_reopen,
-                || cap.reopen().and_then(|_| cap.start()),
-            );
-            if let Err(e) = res {
-                rep.fatal = Some(e);
-                break;
-            }
-            ctl.capture_reopens.fetch_add(1, Relaxed);
         }
         let res = cap.wait(50).and_then(|mut avail| {
             if avail == 0 {
@@ -452,6 +482,18 @@ fn capture_loop(cap: &mut AlsaCapture, f: SampleFormat, ctl: &Control) -> LoopRe
                         rep.fatal = Some(e);
                         break;
                     }
+                }
+                // Lost: handed over to be closed and opened again on the device's reopener
+                // thread, taken back when it is open. Counted with the steady state.
+                PcmError::Gone(_) => {
+                    if !lost_and_back(|| cap.poll_reopen(), &ctl.stop) {
+                        break;
+                    }
+                    if let Err(e) = cap.start() {
+                        rep.fatal = Some(e);
+                        break;
+                    }
+                    ctl.capture_reopens.fetch_add(1, Relaxed);
                 }
                 e => {
                     rep.fatal = Some(e);
@@ -533,6 +575,13 @@ fn playback_loop(pb: &mut AlsaPlayback, f: SampleFormat, ctl: &Control) -> LoopR
                         break;
                     }
                 }
+                // As for capture; the device comes back empty and starts when written full.
+                PcmError::Gone(_) => {
+                    if !lost_and_back(|| pb.poll_reopen(), &ctl.stop) {
+                        break;
+                    }
+                    ctl.playback_reopens.fetch_add(1, Relaxed);
+                }
                 e => {
                     rep.fatal = Some(e);
                     break;
@@ -558,7 +607,8 @@ struct Counters {
     capture_xruns: u64,
     playback_xruns: u64,
     timeouts: u64,
-    reopens: u64,
+    capture_reopens: u64,
+    playback_reopens: u64,
 }
 
 impl Counters {
@@ -568,7 +618,8 @@ impl Counters {
             capture_xruns: self.capture_xruns - before.capture_xruns,
             playback_xruns: self.playback_xruns - before.playback_xruns,
             timeouts: self.timeouts - before.timeouts,
-            reopens: self.reopens - before.reopens,
+            capture_reopens: self.capture_reopens - before.capture_reopens,
+            playback_reopens: self.playback_reopens - before.playback_reopens,
         }
     }
 }
@@ -878,11 +929,40 @@ fn check_open_errors() {
     eprintln!("  {e}");
 }
 
-/// Overrun, underrun, a stalled clock and a reopen, one after the other on one stream.
+/// Wires `na_src`'s outputs to `na_pin`'s inputs again, once `na_src` is active: JACK drops
+/// every connection of a client that deactivates (recovering from an underrun) or closes (a
+/// device reopened), and only `na_pin` connects them by itself, when it starts.
+fn rewire_src_to_pin() {
+    let t0 = Instant::now();
+    loop {
+        // Fails until the client is active again; "already connected" is success.
+        let ok = ["0", "1"].iter().all(|ch| {
+            Command::new("jack_connect")
+                .args([format!("na_src:out_00{ch}"), format!("na_pin:in_00{ch}")])
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success() || String::from_utf8_lossy(&o.stderr).contains("already")
+                })
+        });
+        if ok {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "could not re-wire na_src"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Overrun, underrun, a stalled clock, and a lost capture and playback device (the test fault
+/// switch: ENODEV, then a real close and open on the reopener thread), one after the other on
+/// one stream.
 fn check_faults(jackd: &Jackd) {
     let f = SampleFormat::S16Le;
     let mut pb = AlsaPlayback::open(&request("na_src", f)).expect("open na_src");
     let mut cap = AlsaCapture::open(&request("na_pin", f)).expect("open na_pin");
+    let (cap_gone, pb_gone) = (cap.gone_switch(), pb.gone_switch());
     cap.start().expect("start capture");
     let ctl = Control::default();
     let half_second = u64::from(RATE) / 2;
@@ -892,7 +972,8 @@ fn check_faults(jackd: &Jackd) {
         capture_xruns: ctl.capture_xruns.load(Relaxed),
         playback_xruns: ctl.playback_xruns.load(Relaxed),
         timeouts: ctl.capture_timeouts.load(Relaxed),
-        reopens: ctl.capture_reopens.load(Relaxed),
+        capture_reopens: ctl.capture_reopens.load(Relaxed),
+        playback_reopens: ctl.playback_reopens.load(Relaxed),
     };
     // Waits (at most 5 s) until `done(change since before)`; returns the change.
     let wait_for = |what: &str, before: Counters, done: &dyn Fn(Counters) -> bool| {
@@ -939,26 +1020,7 @@ fn check_faults(jackd: &Jackd) {
         wait_for("playback stalled 100 ms (xrun)", before, &|d| {
             d.playback_xruns >= 1
         });
-        let t0 = Instant::now();
-        loop {
-            // Fails until the recovered client is active again; "already connected" is success.
-            let ok = ["0", "1"].iter().all(|ch| {
-                Command::new("jack_connect")
-                    .args([format!("na_src:out_00{ch}"), format!("na_pin:in_00{ch}")])
-                    .output()
-                    .is_ok_and(|o| {
-                        o.status.success() || String::from_utf8_lossy(&o.stderr).contains("already")
-                    })
-            });
-            if ok {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "could not re-wire na_src"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        rewire_src_to_pin();
         wait_for("playback stalled 100 ms (resumed)", before, &|d| {
             d.breaks >= 1 && run() >= half_second
         });
@@ -979,11 +1041,24 @@ fn check_faults(jackd: &Jackd) {
             "a stopped clock must not look like an xrun"
         );
 
-        // 4. reopen (what follows a lost device) brings capture back.
+        // 4. The capture device is lost (ENODEV): the loop hands it over, its reopener closes
+        //    and opens it again, the loop takes it back and starts it; capture resumes.
         let before = counters();
-        ctl.capture_reopen.store(true, Relaxed);
-        wait_for("capture reopened", before, &|d| {
-            d.reopens >= 1 && d.breaks >= 1 && run() >= half_second
+        cap_gone.trip();
+        wait_for("capture lost and reopened", before, &|d| {
+            d.capture_reopens == 1 && d.breaks >= 1 && run() >= half_second
+        });
+
+        // 5. The playback device is lost likewise; once open again it is wired to na_pin anew
+        //    (closing it dropped its JACK connections) and the pattern flows again.
+        let before = counters();
+        pb_gone.trip();
+        wait_for("playback lost and reopened", before, &|d| {
+            d.playback_reopens == 1
+        });
+        rewire_src_to_pin();
+        wait_for("playback lost and reopened (resumed)", before, &|d| {
+            d.breaks >= 1 && run() >= half_second
         });
 
         ctl.stop.store(true, Relaxed);
@@ -992,9 +1067,11 @@ fn check_faults(jackd: &Jackd) {
     assert_eq!(capture.fatal, None);
     assert_eq!(playback.fatal, None);
     assert!(capture.xruns >= 1 && playback.xruns >= 1);
+    assert_eq!(ctl.capture_reopens.load(Relaxed), 1);
+    assert_eq!(ctl.playback_reopens.load(Relaxed), 1);
     for (side, r) in [("capture", &capture), ("playback", &playback)] {
         let s = r.steady;
-        let what = "loop outside recover/reopen";
+        let what = "loop outside recover (lost device and reopen included)";
         assert_eq!(s.rust_allocations, 0, "{side} {what}: Rust allocations");
         assert_eq!(s.c_allocations, 0, "{side} {what}: C allocations");
         assert_eq!(s.rust_frees, 0, "{side} {what}: Rust frees");
@@ -1005,7 +1082,8 @@ fn check_faults(jackd: &Jackd) {
     eprintln!(
         "  faults: capture xruns {}, playback xruns {}, capture timeouts {}, capture breaks {}; \
          in recover: Rust 0 allocations and 0 frees, C {}/{} (capture) and {}/{} (playback) \
-         allocations/frees; in reopen: C {}/{} allocations/frees; jackd xruns logged {}",
+         allocations/frees; outside recover, lost devices and reopens included: 0 allocations \
+         and 0 frees (Rust and C, {} / {} periods counted); jackd xruns logged {}",
         capture.xruns,
         playback.xruns,
         capture.timeouts,
@@ -1014,9 +1092,367 @@ fn check_faults(jackd: &Jackd) {
         capture.in_recover.c_frees,
         playback.in_recover.c_allocations,
         playback.in_recover.c_frees,
-        capture.in_reopen.c_allocations,
-        capture.in_reopen.c_frees,
+        capture.counted_frames / PERIOD as u64,
+        playback.counted_frames / PERIOD as u64,
         jackd.xruns()
+    );
+}
+
+/// What a realtime loop under test publishes for the test to watch.
+#[derive(Default)]
+struct Watched {
+    /// Contiguous frames of the pattern since the last break (or the lock).
+    run: AtomicU64,
+    /// Breaks after the first lock.
+    breaks: AtomicU64,
+}
+
+/// The sender loop's socket in this test: checks the frame-counter pattern in every payload,
+/// on the loop's own thread (nothing allocated), and publishes the checker's figures.
+struct PatternSink<'a> {
+    format: SampleFormat,
+    checker: Cell<Checker>,
+    watched: &'a Watched,
+}
+
+impl DatagramOut for PatternSink<'_> {
+    fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
+        let mut c = self.checker.get();
+        let fb = self.format.bytes() * 2;
+        for frame in payload.chunks_exact(fb) {
+            c.push(decode_frame(self.format, frame));
+        }
+        self.checker.set(c);
+        self.watched.run.store(c.run, Relaxed);
+        self.watched.breaks.store(c.breaks, Relaxed);
+        Ok(header.len() + payload.len())
+    }
+}
+
+/// The receiver loop's socket in this test: the frame-counter pattern as native packets, made
+/// when due by the monotonic clock (on the loop's own thread, into buffers sized here).
+struct PatternSource {
+    tx: Sender,
+    format: SampleFormat,
+    next: u32,
+    t0_ns: u64,
+    made: u64,
+    pcm: Vec<u8>,
+    packet: Vec<u8>,
+}
+
+impl PatternSource {
+    fn new(format: SampleFormat) -> PatternSource {
+        let stream = StreamFormat::new(RATE, 2, format).unwrap();
+        PatternSource {
+            tx: Sender::new(stream, PERIOD, 0x5eed, 0).unwrap(),
+            format,
+            next: 0,
+            t0_ns: monotonic_ns(),
+            made: 0,
+            pcm: vec![0; PERIOD * stream.frame_bytes()],
+            packet: vec![0; MAX_PACKET_LEN],
+        }
+    }
+}
+
+impl DatagramIn for PatternSource {
+    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, i32> {
+        let now = monotonic_ns();
+        let due = (now - self.t0_ns) as u128 * u128::from(RATE) / 1_000_000_000;
+        let modulus = counter_modulus(self.format);
+        let fb = self.pcm.len() / PERIOD;
+        let mut n = 0;
+        while n < BATCH && u128::from(self.made + PERIOD as u64) <= due {
+            for frame in self.pcm.chunks_exact_mut(fb) {
+                encode_frame(self.format, self.next, frame);
+                self.next = (self.next + 1) % modulus;
+            }
+            let packet = &mut self.packet;
+            self.tx.packetize(&self.pcm, |h, p| {
+                let len = h.len() + p.len();
+                packet[..h.len()].copy_from_slice(h);
+                packet[h.len()..len].copy_from_slice(p);
+                f(&packet[..len], now);
+                n += 1;
+            });
+            self.made += PERIOD as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// What a realtime loop of the daemon reported, and what its thread did in C while the test's
+/// window ([`c_malloc::WINDOW`]) was open.
+struct LoopOutcome {
+    report: netaudio::stream::LoopReport,
+    window_c: (u64, u64),
+}
+
+/// Waits (at most 20 s) for `done`, failing with `what` and `state()` otherwise.
+fn wait_until(what: &str, done: impl Fn() -> bool, state: impl Fn() -> String) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what}: gave up after 20 s; {}",
+            state()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "  {what}: after {:.2} s; {}",
+        t0.elapsed().as_secs_f64(),
+        state()
+    );
+}
+
+/// Device-lost events and device-back events in `events` (drained).
+fn lost_and_back_events(events: &mut EventConsumer, seen: &mut (u64, u64)) {
+    while let Some(r) = events.pop() {
+        match r.event {
+            Event::DeviceLost { .. } => seen.0 += 1,
+            Event::DeviceBack { .. } => seen.1 += 1,
+            _ => {}
+        }
+    }
+}
+
+/// The device's reopener thread (not the loop) said once, since `before` warnings, that it
+/// closed the lost device.
+fn assert_reopener_said(stream: &str, device: &str, before: usize) {
+    assert_eq!(
+        WARNINGS.warnings.load(Relaxed),
+        before + 1,
+        "one warning per loss"
+    );
+    let last = WARNINGS.last.lock().unwrap().clone();
+    assert!(
+        last.contains(&format!(
+            "ALSA {stream} device \"{device}\" lost: closed it"
+        )),
+        "{last}"
+    );
+}
+
+fn assert_quiet(side: &str, o: &LoopOutcome) {
+    assert_eq!(
+        o.report.allocations, 0,
+        "{side}: Rust allocations on the loop"
+    );
+    assert_eq!(o.report.frees, 0, "{side}: Rust frees on the loop");
+    assert_eq!(
+        o.window_c.0, 0,
+        "{side}: C allocations on the loop across the fault"
+    );
+    assert_eq!(
+        o.window_c.1, 0,
+        "{side}: C frees on the loop across the fault"
+    );
+}
+
+/// A lost capture device under the daemon's sender loop (`stream::run_sender`), on its own
+/// SCHED_FIFO thread: the pattern captured from `na_pin` goes through the loop's packetizer
+/// into a checking socket; the device reports ENODEV (the test switch), the loop hands it
+/// over, its reopener closes and opens it for real, the loop takes it back and restarts the
+/// stream, and the pattern flows again. Across all of it (from before the fault until the
+/// pattern has flowed for half a second again) the loop's thread makes no allocation and no
+/// free, in Rust or in C.
+fn check_capture_lost_in_the_sender_loop() {
+    let f = SampleFormat::S16Le;
+    let mut pb = AlsaPlayback::open(&request("na_src", f)).expect("open na_src");
+    let mut cap = AlsaCapture::open(&request("na_pin", f)).expect("open na_pin");
+    let gone = cap.gone_switch();
+    let stream = StreamFormat::new(RATE, 2, f).unwrap();
+    let mut tx = Sender::new(stream, cap.setup().period, 0xca97, 0).unwrap();
+    let ctl = Control::default();
+    let watched = Watched::default();
+    let stop = AtomicBool::new(false);
+    let stats = Stats::default();
+    let heartbeat = Heartbeat::new("na-capture");
+    let (mut producer, mut events) = rtlog::queue();
+    let half_second = u64::from(RATE) / 2;
+    let mut seen = (0, 0);
+    let warnings = WARNINGS.warnings.load(Relaxed);
+    let outcome = thread::scope(|s| {
+        let p = s.spawn(|| playback_loop(&mut pb, f, &ctl));
+        let sender = s.spawn(|| {
+            make_realtime();
+            let _c = c_malloc::Scope::begin();
+            let sink = PatternSink {
+                format: f,
+                checker: Cell::new(Checker::new(f)),
+                watched: &watched,
+            };
+            let meter = Meter::default();
+            let report = run_sender(
+                &mut cap,
+                &mut tx,
+                &sink,
+                &stop,
+                &heartbeat,
+                &stats,
+                &meter,
+                &mut producer,
+            );
+            LoopOutcome {
+                report,
+                window_c: c_malloc::window_count(),
+            }
+        });
+        let state = || {
+            format!(
+                "pattern run {} frames, breaks {}, device_lost {}, sender periods {}",
+                watched.run.load(Relaxed),
+                watched.breaks.load(Relaxed),
+                stats.snapshot().device_lost,
+                heartbeat.beats()
+            )
+        };
+        wait_until(
+            "sender loop streaming",
+            || watched.run.load(Relaxed) >= half_second,
+            state,
+        );
+        c_malloc::WINDOW.store(true, Relaxed);
+        gone.trip();
+        wait_until(
+            "capture lost under the sender loop, reopened, streaming again",
+            || {
+                stats.snapshot().device_lost == 1
+                    && watched.breaks.load(Relaxed) >= 1
+                    && watched.run.load(Relaxed) >= half_second
+            },
+            state,
+        );
+        c_malloc::WINDOW.store(false, Relaxed);
+        stop.store(true, Relaxed);
+        ctl.stop.store(true, Relaxed);
+        let o = sender.join().unwrap();
+        let p = p.join().unwrap();
+        assert_eq!(p.fatal, None);
+        o
+    });
+    lost_and_back_events(&mut events, &mut seen);
+    assert_eq!(seen, (1, 1), "device-lost and device-back events");
+    assert_eq!(stats.snapshot().device_lost, 1);
+    assert_reopener_said("capture", "na_pin", warnings);
+    assert_quiet("sender loop", &outcome);
+    eprintln!(
+        "  sender loop: {} periods; device lost once and back; Rust {} allocations / {} frees \
+         after the first period, C {} allocations / {} frees across the fault",
+        outcome.report.periods,
+        outcome.report.allocations,
+        outcome.report.frees,
+        outcome.window_c.0,
+        outcome.window_c.1
+    );
+}
+
+/// A lost playback device under the daemon's receiver loop (`stream::run_receiver`): the
+/// pattern arrives as native packets, the loop renders it into `na_src` (no drift correction:
+/// one clock, bit-exact), and `na_pin` checks what plays. The device reports ENODEV, the loop
+/// hands it over and keeps taking packets while its reopener closes and opens it, takes it back
+/// and primes it, and the pattern plays again (once `na_src` is wired to `na_pin` anew).
+/// Across all of it the loop's thread makes no allocation and no free, in Rust or in C.
+fn check_playback_lost_in_the_receiver_loop() {
+    let f = SampleFormat::S16Le;
+    let mut pb = AlsaPlayback::open(&request("na_src", f)).expect("open na_src");
+    let mut cap = AlsaCapture::open(&request("na_pin", f)).expect("open na_pin");
+    cap.start().expect("start capture");
+    let gone = pb.gone_switch();
+    let stream = StreamFormat::new(RATE, 2, f).unwrap();
+    let mut cfg = ReceiverConfig::new(stream, pb.setup().period, 40.0);
+    cfg.output_delay_frames = pb.setup().buffer - pb.setup().period;
+    cfg.drift_mode = DriftMode::Off;
+    let mut rx = Receiver::new(cfg).unwrap();
+    let mut source = PatternSource::new(f);
+    let ctl = Control::default();
+    let stop = AtomicBool::new(false);
+    let stats = Stats::default();
+    let heartbeat = Heartbeat::new("na-playback");
+    let (mut producer, events) = rtlog::queue();
+    let events = RefCell::new(events);
+    let half_second = u64::from(RATE) / 2;
+    let seen = RefCell::new((0, 0));
+    let warnings = WARNINGS.warnings.load(Relaxed);
+    let outcome = thread::scope(|s| {
+        let c = s.spawn(|| capture_loop(&mut cap, f, &ctl));
+        let receiver = s.spawn(|| {
+            make_realtime();
+            let _c = c_malloc::Scope::begin();
+            let meter = Meter::default();
+            let report = run_receiver(
+                &mut pb,
+                &mut rx,
+                &mut source,
+                &stop,
+                &heartbeat,
+                &stats,
+                &meter,
+                &mut producer,
+            );
+            LoopOutcome {
+                report,
+                window_c: c_malloc::window_count(),
+            }
+        });
+        let state = || {
+            let st = stats.snapshot();
+            format!(
+                "played pattern run {} frames, breaks {}, device_lost {}, packets received {}",
+                ctl.capture_run.load(Relaxed),
+                ctl.capture_breaks.load(Relaxed),
+                st.device_lost,
+                st.packets_received
+            )
+        };
+        wait_until(
+            "receiver loop playing",
+            || ctl.capture_run.load(Relaxed) >= half_second,
+            state,
+        );
+        let breaks = ctl.capture_breaks.load(Relaxed);
+        c_malloc::WINDOW.store(true, Relaxed);
+        gone.trip();
+        wait_until(
+            "playback lost under the receiver loop, reopened",
+            || {
+                lost_and_back_events(&mut events.borrow_mut(), &mut seen.borrow_mut());
+                *seen.borrow() == (1, 1)
+            },
+            state,
+        );
+        let received = stats.snapshot().packets_received;
+        rewire_src_to_pin();
+        wait_until(
+            "playback lost under the receiver loop: playing again",
+            || {
+                ctl.capture_breaks.load(Relaxed) > breaks
+                    && ctl.capture_run.load(Relaxed) >= half_second
+                    && stats.snapshot().packets_received > received
+            },
+            state,
+        );
+        c_malloc::WINDOW.store(false, Relaxed);
+        stop.store(true, Relaxed);
+        ctl.stop.store(true, Relaxed);
+        let o = receiver.join().unwrap();
+        let c = c.join().unwrap();
+        assert_eq!(c.fatal, None);
+        o
+    });
+    assert_eq!(stats.snapshot().device_lost, 1);
+    assert_reopener_said("playback", "na_src", warnings);
+    assert_quiet("receiver loop", &outcome);
+    eprintln!(
+        "  receiver loop: {} periods; device lost once and back; Rust {} allocations / {} frees \
+         after the first period, C {} allocations / {} frees across the fault",
+        outcome.report.periods,
+        outcome.report.allocations,
+        outcome.report.frees,
+        outcome.window_c.0,
+        outcome.window_c.1
     );
 }
 
@@ -1125,6 +1561,10 @@ fn alsa_backend_on_a_jack_rig() {
 
     eprintln!("faults:");
     check_faults(&jackd);
+
+    eprintln!("lost devices under the daemon's realtime loops:");
+    check_capture_lost_in_the_sender_loop();
+    check_playback_lost_in_the_receiver_loop();
 
     drop(jackd);
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,7 +3,10 @@
 //! stream; a flood of junk at 100 times the packet rate; NACK floods against the sender from
 //! the receiver's address (forged and replayed against a keyed sender, whole-history runs
 //! against one without a key); a receiver restart; a sound card unplugged and plugged back on
-//! either side. The receiver's virtual sound card checks every
+//! either side, with virtual cards and with ALSA devices on a private JACK server (the same
+//! rig as `tests/alsa_backend.rs`), where `NETAUDIO_TEST_FAULT=capture-gone|playback-gone`
+//! makes the daemon's device report ENODEV and it is really closed and opened again off the
+//! realtime thread. The receiver's virtual sound card checks every
 //! frame it plays against the sender's ramp, so anything played that was not sent in order is
 //! a gap it hears.
 //!
@@ -18,8 +21,9 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -562,6 +566,247 @@ fn an_unplugged_playback_card_is_reopened_and_plays_again() {
     assert!(u(&j, "gaps") >= 1, "{j}");
     // After the card came back, more than a second of audio was played.
     assert!(u(&j, "heard_frames") > 48_000 * 3, "{j}");
+}
+
+/// A private `jackd` (dummy driver, its own server name) and the ALSA devices of
+/// `tests/data/alsa_rig.conf` on it, for daemons started with [`JackRig::daemon`]. Stopped on
+/// drop.
+struct JackRig {
+    jackd: Reaper,
+    server: String,
+    conf: PathBuf,
+}
+
+impl JackRig {
+    /// Starts the rig, or says why it cannot and returns `None` (a failure instead with
+    /// `NETAUDIO_ALSA_RIG=require`).
+    fn start(name: &str) -> Option<JackRig> {
+        let missing = ["jackd", "jack_lsp"].into_iter().find(|b| {
+            !std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(b).is_file()))
+        });
+        let plugin = ["/usr/lib", "/usr/lib64", "/usr/local/lib"]
+            .iter()
+            .any(|root| {
+                Path::new(root)
+                    .join("alsa-lib/libasound_module_pcm_jack.so")
+                    .is_file()
+                    || std::fs::read_dir(root).is_ok_and(|dirs| {
+                        dirs.flatten().any(|d| {
+                            d.path()
+                                .join("alsa-lib/libasound_module_pcm_jack.so")
+                                .is_file()
+                        })
+                    })
+            });
+        let why = match (missing, plugin) {
+            (Some(b), _) => Some(format!("`{b}` not found (package jackd2)")),
+            (None, false) => Some("the JACK ALSA plugin is missing (libasound2-plugins)".into()),
+            (None, true) => None,
+        };
+        if let Some(why) = why {
+            assert!(
+                std::env::var("NETAUDIO_ALSA_RIG").as_deref() != Ok("require"),
+                "ALSA rig required but unavailable: {why}"
+            );
+            eprintln!("SKIPPED: ALSA rig unavailable: {why}");
+            return None;
+        }
+        let server = format!("netaudio-robustness-{}-{name}", std::process::id());
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/alsa_rig.conf");
+        let log = std::fs::File::create(tmp(&format!("jackd-{name}.log"))).unwrap();
+        let mut cmd = Command::new("jackd");
+        // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
+        // is async-signal-safe: jackd stops when this test process dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let jackd = cmd
+            .args([
+                "-R", "-P", "70", "-S", "-d", "dummy", "-r", "48000", "-p", "256",
+            ])
+            .env("JACK_DEFAULT_SERVER", &server)
+            .env("JACK_NO_AUDIO_RESERVATION", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start jackd");
+        let rig = JackRig {
+            jackd: Reaper(jackd),
+            server,
+            conf,
+        };
+        wait_for("jackd's ports", STATE_TIMEOUT, || {
+            let out = Command::new("jack_lsp")
+                .env("JACK_DEFAULT_SERVER", &rig.server)
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let ports = String::from_utf8_lossy(&out.stdout).into_owned();
+            (ports.contains("system:playback_1") && ports.contains("system:capture_1"))
+                .then_some(())
+        });
+        Some(rig)
+    }
+
+    /// `netaudio ARGS` on this rig, with `NETAUDIO_TEST_FAULT=fault`, logging to `log`.
+    fn daemon(&self, args: &[&str], fault: &str, log: &Path) -> Reaper {
+        let log = std::fs::File::create(log).unwrap();
+        let child = bin()
+            .args(args)
+            .args(FMT)
+            .args(["--stats-interval", "0"])
+            .env("JACK_DEFAULT_SERVER", &self.server)
+            .env(
+                "ALSA_CONFIG_PATH",
+                format!("/usr/share/alsa/alsa.conf:{}", self.conf.display()),
+            )
+            .env("NETAUDIO_TEST_FAULT", fault)
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Reaper(child)
+    }
+}
+
+impl Drop for JackRig {
+    fn drop(&mut self) {
+        // SAFETY: kill sends a signal to our own child.
+        unsafe { libc::kill(self.jackd.id() as i32, libc::SIGTERM) };
+        let _ = self.jackd.wait();
+    }
+}
+
+/// What the daemon logged to `log` says the device's reopener thread closed the lost device
+/// and opened it again, and the realtime loop took it back.
+fn assert_reopened_off_the_rt_thread(log: &Path, stream: &str, device: &str) {
+    let text = std::fs::read_to_string(log).unwrap();
+    for want in [
+        format!("test fault {stream}-gone injected into the ALSA device"),
+        format!("{stream} device lost (errno {})", libc::ENODEV),
+        format!("ALSA {stream} device \"{device}\" lost: closed it"),
+        format!("ALSA {stream} device \"{device}\" open again after 1 attempt(s)"),
+        format!("{stream} device back"),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in the log:\n{text}");
+    }
+}
+
+#[test]
+fn an_alsa_capture_device_lost_is_reopened_off_the_realtime_thread_and_the_stream_resumes() {
+    let _serial = serial();
+    let Some(rig) = JackRig::start("capture") else {
+        return;
+    };
+    let port = free_port();
+    let (rj, sj, slog) = (
+        tmp("rig-c-recv.json"),
+        tmp("rig-c-send.json"),
+        tmp("rig-c-send.log"),
+    );
+    let mut r = Reaper(recv(port, "virtual", &rj, None));
+    let (rsock, ssock) = (status_socket(&rj), status_socket(&sj));
+    let dest = format!("127.0.0.1:{port}");
+    let mut s = rig.daemon(
+        &[
+            "send",
+            "--device",
+            "na_cap",
+            "--dest",
+            &dest,
+            "--stats-json",
+            sj.to_str().unwrap(),
+            "--status-socket",
+            ssock.to_str().unwrap(),
+        ],
+        "capture-gone",
+        &slog,
+    );
+    // The fault comes after the watchdog's second feed, about 2 s in.
+    let lost = wait_status(&mut s, &ssock, "the capture device lost", |v| {
+        v["device_lost"] == 1
+    });
+    let sent = lost["packets_sent"].as_u64().unwrap();
+    // Back: a second of packets more (188 per second), and the receiver takes them up as a
+    // new stream.
+    wait_status(&mut s, &ssock, "the stream sent again", |v| {
+        v["packets_sent"].as_u64().unwrap() > sent + 188
+    });
+    let got = wait_status(&mut r, &rsock, "the new stream received", |v| {
+        v["resyncs"] == 1
+    });
+    let before = received(&got);
+    wait_status(&mut r, &rsock, "the new stream playing on", |v| {
+        received(v) > before + 188
+    });
+    terminate(&mut s);
+    terminate(&mut r);
+    let (sj, j) = (read_json(&sj), read_json(&rj));
+    println!("ALSA capture lost: sender {sj}\nreceiver {j}");
+    assert_eq!(u(&sj, "device_lost"), 1, "{sj}");
+    assert_eq!(u(&sj, "xruns"), 0, "{sj}");
+    assert_eq!(u(&sj, "allocations_rt"), 0, "{sj}");
+    assert_eq!(u(&sj, "frees_rt"), 0, "{sj}");
+    assert_eq!(u(&j, "resyncs"), 1, "{j}");
+    assert_reopened_off_the_rt_thread(&slog, "capture", "na_cap");
+    drop(rig);
+}
+
+#[test]
+fn an_alsa_playback_device_lost_is_reopened_off_the_realtime_thread_and_plays_again() {
+    let _serial = serial();
+    let Some(rig) = JackRig::start("playback") else {
+        return;
+    };
+    let port = free_port();
+    let (rj, sj, rlog) = (
+        tmp("rig-p-recv.json"),
+        tmp("rig-p-send.json"),
+        tmp("rig-p-recv.log"),
+    );
+    let rsock = status_socket(&rj);
+    let listen = format!("127.0.0.1:{port}");
+    let mut r = rig.daemon(
+        &[
+            "recv",
+            "--device",
+            "na_out",
+            "--listen",
+            &listen,
+            "--latency-ms",
+            "40",
+            "--stats-json",
+            rj.to_str().unwrap(),
+            "--status-socket",
+            rsock.to_str().unwrap(),
+        ],
+        "playback-gone",
+        &rlog,
+    );
+    let mut s = Reaper(send(port, "virtual", &sj, None));
+    let lost = wait_status(&mut r, &rsock, "the playback device lost", |v| {
+        v["device_lost"] == 1
+    });
+    let played = lost["frames_played"].as_u64().unwrap();
+    // Back: a second more played into the reopened device, the stream still coming in.
+    wait_status(&mut r, &rsock, "playing again", |v| {
+        v["frames_played"].as_u64().unwrap() > played + u64::from(RATE)
+    });
+    terminate(&mut r);
+    terminate(&mut s);
+    let j = read_json(&rj);
+    println!("ALSA playback lost: receiver {j}");
+    assert_eq!(u(&j, "device_lost"), 1, "{j}");
+    assert_eq!(u(&j, "allocations_rt"), 0, "{j}");
+    assert_eq!(u(&j, "frees_rt"), 0, "{j}");
+    assert!(u(&j, "packets_received") > 0, "{j}");
+    assert_reopened_off_the_rt_thread(&rlog, "playback", "na_out");
+    drop(rig);
 }
 
 #[test]

@@ -8,15 +8,28 @@
 //! open, with one warning at open.
 //!
 //! Realtime contract:
-//! - **Allocates** only in `open`/`reopen` (alsa-lib's configuration and plugin set-up, hw/sw
-//!   parameter containers, the error text, the read/write buffer of the fallback path).
-//!   `wait`, `read`, `write`, `delay`, `start` and `recover` allocate nothing, on the Rust or on
-//!   the C side: no `hw_params_current` (it `malloc`s a parameter container), no
-//!   `PollDescriptors::get` (a `Vec`); poll descriptors live in a fixed array filled at open, and
-//!   the `IO` handle taken per call is a borrow flag, not an allocation.
-//!   `tests/alsa_backend.rs` proves this with counting allocators on both sides.
+//! - **Allocates and frees** only in `open` and on the device's reopener thread (alsa-lib's
+//!   configuration and plugin set-up, hw/sw parameter containers, the error texts, the
+//!   read/write buffer of the fallback path; closing the PCM frees them), and when the device
+//!   is dropped. `wait`, `read`, `write`, `delay`, `start`, `recover` and `poll_reopen` allocate
+//!   and free nothing, on the Rust or on the C side: no `hw_params_current` (it `malloc`s a
+//!   parameter container), no `PollDescriptors::get` (a `Vec`); poll descriptors live in a
+//!   fixed array filled at open, and the `IO` handle taken per call is a borrow flag, not an
+//!   allocation. `tests/alsa_backend.rs` proves this with counting allocators on both sides,
+//!   through a lost device and its reopen too.
 //! - **Blocks** only in `poll(2)` inside `wait`, bounded by its timeout; and in `recover` from a
 //!   suspend, which retries `snd_pcm_resume` for at most [`RESUME_TRIES`] × 10 ms.
+//! - **A lost device** (ENODEV, USB unplugged) is never closed or opened on the caller's
+//!   thread. Each device starts a normal-priority reopener thread at open (`na-reopen-cap`,
+//!   `na-reopen-play`), asleep until needed. [`Capture::poll_reopen`] and
+//!   [`Playback::poll_reopen`] hand it the dead device, boxed since open, through a lock-free
+//!   ring of capacity 1 (`rtrb`) and wake it (`unpark`: an atomic exchange and at most a futex
+//!   wake); it closes the device, opens it again with back-off, logs why each failed attempt
+//!   failed and the fix, and hands the box back through a second ring, where a later
+//!   `poll_reopen` takes it and swaps the set-up in. Nothing is dropped on the caller's side:
+//!   the previous set-up (its name a `String`) rides back to the reopener with the box the next
+//!   time, and `OpenError`s never leave it. [`GoneSwitch`] (tests) makes a device report
+//!   ENODEV, to run this path on any device.
 //! - **Syscalls**: `poll`; and what alsa-lib makes for `snd_pcm_avail_update`,
 //!   `snd_pcm_mmap_begin/commit`, `snd_pcm_state`, `snd_pcm_delay`, `snd_pcm_start`,
 //!   `snd_pcm_drop`, `snd_pcm_prepare`, `snd_pcm_resume` — on `hw:` devices `ioctl`s
@@ -39,6 +52,8 @@
 //! (drift is corrected by netaudio itself), and the sample format is set exactly.
 
 use core::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use alsa::pcm::{Format, HwParams, PCM};
@@ -206,7 +221,7 @@ impl OpenError {
         )
     }
 
-    /// The realtime error for this failure (what `reopen` returns).
+    /// The realtime error this failure stands for.
     pub fn pcm_error(&self) -> PcmError {
         match self.kind {
             OpenErrorKind::Open { errno } => match PcmError::from_errno(errno) {
@@ -774,47 +789,262 @@ fn open_device(
     Ok((dev, setup))
 }
 
-/// Shared body of the two device types.
-struct Handle {
+/// A test fault: makes a device's next `wait`, `read` or `write` report [`PcmError::Gone`]
+/// (`ENODEV`), as a USB unplug does, and every call after it until the device is handed over
+/// to be reopened; the close and the open that follow are real. Tripping it is one relaxed
+/// store; the device checks it with one relaxed load per call.
+#[derive(Clone, Debug, Default)]
+pub struct GoneSwitch(Arc<AtomicBool>);
+
+impl GoneSwitch {
+    /// Makes the device report that it is gone (see the type's docs).
+    pub fn trip(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn take(&self) -> bool {
+        self.0.load(Ordering::Relaxed) && self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The device as it moves between the realtime thread and its reopener: boxed once at open,
+/// so a hand-over moves one pointer through a ring, and whatever is freed is freed by the
+/// reopener.
+struct Slot {
+    /// `None` once the reopener closed it, until it opened it again.
     dev: Option<Device>,
+    /// What the device was last opened with.
     setup: DeviceSetup,
+}
+
+/// Waits before the first attempt to open a lost device again, and between failures at first.
+pub const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between attempts to open a lost device again.
+pub const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Stack of a reopener thread: alsa-lib's open needs little; `mlockall` keeps all of it
+/// resident.
+const REOPENER_STACK: usize = 512 << 10;
+
+/// The realtime thread's ends of a device's reopener (see [`reopener`]).
+struct Reopener {
+    /// Lost devices, to the reopener (capacity 1: there is one [`Slot`]).
+    lost: rtrb::Producer<Box<Slot>>,
+    /// Devices open again, from the reopener.
+    back: rtrb::Consumer<Box<Slot>>,
+    quit: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reopener {
+    fn spawn(req: &DeviceRequest, stream: Stream, wish: AccessWish) -> std::io::Result<Self> {
+        let (lost, lost_rx) = rtrb::RingBuffer::new(1);
+        let (back_tx, back) = rtrb::RingBuffer::new(1);
+        let quit = Arc::new(AtomicBool::new(false));
+        let (req, q) = (req.clone(), quit.clone());
+        let name = match stream {
+            Stream::Capture => "na-reopen-cap",
+            Stream::Playback => "na-reopen-play",
+        };
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(REOPENER_STACK)
+            .spawn(move || reopener(req, stream, wish, lost_rx, back_tx, q))?;
+        Ok(Reopener {
+            lost,
+            back,
+            quit,
+            thread: Some(thread),
+        })
+    }
+
+    /// Wakes the reopener (an atomic exchange, and a futex wake if it sleeps).
+    #[inline]
+    fn wake(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+}
+
+impl Drop for Reopener {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Release);
+        self.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The body of a device's reopener thread, a normal (not realtime) thread started when the
+/// device is opened. It sleeps until the realtime thread hands it a lost device, closes it,
+/// then opens it again as first asked, after [`REOPEN_BACKOFF_MIN`] and then with back-off up
+/// to [`REOPEN_BACKOFF_MAX`], until that succeeds, and hands it back. Every allocation and
+/// free of the reopen (alsa-lib's close and open, the error texts, the old set-up's name) is
+/// made here, and so is the logging: why an attempt failed and what fixes it, each time the
+/// reason changes.
+fn reopener(
     req: DeviceRequest,
+    stream: Stream,
     wish: AccessWish,
-    last_open_error: Option<OpenError>,
+    mut lost: rtrb::Consumer<Box<Slot>>,
+    mut back: rtrb::Producer<Box<Slot>>,
+    quit: Arc<AtomicBool>,
+) {
+    // Sleeps up to `d`, or until told to quit; whether to go on.
+    let pause = |d: Duration| {
+        let end = Instant::now() + d;
+        loop {
+            if quit.load(Ordering::Acquire) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::park_timeout(end - now);
+        }
+    };
+    while !quit.load(Ordering::Acquire) {
+        let Ok(mut slot) = lost.pop() else {
+            // Woken by a hand-over or by the device's owner going away.
+            std::thread::park();
+            continue;
+        };
+        // Close first: the device may be exclusive.
+        slot.dev = None;
+        log::warn!(
+            "ALSA {stream} device \"{}\" lost: closed it; opening it again until it is back \
+             (every {:.1}–{:.0} s)",
+            req.name,
+            REOPEN_BACKOFF_MIN.as_secs_f64(),
+            REOPEN_BACKOFF_MAX.as_secs_f64()
+        );
+        let mut backoff = REOPEN_BACKOFF_MIN;
+        let mut tries = 0u32;
+        let mut last: Option<OpenError> = None;
+        loop {
+            if !pause(backoff) {
+                return;
+            }
+            tries += 1;
+            match open_device(&req, stream, wish, false) {
+                Ok((dev, setup)) => {
+                    log::info!(
+                        "ALSA {stream} device \"{}\" open again after {tries} attempt(s): period \
+                         {}, buffer {} frames, {:?} access",
+                        req.name,
+                        setup.period,
+                        setup.buffer,
+                        setup.access
+                    );
+                    slot.dev = Some(dev);
+                    // The old set-up (its name a String) is dropped here, not on the realtime
+                    // thread.
+                    slot.setup = setup;
+                    if back.push(slot).is_err() {
+                        // Only one slot exists, so the ring is empty: unreachable.
+                        log::error!("ALSA {stream} device \"{}\": hand-back failed", req.name);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if last.as_ref() != Some(&e) {
+                        log::error!(
+                            "{e} (attempt {tries}; trying again every {:.0} s at most)",
+                            REOPEN_BACKOFF_MAX.as_secs_f64()
+                        );
+                    }
+                    last = Some(e);
+                    backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Shared body of the two device types: the device (or nothing while it is away), what it was
+/// opened with, and the realtime ends of its reopener.
+struct Handle {
+    /// `None` while the device is with the reopener.
+    slot: Option<Box<Slot>>,
+    setup: DeviceSetup,
+    gone: GoneSwitch,
+    /// The [`GoneSwitch`] tripped: report the device gone until it is handed over.
+    injected_gone: bool,
+    reopener: Reopener,
 }
 
 impl Handle {
     fn open(req: &DeviceRequest, stream: Stream, wish: AccessWish) -> Result<Handle, OpenError> {
         let (dev, setup) = open_device(req, stream, wish, true)?;
+        let reopener = Reopener::spawn(req, stream, wish).map_err(|e| {
+            OpenError::new(
+                req,
+                stream,
+                OpenErrorKind::Setup {
+                    step: "spawning its reopener thread",
+                    errno: e.raw_os_error().unwrap_or(libc::EAGAIN),
+                },
+            )
+        })?;
         Ok(Handle {
-            dev: Some(dev),
+            slot: Some(Box::new(Slot {
+                dev: Some(dev),
+                setup: setup.clone(),
+            })),
             setup,
-            req: req.clone(),
-            wish,
-            last_open_error: None,
+            gone: GoneSwitch::default(),
+            injected_gone: false,
+            reopener,
         })
     }
 
+    /// The device, for calls that are not transfers.
     #[inline]
     fn dev(&mut self) -> Result<&mut Device, PcmError> {
-        self.dev.as_mut().ok_or(PcmError::Gone(libc::ENODEV))
+        self.slot
+            .as_mut()
+            .and_then(|s| s.dev.as_mut())
+            .ok_or(PcmError::Gone(libc::ENODEV))
     }
 
-    fn reopen(&mut self, stream: Stream) -> Result<(), PcmError> {
-        // Close first: the device may be exclusive.
-        self.dev = None;
-        match open_device(&self.req, stream, self.wish, false) {
-            Ok((dev, setup)) => {
-                self.dev = Some(dev);
-                self.setup = setup;
-                self.last_open_error = None;
-                Ok(())
+    /// The device, for `wait`, `read` and `write`, which the test fault switch applies to.
+    #[inline]
+    fn dev_io(&mut self) -> Result<&mut Device, PcmError> {
+        if self.gone.take() {
+            self.injected_gone = true;
+        }
+        if self.injected_gone {
+            return Err(PcmError::Gone(libc::ENODEV));
+        }
+        self.dev()
+    }
+
+    /// Realtime side of a reopen: hands the device to the reopener (the first call after a
+    /// loss), then takes it back once it is open again. Moves a box through a ring, swaps the
+    /// set-up and wakes the reopener: no allocation, no free, no lock, no blocking.
+    fn poll_reopen(&mut self) -> bool {
+        if let Some(slot) = self.slot.take() {
+            match self.reopener.lost.push(slot) {
+                Ok(()) => {
+                    self.injected_gone = false;
+                    self.reopener.wake();
+                }
+                // Cannot happen (one slot, the ring empty), but never drop it here.
+                Err(rtrb::PushError::Full(slot)) => self.slot = Some(slot),
             }
-            Err(e) => {
-                let pe = e.pcm_error();
-                self.last_open_error = Some(e);
-                Err(pe)
+            return false;
+        }
+        match self.reopener.back.pop() {
+            Ok(mut slot) => {
+                // The old set-up goes back with the box the next time, and is dropped there.
+                std::mem::swap(&mut self.setup, &mut slot.setup);
+                self.slot = Some(slot);
+                true
             }
+            Err(_) => false,
         }
     }
 }
@@ -823,7 +1053,7 @@ impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AlsaDevice")
             .field("setup", &self.setup)
-            .field("open", &self.dev.is_some())
+            .field("open", &self.slot.as_ref().is_some_and(|s| s.dev.is_some()))
             .finish()
     }
 }
@@ -835,7 +1065,8 @@ pub struct AlsaCapture(Handle);
 impl AlsaCapture {
     /// Opens and configures a capture device: mmap interleaved access (read/write with a warning
     /// if mmap is refused), the exact format, rate and channels, the period nearest the one
-    /// asked for, `periods` periods of buffer. Capture begins with [`Capture::start`].
+    /// asked for, `periods` periods of buffer. Capture begins with [`Capture::start`]. Also
+    /// starts the device's reopener thread (see [`Capture::poll_reopen`]).
     pub fn open(req: &DeviceRequest) -> Result<AlsaCapture, OpenError> {
         Handle::open(req, Stream::Capture, AccessWish::MmapFirst).map(AlsaCapture)
     }
@@ -846,9 +1077,9 @@ impl AlsaCapture {
         Handle::open(req, Stream::Capture, AccessWish::ReadWrite).map(AlsaCapture)
     }
 
-    /// Why the last [`Capture::reopen`] failed, in words.
-    pub fn last_open_error(&self) -> Option<&OpenError> {
-        self.0.last_open_error.as_ref()
+    /// The device's test fault switch (see [`GoneSwitch`]).
+    pub fn gone_switch(&self) -> GoneSwitch {
+        self.0.gone.clone()
     }
 }
 
@@ -862,11 +1093,11 @@ impl Capture for AlsaCapture {
     }
 
     fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
-        self.0.dev()?.wait(timeout_ms)
+        self.0.dev_io()?.wait(timeout_ms)
     }
 
     fn read<F: FnOnce(&[u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
-        self.0.dev()?.read(frames, f)
+        self.0.dev_io()?.read(frames, f)
     }
 
     /// Prepares the stream again (resuming it first after a suspend) and restarts capture.
@@ -876,8 +1107,10 @@ impl Capture for AlsaCapture {
         dev.start()
     }
 
-    fn reopen(&mut self) -> Result<(), PcmError> {
-        self.0.reopen(Stream::Capture)
+    /// Hands the device to its reopener thread, which closes it and opens it again with
+    /// back-off; takes it back, prepared and not started, once it is open.
+    fn poll_reopen(&mut self) -> bool {
+        self.0.poll_reopen()
     }
 }
 
@@ -897,9 +1130,9 @@ impl AlsaPlayback {
         Handle::open(req, Stream::Playback, AccessWish::ReadWrite).map(AlsaPlayback)
     }
 
-    /// Why the last [`Playback::reopen`] failed, in words.
-    pub fn last_open_error(&self) -> Option<&OpenError> {
-        self.0.last_open_error.as_ref()
+    /// The device's test fault switch (see [`GoneSwitch`]).
+    pub fn gone_switch(&self) -> GoneSwitch {
+        self.0.gone.clone()
     }
 }
 
@@ -913,11 +1146,11 @@ impl Playback for AlsaPlayback {
     }
 
     fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
-        self.0.dev()?.wait(timeout_ms)
+        self.0.dev_io()?.wait(timeout_ms)
     }
 
     fn write<F: FnOnce(&mut [u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
-        self.0.dev()?.write(frames, f)
+        self.0.dev_io()?.write(frames, f)
     }
 
     fn delay(&mut self) -> Result<i64, PcmError> {
@@ -930,7 +1163,9 @@ impl Playback for AlsaPlayback {
         self.0.dev()?.recover(err)
     }
 
-    fn reopen(&mut self) -> Result<(), PcmError> {
-        self.0.reopen(Stream::Playback)
+    /// Hands the device to its reopener thread, which closes it and opens it again with
+    /// back-off; takes it back, prepared and empty, once it is open.
+    fn poll_reopen(&mut self) -> bool {
+        self.0.poll_reopen()
     }
 }

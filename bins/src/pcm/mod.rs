@@ -4,9 +4,11 @@
 //! The interface lends the device's own buffer (the ALSA mmap area) to a closure, so the sender
 //! reads captured frames in place and the receiver renders straight into the playback buffer.
 //!
-//! Realtime contract for implementations: `open` allocates; `wait`, `read`, `write`, `delay`
-//! and `recover` do not allocate or lock, and block only in `poll`/ALSA calls (or, for the
-//! virtual devices, `clock_nanosleep`).
+//! Realtime contract for implementations: `open` allocates; `wait`, `read`, `write`, `delay`,
+//! `recover` and `poll_reopen` do not allocate, free or lock, and block only in `poll`/ALSA
+//! calls (or, for the virtual devices, `clock_nanosleep`). A lost device is never closed or
+//! opened on the thread that calls `poll_reopen`: the work is handed over (for ALSA, to a
+//! normal-priority thread per device, started at open, through lock-free rings).
 
 pub mod alsa;
 pub mod virtual_dev;
@@ -105,8 +107,10 @@ pub trait Capture {
     fn read<F: FnOnce(&[u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError>;
     /// Recovers from [`PcmError::Xrun`] or [`PcmError::Suspended`] and restarts.
     fn recover(&mut self, err: PcmError) -> Result<(), PcmError>;
-    /// Closes and opens the device again with the same setup (after [`PcmError::Gone`]).
-    fn reopen(&mut self) -> Result<(), PcmError>;
+    /// After [`PcmError::Gone`]: gets the device back, closed and opened again with the same
+    /// request, without blocking (see [`Playback::poll_reopen`]). Once it returns `true`, the
+    /// device is open and prepared but not started: call [`start`](Self::start).
+    fn poll_reopen(&mut self) -> bool;
 }
 
 /// A playback device.
@@ -124,8 +128,14 @@ pub trait Playback {
     fn delay(&mut self) -> Result<i64, PcmError>;
     /// Recovers from [`PcmError::Xrun`] or [`PcmError::Suspended`].
     fn recover(&mut self, err: PcmError) -> Result<(), PcmError>;
-    /// Closes and opens the device again with the same setup (after [`PcmError::Gone`]).
-    fn reopen(&mut self) -> Result<(), PcmError>;
+    /// After [`PcmError::Gone`]: gets the device back, closed and opened again with the same
+    /// request, without blocking. The first call after the loss hands the device over to be
+    /// closed and opened again elsewhere (for ALSA, on the device's reopener thread, with
+    /// back-off); every call then looks whether it is back: `true` once it is (open, prepared
+    /// and empty, its [`setup`](Self::setup) that of the new open), `false` while it is away.
+    /// Call it once per turn of the loop until `true`; the device's other calls report
+    /// [`PcmError::Gone`] meanwhile.
+    fn poll_reopen(&mut self) -> bool;
 }
 
 /// What to open.

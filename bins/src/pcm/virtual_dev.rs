@@ -8,14 +8,15 @@
 //!
 //! Device names: `virtual`, or `virtual:ppm=50,sine=440` (options separated by commas).
 //! `unplug=5s+2s` simulates a USB unplug: from 5 s after the device was opened, for 2 s, every
-//! call returns [`PcmError::Gone`] (`ENODEV`) and `reopen` fails; then it can be reopened.
+//! call returns [`PcmError::Gone`] (`ENODEV`) and `poll_reopen` says it is not back; then it
+//! is.
 //! A playback device given `record=FILE` also keeps what it plays (the first
 //! [`RECORD_SECONDS`] s, raw interleaved frames in the stream format) and writes them to `FILE`
 //! when the daemon stops: the way a test checks a stream from elsewhere bit for bit.
 //!
 //! Realtime contract: `open` allocates the device buffer (and the sink's analyzer); `wait`
 //! sleeps in `clock_nanosleep`; `read`/`write` fill or lend the preallocated buffer and never
-//! allocate or lock.
+//! allocate or lock; `poll_reopen` reads the clock and, for playback, resets the counters.
 
 use super::{Access, Capture, DeviceRequest, DeviceSetup, PcmError, Playback};
 use crate::net::monotonic_ns;
@@ -326,9 +327,9 @@ impl Capture for VirtualCapture {
         Ok(())
     }
 
-    fn reopen(&mut self) -> Result<(), PcmError> {
-        self.unplug.check()?;
-        self.start()
+    /// Back once the simulated unplug is over (nothing to close or open).
+    fn poll_reopen(&mut self) -> bool {
+        self.unplug.check().is_ok()
     }
 }
 
@@ -555,9 +556,9 @@ impl Playback for VirtualPlayback {
         Ok(())
     }
 
-    fn reopen(&mut self) -> Result<(), PcmError> {
-        self.unplug.check()?;
-        self.recover(PcmError::Xrun)
+    /// Back once the simulated unplug is over, empty and stopped (nothing to close or open).
+    fn poll_reopen(&mut self) -> bool {
+        self.unplug.check().is_ok() && self.recover(PcmError::Xrun).is_ok()
     }
 }
 
