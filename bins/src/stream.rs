@@ -635,12 +635,8 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                             net_errors += 1;
                         }
                         nack_turn(sock, rx, &mut nack_buf);
-                        let mut c = *rx.counters();
-                        c.late_renders = late_renders;
-                        c.xruns = xruns;
-                        c.device_lost = device_lost;
-                        c.invalid_packets += net_errors + sock.rejected();
-                        stats.publish(&c);
+                        let own = [late_renders, xruns, device_lost, net_errors];
+                        publish_receiver(stats, rx, sock, own);
                         let now = monotonic_ns();
                         let until = rx
                             .next_nack_due()
@@ -651,17 +647,29 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 }
             }
         }
-        let mut c = *rx.counters();
-        c.late_renders = late_renders;
-        c.xruns = xruns;
-        c.device_lost = device_lost;
-        c.invalid_packets += net_errors + sock.rejected();
-        stats.publish(&c);
+        publish_receiver(
+            stats,
+            rx,
+            sock,
+            [late_renders, xruns, device_lost, net_errors],
+        );
     }
     report.allocations = alloc_count::this_thread_allocations();
     report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
     report
+}
+
+/// Publishes the engine receiver's counters with the loop's own: `[late_renders, xruns,
+/// device_lost, net_errors]` (a copy into atomics: no allocation, no lock).
+fn publish_receiver<S: DatagramIn>(stats: &Stats, rx: &Receiver, sock: &S, own: [u64; 4]) {
+    let [late_renders, xruns, device_lost, net_errors] = own;
+    let mut c = *rx.counters();
+    c.late_renders = late_renders;
+    c.xruns = xruns;
+    c.device_lost = device_lost;
+    c.invalid_packets += net_errors + sock.rejected();
+    stats.publish(&c);
 }
 
 /// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`, ns (two vDSO reads, no syscall).

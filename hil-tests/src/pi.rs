@@ -77,6 +77,18 @@ impl Host {
             .map_err(|_| format!("{}: no pid from {script:?}: {out:?}", self.spec))
     }
 
+    /// `Ok` while `pid` runs on the host; else an error naming `what` with the tail of `log`.
+    pub fn check_running(&self, pid: u32, what: &str, log: &str) -> Result<(), String> {
+        if self.run(&format!("kill -0 {pid}")).is_ok() {
+            return Ok(());
+        }
+        let tail = self.run(&format!("tail -n 15 {log}")).unwrap_or_default();
+        Err(format!(
+            "{what} on {} exited at start; its log ({log}) ends:\n{tail}",
+            self.spec
+        ))
+    }
+
     /// Sends SIGTERM to `pid` (background jobs of a non-interactive shell ignore SIGINT) and
     /// waits (at most 10 s) for it to leave.
     pub fn stop(&self, pid: u32) -> Result<(), String> {
@@ -398,16 +410,8 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
             {
                 return Ok(true);
             }
-            if a.receiver.run(&format!("kill -0 {rpid}")).is_err() {
-                let tail = a
-                    .receiver
-                    .run(&format!("tail -n 15 {rlog}"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "the receiver (netaudio recv on {}) exited at start; its log ({rlog}) ends:\n{tail}",
-                    a.receiver.spec
-                ));
-            }
+            a.receiver
+                .check_running(rpid, "the receiver (netaudio recv)", &rlog)?;
             std::thread::sleep(Duration::from_millis(50));
             Ok(false)
         },
@@ -485,16 +489,8 @@ pub fn run(a: &PiArgs) -> Result<Value, String> {
             if received > 0 {
                 return Ok(true);
             }
-            if a.sender.run(&format!("kill -0 {spid}")).is_err() {
-                let tail = a
-                    .sender
-                    .run(&format!("tail -n 15 {slog}"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "the sender (netaudio send on {}) exited at start; its log ({slog}) ends:\n{tail}",
-                    a.sender.spec
-                ));
-            }
+            a.sender
+                .check_running(spid, "the sender (netaudio send)", &slog)?;
             Ok(false)
         },
     );
