@@ -17,6 +17,15 @@ fn finite(v: f64) -> Value {
     }
 }
 
+/// Like [`finite`], to six decimals (wow & flutter is read in thousandths of a percent).
+fn finite6(v: f64) -> Value {
+    if v.is_finite() {
+        json!((v * 1e6).round() / 1e6)
+    } else {
+        Value::Null
+    }
+}
+
 /// The JSON report.
 pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
     let rate = cfg.format.rate as f64;
@@ -51,6 +60,20 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "leading_silence_frames": a.leading_frames,
         "allocations_steady_state": r.allocations_steady_state,
         "frees_steady_state": r.frees_steady_state,
+        // With a sine source: how much the stream changed the sound (engine::sim::fidelity).
+        "thdn_db": r.fidelity.map(|f| json!({
+            "median": finite(f.thdn.median_db),
+            "p95": finite(f.thdn.p95_db),
+            "worst": finite(f.thdn.worst_db),
+            "worst_with_startup": finite(f.thdn.worst_with_startup_db),
+            "windows": f.thdn.windows,
+            "silent_windows": f.thdn.silent_windows,
+        })),
+        "wow_flutter_pct": r.fidelity.map(|f| json!({
+            "peak": finite6(f.wow_flutter_peak_pct),
+            "rms": finite6(f.wow_flutter_rms_pct),
+            "mean_freq_hz": finite6(f.mean_freq_hz),
+        })),
         "engine_gaps": e.gaps,
         "counters_agree": e.gaps == a.gaps,
         "engine": {
@@ -139,7 +162,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         counted(r.allocations_steady_state),
         counted(r.frees_steady_state),
     );
-    format!(
+    let mut text = format!(
         "gaps: {} (engine: {}{})\n\
          gap_frames: {}  max_gap_ms: {:.2}\n\
          latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {} + network)\n\
@@ -194,7 +217,21 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         wall_s,
         cpu_s,
         r.audio_seconds / 3600.0 / cpu_s,
-    )
+    );
+    if let Some(f) = r.fidelity {
+        text += &format!(
+            "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows  \
+             wow_flutter: peak {:.5} %  rms {:.5} %\n",
+            f.thdn.median_db,
+            f.thdn.p95_db,
+            f.thdn.worst_db,
+            f.thdn.worst_with_startup_db,
+            f.thdn.windows,
+            f.wow_flutter_peak_pct,
+            f.wow_flutter_rms_pct,
+        );
+    }
+    text
 }
 
 /// The SVG plot.

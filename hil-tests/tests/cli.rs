@@ -76,6 +76,46 @@ fn sim_writes_a_complete_report_and_a_plot() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// With a sine source the report says how much the stream changed the sound: THD+N of the tone
+/// (analyzer-style windows) and its wow & flutter, in the JSON and the text.
+#[test]
+fn a_sine_source_reports_thdn_and_wow_and_flutter() {
+    let dir = std::env::temp_dir().join(format!("hil-cli-sine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = hil()
+        .args(["sim", "--duration", "40s", "--source", "sine:997"])
+        .args([
+            "--drift-ppm",
+            "0",
+            "--drift-mode",
+            "off",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("thd+n_db: median"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let t = &v["thdn_db"];
+    // Untouched 16-bit half-scale tone: its quantization floor.
+    let median = t["median"].as_f64().unwrap();
+    assert!((-95.0..-86.0).contains(&median), "{t}");
+    assert!(t["p95"].as_f64().unwrap() - median < 1.0, "{t}");
+    assert!(t["windows"].as_u64().unwrap() > 100, "{t}");
+    let w = &v["wow_flutter_pct"];
+    assert!(w["rms"].as_f64().unwrap() < 1e-4, "{w}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bad_arguments_are_named_with_a_fix() {
     let out = hil().args(["sim", "--duration", "5x"]).output().unwrap();

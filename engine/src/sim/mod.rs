@@ -20,6 +20,7 @@
 //! and free counter and reports what it counted.
 
 pub mod clock;
+pub mod fidelity;
 pub mod net;
 pub mod signal;
 
@@ -166,6 +167,8 @@ pub struct SimReport {
     pub packets_sent: u64,
     /// What loss recovery cost and did.
     pub recovery: RecoveryReport,
+    /// THD+N and wow & flutter of the played tone, with a sine source (see [`fidelity`]).
+    pub fidelity: Option<fidelity::FidelityReport>,
 }
 
 /// What loss recovery cost and did in a run.
@@ -239,6 +242,7 @@ pub struct Sim {
     now_ns: u64,
     source: Source,
     analyzer: Analyzer,
+    fidelity: Option<fidelity::FidelityAnalyzer>,
     history: CaptureHistory,
     cap_clock: VirtualClock,
     play_clock: VirtualClock,
@@ -348,6 +352,12 @@ impl Sim {
             play_clock,
             capture_buf: vec![0; cfg.period * f.frame_bytes()],
             play_buf: vec![0; cfg.period * f.frame_bytes()],
+            fidelity: match cfg.source {
+                SourceKind::Sine { freq_hz } => {
+                    Some(fidelity::FidelityAnalyzer::new(f, freq_hz, cfg.settle_s))
+                }
+                SourceKind::Ramp => None,
+            },
             trace: Vec::with_capacity(trace_cap),
             rng,
             restarts,
@@ -423,6 +433,9 @@ impl Sim {
             let dt = 1.0 / rate;
             self.analyzer
                 .played(&self.play_buf, t + play_delay_s, dt, &self.history);
+            if let Some(fa) = &mut self.fidelity {
+                fa.feed(&self.play_buf);
+            }
             if !settled && t >= self.cfg.settle_s {
                 settled = true;
                 self.analyzer.reset_latency();
@@ -482,6 +495,7 @@ impl Sim {
             frees_steady_state: frees,
             trace: self.trace,
             packets_sent: self.net.counters().sent,
+            fidelity: self.fidelity.as_ref().map(|f| f.report()),
         }
     }
 
