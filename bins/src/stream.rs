@@ -51,7 +51,7 @@
 //! The receiver's work per wake-up is bounded by the device's deadline, not by a count alone:
 //! when the device asks for a period, its fill level (buffer less room) says how long it can
 //! still play. Datagrams are taken before the render only until the device would come within a
-//! guard (a quarter period) of the late line below, and none when it already is; the monotonic
+//! guard (a quarter period) of the late line below, one batch when it already is; the monotonic
 //! clock (a vDSO read, no syscall) is read between batches of [`BATCH`]. Then the period is
 //! written; then the rest of the socket is taken until the device is due again (the loop's own
 //! schedule), at least one batch however late. No intake takes more than 64 batches. What is
@@ -550,9 +550,10 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
             Ok(mut room) => {
                 let buffer = dev.setup().buffer;
                 let deadline = RenderDeadline::new(woke_ns, room, buffer, period, format.rate);
-                // Packets first, to render the freshest, but only while the device can wait.
-                let until = deadline.intake_until();
-                if monotonic_ns() < until && take_packets(sock, rx, until).is_err() {
+                // Packets first, to render the freshest: one batch whatever the time (a packet
+                // waiting in the socket is played, not concealed), more only while the device
+                // can wait.
+                if take_packets(sock, rx, deadline.intake_until()).is_err() {
                     net_errors += 1;
                 }
                 let now = monotonic_ns();
