@@ -255,7 +255,8 @@ fn without_an_end_packet_the_stop_is_a_gap_as_before() {
     let cfg = config(DriftMode::Slip, RecoveryMode::Nack);
     let mut rig = Rig::new(Receiver::new(cfg).unwrap());
     let mut tx = Sender::new(format(), PERIOD, 1, 0).unwrap();
-    rig.stream(&mut tx, 200, 1, |_| false);
+    // Long enough to be heard: the first stream plays once the drift is measured (~1 s).
+    rig.stream(&mut tx, 2000, 1, |_| false);
     // The END packets are all lost (or the sender was killed).
     rig.render(100);
     let c = *rig.rx.counters();

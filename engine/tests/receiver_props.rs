@@ -724,7 +724,8 @@ fn slip_crossfade_of_full_scale_audio() {
     cfg.drift.limit_ppm = 2000.0;
     let mut rx = Receiver::new(cfg).unwrap();
     let fb = frame_bytes();
-    let frames = 200 * PERIOD;
+    // Long enough to play for a while after the first stream's warm-up (the drift measured).
+    let frames = 3000 * PERIOD;
     let square: Vec<u8> = (0..frames)
         .flat_map(|f| {
             let s: i16 = if f % 2 == 0 { i16::MAX } else { i16::MIN };
@@ -739,7 +740,8 @@ fn slip_crossfade_of_full_scale_audio() {
     // The stream plays for a while, then a burst arrives early (a queue in the network
     // letting go): the buffer is well above its target, so the loop slips frames. (A burst
     // before anything was heard would not do: the receiver just starts later then.)
-    let (lead, burst) = (20, 20);
+    let lead = 48_000 * 3 / 2 / PERIOD;
+    let burst = 20;
     let mut out = vec![0u8; PERIOD * fb];
     let mut next = 0;
     for k in 0..packets.len() {

@@ -41,12 +41,17 @@ fn assert_clean(r: &SimReport, what: &str) {
 
 #[test]
 fn clean_link_holds_latency_at_any_drift() {
-    for ppm in [0.0, 100.0, -100.0, 500.0, -500.0] {
+    let runs = [0.0, 100.0, -100.0, 500.0, -500.0]
+        .map(|ppm| (DriftMode::Resample, ppm))
+        .into_iter()
+        .chain([(DriftMode::Slip, 500.0), (DriftMode::Slip, -100.0)]);
+    for (mode, ppm) in runs {
         let mut cfg = SimConfig::new(stereo48(), 64, 3600.0);
         cfg.drift_ppm = ppm;
+        cfg.drift_mode = mode;
         let target = cfg.latency_ms + cfg.net.delay_ms;
         let r = sim(cfg);
-        let what = format!("{ppm:+} ppm");
+        let what = format!("{mode} {ppm:+} ppm");
         assert_clean(&r, &what);
         // Within ±1 ms of target after settling, and no creeping over the hour.
         assert!(
@@ -67,11 +72,15 @@ fn clean_link_holds_latency_at_any_drift() {
             "{what}: estimated {}",
             r.drift_ppm_estimated
         );
-        // The analyzer hears the corrections the engine made.
-        let net_slips = r.engine.slip_drops as f64 - r.engine.slip_inserts as f64;
+        // The analyzer hears the corrections the engine made: the slips, or the frames the
+        // resampler took beyond those it played (the drift over the played time).
+        let made = match mode {
+            DriftMode::Slip => r.engine.slip_drops as f64 - r.engine.slip_inserts as f64,
+            _ => ppm * 1e-6 * (r.analyzer.frames - r.analyzer.leading_frames) as f64,
+        };
         assert!(
-            (r.analyzer_slip_frames - net_slips).abs() <= 2.0,
-            "{what}: heard {} slipped frames, engine made {net_slips}",
+            (r.analyzer_slip_frames - made).abs() <= 2.0,
+            "{what}: heard {} slipped frames, engine made {made}",
             r.analyzer_slip_frames
         );
     }
@@ -123,6 +132,11 @@ fn a_day_at_plus_and_minus_500_ppm_has_no_gaps() {
 #[test]
 fn random_loss_is_concealed_and_counted_once() {
     let mut cfg = SimConfig::new(stereo48(), 64, 3600.0);
+    // Frame-exact accounting: between slips the analyzer names every played frame exactly
+    // (a resampled stream's frames near a hole are smeared over the filter's taps, and the
+    // analyzer may count one hole as two there; resampling is checked in the runs without
+    // holes).
+    cfg.drift_mode = DriftMode::Slip;
     cfg.drift_ppm = 100.0;
     cfg.net.loss = 0.01;
     let r = sim(cfg);
@@ -137,8 +151,11 @@ fn random_loss_is_concealed_and_counted_once() {
     // played yet when the run ends); nothing is recovered without loss recovery.
     let dropped = r.net.dropped;
     let lost = r.engine.lost_packets + r.engine.recovered_packets;
+    // Nor were those of the first second, while the receiver measured the drift before
+    // playing (silence, no gap): allow four times the loss rate's share of them.
+    let warmup_packets = r.analyzer.leading_frames / 64;
     assert!(
-        lost <= dropped && dropped - lost <= 8,
+        lost <= dropped && dropped - lost <= 8 + warmup_packets / 25,
         "dropped {dropped}, counted {lost}"
     );
     // A gap is at most the run of lost packets plus a fade; never a resync.
@@ -149,6 +166,11 @@ fn random_loss_is_concealed_and_counted_once() {
 #[test]
 fn reorder_and_duplicates_inside_the_window_make_no_gap() {
     let mut cfg = SimConfig::new(stereo48(), 64, 3600.0);
+    // Frame-exact accounting: between slips the analyzer names every played frame exactly
+    // (a resampled stream's frames near a hole are smeared over the filter's taps, and the
+    // analyzer may count one hole as two there; resampling is checked in the runs without
+    // holes).
+    cfg.drift_mode = DriftMode::Slip;
     cfg.drift_ppm = -100.0;
     cfg.latency_ms = 12.0;
     cfg.net = NetConfig {
@@ -231,10 +253,11 @@ fn a_clean_sender_restart_is_no_gap() {
             "{what}: every played frame checked and in sync"
         );
         // Silence twice (at the start and at the restart), each about one target latency,
-        // plus the time away.
+        // plus the time away, plus the first stream's wait for the drift to be measured
+        // (a second and a block; later streams keep the measurement).
         let silent_ms = r.analyzer.leading_frames as f64 / 48.0;
         assert!(
-            silent_ms <= 2.0 * target + downtime_ms + 20.0,
+            silent_ms <= 2.0 * target + downtime_ms + 20.0 + 1_100.0,
             "{what}: {silent_ms} ms of silence"
         );
         assert_eq!(r.allocations_steady_state, Some(0));
@@ -246,6 +269,11 @@ fn stalls_beyond_the_ring_resync_and_count_one_gap_each() {
     // Two long outages: the receiver resyncs (overflow) instead of playing stale audio.
     let mut cfg = SimConfig::new(stereo48(), 256, 120.0);
     cfg.net.bursts_per_min = 1.0;
+    // Frame-exact accounting: between slips the analyzer names every played frame exactly
+    // (a resampled stream's frames near a hole are smeared over the filter's taps, and the
+    // analyzer may count one hole as two there; resampling is checked in the runs without
+    // holes).
+    cfg.drift_mode = DriftMode::Slip;
     cfg.net.burst_len = 400;
     cfg.seed = 3;
     let r = sim(cfg);

@@ -112,9 +112,15 @@ struct SimArgs {
     /// Jitter at the end of --jitter-ramp, ms.
     #[arg(long, default_value_t = 0.0)]
     jitter_to_ms: f64,
-    /// Drift correction: slip, resample or off.
-    #[arg(long, default_value = "slip", value_parser = parse_drift_mode)]
+    /// Drift correction: resample (transparent), slip (bit-exact between single-frame
+    /// slips) or off.
+    #[arg(long, default_value = "resample", value_parser = parse_drift_mode)]
     drift_mode: DriftMode,
+    /// Sample format the simulated playback device takes: auto (with resample, S32_LE, as a
+    /// USB interface offering 24/32 bits would be opened; otherwise the stream's), or
+    /// S16_LE, S24_3LE, S32_LE (at least the stream's width).
+    #[arg(long, default_value = "auto")]
+    playback_format: String,
     /// Loss recovery: nack (ask the sender again for lost packets, over a return path with the
     /// same impairments) or off (conceal every loss).
     #[arg(long, default_value = "nack", value_parser = parse_recovery)]
@@ -441,6 +447,24 @@ impl SimArgs {
             cfg.latency_ms = l;
         }
         cfg.drift_mode = self.drift_mode;
+        cfg.playback_sample = match self.playback_format.trim() {
+            a if a.eq_ignore_ascii_case("auto") => {
+                (self.drift_mode == DriftMode::Resample).then_some(SampleFormat::S32Le)
+            }
+            other => {
+                let p =
+                    parse_format(other).map_err(|e| format!("--playback-format: {e}, or auto"))?;
+                if p.bytes() < self.format.bytes() {
+                    return Err(format!(
+                        "--playback-format {} is narrower than --format {}: use {} or wider, or auto",
+                        p.name(),
+                        self.format.name(),
+                        self.format.name()
+                    ));
+                }
+                Some(p)
+            }
+        };
         cfg.recovery = self.recovery;
         cfg.source = self.source;
         cfg.seed = self.seed;

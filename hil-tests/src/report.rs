@@ -54,6 +54,7 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "concealed_frames": e.concealed_frames,
         "drift_ppm_estimated": finite(r.drift_ppm_estimated),
         "drift_ppm_actual": finite(cfg.drift_ppm),
+        "drift_lock_s": r.drift_lock_s.map(finite),
         "bit_exact_frames": a.bit_exact,
         "checked_frames": a.frames,
         "in_sync_frames": a.in_sync,
@@ -125,6 +126,7 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
             "drift_ppm": finite(cfg.drift_ppm),
             "wander_ppm": finite(cfg.wander_ppm),
             "drift_mode": cfg.drift_mode.name(),
+            "playback_format": cfg.playback_sample.unwrap_or(cfg.format.sample).name(),
             "recovery": cfg.recovery.name(),
             "latency_ms": finite(cfg.latency_ms),
             "loss": finite(cfg.net.loss),
@@ -168,7 +170,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
          latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {} + network)\n\
          lost_packets: {}  recovered: {}  concealed_frames: {}\n\
          recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs; refused: {} over the per-packet limit, {} by the rate cap)  cpu: {:.4} % of realtime ({:.2} s)\n\
-         drift_ppm: actual {:+.1}  estimated {:+.1}  ({} mode: {} slips dropped, {} inserted)\n\
+         drift_ppm: actual {:+.1}  estimated {:+.1}  locked to 1 ppm {}  ({} mode, played as {}: {} slips dropped, {} inserted)\n\
          checked_frames: {}  bit_exact: {}  in_sync: {}\n\
          allocations_steady_state: {}  frees_steady_state: {}\n\
          {:.1} h of audio in {:.1} s wall, {:.1} s CPU ({:.2} audio hours per CPU second)\n",
@@ -205,7 +207,12 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         r.recovery.cpu_s,
         cfg.drift_ppm,
         r.drift_ppm_estimated,
+        r.drift_lock_s.map_or_else(
+            || "never".to_string(),
+            |s| format!("{s:.1} s after the first packet")
+        ),
         cfg.drift_mode,
+        cfg.playback_sample.unwrap_or(cfg.format.sample).name(),
         e.slip_drops,
         e.slip_inserts,
         a.frames,

@@ -11,7 +11,7 @@
 //! left, only the few DFT bins that the two exclusions cover are computed (Goertzel); the rest
 //! follows from Parseval's theorem, so a window costs a few passes over its samples, no FFT. The per-window figures go into a fixed histogram (0.05 dB steps), so the median, the
 //! 95th percentile and the worst window come out of a run of any length without allocating.
-//! A 16-bit half-scale tone reads about −89 dB, the format's own floor.
+//! A 16-bit half-scale tone reads about −92 dB, the format's own floor.
 //!
 //! **Wow & flutter.** The tone's phase at the start of each window (a DFT at the tone's exact
 //! frequency) gives its mean frequency over the window, from the phase advance between windows.
@@ -22,6 +22,9 @@
 //!
 //! Windows whose level is more than 40 dB under the tone's (silence before a stream) are counted
 //! apart and not measured: a gap inside a window shows as a bad THD+N, which is the point.
+//! The first window starts [`ONSET_GUARD_S`] after the tone's first sample: a tone switched on
+//! (and the receiver's fade-in from silence) is not a sine, so no analyzer measures across the
+//! switch; from there on every window counts, the start-up ones towards `worst_with_startup`.
 //!
 //! Allocates its buffers in [`FidelityAnalyzer::new`]; [`FidelityAnalyzer::push`] never does.
 
@@ -35,6 +38,10 @@ const NOTCH_HZ: f64 = 20.0;
 const HIST_LO_DB: f64 = -200.0;
 const HIST_STEP_DB: f64 = 0.05;
 const HIST_BINS: usize = 4200;
+/// Windows start this long after the first sample louder than [`ONSET_LEVEL`], seconds.
+pub const ONSET_GUARD_S: f64 = 0.005;
+/// The tone has begun once a sample is this loud (full scale 1): 40 dB under a half-scale tone.
+const ONSET_LEVEL: f64 = 0.005;
 /// A window quieter than the tone by this much is silence, not measured.
 const SILENT_BELOW_DB: f64 = -40.0;
 
@@ -81,6 +88,8 @@ pub struct FidelityAnalyzer {
     /// What is left of a window once the fitted tone is taken out.
     residual: Vec<f64>,
     fill: usize,
+    /// Samples still to skip before the first window: `None` until the tone has begun.
+    onset_skip: Option<u64>,
     /// Bins of the measured exclusions: DC..20 Hz, and the tone ± 20 Hz.
     low_bins: std::ops::RangeInclusive<usize>,
     tone_bins: std::ops::RangeInclusive<usize>,
@@ -130,6 +139,7 @@ impl FidelityAnalyzer {
             buf: vec![0.0; WINDOW],
             residual: vec![0.0; WINDOW],
             fill: 0,
+            onset_skip: None,
             low_bins: 0..=low_hi,
             tone_bins: t_lo.max(low_hi + 1)..=t_hi,
             window_power,
@@ -162,6 +172,23 @@ impl FidelityAnalyzer {
 
     /// Feeds one sample of the tone, full scale ±1.
     pub fn push(&mut self, x: f64) {
+        match self.onset_skip {
+            None if x.abs() < ONSET_LEVEL => {
+                self.frames += 1;
+                return;
+            }
+            None => {
+                self.onset_skip = Some((ONSET_GUARD_S * self.rate) as u64);
+                self.frames += 1;
+                return;
+            }
+            Some(n) if n > 0 => {
+                self.onset_skip = Some(n - 1);
+                self.frames += 1;
+                return;
+            }
+            Some(_) => {}
+        }
         self.buf[self.fill] = x;
         self.fill += 1;
         self.frames += 1;
@@ -516,11 +543,42 @@ mod tests {
 
     #[test]
     fn silence_is_counted_apart() {
+        // Before the tone: not windowed at all.
         let mut a = FidelityAnalyzer::new(fmt(SampleFormat::S16Le), 997.0, 0.0);
         tone(&mut a, 1.0, |_| 0.0);
         let r = a.report();
         assert_eq!(r.thdn.windows, 0);
-        assert!(r.thdn.silent_windows >= 5);
         assert!(r.thdn.median_db.is_nan());
+        // After it (a stream that stopped): windows counted apart, not measured.
+        let mut a = FidelityAnalyzer::new(fmt(SampleFormat::S16Le), 997.0, 0.0);
+        tone(&mut a, 3.0, |n| {
+            let t = n as f64 / 48_000.0;
+            if t < 1.5 {
+                0.5 * (std::f64::consts::TAU * 997.0 * t).sin()
+            } else {
+                0.0
+            }
+        });
+        let r = a.report();
+        assert!(r.thdn.silent_windows >= 5, "{r:?}");
+        assert!(r.thdn.windows >= 7, "{r:?}");
+    }
+
+    #[test]
+    fn windows_start_after_the_tone_is_switched_on() {
+        // Half a second of silence, then a tone switched on at an arbitrary phase: no window
+        // straddles the switch, so even the first one reads the 16-bit floor.
+        let mut a = FidelityAnalyzer::new(fmt(SampleFormat::S16Le), 997.0, 10.0);
+        tone(&mut a, 3.0, |n| {
+            let t = n as f64 / 48_000.0 - 0.5;
+            if t < 0.0 {
+                0.0
+            } else {
+                let v = 0.5 * (std::f64::consts::TAU * 997.0 * t + 1.0).sin();
+                (v * 32_768.0).round() / 32_768.0
+            }
+        });
+        let r = a.report();
+        assert!(r.thdn.worst_with_startup_db < -90.0, "{r:?}");
     }
 }

@@ -26,7 +26,7 @@ pub mod signal;
 
 use crate::alloc_count::{self, AllocScope};
 use crate::autolatency::AutoLatency;
-use crate::format::StreamFormat;
+use crate::format::{SampleFormat, StreamFormat};
 use crate::nack::MAX_NACK_LEN;
 use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
 use crate::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
@@ -77,6 +77,9 @@ pub struct SimConfig {
     pub auto_latency: Option<(f64, f64)>,
     /// Periods in the playback device's buffer.
     pub playback_periods: usize,
+    /// Sample format the playback device takes (`None`: the stream's). A wider one keeps
+    /// the resampler's output at full resolution; the analyzers hear it at that width.
+    pub playback_sample: Option<SampleFormat>,
     /// Drift correction mode.
     pub drift_mode: DriftMode,
     /// Loss recovery (off unless asked for: the engine's scenario tests measure concealment).
@@ -110,7 +113,8 @@ impl SimConfig {
             latency_ms: default_latency_ms(format, period),
             auto_latency: None,
             playback_periods: 3,
-            drift_mode: DriftMode::Slip,
+            playback_sample: None,
+            drift_mode: DriftMode::Resample,
             recovery: RecoveryMode::Off,
             source: SourceKind::Ramp,
             restarts: Vec::new(),
@@ -169,6 +173,9 @@ pub struct SimReport {
     pub recovery: RecoveryReport,
     /// THD+N and wow & flutter of the played tone, with a sine source (see [`fidelity`]).
     pub fidelity: Option<fidelity::FidelityReport>,
+    /// Seconds from the first packet until the receiver's drift estimate came within 1 ppm of
+    /// the true clock offset for good; `None` if it was not within 1 ppm at the end.
+    pub drift_lock_s: Option<f64>,
 }
 
 /// What loss recovery cost and did in a run.
@@ -248,6 +255,11 @@ pub struct Sim {
     play_clock: VirtualClock,
     capture_buf: Vec<u8>,
     play_buf: Vec<u8>,
+    /// The played period in the stream's format, for the signal analyzer (when the device is
+    /// wider), and the samples between.
+    check_buf: Vec<u8>,
+    samples: Vec<i32>,
+    out_format: StreamFormat,
     trace: Vec<TracePoint>,
     rng: Rng,
     restarts: heapless::Vec<Restart, MAX_RESTARTS>,
@@ -289,10 +301,15 @@ impl Sim {
         let mut rc = ReceiverConfig::new(f, cfg.period, cfg.latency_ms);
         rc.output_delay_frames = cfg.output_delay_frames();
         rc.drift_mode = cfg.drift_mode;
+        rc.output_sample = cfg.playback_sample.unwrap_or(f.sample);
         rc.recovery = cfg.recovery;
         rc.auto_latency = cfg
             .auto_latency
             .map(|(lo, hi)| AutoLatency::from_ms(f.rate, lo, hi));
+        let out_format = StreamFormat {
+            sample: rc.output_sample,
+            ..f
+        };
         let receiver = Receiver::new(rc).map_err(|e| e.to_string())?;
         let period_s = cfg.period as f64 / f.rate as f64;
         let packets_per_period = cfg.period.div_ceil(sender.frames_per_packet());
@@ -351,11 +368,16 @@ impl Sim {
             cap_clock,
             play_clock,
             capture_buf: vec![0; cfg.period * f.frame_bytes()],
-            play_buf: vec![0; cfg.period * f.frame_bytes()],
+            play_buf: vec![0; cfg.period * out_format.frame_bytes()],
+            check_buf: vec![0; cfg.period * f.frame_bytes()],
+            samples: vec![0; cfg.period * f.channels as usize],
+            out_format,
             fidelity: match cfg.source {
-                SourceKind::Sine { freq_hz } => {
-                    Some(fidelity::FidelityAnalyzer::new(f, freq_hz, cfg.settle_s))
-                }
+                SourceKind::Sine { freq_hz } => Some(fidelity::FidelityAnalyzer::new(
+                    out_format,
+                    freq_hz,
+                    cfg.settle_s,
+                )),
                 SourceKind::Ramp => None,
             },
             trace: Vec::with_capacity(trace_cap),
@@ -375,6 +397,9 @@ impl Sim {
         let mut next_trace = trace_every;
         let mut settled = false;
         let play_delay_s = self.cfg.output_delay_frames() as f64 / rate;
+        let mut first_packet: Option<f64> = None;
+        let mut off_since: Option<f64> = None;
+        let mut unlocked_at_end = true;
         let scope = AllocScope::begin();
         let mut ticks = 0u64;
         loop {
@@ -429,10 +454,30 @@ impl Sim {
             }
             self.now_ns = self.now_ns.max(ns(t));
             self.receiver.render(&mut self.play_buf, ns(t));
+            if self.receiver.stream_id().is_some() {
+                let first = *first_packet.get_or_insert(t);
+                let truth = (self.cap_clock.rate_at(t) / rate - 1.0) * 1e6;
+                if (self.receiver.drift_ppm() - truth).abs() >= 1.0 {
+                    off_since = Some(t - first);
+                    unlocked_at_end = true;
+                } else {
+                    unlocked_at_end = false;
+                }
+            }
             self.nack_turn(ns(t));
             let dt = 1.0 / rate;
+            let played = if self.out_format == f {
+                &self.play_buf[..]
+            } else {
+                // The ramp analyzer checks the stream's samples: round the device's back.
+                self.out_format
+                    .sample
+                    .decode_slice(&self.play_buf, &mut self.samples);
+                f.sample.encode_slice(&self.samples, &mut self.check_buf);
+                &self.check_buf[..]
+            };
             self.analyzer
-                .played(&self.play_buf, t + play_delay_s, dt, &self.history);
+                .played(played, t + play_delay_s, dt, &self.history);
             if let Some(fa) = &mut self.fidelity {
                 fa.feed(&self.play_buf);
             }
@@ -496,6 +541,7 @@ impl Sim {
             trace: self.trace,
             packets_sent: self.net.counters().sent,
             fidelity: self.fidelity.as_ref().map(|f| f.report()),
+            drift_lock_s: (!unlocked_at_end).then(|| off_since.unwrap_or(0.0)),
         }
     }
 

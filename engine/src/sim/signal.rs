@@ -290,6 +290,12 @@ pub struct Analyzer {
     format: StreamFormat,
     tolerance: StepTolerance,
     state: State,
+    /// Anchored out of silence on one frame, not yet confirmed by the next: a mismatch then
+    /// means the anchor was a faded frame that only looked like the source (a mono S16 frame
+    /// matches the ramp somewhere whatever its value), not a gap.
+    tentative: bool,
+    /// Whether the last anchor was bit-exact.
+    anchor_exact: bool,
     pos: f64,
     /// Counters.
     pub counts: AnalyzerCounts,
@@ -337,6 +343,8 @@ impl Analyzer {
             format,
             tolerance,
             state: State::Start,
+            tentative: false,
+            anchor_exact: false,
             pos: 0.0,
             counts: AnalyzerCounts::default(),
             gap_frames_now: 0,
@@ -500,6 +508,7 @@ impl Analyzer {
                 let next = self.pos + 1.0;
                 let n = next as u64;
                 if next.fract() == 0.0 && frame_is_ramp(sample, frame, n, &mut self.got) {
+                    self.tentative = false;
                     self.pos = next;
                     self.counts.bit_exact += 1;
                     self.counts.in_sync += 1;
@@ -523,6 +532,7 @@ impl Analyzer {
                         Some((abs, step))
                             if step >= self.tolerance.min && step <= self.tolerance.max =>
                         {
+                            self.tentative = false;
                             // Bits below the top 16 read as a fraction: an exact frame sits
                             // at the floor of its decoded position.
                             let whole = abs.floor();
@@ -546,6 +556,21 @@ impl Analyzer {
                                 self.counts.leading_frames += 1;
                             }
                         }
+                        _ if self.tentative => {
+                            // The anchor was not the stream: it was still leading.
+                            self.tentative = false;
+                            self.counts.in_sync -= 1;
+                            if self.anchor_exact {
+                                self.counts.bit_exact -= 1;
+                            }
+                            self.counts.leading_frames += 1;
+                            self.state = State::Start;
+                            if !self.try_anchor(decoded, t, capture) {
+                                self.counts.leading_frames += 1;
+                            } else {
+                                self.tentative = true;
+                            }
+                        }
                         _ => {
                             if self.source_end.is_some_and(|e| self.pos >= e) {
                                 // Playing past a recorded end: that end was not this stream's.
@@ -566,6 +591,8 @@ impl Analyzer {
                 State::Start => {
                     if !self.try_anchor(decoded, t, capture) {
                         self.counts.leading_frames += 1;
+                    } else {
+                        self.tentative = true;
                     }
                 }
                 State::Gap => {
@@ -594,6 +621,11 @@ impl Analyzer {
         let Some((p, consistent)) = decoded else {
             return false;
         };
+        if self.got.iter().all(|&s| s == 0) {
+            // Silence (before a stream, or while the receiver warms up) is not the source,
+            // even where a ramp passes through zero.
+            return false;
+        }
         let newest = capture.frames_at(t);
         let mut abs = self.unwrap(p, newest);
         if abs > newest {
@@ -614,6 +646,7 @@ impl Analyzer {
         if exact {
             self.counts.bit_exact += 1;
         }
+        self.anchor_exact = exact;
         self.counts.in_sync += 1;
         self.pos = abs;
         self.state = State::Sync;
