@@ -303,7 +303,11 @@ pub fn effective(cfg: &Config, role: Role) -> String {
                 let _ = writeln!(s, "# latency_ms = four periods + 2 ms");
             }
         }
-        let _ = writeln!(s, "drift_mode = {}", q(&cfg.receiver.drift_mode, "slip"));
+        let _ = writeln!(
+            s,
+            "drift_mode = {}",
+            q(&cfg.receiver.drift_mode, "resample")
+        );
     }
     let _ = writeln!(s, "[rt]");
     match cfg.rt.cpu {

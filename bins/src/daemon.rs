@@ -14,7 +14,7 @@ use crate::stream::{self, LoopReport};
 use crate::tcp::{TcpPcmReceiver, TcpPcmSender};
 use crate::watchdog::{Heartbeat, TestFault};
 use engine::auth::Key;
-use engine::format::StreamFormat;
+use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
 use engine::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use engine::rtlog;
@@ -609,17 +609,55 @@ pub struct ReceiveOptions {
     pub latency_ms: f64,
     /// Drift correction.
     pub drift_mode: DriftMode,
+    /// The playback device's sample format.
+    pub playback_format: PlaybackFormat,
     /// Loss recovery.
     pub recovery: RecoveryMode,
     /// `latency = auto` between these bounds (ms); `latency_ms` is where the target starts.
     pub auto_latency: Option<(f64, f64)>,
 }
 
+/// The sample format a playback device is opened in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlaybackFormat {
+    /// With `resample`, the widest the device takes (S32_LE, S24_3LE, then the stream's):
+    /// resampled audio is then not rounded back to a 16-bit stream's width, which would add
+    /// its quantisation noise a second time (+3 dB). Otherwise, and on virtual devices, the
+    /// stream's.
+    Auto,
+    /// This one (at least as wide as the stream's).
+    Fixed(SampleFormat),
+}
+
+/// The sample formats to try for the playback device, best first.
+pub(crate) fn playback_candidates(
+    stream: SampleFormat,
+    r: &ReceiveOptions,
+    is_virtual: bool,
+) -> Vec<SampleFormat> {
+    match r.playback_format {
+        PlaybackFormat::Fixed(f) => vec![f],
+        PlaybackFormat::Auto if r.drift_mode == DriftMode::Resample && !is_virtual => {
+            let mut v: Vec<SampleFormat> = [SampleFormat::S32Le, SampleFormat::S24_3Le]
+                .into_iter()
+                .filter(|f| f.bytes() > stream.bytes())
+                .collect();
+            v.push(stream);
+            v
+        }
+        PlaybackFormat::Auto => vec![stream],
+    }
+}
+
+/// A receiver for a stream in `stream` played on the device `setup` describes (whose sample
+/// format may be wider).
 pub(crate) fn receiver_for(
     setup: &crate::pcm::DeviceSetup,
+    stream: StreamFormat,
     r: &ReceiveOptions,
 ) -> Result<Receiver, String> {
-    let mut cfg = ReceiverConfig::new(setup.format, setup.period, r.latency_ms);
+    let mut cfg = ReceiverConfig::new(stream, setup.period, r.latency_ms);
+    cfg.output_sample = setup.format.sample;
     cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
     cfg.drift_mode = r.drift_mode;
     cfg.recovery = r.recovery;
@@ -646,17 +684,38 @@ impl AnyPlayback {
     }
 }
 
-pub(crate) fn open_playback(a: &AudioOptions, sink: Option<Sink>) -> Result<AnyPlayback, String> {
-    let req = a.request();
+/// Opens the playback device in the first of `formats` (sample formats, best first) it
+/// takes; the error names the last one tried.
+pub(crate) fn open_playback(
+    a: &AudioOptions,
+    sink: Option<Sink>,
+    formats: &[SampleFormat],
+) -> Result<AnyPlayback, String> {
+    let mut req = a.request();
+    let mut last = String::from("no sample format to try");
     if virtual_dev::parse_name(&a.device).is_some() {
-        Ok(AnyPlayback::Virtual(Box::new(VirtualPlayback::open(
+        req.format.sample = formats.first().copied().unwrap_or(a.format.sample);
+        return Ok(AnyPlayback::Virtual(Box::new(VirtualPlayback::open(
             &req, sink,
-        )?)))
-    } else {
-        Ok(AnyPlayback::Alsa(Box::new(
-            AlsaPlayback::open(&req).map_err(|e| e.to_string())?,
-        )))
+        )?)));
     }
+    for (i, &f) in formats.iter().enumerate() {
+        req.format.sample = f;
+        match AlsaPlayback::open(&req) {
+            Ok(d) => return Ok(AnyPlayback::Alsa(Box::new(d))),
+            Err(e) => {
+                if i + 1 < formats.len() {
+                    log::debug!(
+                        "{}: {} not taken ({e}); trying the next format",
+                        a.device,
+                        f.name()
+                    );
+                }
+                last = e.to_string();
+            }
+        }
+    }
+    Err(last)
 }
 
 type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
@@ -783,21 +842,34 @@ pub fn recv(
     };
     let sink = virtual_dev::parse_name(&audio.device)
         .is_some()
-        .then(|| Sink::new(audio.format, None, 0));
-    let dev = open_playback(audio, sink)?;
+        .then(|| Sink::new(audio.format, None, 0).following(r.drift_mode));
+    let is_virtual = virtual_dev::parse_name(&audio.device).is_some();
+    let formats = playback_candidates(audio.format.sample, r, is_virtual);
+    let dev = open_playback(audio, sink, &formats)?;
     let setup = dev.setup();
     let gone = device_fault(fault, TestFault::PlaybackGone, || match &dev {
         AnyPlayback::Alsa(d) => Some(d.gone_switch()),
         AnyPlayback::Virtual(_) => None,
     })?;
     let (producer, mut consumer) = rtlog::queue();
-    let rx = with_receiver_key(receiver_for(&setup, r)?.with_events(producer), opts);
+    let rx = with_receiver_key(
+        receiver_for(&setup, audio.format, r)?.with_events(producer),
+        opts,
+    );
     let (producer2, mut consumer2) = rtlog::queue();
     log::info!(
-        "receiving on {} into {:?}: {} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}, recovery {}",
+        "receiving on {} into {:?}: {}{} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}, recovery {}",
         sock.local_addr().map_err(|e| e.to_string())?,
         setup.name,
         setup.format,
+        if setup.format.sample == audio.format.sample {
+            String::new()
+        } else {
+            format!(
+                " (the {} stream played at the device's width)",
+                audio.format.sample.name()
+            )
+        },
         setup.period,
         setup.buffer,
         setup.access,
@@ -930,16 +1002,26 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
         d.audio.format,
         Some(cap.capture_times()),
         d.audio.format.rate as u64 * 10,
-    );
+    )
+    .following(d.receive.drift_mode);
     let live = sink.live();
-    let dev = open_playback(&play_audio, Some(sink))?;
+    let formats = playback_candidates(d.audio.format.sample, &d.receive, true);
+    let dev = open_playback(&play_audio, Some(sink), &formats)?;
     let setup = dev.setup();
     let (p1, mut c1) = rtlog::queue();
     let (p2, mut c2) = rtlog::queue();
     let (p3, mut c3) = rtlog::queue();
-    let rx = with_receiver_key(receiver_for(&setup, &d.receive)?.with_events(p1), opts);
-    let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
-        .map_err(|e| e.to_string())?;
+    let rx = with_receiver_key(
+        receiver_for(&setup, d.audio.format, &d.receive)?.with_events(p1),
+        opts,
+    );
+    let tx = Sender::new(
+        d.audio.format,
+        setup.period,
+        new_stream_id(),
+        new_stream_id(),
+    )
+    .map_err(|e| e.to_string())?;
     let tx = with_sender_key(tx, opts);
     setup_rt(opts);
     let rx_stats = Arc::new(Stats::default());

@@ -168,9 +168,16 @@ struct RecvArgs {
     /// Target latency, ms (from a frame's arrival to leaving the sound card).
     #[arg(long)]
     latency_ms: Option<f64>,
-    /// Drift correction: slip, resample or off [default: slip].
+    /// Drift correction: resample (transparent), slip (bit-exact between single-frame slips)
+    /// or off (one clock) [default: resample].
     #[arg(long)]
     drift_mode: Option<String>,
+    /// Sample format the playback device is opened in: auto (with resample, the widest the
+    /// device takes, S32_LE or S24_3LE, so the resampler's output is not rounded back to a
+    /// 16-bit stream's width; else the stream's), or S16_LE, S24_3LE, S32_LE (at least the
+    /// stream's width) [default: auto].
+    #[arg(long)]
+    playback_format: Option<String>,
     /// Latency: fixed (at --latency-ms) or auto (follows the network's jitter between
     /// --latency-min-ms and --latency-max-ms, starting at --latency-ms) [default: fixed].
     #[arg(long)]
@@ -206,7 +213,7 @@ struct DemoArgs {
     /// Target latency, ms.
     #[arg(long)]
     latency_ms: Option<f64>,
-    /// Drift correction: slip, resample or off [default: slip].
+    /// Drift correction: resample, slip or off [default: resample].
     #[arg(long)]
     drift_mode: Option<String>,
     /// CPU core for the sender's realtime thread (the receiver's is --cpu).
@@ -230,7 +237,7 @@ fn parse_format(s: &str) -> Result<SampleFormat, String> {
 fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
     DriftMode::from_name(s)
         .ok_or_else(|| {
-            format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use slip, resample or off")
+            format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use resample, slip or off")
         })
 }
 
@@ -374,8 +381,36 @@ fn drift_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<DriftMode
     parse_drift_mode(
         cli.as_deref()
             .or(cfg.receiver.drift_mode.as_deref())
-            .unwrap_or("slip"),
+            .unwrap_or("resample"),
     )
+}
+
+fn playback_format(
+    cli: &Option<String>,
+    cfg: &rt_config::Config,
+    stream: SampleFormat,
+) -> Result<daemon::PlaybackFormat, String> {
+    let s = cli
+        .as_deref()
+        .or(cfg.receiver.playback_format.as_deref())
+        .unwrap_or("auto");
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(daemon::PlaybackFormat::Auto);
+    }
+    let f = SampleFormat::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown playback format {s:?} (receiver.playback_format / --playback-format): use auto, S16_LE, S24_3LE or S32_LE"
+        )
+    })?;
+    if f.bytes() < stream.bytes() {
+        return Err(format!(
+            "playback format {} (receiver.playback_format / --playback-format) is narrower than the stream's {}: bits would be lost; use auto, {} or wider",
+            f.name(),
+            stream.name(),
+            stream.name()
+        ));
+    }
+    Ok(daemon::PlaybackFormat::Fixed(f))
 }
 
 fn recovery_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<RecoveryMode, String> {
@@ -551,6 +586,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let r = ReceiveOptions {
                 latency_ms,
                 drift_mode: drift_mode(&a.drift_mode, &cfg)?,
+                playback_format: playback_format(&a.playback_format, &cfg, audio.format.sample)?,
                 recovery: recovery_mode(&a.recovery, &cfg)?,
                 auto_latency: auto_latency(&a, &cfg, latency_ms)?,
             };
@@ -576,6 +612,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ));
             }
             let mode = drift_mode(&a.drift_mode, &cfg)?;
+            let playback = playback_format(&None, &cfg, audio.format.sample)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             if run.rt.cpu.is_none() && cores > 1 {
@@ -587,6 +624,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 receive: ReceiveOptions {
                     latency_ms,
                     drift_mode: mode,
+                    playback_format: playback,
                     recovery: recovery_mode(&None, &cfg)?,
                     auto_latency: None,
                 },

@@ -68,6 +68,9 @@ pub const MAX_FRAME_INDEX: u64 = 1 << 60;
 /// Longest the first stream waits for the drift to be measured before it plays anyway, ns.
 pub const WARMUP_MAX_NS: u64 = 3_000_000_000;
 
+/// Margin over the target while the receiver warms up, ms.
+pub const WARMUP_MARGIN_MS: f64 = 5.0;
+
 /// Consecutive packets a new stream must deliver before it takes over.
 pub const SWITCH_PACKETS: u32 = 3;
 
@@ -815,6 +818,9 @@ impl Receiver {
         }
         self.jitter.restart_block();
         self.read_pos = end - self.moving.value.round() as i64;
+        if warm {
+            self.read_pos -= self.warmup_margin() as i64;
+        }
         self.frac = 0;
         self.window_left = 0;
         self.slip_acc = 0.0;
@@ -842,6 +848,12 @@ impl Receiver {
                 channels: h.format.channels,
             }),
         }
+    }
+
+    /// How far above its target the level is held while warming up, frames (the level's
+    /// measure may still move by the network's jitter; the read position only moves forward).
+    fn warmup_margin(&self) -> f64 {
+        (self.cfg.format.rate as f64 * WARMUP_MARGIN_MS / 1000.0).round()
     }
 
     fn begin_gap(&mut self, frame: i64) {
@@ -966,18 +978,18 @@ impl Receiver {
         // buffered periods must not leave the stream above its target for seconds).
         let level = self.drift.line_level(now_ns, position).unwrap_or(fallback);
         let excess = level - target;
-        if t.warmup_from.is_some() {
-            // Warming up, nothing heard yet: hold the level at its target exactly, either way
-            // (frames behind the read position stay in the ring), so the stream starts there.
-            let jump = excess.round();
+        if let Some((first, since)) = t.warmup_from {
+            // Warming up, nothing heard yet: hold the level a margin above its target, moving
+            // the read position only forward (frames behind it were not stored), and at the
+            // end step forward onto the target, so the stream starts there.
+            let done = self.drift.trusted() || now_ns.saturating_sub(since) >= WARMUP_MAX_NS;
+            let margin = if done { 0.0 } else { self.warmup_margin() };
+            let jump = (excess - margin).round().max(0.0);
             self.read_pos += jump as i64;
             position += jump;
             fallback -= jump;
-            if let Some((first, since)) = t.warmup_from
-                && (self.drift.trusted() || now_ns.saturating_sub(since) >= WARMUP_MAX_NS)
-            {
-                // Measured, and the level set by the measured clocks: the stream plays from
-                // the next frame read on.
+            if done {
+                // Measured: the stream plays from the next frame read on.
                 if let Some(tl) = self.timeline.as_mut() {
                     tl.start = first.max(self.read_pos);
                     tl.warmup_from = None;

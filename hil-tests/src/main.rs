@@ -370,7 +370,7 @@ fn parse_format(s: &str) -> Result<SampleFormat, String> {
 
 fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
     DriftMode::from_name(s)
-        .ok_or_else(|| format!("unknown drift mode {s:?}: use slip, resample or off"))
+        .ok_or_else(|| format!("unknown drift mode {s:?}: use resample, slip or off"))
 }
 
 fn parse_recovery(s: &str) -> Result<RecoveryMode, String> {

@@ -50,6 +50,8 @@ pub(crate) mod proc;
 
 use analysis::{MonitorAnalysis, MonitorReport};
 use clap::Args;
+use engine::receiver::DriftMode;
+use engine::sim::signal::StepTolerance;
 use proc::{Proc, RigEnv};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -88,6 +90,9 @@ pub struct RigArgs {
     /// netaudio's target latency, ms (its default when not given).
     #[arg(long)]
     latency_ms: Option<f64>,
+    /// netaudio's drift correction: resample (its default), slip or off.
+    #[arg(long, default_value = "resample", value_parser = crate::parse_drift_mode)]
+    drift_mode: DriftMode,
     /// The netaudio binary (default: `netaudio` next to hil-tests).
     #[arg(long)]
     netaudio: Option<PathBuf>,
@@ -644,6 +649,7 @@ fn start_pipeline(
             if let Some(l) = args.latency_ms {
                 recv.arg("--latency-ms").arg(l.to_string());
             }
+            recv.args(["--drift-mode", args.drift_mode.name()]);
             recv.arg("--stats-json").arg(&recv_stats);
             let recv_cmd = shell_words(&recv);
             run.receiver.push(Proc::spawn(
@@ -754,6 +760,8 @@ fn run_leg(
     pipeline: Pipeline<'_>,
 ) -> Result<Leg, String> {
     let name = pipeline.name();
+    let resampled =
+        matches!(pipeline, Pipeline::Netaudio(_)) && args.drift_mode == DriftMode::Resample;
     let rate = args.rate;
     let rate_s = rate.to_string();
     jack::wait_clients_gone(env, &CLIENTS, Duration::from_secs(10))?;
@@ -808,6 +816,10 @@ fn run_leg(
     // Measure.
     let target = (args.duration * rate as f64).round() as u64;
     let mut analysis = MonitorAnalysis::new(rate, (args.duration / 2_000.0).max(0.1));
+    if resampled {
+        // Resampled frames sit between source frames: the analyzer follows them so.
+        analysis = analysis.with_tolerance(StepTolerance::RESAMPLE);
+    }
     let done = Arc::new(AtomicU64::new(0));
     let mut bar = crate::progress::Progress::start(
         &format!("rig {name}"),

@@ -23,7 +23,8 @@
 //!
 //! [receiver]
 //! latency_ms = 20.0
-//! drift_mode = "slip"               # slip, resample, off
+//! drift_mode = "resample"           # resample (transparent), slip, off
+//! playback_format = "auto"          # auto (widest the card takes when resampling), S16_LE, ...
 //! latency = "auto"                  # optional: follow the jitter, within:
 //! latency_min_ms = 10.0
 //! latency_max_ms = 200.0
@@ -86,8 +87,10 @@ pub struct Network {
 pub struct Receiver {
     /// Target latency, ms.
     pub latency_ms: Option<f64>,
-    /// `slip`, `resample` or `off`.
+    /// `resample`, `slip` or `off`.
     pub drift_mode: Option<String>,
+    /// `auto`, `S16_LE`, `S24_3LE` or `S32_LE`: the playback device's sample format.
+    pub playback_format: Option<String>,
     /// Loss recovery: `nack` or `off`.
     pub recovery: Option<String>,
     /// `fixed` or `auto` (the target follows the jitter).
@@ -232,7 +235,7 @@ impl Config {
         }
         merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
         merge_fields!(self.network, lower.network; dest, listen, dscp, key_file, proto, sdp_file);
-        merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode, recovery, latency, latency_min_ms, latency_max_ms);
+        merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode, playback_format, recovery, latency, latency_min_ms, latency_max_ms);
         merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
         merge_fields!(self.log, lower.log; level, stats_interval_s, file);
         self

@@ -163,8 +163,14 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         section: "receiver",
         key: "drift_mode",
-        kind: Kind::Choice(&["slip", "resample", "off"]),
+        kind: Kind::Choice(&["resample", "slip", "off"]),
         help: "clock drift correction",
+    },
+    KeySpec {
+        section: "receiver",
+        key: "playback_format",
+        kind: Kind::Choice(&["auto", "S16_LE", "S24_3LE", "S32_LE"]),
+        help: "sample format the playback device is opened in (auto: the widest it takes when resampling)",
     },
     KeySpec {
         section: "receiver",

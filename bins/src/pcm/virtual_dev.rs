@@ -352,6 +352,12 @@ pub struct Sink {
     capture: Option<LinearCapture>,
     live: Arc<SinkLive>,
     settle_frames: u64,
+    stream: StreamFormat,
+    /// A device wider than the stream: its samples, rounded back to the stream's for the
+    /// analyzer (buffers sized when the device opens).
+    device: Option<engine::format::SampleFormat>,
+    samples: Vec<i32>,
+    narrowed: Vec<u8>,
 }
 
 impl Sink {
@@ -363,6 +369,30 @@ impl Sink {
             capture,
             live: Arc::new(SinkLive::default()),
             settle_frames,
+            stream: format,
+            device: None,
+            samples: Vec::new(),
+            narrowed: Vec::new(),
+        }
+    }
+
+    /// Follows a receiver in `mode`: resampled frames sit between the source's.
+    pub fn following(mut self, mode: engine::receiver::DriftMode) -> Sink {
+        let tolerance = match mode {
+            engine::receiver::DriftMode::Resample => StepTolerance::RESAMPLE,
+            _ => StepTolerance::SLIP,
+        };
+        self.analyzer = Analyzer::new(self.stream, tolerance, 10_000);
+        self
+    }
+
+    /// The device plays `device` samples, up to `max_frames` a write (at open, not on a
+    /// realtime thread).
+    fn prepare(&mut self, device: engine::format::SampleFormat, max_frames: usize) {
+        if device != self.stream.sample {
+            self.device = Some(device);
+            self.samples = vec![0; max_frames * self.stream.channels as usize];
+            self.narrowed = vec![0; max_frames * self.stream.frame_bytes()];
         }
     }
 
@@ -382,6 +412,20 @@ impl Sink {
     }
 
     fn played(&mut self, bytes: &[u8], t_play_s: f64, dt: f64) {
+        let bytes = match self.device {
+            Some(d) => {
+                let n = (bytes.len() / (d.bytes() * self.stream.channels as usize))
+                    .min(self.narrowed.len() / self.stream.frame_bytes());
+                let ch = self.stream.channels as usize;
+                d.decode_slice(bytes, &mut self.samples[..n * ch]);
+                self.stream.sample.encode_slice(
+                    &self.samples[..n * ch],
+                    &mut self.narrowed[..n * self.stream.frame_bytes()],
+                );
+                &self.narrowed[..n * self.stream.frame_bytes()]
+            }
+            None => bytes,
+        };
         match self.capture {
             Some(c) => self.analyzer.played(bytes, t_play_s, dt, &c),
             None => self.analyzer.played(bytes, t_play_s, dt, &Unanchored),
@@ -435,6 +479,10 @@ impl VirtualPlayback {
             .unwrap_or_else(|| Err(format!("{:?} is not a virtual device", req.name)))?;
         let setup = setup(req);
         let fb = req.format.frame_bytes();
+        let mut sink = sink;
+        if let Some(s) = sink.as_mut() {
+            s.prepare(req.format.sample, setup.buffer);
+        }
         let record = record_path(&req.name).map(|path| Recording {
             path,
             bytes: vec![0; RECORD_SECONDS * req.format.rate as usize * fb],

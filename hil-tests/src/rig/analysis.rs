@@ -212,6 +212,15 @@ pub struct MonitorAnalysis {
 }
 
 impl MonitorAnalysis {
+    /// The same analysis following played frames with `tolerance` (a resampled stream's frames
+    /// sit between the source's).
+    pub fn with_tolerance(mut self, tolerance: StepTolerance) -> MonitorAnalysis {
+        let format = StreamFormat::new(self.rate as u32, 2, SampleFormat::S16Le)
+            .expect("the rig's rate is within the engine's range");
+        self.analyzer = Analyzer::new(format, tolerance, MAX_GAP_RECORDS);
+        self
+    }
+
     /// An analysis at `rate` Hz that samples its trace every `trace_step_s` seconds.
     pub fn new(rate: u32, trace_step_s: f64) -> MonitorAnalysis {
         let format = StreamFormat::new(rate, 2, SampleFormat::S16Le)
