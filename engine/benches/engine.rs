@@ -89,7 +89,7 @@ fn receiver_ns_per_period(f: StreamFormat, mode: DriftMode) -> f64 {
 /// The resampler alone: ns per `PERIOD` output frames at `STEP`, fed from a 997 Hz tone at
 /// half scale (left-justified `i32`, as the receiver's jitter ring hands it over).
 fn resample_ns_per_period(channels: usize, out_format: SampleFormat) -> f64 {
-    let mut rs = ResampleStage::new(channels, out_format).unwrap();
+    let mut rs = ResampleStage::new(channels, out_format, out_format, PERIOD).unwrap();
     let len = 4800; // 100 ms: a whole number of the tone's cycles is not needed
     let input: Vec<i32> = (0..len)
         .flat_map(|n| {
@@ -101,16 +101,15 @@ fn resample_ns_per_period(channels: usize, out_format: SampleFormat) -> f64 {
     let mut out = vec![0i32; PERIOD * channels];
     let mut next = 0usize;
     let mut period = |rs: &mut ResampleStage, out: &mut [i32]| {
-        for frame in out.chunks_exact_mut(channels) {
-            while rs.wants_input() {
-                rs.push(&input[next * channels..(next + 1) * channels]);
-                next += 1;
-                if next == len {
-                    next = 0;
-                }
+        let need = rs.inputs_needed(PERIOD, black_box(STEP));
+        for i in 0..need {
+            rs.set_input(i, &input[next * channels..(next + 1) * channels]);
+            next += 1;
+            if next == len {
+                next = 0;
             }
-            rs.output(frame, black_box(STEP));
         }
+        rs.process(out, PERIOD, black_box(STEP));
         black_box(&*out);
     };
     for _ in 0..iters(1_000) {

@@ -354,6 +354,8 @@ pub struct Receiver {
     counters: StatsSnapshot,
     frame_a: Vec<i32>,
     frame_out: Vec<i32>,
+    /// One period of resampled output.
+    out_samples: Vec<i32>,
     events: Option<EventProducer>,
     now: u64,
     auth: Option<ReceiverAuth>,
@@ -386,9 +388,10 @@ impl Receiver {
         }
         let ch = cfg.format.channels as usize;
         let resampler = match cfg.drift_mode {
-            DriftMode::Resample => {
-                Some(ResampleStage::new(ch, cfg.output_sample).map_err(ReceiverError::Resampler)?)
-            }
+            DriftMode::Resample => Some(
+                ResampleStage::new(ch, cfg.format.sample, cfg.output_sample, cfg.period)
+                    .map_err(ReceiverError::Resampler)?,
+            ),
             _ => None,
         };
         let capacity = cfg
@@ -427,6 +430,7 @@ impl Receiver {
             counters,
             frame_a: vec![0; ch],
             frame_out: vec![0; ch],
+            out_samples: vec![0; cfg.period * ch],
             events: None,
             now: 0,
             auth: None,
@@ -1137,17 +1141,36 @@ impl Receiver {
         };
         let fmt = self.cfg.output_sample;
         let fb = self.cfg.output_frame_bytes();
-        let n = out.len() / fb;
+        let ch = self.cfg.format.channels as usize;
         let start = self.timeline.map_or(i64::MAX, |t| t.start);
-        // The step moves linearly from the last period's to this one's: no pitch steps.
-        let from = rs.step();
-        let to = 1.0 + correction;
-        for j in 0..n {
-            while rs.wants_input() {
-                let i = self.read_pos;
-                let prefill = i < start;
+        let step = 1.0 + correction;
+        let total = out.len() / fb;
+        let mut done = 0;
+        while done < total {
+            let n = (total - done).min(rs.max_frames());
+            // The input frames this block takes: whole runs of present frames straight from
+            // the ring, the rest (holes, fades, prefill) one by one through the concealer.
+            let need = rs.inputs_needed(n, step);
+            let mut i = 0;
+            while i < need {
+                if self.conceal.is_transparent() && self.read_pos >= start {
+                    let run = self.ring.run(self.read_pos, need - i);
+                    let len = run.len() / ch;
+                    if len > 0 {
+                        for (k, frame) in run.chunks_exact(ch).enumerate() {
+                            rs.set_input(i + k, frame);
+                        }
+                        self.conceal.pass_through(&run[(len - 1) * ch..]);
+                        self.read_pos += len as i64;
+                        i += len;
+                        self.account(true, self.read_pos - 1, false);
+                        continue;
+                    }
+                }
+                let r = self.read_pos;
+                let prefill = r < start;
                 let present = !prefill
-                    && match self.ring.get(i) {
+                    && match self.ring.get(r) {
                         Some(a) => {
                             self.frame_a.copy_from_slice(a);
                             true
@@ -1160,15 +1183,17 @@ impl Receiver {
                     None
                 };
                 self.conceal.frame(input, &mut self.frame_out);
-                rs.push(&self.frame_out);
-                self.account(present, i, prefill);
+                rs.set_input(i, &self.frame_out);
+                self.account(present, r, prefill);
                 self.read_pos += 1;
+                i += 1;
             }
-            rs.output(
-                &mut self.frame_out,
-                from + (to - from) * (j + 1) as f64 / n as f64,
+            rs.process(&mut self.out_samples, n, step);
+            fmt.encode_slice(
+                &self.out_samples[..n * ch],
+                &mut out[done * fb..(done + n) * fb],
             );
-            fmt.encode_slice(&self.frame_out, &mut out[j * fb..(j + 1) * fb]);
+            done += n;
         }
         self.resampler = Some(rs);
     }

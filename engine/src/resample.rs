@@ -30,12 +30,17 @@
 
 use crate::format::SampleFormat;
 
-/// Taps of the interpolation kernel (a multiple of 8).
+/// Taps of the interpolation kernel for 24- and 32-bit streams (a multiple of 16).
 pub const TAPS: usize = 64;
+/// Taps for 16-bit streams: the error stays over 20 dB under the format's floor, at three
+/// quarters of the cost.
+pub const TAPS_16: usize = 48;
 /// Rows of the tabulated kernel per input frame.
 pub const PHASES: usize = 1024;
-/// Kaiser window shape: ~120 dB stopband.
+/// Kaiser window shape: ~120 dB stopband (64 taps); 48 taps for 16-bit streams trade a
+/// little of the top octave (−0.16 dB at 20 kHz at 44.1 kHz) for the same depth.
 const BETA: f64 = 12.0;
+const BETA_16: f64 = 11.0;
 /// Largest step the stage accepts, either way from 1 (±1 %).
 const MAX_DEVIATION: f64 = 0.01;
 const TO_F32: f32 = 1.0 / 2_147_483_648.0;
@@ -74,15 +79,15 @@ struct Table {
 }
 
 impl Table {
-    fn new() -> Table {
-        let half = (TAPS / 2) as f64;
-        let i0_beta = bessel_i0(BETA);
+    fn new(taps: usize, beta: f64) -> Table {
+        let half = (taps / 2) as f64;
+        let i0_beta = bessel_i0(beta);
         let kernel = |x: f64| -> f64 {
             let r = x / half;
             if r.abs() >= 1.0 {
                 return 0.0;
             }
-            let w = bessel_i0(BETA * (1.0 - r * r).sqrt()) / i0_beta;
+            let w = bessel_i0(beta * (1.0 - r * r).sqrt()) / i0_beta;
             let s = if x.abs() < 1e-12 {
                 1.0
             } else {
@@ -90,12 +95,12 @@ impl Table {
             };
             s * w
         };
-        let mut rows64 = vec![0.0f64; (PHASES + 1) * TAPS];
+        let mut rows64 = vec![0.0f64; (PHASES + 1) * taps];
         for p in 0..=PHASES {
             let mu = p as f64 / PHASES as f64;
-            let row = &mut rows64[p * TAPS..(p + 1) * TAPS];
+            let row = &mut rows64[p * taps..(p + 1) * taps];
             for (j, c) in row.iter_mut().enumerate() {
-                // Tap j reads input frame base − TAPS/2 + 1 + j; the position is base + mu.
+                // Tap j reads input frame base − taps/2 + 1 + j; the position is base + mu.
                 *c = kernel(mu + half - 1.0 - j as f64);
             }
             let sum: f64 = row.iter().sum();
@@ -104,10 +109,10 @@ impl Table {
             }
         }
         let rows: Vec<f32> = rows64.iter().map(|&c| c as f32).collect();
-        let mut diff = vec![0.0f32; PHASES * TAPS];
+        let mut diff = vec![0.0f32; PHASES * taps];
         for p in 0..PHASES {
-            for j in 0..TAPS {
-                diff[p * TAPS + j] = (rows64[(p + 1) * TAPS + j] - rows64[p * TAPS + j]) as f32;
+            for j in 0..taps {
+                diff[p * taps + j] = (rows64[(p + 1) * taps + j] - rows64[p * taps + j]) as f32;
             }
         }
         Table { rows, diff }
@@ -148,27 +153,40 @@ fn stereo_portable(
 /// The same in one pass with 8-lane fused multiply-adds (x86-64 with AVX2 and FMA).
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; every slice must hold at least [`TAPS`] values.
+/// The CPU must have AVX2 and FMA; every slice must hold `row.len()` values, a multiple of 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[inline]
 unsafe fn stereo_avx2(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32]) -> (f32, f32) {
     use std::arch::x86_64::*;
-    let (row, diff, h0, h1) = (&row[..TAPS], &diff[..TAPS], &h0[..TAPS], &h1[..TAPS]);
+    let n = row.len();
+    let (diff, h0, h1) = (&diff[..n], &h0[..n], &h1[..n]);
     let av = _mm256_set1_ps(a);
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
+    // Two accumulators a channel: the fused multiply-adds of one chain wait on each other.
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut acc2, mut acc3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
-    while i < TAPS {
-        // SAFETY: i + 8 <= TAPS and every slice holds TAPS values (sliced above).
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n and every slice holds n values (sliced above).
         unsafe {
-            let r = _mm256_loadu_ps(row.as_ptr().add(i));
-            let d = _mm256_loadu_ps(diff.as_ptr().add(i));
-            let c = _mm256_fmadd_ps(d, av, r);
+            let c = _mm256_fmadd_ps(
+                _mm256_loadu_ps(diff.as_ptr().add(i)),
+                av,
+                _mm256_loadu_ps(row.as_ptr().add(i)),
+            );
             acc0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h0.as_ptr().add(i)), acc0);
             acc1 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h1.as_ptr().add(i)), acc1);
+            let c = _mm256_fmadd_ps(
+                _mm256_loadu_ps(diff.as_ptr().add(i + 8)),
+                av,
+                _mm256_loadu_ps(row.as_ptr().add(i + 8)),
+            );
+            acc2 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h0.as_ptr().add(i + 8)), acc2);
+            acc3 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h1.as_ptr().add(i + 8)), acc3);
         }
-        i += 8;
+        i += 16;
     }
+    let (acc0, acc1) = (_mm256_add_ps(acc0, acc2), _mm256_add_ps(acc1, acc3));
     let sum = |v: __m256| -> f32 {
         let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let h = _mm_add_ps(q, _mm_movehl_ps(q, q));
@@ -179,17 +197,19 @@ unsafe fn stereo_avx2(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32])
 
 /// The same in one pass with 4-lane fused multiply-adds (aarch64: NEON is in the baseline).
 #[cfg(target_arch = "aarch64")]
+#[inline(always)]
 fn stereo_neon(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32]) -> (f32, f32) {
     use std::arch::aarch64::*;
-    let (row, diff, h0, h1) = (&row[..TAPS], &diff[..TAPS], &h0[..TAPS], &h1[..TAPS]);
-    // SAFETY: NEON is part of aarch64's baseline; every load reads i..i + 4 <= TAPS of a slice
-    // holding TAPS values (sliced above).
+    let n = row.len();
+    let (diff, h0, h1) = (&diff[..n], &h0[..n], &h1[..n]);
+    // SAFETY: NEON is part of aarch64's baseline; every load reads at most i + 8 <= n values of
+    // a slice holding n (sliced above).
     unsafe {
         let av = vdupq_n_f32(a);
         let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
         let (mut acc2, mut acc3) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
         let mut i = 0;
-        while i < TAPS {
+        while i + 8 <= n {
             let c = vfmaq_f32(
                 vld1q_f32(row.as_ptr().add(i)),
                 vld1q_f32(diff.as_ptr().add(i)),
@@ -213,156 +233,275 @@ fn stereo_neon(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32]) -> (f3
     }
 }
 
-#[inline(always)]
-fn stereo(
-    fma: bool,
-    coef: &mut [f32],
-    row: &[f32],
-    diff: &[f32],
-    a: f32,
-    h0: &[f32],
-    h1: &[f32],
-) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if fma {
-        // SAFETY: `fma` is true only where the CPU was found to have AVX2 and FMA; every
-        // slice holds TAPS values.
-        return unsafe { stereo_avx2(row, diff, a, h0, h1) };
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let _ = (fma, coef);
-        return stereo_neon(row, diff, a, h0, h1);
-    }
-    #[allow(unreachable_code)]
-    {
-        let _ = fma;
-        stereo_portable(coef, row, diff, a, h0, h1)
-    }
+/// [`ResampleStage::frames`] compiled for AVX2 and FMA, the kernel inlined.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn frames_avx2(st: &mut ResampleStage, n: usize, from: f64, to: f64) -> usize {
+    st.frames(n, from, to, |_, row, diff, a, h0, h1| {
+        // SAFETY: this function runs only where AVX2 and FMA are present.
+        unsafe { stereo_avx2(row, diff, a, h0, h1) }
+    })
 }
 
-/// Interleaved left-justified `i32` frames in, one at a time; frames at a moving fractional
-/// position out.
+/// Interleaved left-justified `i32` frames in, a period at a time; frames at a moving
+/// fractional position out.
 pub struct ResampleStage {
     table: Table,
     channels: usize,
-    /// Per channel, the last `TAPS` input frames written twice (`2 · TAPS` slots), so the
-    /// window is always one contiguous slice.
+    /// Most output frames one [`process`](Self::process) call makes.
+    max_frames: usize,
+    /// Per channel (stride `taps + max_in`): the last `taps` input frames, then the inputs of
+    /// the next call, in order, so every output's window is one contiguous slice.
     hist: Vec<f32>,
-    /// Slot of the next frame written.
-    w: usize,
+    stride: usize,
     /// Read position of the next output frame, in frames past the newest frame pushed minus
-    /// `TAPS / 2`; an output needs it in `[0, 1)`.
+    /// `taps / 2`; an output needs it in `[0, 1)`.
     u: f64,
     step: f64,
     coef: Vec<f32>,
-    /// Output rounding: a multiple of this many left-justified units.
-    quantum: f64,
+    /// Taps of the kernel.
+    taps: usize,
+    /// One call's output, ±1 full scale, interleaved.
+    ybuf: Vec<f32>,
+    /// Output rounding: scale to the output's units, shift up to left-justified, and the
+    /// units' range.
+    rounding: (f64, u32, f64, f64),
     /// The CPU has AVX2 and FMA (x86-64; found once, at construction).
     fma: bool,
 }
 
 impl ResampleStage {
-    /// A stage for `channels` channels whose output is rounded to `out`'s width.
-    pub fn new(channels: usize, out: SampleFormat) -> Result<ResampleStage, String> {
+    /// A stage for `channels` channels of a `stream`-format stream (which sets the kernel's
+    /// length) whose output is rounded to `out`'s width, making at most `max_frames` frames a
+    /// call.
+    pub fn new(
+        channels: usize,
+        stream: SampleFormat,
+        out: SampleFormat,
+        max_frames: usize,
+    ) -> Result<ResampleStage, String> {
         if channels == 0 || channels > 64 {
             return Err(format!(
                 "cannot build the resampler for {channels} channels; use 1..=64"
             ));
         }
+        if max_frames == 0 || max_frames > 1 << 16 {
+            return Err(format!(
+                "cannot build the resampler for periods of {max_frames} frames; use 1..=65536"
+            ));
+        }
+        let max_in = (max_frames as f64 * (1.0 + MAX_DEVIATION)).ceil() as usize + 2;
+        let (taps, beta) = match stream {
+            SampleFormat::S16Le => (TAPS_16, BETA_16),
+            _ => (TAPS, BETA),
+        };
+        let stride = taps + max_in;
         Ok(ResampleStage {
-            table: Table::new(),
+            table: Table::new(taps, beta),
             channels,
-            hist: vec![0.0; channels * 2 * TAPS],
-            w: 0,
+            max_frames,
+            hist: vec![0.0; channels * stride],
+            stride,
             u: 0.0,
             step: 1.0,
-            coef: vec![0.0; TAPS],
+            coef: vec![0.0; taps],
+            taps,
+            ybuf: vec![0.0; max_frames * channels],
             fma: has_fma(),
-            quantum: match out {
-                SampleFormat::S16Le => 65_536.0,
-                SampleFormat::S24_3Le => 256.0,
-                SampleFormat::S32Le => 1.0,
+            rounding: {
+                let bits = 8 * out.bytes() as u32;
+                let top = (1u64 << (bits - 1)) as f64;
+                (top, 32 - bits, -top, top - 1.0)
             },
         })
     }
 
     /// Frames from the input frame being played to the newest frame pushed: the stage's delay.
     pub fn delay_frames(&self) -> usize {
-        TAPS / 2
+        self.taps / 2
     }
 
-    /// Forgets the history (silence) and the position; the step stays.
-    pub fn reset(&mut self) {
-        self.hist.fill(0.0);
-        self.w = 0;
-        self.u = 0.0;
+    /// Most output frames a call makes.
+    pub fn max_frames(&self) -> usize {
+        self.max_frames
     }
 
-    /// Where the next output sits against the next input frame to push: the stream position
-    /// being played is that frame's index plus this (in `[-1, 1)`).
+    /// Where the next output sits against the next input frame to take: the stream position
+    /// being played is that frame's index plus this (in `[-1, 1 + 1 %)`).
     pub fn position_offset(&self) -> f64 {
         self.u - 1.0
     }
 
-    /// Whether the next output needs another input frame first.
-    #[inline]
-    pub fn wants_input(&self) -> bool {
-        self.u >= 1.0
-    }
-
-    /// Appends one input frame (`channels` left-justified samples).
-    #[inline]
-    pub fn push(&mut self, frame: &[i32]) {
-        let w = self.w;
-        for (c, &s) in frame.iter().enumerate().take(self.channels) {
-            let v = s as f32 * TO_F32;
-            let h = &mut self.hist[c * 2 * TAPS..(c + 1) * 2 * TAPS];
-            h[w] = v;
-            h[w + TAPS] = v;
-        }
-        self.w = (w + 1) % TAPS;
-        self.u -= 1.0;
-    }
-
-    /// Writes the frame at the current position (call while [`wants_input`](Self::wants_input)
-    /// is false) into `out` and moves the position on by `step` input frames.
-    #[inline]
-    pub fn output(&mut self, out: &mut [i32], step: f64) {
-        let x = (self.u.clamp(0.0, 1.0) * PHASES as f64).min(PHASES as f64 - 1e-9);
-        let p = x as usize;
-        let a = (x - p as f64) as f32;
-        let row = &self.table.rows[p * TAPS..(p + 1) * TAPS];
-        let diff = &self.table.diff[p * TAPS..(p + 1) * TAPS];
-        // The oldest frame of the window sits at slot w (the next one to be overwritten).
-        let w = self.w;
-        let window = |c: usize| &self.hist[c * 2 * TAPS + w..c * 2 * TAPS + w + TAPS];
-        if self.channels == 2 && out.len() >= 2 {
-            let (h0, h1) = (window(0), window(1));
-            let (y0, y1) = stereo(self.fma, &mut self.coef, row, diff, a, h0, h1);
-            out[0] = self.to_sample(y0);
-            out[1] = self.to_sample(y1);
+    fn clamp_step(step: f64) -> f64 {
+        if step.is_finite() {
+            step.clamp(1.0 - MAX_DEVIATION, 1.0 + MAX_DEVIATION)
         } else {
+            1.0
+        }
+    }
+
+    /// Input frames the next [`process`](Self::process)`(n, step)` takes (store them first
+    /// with [`set_input`](Self::set_input)). `n` is at most [`max_frames`](Self::max_frames).
+    pub fn inputs_needed(&self, n: usize, step: f64) -> usize {
+        let (from, to) = (self.step, Self::clamp_step(step));
+        let n = n.min(self.max_frames);
+        let mut u = self.u;
+        let mut taken = 0;
+        let delta = (to - from) / n as f64;
+        for k in 0..n {
+            while u >= 1.0 {
+                taken += 1;
+                u -= 1.0;
+            }
+            u += from + delta * (k + 1) as f64;
+        }
+        taken
+    }
+
+    /// Stores input frame `i` (from 0) of the next call (`channels` left-justified samples).
+    #[inline]
+    pub fn set_input(&mut self, i: usize, frame: &[i32]) {
+        let at = self.taps + i;
+        if at >= self.stride {
+            return;
+        }
+        for (c, &s) in frame.iter().enumerate().take(self.channels) {
+            self.hist[c * self.stride + at] = s as f32 * TO_F32;
+        }
+    }
+
+    /// Writes `n` frames (at most [`max_frames`](Self::max_frames); `out` holds
+    /// `n × channels` samples) from the stored inputs, the step moving linearly from the
+    /// last call's to `step` input frames per output frame, so the pitch never steps.
+    pub fn process(&mut self, out: &mut [i32], n: usize, step: f64) {
+        let ch = self.channels;
+        let n = n.min(self.max_frames).min(out.len() / ch);
+        let (from, to) = (self.step, Self::clamp_step(step));
+        let taken = if ch == 2 {
+            #[cfg(target_arch = "x86_64")]
+            if self.fma {
+                // SAFETY: `fma` is true only where the CPU was found to have AVX2 and FMA.
+                unsafe { frames_avx2(self, n, from, to) }
+            } else {
+                self.frames(n, from, to, |coef, row, diff, a, h0, h1| {
+                    stereo_portable(coef, row, diff, a, h0, h1)
+                })
+            }
+            #[cfg(target_arch = "aarch64")]
+            {
+                self.frames(n, from, to, |_, row, diff, a, h0, h1| {
+                    stereo_neon(row, diff, a, h0, h1)
+                })
+            }
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+            {
+                self.frames(n, from, to, |coef, row, diff, a, h0, h1| {
+                    stereo_portable(coef, row, diff, a, h0, h1)
+                })
+            }
+        } else {
+            self.frames_any(n, from, to)
+        };
+        self.step = to;
+        // Round to the output's width in one pass the compiler vectorises, by the float unit's
+        // own rounding to nearest (no library call): in f32 for 16 bits, f64 for wider.
+        let (scale, shift, lo, hi) = self.rounding;
+        if shift == 16 {
+            for (o, &y) in out[..n * ch].iter_mut().zip(&self.ybuf[..n * ch]) {
+                let v = y * scale as f32;
+                let r = ((v + ROUND_MAGIC_F32) - ROUND_MAGIC_F32).clamp(lo as f32, hi as f32);
+                *o = (r as i32) << 16;
+            }
+        } else {
+            for (o, &y) in out[..n * ch].iter_mut().zip(&self.ybuf[..n * ch]) {
+                let v = y as f64 * scale;
+                let r = ((v + ROUND_MAGIC) - ROUND_MAGIC).clamp(lo, hi);
+                *o = (r as i32) << shift;
+            }
+        }
+        // Keep the last `taps` frames for the next call.
+        let taps = self.taps;
+        let keep = taken.min(self.stride - taps);
+        if keep > 0 {
+            for c in 0..ch {
+                let base = c * self.stride;
+                self.hist.copy_within(base + keep..base + keep + taps, base);
+            }
+        }
+    }
+
+    /// The phase row and the fraction between it and the next, for the position `u`.
+    #[inline(always)]
+    fn phase(&self) -> (usize, f32) {
+        let x = (self.u.clamp(0.0, 1.0) * PHASES as f64).min(PHASES as f64 - 1e-9);
+        // Through i32: one conversion instruction (x is in 0..PHASES).
+        let p = x as i32;
+        (p as usize, (x - p as f64) as f32)
+    }
+
+    /// Makes `n` stereo frames into `ybuf` with `kernel` (taps, rows, fraction, windows);
+    /// returns the input frames taken.
+    #[inline(always)]
+    fn frames<K>(&mut self, n: usize, from: f64, to: f64, kernel: K) -> usize
+    where
+        K: Fn(&mut [f32], &[f32], &[f32], f32, &[f32], &[f32]) -> (f32, f32),
+    {
+        let (stride, taps) = (self.stride, self.taps);
+        let mut taken = 0;
+        let delta = (to - from) / n as f64;
+        for k in 0..n {
+            while self.u >= 1.0 {
+                taken += 1;
+                self.u -= 1.0;
+            }
+            // The window's newest frame is input `taken - 1`: it starts at slot `taken`.
+            let start = taken.min(stride - taps);
+            let (p, a) = self.phase();
+            let row = &self.table.rows[p * taps..(p + 1) * taps];
+            let diff = &self.table.diff[p * taps..(p + 1) * taps];
+            let (h0, h1) = self.hist.split_at(stride);
+            let (y0, y1) = kernel(
+                &mut self.coef,
+                row,
+                diff,
+                a,
+                &h0[start..start + taps],
+                &h1[start..start + taps],
+            );
+            self.ybuf[2 * k] = y0;
+            self.ybuf[2 * k + 1] = y1;
+            self.u += from + delta * (k + 1) as f64;
+        }
+        taken
+    }
+
+    /// [`frames`](Self::frames) for any channel count: the taps once, a dot product each.
+    fn frames_any(&mut self, n: usize, from: f64, to: f64) -> usize {
+        let (stride, ch, taps) = (self.stride, self.channels, self.taps);
+        let mut taken = 0;
+        let delta = (to - from) / n as f64;
+        for k in 0..n {
+            while self.u >= 1.0 {
+                taken += 1;
+                self.u -= 1.0;
+            }
+            let start = taken.min(stride - taps);
+            let (p, a) = self.phase();
+            let row = &self.table.rows[p * taps..(p + 1) * taps];
+            let diff = &self.table.diff[p * taps..(p + 1) * taps];
             for ((c, &r), &d) in self.coef.iter_mut().zip(row).zip(diff) {
                 *c = r + a * d;
             }
-            for (c, o) in out.iter_mut().enumerate().take(self.channels) {
-                let h = &self.hist[c * 2 * TAPS + w..c * 2 * TAPS + w + TAPS];
-                let y = dot(&self.coef, h);
-                *o = self.to_sample(y);
+            for c in 0..ch {
+                let h = &self.hist[c * stride + start..c * stride + start + taps];
+                self.ybuf[k * ch + c] = dot(&self.coef, h);
             }
+            self.u += from + delta * (k + 1) as f64;
         }
-        self.step = step.clamp(1.0 - MAX_DEVIATION, 1.0 + MAX_DEVIATION);
-        self.u += self.step;
-    }
-
-    /// A sample of ±1 full scale as a left-justified `i32`, rounded to the output's width
-    /// (half away from zero, without a library call).
-    #[inline(always)]
-    fn to_sample(&self, y: f32) -> i32 {
-        let v = y as f64 * (2_147_483_648.0 / self.quantum);
-        let r = (v + 0.5f64.copysign(v)) as i64 as f64 * self.quantum;
-        r.clamp(i32::MIN as f64, i32::MAX as f64 - self.quantum + 1.0) as i32
+        taken
     }
 
     /// The step last taken, input frames per output frame.
@@ -371,6 +510,11 @@ impl ResampleStage {
     }
 }
 
+/// Adding and taking away 1.5 · 2^52 rounds an `f64` below 2^51 to the nearest integer.
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
+/// The same for an `f32` below 2^22 (1.5 · 2^23).
+const ROUND_MAGIC_F32: f32 = 12_582_912.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,50 +522,83 @@ mod tests {
     /// Resamples a sine at `freq` (fraction of the rate) by `ratio` input frames per output
     /// frame from an exact input and returns the error of the output against the exact sine
     /// at the output positions, dB relative to the tone.
-    fn error_db(freq: f64, ratio: f64) -> f64 {
-        let mut rs = ResampleStage::new(1, SampleFormat::S32Le).unwrap();
+    fn error_db(stream: SampleFormat, freq: f64, ratio: f64) -> f64 {
+        const N: usize = 256;
+        let mut rs = ResampleStage::new(1, stream, SampleFormat::S32Le, N).unwrap();
+        let taps = rs.delay_frames() * 2;
         let amp = 0.5;
         let x = |n: f64| amp * (2.0 * std::f64::consts::PI * freq * n).sin();
         let mut n = 0i64;
-        // The first output sits TAPS/2 frames behind the frame before the first pushed (-1).
-        let mut pos = -((TAPS / 2) as f64) - 1.0;
-        let mut out = [0i32; 1];
+        // The first output sits taps/2 frames behind the frame before the first taken (-1).
+        let mut pos = -((taps / 2) as f64) - 1.0;
+        let mut out = [0i32; N];
         let (mut err, mut sig) = (0.0f64, 0.0f64);
-        for k in 0..40_000 {
-            while rs.wants_input() {
-                rs.push(&[(x(n as f64) * 2_147_483_648.0).round() as i32]);
+        for period in 0..160 {
+            let m = rs.inputs_needed(N, ratio);
+            for i in 0..m {
+                rs.set_input(i, &[(x(n as f64) * 2_147_483_648.0).round() as i32]);
                 n += 1;
             }
-            rs.output(&mut out, ratio);
-            if k > 2 * TAPS {
-                let want = x(pos);
-                let got = out[0] as f64 / 2_147_483_648.0;
-                err += (got - want).powi(2);
-                sig += want * want;
+            rs.process(&mut out, N, ratio);
+            for (k, &o) in out.iter().enumerate() {
+                // The step ramps from 1 to `ratio` over the first period.
+                let step = if period == 0 {
+                    1.0 + (ratio - 1.0) * (k + 1) as f64 / N as f64
+                } else {
+                    ratio
+                };
+                if period > 1 {
+                    let want = x(pos);
+                    let got = o as f64 / 2_147_483_648.0;
+                    err += (got - want).powi(2);
+                    sig += want * want;
+                }
+                pos += step;
             }
-            pos += ratio;
         }
         10.0 * (err / sig).log10()
     }
 
     #[test]
     fn interpolates_a_tone_far_below_the_24_bit_floor() {
-        for ratio in [1.0, 1.0 + 1e-5, 1.0 + 1e-4, 1.0 - 5e-4, 1.003] {
-            for (freq_hz, limit) in [(997.0, -125.0), (5_000.0, -120.0), (16_000.0, -105.0)] {
-                let e = error_db(freq_hz / 48_000.0, ratio);
-                eprintln!("{freq_hz} Hz at {ratio}: {e:.1} dB");
+        for ratio in [1.0 + 1e-5, 1.0 + 1e-4, 1.0 - 5e-4, 1.003] {
+            for (freq_hz, limit) in [(997.0, -125.0), (5_000.0, -120.0), (16_000.0, -115.0)] {
+                let e = error_db(SampleFormat::S24_3Le, freq_hz / 48_000.0, ratio);
                 assert!(e < limit, "{freq_hz} Hz at {ratio}: {e:.1} dB");
             }
         }
     }
 
     #[test]
-    fn passband_reaches_20_khz_at_44k1() {
-        let e = error_db(20_000.0 / 44_100.0, 1.0 + 1e-4);
-        eprintln!("20k: {e}");
-        for f in [18_000.0, 19_000.0, 20_000.0, 21_000.0] {
-            eprintln!("{f} at 48k: {}", error_db(f / 48_000.0, 1.0 + 1e-4));
+    fn interpolates_a_16_bit_stream_far_below_its_floor() {
+        // A half-scale 16-bit tone's floor is −92 dB: the shorter kernel stays 20 dB under.
+        for ratio in [1.0 + 1e-5, 1.0 + 1e-4, 1.0 - 5e-4, 1.003] {
+            for (freq_hz, limit) in [(997.0, -112.0), (5_000.0, -112.0), (16_000.0, -110.0)] {
+                let e = error_db(SampleFormat::S16Le, freq_hz / 48_000.0, ratio);
+                assert!(e < limit, "{freq_hz} Hz at {ratio}: {e:.1} dB");
+            }
         }
-        assert!(e < -20.0, "20 kHz at 44.1 kHz: {e:.1} dB");
+    }
+
+    #[test]
+    fn at_a_ratio_of_one_the_samples_pass_unchanged() {
+        for stream in [SampleFormat::S16Le, SampleFormat::S24_3Le] {
+            let e = error_db(stream, 997.0 / 48_000.0, 1.0);
+            assert!(e < -140.0, "{stream:?}: {e:.1} dB");
+        }
+    }
+
+    #[test]
+    fn passband_reaches_20_khz_at_44k1() {
+        // Within 0.2 dB (an error of −34 dB is 2 % of the amplitude) for 16-bit streams,
+        // 0.02 dB for 24-bit ones.
+        let e = error_db(SampleFormat::S16Le, 20_000.0 / 44_100.0, 1.0 + 1e-4);
+        assert!(e < -34.0, "16-bit, 20 kHz at 44.1 kHz: {e:.1} dB");
+        let e = error_db(SampleFormat::S24_3Le, 20_000.0 / 44_100.0, 1.0 + 1e-4);
+        assert!(e < -50.0, "24-bit, 20 kHz at 44.1 kHz: {e:.1} dB");
+        for f in [18_000.0, 20_000.0] {
+            let e = error_db(SampleFormat::S24_3Le, f / 48_000.0, 1.0 + 1e-4);
+            assert!(e < -110.0, "24-bit, {f} Hz at 48 kHz: {e:.1} dB");
+        }
     }
 }
