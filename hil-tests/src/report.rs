@@ -1,6 +1,7 @@
 //! The report of a run: JSON for scripts, a summary for people, an SVG plot.
 
 use crate::plot::{self, PlotInput, TracePoint};
+use engine::sim::fidelity::FidelityReport;
 use engine::sim::{SimConfig, SimReport};
 use serde_json::{Value, json};
 
@@ -24,6 +25,49 @@ fn finite6(v: f64) -> Value {
     } else {
         Value::Null
     }
+}
+
+/// THD+N percentiles of a tone, as the JSON reports of sim, rig and demo give them.
+pub fn thdn_json(f: &FidelityReport) -> Value {
+    json!({
+        "median": finite(f.thdn.median_db),
+        "p95": finite(f.thdn.p95_db),
+        "worst": finite(f.thdn.worst_db),
+        "worst_with_startup": finite(f.thdn.worst_with_startup_db),
+        "windows": f.thdn.windows,
+        "silent_windows": f.thdn.silent_windows,
+        "outlier_windows": f.thdn.outlier_windows,
+        "tones_hz": std::iter::once(f.tone_hz).chain(f.second_tone_hz).collect::<Vec<_>>(),
+    })
+}
+
+/// Wow & flutter of the (first) tone.
+pub fn wow_flutter_json(f: &FidelityReport) -> Value {
+    json!({
+        "peak": finite6(f.wow_flutter_peak_pct),
+        "rms": finite6(f.wow_flutter_rms_pct),
+        "mean_freq_hz": finite6(f.mean_freq_hz),
+    })
+}
+
+/// The THD+N and wow & flutter line of the text reports.
+pub fn fidelity_line(f: &FidelityReport) -> String {
+    let tones = match f.second_tone_hz {
+        Some(f2) => format!("{} + {} Hz", f.tone_hz, f2),
+        None => format!("{} Hz", f.tone_hz),
+    };
+    format!(
+        "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {tones}, {} outliers  \
+         wow_flutter: peak {:.5} %  rms {:.5} %\n",
+        f.thdn.median_db,
+        f.thdn.p95_db,
+        f.thdn.worst_db,
+        f.thdn.worst_with_startup_db,
+        f.thdn.windows,
+        f.thdn.outlier_windows,
+        f.wow_flutter_peak_pct,
+        f.wow_flutter_rms_pct,
+    )
 }
 
 /// The JSON report.
@@ -61,19 +105,9 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "allocations_steady_state": r.allocations_steady_state,
         "frees_steady_state": r.frees_steady_state,
         // With a sine source: how much the stream changed the sound (engine::sim::fidelity).
-        "thdn_db": r.fidelity.map(|f| json!({
-            "median": finite(f.thdn.median_db),
-            "p95": finite(f.thdn.p95_db),
-            "worst": finite(f.thdn.worst_db),
-            "worst_with_startup": finite(f.thdn.worst_with_startup_db),
-            "windows": f.thdn.windows,
-            "silent_windows": f.thdn.silent_windows,
-        })),
-        "wow_flutter_pct": r.fidelity.map(|f| json!({
-            "peak": finite6(f.wow_flutter_peak_pct),
-            "rms": finite6(f.wow_flutter_rms_pct),
-            "mean_freq_hz": finite6(f.mean_freq_hz),
-        })),
+        "source": cfg.source.spec(),
+        "thdn_db": r.fidelity.map(|f| thdn_json(&f)),
+        "wow_flutter_pct": r.fidelity.map(|f| wow_flutter_json(&f)),
         "engine_gaps": e.gaps,
         "counters_agree": e.gaps == a.gaps,
         "engine": {
@@ -218,18 +252,8 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         cpu_s,
         r.audio_seconds / 3600.0 / cpu_s,
     );
-    if let Some(f) = r.fidelity {
-        text += &format!(
-            "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows  \
-             wow_flutter: peak {:.5} %  rms {:.5} %\n",
-            f.thdn.median_db,
-            f.thdn.p95_db,
-            f.thdn.worst_db,
-            f.thdn.worst_with_startup_db,
-            f.thdn.windows,
-            f.wow_flutter_peak_pct,
-            f.wow_flutter_rms_pct,
-        );
+    if let Some(f) = &r.fidelity {
+        text += &fidelity_line(f);
     }
     text
 }

@@ -116,6 +116,79 @@ fn a_sine_source_reports_thdn_and_wow_and_flutter() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Two tones near the top of the band: both are taken out, what is left is the 16-bit floor
+/// (two quarter-scale tones over rounding noise: −89 dB).
+#[test]
+fn a_two_tone_source_reports_thdn_of_what_is_left() {
+    let dir = std::env::temp_dir().join(format!("hil-cli-twotone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = hil()
+        .args([
+            "sim",
+            "--duration",
+            "40s",
+            "--source",
+            "twotone:18000,19000",
+        ])
+        .args(["--drift-mode", "off", "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("of 18000 + 19000 Hz"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["source"], "twotone:18000,19000");
+    let t = &v["thdn_db"];
+    let median = t["median"].as_f64().unwrap();
+    assert!((-90.5..-87.5).contains(&median), "{t}");
+    assert_eq!(t["outlier_windows"], 0, "{t}");
+    assert_eq!(t["tones_hz"], serde_json::json!([18000.0, 19000.0]));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_sources_are_named_with_the_accepted_forms() {
+    for bad in ["noise", "twotone:18000", "sine:abc"] {
+        let out = hil()
+            .args(["sim", "--duration", "10s", "--source", bad, "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(bad) && err.contains("sine[:HZ]") && err.contains("twotone[:F1,F2]"),
+            "{bad}: {err}"
+        );
+    }
+    // A tone the analyzer cannot measure at the rate.
+    let out = hil()
+        .args([
+            "sim",
+            "--duration",
+            "10s",
+            "--rate",
+            "8000",
+            "--source",
+            "twotone",
+        ])
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("twotone:18000,19000") && err.contains("below"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_arguments_are_named_with_a_fix() {
     let out = hil().args(["sim", "--duration", "5x"]).output().unwrap();

@@ -169,6 +169,8 @@ pub struct SimReport {
     pub recovery: RecoveryReport,
     /// THD+N and wow & flutter of the played tone, with a sine source (see [`fidelity`]).
     pub fidelity: Option<fidelity::FidelityReport>,
+    /// The same over time, for a plot (empty without a tone).
+    pub fidelity_series: Vec<fidelity::WindowPoint>,
 }
 
 /// What loss recovery cost and did in a run.
@@ -352,12 +354,8 @@ impl Sim {
             play_clock,
             capture_buf: vec![0; cfg.period * f.frame_bytes()],
             play_buf: vec![0; cfg.period * f.frame_bytes()],
-            fidelity: match cfg.source {
-                SourceKind::Sine { freq_hz } => {
-                    Some(fidelity::FidelityAnalyzer::new(f, freq_hz, cfg.settle_s))
-                }
-                SourceKind::Ramp => None,
-            },
+            fidelity: fidelity::FidelityAnalyzer::for_source(f, cfg.source, cfg.settle_s)
+                .map(|a| a.expecting(cfg.duration_s)),
             trace: Vec::with_capacity(trace_cap),
             rng,
             restarts,
@@ -496,6 +494,7 @@ impl Sim {
             trace: self.trace,
             packets_sent: self.net.counters().sent,
             fidelity: self.fidelity.as_ref().map(|f| f.report()),
+            fidelity_series: self.fidelity.as_ref().map_or_else(Vec::new, |f| f.series()),
         }
     }
 
