@@ -303,6 +303,7 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
             trace: &trace,
             gaps: &gaps,
             target_latency_ms: a.latency_ms,
+            fidelity: None,
         });
         std::fs::write(p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }

@@ -52,10 +52,7 @@ pub fn wow_flutter_json(f: &FidelityReport) -> Value {
 
 /// The THD+N and wow & flutter line of the text reports.
 pub fn fidelity_line(f: &FidelityReport) -> String {
-    let tones = match f.second_tone_hz {
-        Some(f2) => format!("{} + {} Hz", f.tone_hz, f2),
-        None => format!("{} Hz", f.tone_hz),
-    };
+    let tones = tones_label(f);
     format!(
         "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {tones}, {} outliers  \
          wow_flutter: peak {:.5} %  rms {:.5} %\n",
@@ -281,7 +278,7 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         cfg.drift_ppm,
         cfg.drift_mode
     );
-    let subtitle = format!(
+    let mut subtitle = format!(
         "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
         r.analyzer.gaps,
         r.latency_p50_ms,
@@ -290,11 +287,52 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         cfg.net.loss * 100.0,
         cfg.net.jitter_ms
     );
+    let fidelity = r.fidelity.map(|f| {
+        subtitle += &fidelity_subtitle(&f);
+        (
+            plot::fidelity_points(&r.fidelity_series, reference_hz(&f)),
+            f.thdn.median_db,
+            tones_label(&f),
+        )
+    });
     plot::render_svg(&PlotInput {
         title: &title,
         subtitle: &subtitle,
         trace: &trace,
         gaps: &gaps,
         target_latency_ms: Some(cfg.latency_ms + cfg.net.delay_ms),
+        fidelity: fidelity
+            .as_ref()
+            .map(|(points, median_db, tones)| plot::FidelityPanel {
+                points,
+                median_db: *median_db,
+                tones,
+            }),
     })
+}
+
+/// The frequency deviations are plotted against: the run's mean after settling, or the
+/// nominal tone when there was none.
+pub fn reference_hz(f: &FidelityReport) -> f64 {
+    if f.mean_freq_hz.is_finite() {
+        f.mean_freq_hz
+    } else {
+        f.tone_hz
+    }
+}
+
+/// "997 Hz" or "18000 + 19000 Hz".
+pub fn tones_label(f: &FidelityReport) -> String {
+    match f.second_tone_hz {
+        Some(f2) => format!("{} + {} Hz", f.tone_hz, f2),
+        None => format!("{} Hz", f.tone_hz),
+    }
+}
+
+/// The plot subtitle's THD+N and wow & flutter part.
+pub fn fidelity_subtitle(f: &FidelityReport) -> String {
+    format!(
+        " · THD+N median {:.1} dB, worst {:.1} dB · W&F rms {:.4} %",
+        f.thdn.median_db, f.thdn.worst_db, f.wow_flutter_rms_pct
+    )
 }

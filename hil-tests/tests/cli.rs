@@ -73,6 +73,8 @@ fn sim_writes_a_complete_report_and_a_plot() {
     assert_eq!(v["audio_seconds"], 120.0);
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.contains("<svg") && plot.trim_end().ends_with("</svg>"));
+    // A ramp has no tone: no fidelity panels.
+    assert!(!plot.contains("series thdn"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -123,6 +125,7 @@ fn a_two_tone_source_reports_thdn_of_what_is_left() {
     let dir = std::env::temp_dir().join(format!("hil-cli-twotone-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
+    let svg = dir.join("report.svg");
     let out = hil()
         .args([
             "sim",
@@ -133,6 +136,8 @@ fn a_two_tone_source_reports_thdn_of_what_is_left() {
         ])
         .args(["--drift-mode", "off", "--quiet", "--json"])
         .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
         .output()
         .unwrap();
     assert!(
@@ -150,6 +155,12 @@ fn a_two_tone_source_reports_thdn_of_what_is_left() {
     assert!((-90.5..-87.5).contains(&median), "{t}");
     assert_eq!(t["outlier_windows"], 0, "{t}");
     assert_eq!(t["tones_hz"], serde_json::json!([18000.0, 19000.0]));
+    // The plot has the THD+N and frequency panels.
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    for series in ["series thdn", "series deviation"] {
+        assert!(plot.contains(series), "no {series} in the plot");
+    }
+    assert!(plot.contains("THD+N of 18000 + 19000 Hz"));
     std::fs::remove_dir_all(&dir).ok();
 }
 

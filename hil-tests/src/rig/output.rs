@@ -251,5 +251,6 @@ pub fn plot(args: &RigArgs, leg: &Leg, baseline: Option<&Leg>) -> String {
         trace: &m.trace,
         gaps: &gaps,
         target_latency_ms: args.latency_ms,
+        fidelity: None,
     })
 }
