@@ -19,6 +19,8 @@ use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
 use engine::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use engine::rtlog;
 use engine::sender::Sender;
+use engine::sim::fidelity::{FidelityAnalyzer, FidelityReport};
+use engine::sim::signal::SourceKind;
 use engine::stats::{Stats, StatsSnapshot};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -961,6 +963,9 @@ pub struct DemoOptions {
     pub receive: ReceiveOptions,
     /// Realtime settings of the sender thread.
     pub sender_rt: RtSpec,
+    /// What the virtual capture plays: the ramp (every frame checked), or a tone (THD+N and
+    /// wow & flutter of what was played).
+    pub source: SourceKind,
 }
 
 /// What a demo measured.
@@ -976,6 +981,49 @@ pub struct DemoReport {
     pub allocations_rt: u64,
     /// Frees on the realtime threads after start-up.
     pub frees_rt: u64,
+    /// With a tone for a source: THD+N and wow & flutter of what was played (gaps are not
+    /// measured then).
+    pub fidelity: Option<FidelityReport>,
+}
+
+/// With a tone, windows starting this long into the demo count only towards the start-up
+/// worst case: a quarter of the run, at most 10 s.
+fn fidelity_settle_s(opts: &RunOptions) -> f64 {
+    opts.duration
+        .map_or(10.0, |d| (d.as_secs_f64() / 4.0).min(10.0))
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Analyzes what the tap hands over, off the realtime threads, until `stop` (then what is
+/// left): returns the analyzer and the frames the realtime side had no room for.
+fn spawn_fidelity(
+    mut fa: FidelityAnalyzer,
+    mut reader: virtual_dev::TapReader,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<(FidelityAnalyzer, u64)>, String> {
+    std::thread::Builder::new()
+        .name("na-fidelity".into())
+        .spawn(move || {
+            loop {
+                let last = stop.load(Ordering::Acquire);
+                reader.drain(|v| fa.push(v as f64 / 2_147_483_648.0));
+                if last {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let dropped = reader.dropped();
+            (fa, dropped)
+        })
+        .map_err(|e| format!("cannot start the fidelity thread: {e}"))
 }
 
 /// `netaudio demo`: a local sender → receiver stream over UDP on loopback between two virtual
@@ -990,8 +1038,13 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let port = sock_rx.local_addr().map_err(|e| e.to_string())?.port();
     let sock_tx =
         UdpSender::connect(&format!("127.0.0.1:{port}"), None).map_err(|e| e.to_string())?;
+    d.source.check(d.audio.format.rate)?;
     let mut cap_audio = d.audio.clone();
-    cap_audio.device = format!("virtual:ppm={}", d.drift_ppm);
+    cap_audio.device = format!(
+        "virtual:ppm={}{}",
+        d.drift_ppm,
+        virtual_dev::source_option(d.source)
+    );
     let mut play_audio = d.audio.clone();
     play_audio.device = "virtual".into();
     let mut cap = VirtualCapture::open(&cap_audio.request())?;
@@ -1005,6 +1058,29 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     )
     .following(d.receive.drift_mode);
     let live = sink.live();
+    // With a tone: what is played goes through a tap to an analyzer on its own thread (4 s of
+    // room, read every 20 ms).
+    let fidelity_stop = Arc::new(AtomicBool::new(false));
+    let (sink, fidelity) =
+        match FidelityAnalyzer::for_source(d.audio.format, d.source, fidelity_settle_s(opts)) {
+            Some(fa) => {
+                let (tap, reader) = virtual_dev::tap(d.audio.format.rate as usize * 4);
+                let t = spawn_fidelity(fa, reader, fidelity_stop.clone())?;
+                (sink.with_tap(tap), Some(t))
+            }
+            None => (sink, None),
+        };
+    // Whatever way the demo ends, the fidelity thread ends too.
+    let _stop_fidelity = StopOnDrop(fidelity_stop.clone());
+    let finish_fidelity = move || -> Result<Option<(FidelityAnalyzer, u64)>, String> {
+        fidelity_stop.store(true, Ordering::Release);
+        fidelity
+            .map(|t| {
+                t.join()
+                    .map_err(|_| "the fidelity thread panicked".to_string())
+            })
+            .transpose()
+    };
     let formats = playback_candidates(d.audio.format.sample, &d.receive, true);
     let dev = open_playback(&play_audio, Some(sink), &formats)?;
     let setup = dev.setup();
@@ -1101,6 +1177,8 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let (rrep, dev) = rh.join().map_err(|_| "the playback thread panicked")?;
     SENDER_STOP.store(true, Ordering::Relaxed);
     let trep = th.join().map_err(|_| "the capture thread panicked")?;
+    // Nothing is played any more: the analyzer reads the rest and reports.
+    let fidelity = finish_fidelity()?;
     let cpu = cpu_seconds() - cpu0;
     let s = rx_stats.snapshot();
     let t = tx_stats.snapshot();
@@ -1110,7 +1188,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let sink = vdev.sink().ok_or("demo playback has a sink")?;
     let a = sink.analyzer();
     let c = a.counts;
-    let json = json!({
+    let mut json = json!({
         "audio_seconds": c.frames as f64 / rate as f64,
         "gaps": c.gaps,
         "gap_frames": c.gap_frames,
@@ -1139,14 +1217,51 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
         "frees_steady_state": rrep.frees + trep.frees,
         "cpu_seconds": cpu,
         "rt_fifo": r_out.fifo && t_out.fifo,
+        "source": d.source.spec(),
+    });
+    let fidelity = fidelity.map(|(fa, dropped)| {
+        let f = fa.report();
+        // A tone does not name its frames: neither gaps nor latency are measured.
+        for key in ["gaps", "gap_frames", "max_gap_ms", "bit_exact_frames"] {
+            json[key] = Value::Null;
+        }
+        json["latency_ms"] = json!({ "p50": null, "p99": null, "max": null });
+        json["gaps_note"] = json!(
+            "gaps are not measured frame by frame with a tone for a source; windows of THD+N \
+             20 dB or more above the median (thdn_db.outlier_windows) stand for them"
+        );
+        json["thdn_db"] = fidelity_json(&f);
+        json["wow_flutter_pct"] = json!({
+            "peak": finite(f.wow_flutter_peak_pct),
+            "rms": finite(f.wow_flutter_rms_pct),
+            "mean_freq_hz": finite(f.mean_freq_hz),
+        });
+        json["fidelity_dropped_frames"] = json!(dropped);
+        json["fidelity_settle_s"] = json!(fidelity_settle_s(opts));
+        f
     });
     write_json(&opts.stats_json, &json)?;
     Ok(DemoReport {
         json,
-        gaps: c.gaps,
+        gaps: if fidelity.is_some() { 0 } else { c.gaps },
         engine_gaps: s.gaps,
         allocations_rt: rrep.allocations + trep.allocations,
         frees_rt: rrep.frees + trep.frees,
+        fidelity,
+    })
+}
+
+/// THD+N of a tone, as `hil-tests` reports it.
+fn fidelity_json(f: &FidelityReport) -> Value {
+    json!({
+        "median": finite(f.thdn.median_db),
+        "p95": finite(f.thdn.p95_db),
+        "worst": finite(f.thdn.worst_db),
+        "worst_with_startup": finite(f.thdn.worst_with_startup_db),
+        "windows": f.thdn.windows,
+        "silent_windows": f.thdn.silent_windows,
+        "outlier_windows": f.thdn.outlier_windows,
+        "tones_hz": std::iter::once(f.tone_hz).chain(f.second_tone_hz).collect::<Vec<_>>(),
     })
 }
 

@@ -10,6 +10,7 @@ use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
 use engine::recovery::RecoveryMode;
+use engine::sim::signal::SourceKind;
 use netaudio::daemon::{self, AudioOptions, DemoOptions, ReceiveOptions, RunOptions};
 use netaudio::rt::RtSpec;
 use std::process::ExitCode;
@@ -219,6 +220,11 @@ struct DemoArgs {
     /// CPU core for the sender's realtime thread (the receiver's is --cpu).
     #[arg(long)]
     sender_cpu: Option<usize>,
+    /// The virtual capture's test signal: ramp (every frame checked: gaps, latency), sine[:HZ]
+    /// or twotone[:F1,F2] (THD+N and wow & flutter of what was played, off the realtime
+    /// threads; gaps are not measured frame by frame then).
+    #[arg(long, default_value = "ramp", value_parser = SourceKind::from_spec)]
+    source: SourceKind,
     #[command(flatten)]
     audio: AudioArgs,
     #[command(flatten)]
@@ -613,6 +619,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             let mode = drift_mode(&a.drift_mode, &cfg)?;
             let playback = playback_format(&None, &cfg, audio.format.sample)?;
+            a.source.check(audio.format.rate)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             if run.rt.cpu.is_none() && cores > 1 {
@@ -632,22 +639,29 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     priority: run.rt.priority,
                     cpu: a.sender_cpu.or((cores > 2).then_some(cores - 2)),
                 },
+                source: a.source,
             };
             let rep = match daemon::demo(&d, &run) {
                 Ok(rep) => rep,
                 Err(f) => return failed(f),
             };
             let j = &rep.json;
-            println!(
-                "gaps: {} (engine: {}{})",
-                rep.gaps,
-                rep.engine_gaps,
-                if rep.gaps == rep.engine_gaps {
-                    ", agree"
-                } else {
-                    ", DISAGREE"
-                }
-            );
+            match &rep.fidelity {
+                None => println!(
+                    "gaps: {} (engine: {}{})",
+                    rep.gaps,
+                    rep.engine_gaps,
+                    if rep.gaps == rep.engine_gaps {
+                        ", agree"
+                    } else {
+                        ", DISAGREE"
+                    }
+                ),
+                Some(f) => println!(
+                    "gaps: not measured with a tone ({} THD+N outlier windows) (engine: {})",
+                    f.thdn.outlier_windows, rep.engine_gaps
+                ),
+            }
             let ms = |k: &str| {
                 j["latency_ms"][k]
                     .as_f64()
@@ -678,6 +692,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 rep.frees_rt,
                 j["cpu_seconds"].as_f64().unwrap_or(0.0)
             );
+            if let Some(f) = &rep.fidelity {
+                let tones = match f.second_tone_hz {
+                    Some(f2) => format!("{} + {f2} Hz", f.tone_hz),
+                    None => format!("{} Hz", f.tone_hz),
+                };
+                println!(
+                    "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {tones}, {} outliers  wow_flutter: peak {:.5} %  rms {:.5} %",
+                    f.thdn.median_db,
+                    f.thdn.p95_db,
+                    f.thdn.worst_db,
+                    f.thdn.worst_with_startup_db,
+                    f.thdn.windows,
+                    f.thdn.outlier_windows,
+                    f.wow_flutter_peak_pct,
+                    f.wow_flutter_rms_pct
+                );
+            }
             if rep.gaps > 0 {
                 return Ok(ExitCode::from(1));
             }

@@ -92,6 +92,76 @@ fn the_default_demo_streams_without_gaps() {
     }
 }
 
+/// The demo playing a tone: THD+N and wow & flutter of what the receiver's virtual card played,
+/// measured off the realtime threads; gaps are not measured frame by frame then, and it says so.
+#[test]
+fn a_demo_of_a_tone_reports_thdn_and_wow_and_flutter() {
+    let _serial = serial();
+    for (source, tones) in [
+        ("sine:997", serde_json::json!([997.0])),
+        ("twotone:997,1997", serde_json::json!([997.0, 1997.0])),
+    ] {
+        let json = tmp("demo-tone.json");
+        // Equal clocks and no drift correction: the stream plays every frame as sent.
+        let out = bin()
+            .args(["demo", "--duration", "8s", "--drift-ppm", "0"])
+            .args([
+                "--drift-mode",
+                "off",
+                "--source",
+                source,
+                "--latency-ms",
+                "40",
+            ])
+            .args(["--stats-interval", "0"])
+            .args(FMT)
+            .arg("--stats-json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{source}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with("gaps: not measured with a tone"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("thd+n_db: median"), "{stdout}");
+        let j = read_json(&json);
+        assert_eq!(j["source"], source);
+        assert!(j["gaps"].is_null() && j["gaps_note"].is_string(), "{j}");
+        assert_eq!(j["allocations_rt"], 0, "{j}");
+        assert_eq!(j["frees_rt"], 0, "{j}");
+        assert_eq!(j["fidelity_dropped_frames"], 0, "{j}");
+        let t = &j["thdn_db"];
+        assert_eq!(t["tones_hz"], tones, "{j}");
+        // 8 s of audio, the first 2 s start-up: about 35 windows measured.
+        let windows = t["windows"].as_u64().unwrap();
+        assert!((25..=45).contains(&windows), "{j}");
+        // Nothing touched the samples: the median window is 16-bit rounding noise (−92 dB
+        // for one half-scale tone, −89 dB for two at a quarter each). A stall of this shared
+        // machine may cost a window (an xrun on a virtual card), never the median.
+        let median = t["median"].as_f64().unwrap();
+        assert!((-93.5..-88.0).contains(&median), "{source}: {j}");
+        // The first tone's frequency; a stall's gap moves one window's by at most
+        // rate / (2 · 8192) = 2.9 Hz, the mean over 25 windows or more by 0.12 Hz.
+        let mean = j["wow_flutter_pct"]["mean_freq_hz"].as_f64().unwrap();
+        assert!((mean - 997.0).abs() < 0.15, "{j}");
+    }
+    // A tone the analyzer cannot measure is refused with the reason.
+    let out = bin()
+        .args(["demo", "--duration", "1s", "--source", "sine:30000"])
+        .args(FMT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sine:30000") && err.contains("below"), "{err}");
+}
+
 /// A receiver on virtual cards; it answers `netaudio status` at `status_socket(json)`.
 fn recv(port: u16, json: &PathBuf) -> Child {
     bin()
@@ -278,7 +348,7 @@ fn a_clean_sender_stop_is_no_gap_and_a_killed_sender_one() {
 #[test]
 fn bad_arguments_name_the_value_and_the_fix() {
     let _serial = serial();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["recv", "--latency", "sometimes"], "use fixed or auto"),
         (
             &[
@@ -295,6 +365,7 @@ fn bad_arguments_name_the_value_and_the_fix() {
         (&["send", "--dest", "no-port-here"], "no-port-here"),
         (&["recv", "--period", "5"], "--period 5"),
         (&["demo", "--drift-ppm", "9000"], "--drift-ppm 9000"),
+        (&["demo", "--source", "square"], "twotone[:F1,F2]"),
         (&["recv", "--device", "virtual:ppm=x"], "ppm=x"),
     ];
     for (args, needle) in cases {

@@ -125,7 +125,9 @@ struct SimArgs {
     /// same impairments) or off (conceal every loss).
     #[arg(long, default_value = "nack", value_parser = parse_recovery)]
     recovery: RecoveryMode,
-    /// Source signal: ramp (frame-exact check) or sine[:HZ].
+    /// Source signal: ramp (frame-exact check), sine[:HZ] (THD+N and wow & flutter; 997 Hz
+    /// by default) or twotone[:F1,F2] (two tones at a quarter scale each, 18000,19000 by
+    /// default: aliasing and intermodulation near the top of the band).
     #[arg(long, default_value = "ramp", value_parser = parse_source)]
     source: SourceKind,
     /// Restart the sender at this audio time (repeatable), e.g. 30m.
@@ -307,6 +309,7 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
             trace: &trace,
             gaps: &gaps,
             target_latency_ms: a.latency_ms,
+            fidelity: None,
         });
         std::fs::write(p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
@@ -389,21 +392,7 @@ fn parse_burst(s: &str) -> Result<(f64, u32), String> {
 }
 
 fn parse_source(s: &str) -> Result<SourceKind, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("ramp") {
-        return Ok(SourceKind::Ramp);
-    }
-    if let Some(rest) = s.strip_prefix("sine") {
-        let freq_hz = match rest.strip_prefix(':') {
-            Some(f) => f
-                .parse::<f64>()
-                .map_err(|_| format!("bad sine frequency {f:?}"))?,
-            None if rest.is_empty() => 997.0,
-            None => return Err(format!("unknown source {s:?}: use ramp or sine[:HZ]")),
-        };
-        return Ok(SourceKind::Sine { freq_hz });
-    }
-    Err(format!("unknown source {s:?}: use ramp or sine[:HZ]"))
+    SourceKind::from_spec(s)
 }
 
 fn percent(name: &str, v: f64) -> Result<f64, String> {
@@ -466,6 +455,7 @@ impl SimArgs {
             }
         };
         cfg.recovery = self.recovery;
+        self.source.check(format.rate)?;
         cfg.source = self.source;
         cfg.seed = self.seed;
         cfg.clean_stops = self.clean_stop;
@@ -587,6 +577,18 @@ mod tests {
             Ok(SourceKind::Sine { freq_hz: 440.0 })
         );
         assert!(parse_source("noise").is_err());
+        assert_eq!(
+            parse_source("twotone:18000,19000"),
+            Ok(SourceKind::TwoTone {
+                f1_hz: 18_000.0,
+                f2_hz: 19_000.0
+            })
+        );
+        let e = parse_source("twotone:18000").unwrap_err();
+        assert!(
+            e.contains("\"twotone:18000\"") && e.contains("twotone[:F1,F2]"),
+            "{e}"
+        );
         assert_eq!(parse_recovery("NACK"), Ok(RecoveryMode::Nack));
         assert!(
             parse_recovery("fec")

@@ -1,8 +1,10 @@
 //! SVG plot of a long run for the report: end-to-end latency, receiver buffer level and drift
-//! correction over audio time, with every gap marked.
+//! correction over audio time, with every gap marked; with a tone for a source, also its THD+N
+//! per window and its frequency deviation (wow & flutter) over time.
 //!
 //! The output is one standalone SVG document that a browser or image viewer shows as is. Two
-//! panels share the time axis: latency and buffer level on top, the drift correction below. Each
+//! panels share the time axis: latency and buffer level on top, the drift correction below
+//! (and, when fidelity was measured, two more under them: THD+N, and the tone's frequency). Each
 //! series is reduced to the minimum and maximum of every pixel column, so a day-long trace stays
 //! small and a single spike still shows. Nothing here panics on odd input: empty or single-point
 //! traces, NaN stretches, constant or negative series all give a readable plot.
@@ -41,6 +43,47 @@ pub fn gap_marks(gaps: impl IntoIterator<Item = (f64, u64)>, rate: u32) -> Vec<G
         .collect()
 }
 
+/// One point of the fidelity series: a stretch of analysis windows.
+#[derive(Clone, Copy, Debug)]
+pub struct FidelityPoint {
+    /// Audio time of the stretch's start, seconds.
+    pub t_s: f64,
+    /// Worst THD+N of its windows, dB (NaN: silence).
+    pub thdn_db: f64,
+    /// The tone's lowest frequency over the stretch, as a deviation from its mean, ppm.
+    pub dev_lo_ppm: f64,
+    /// Its highest, ppm.
+    pub dev_hi_ppm: f64,
+}
+
+/// The fidelity panels' data.
+pub struct FidelityPanel<'a> {
+    /// The series, in time order.
+    pub points: &'a [FidelityPoint],
+    /// Median THD+N over the run, drawn as a dashed line if finite.
+    pub median_db: f64,
+    /// What was measured, e.g. "997 Hz" or "18000 + 19000 Hz".
+    pub tones: &'a str,
+}
+
+/// Points of the plot from an analyzer's series, the frequency as a deviation from
+/// `mean_freq_hz` (the run's mean after settling; the nominal tone when that is unknown).
+pub fn fidelity_points(
+    series: &[engine::sim::fidelity::WindowPoint],
+    mean_freq_hz: f64,
+) -> Vec<FidelityPoint> {
+    let ppm = |f: f64| (f / mean_freq_hz - 1.0) * 1e6;
+    series
+        .iter()
+        .map(|p| FidelityPoint {
+            t_s: p.t_s,
+            thdn_db: p.thdn_db,
+            dev_lo_ppm: ppm(p.freq_min_hz),
+            dev_hi_ppm: ppm(p.freq_max_hz),
+        })
+        .collect()
+}
+
 /// Everything one plot shows.
 pub struct PlotInput<'a> {
     /// First line, e.g. "netaudio sim: 24 h, 48000 Hz, period 256, drift +500 ppm".
@@ -53,6 +96,8 @@ pub struct PlotInput<'a> {
     pub gaps: &'a [GapMark],
     /// Drawn as a dashed horizontal reference line in the latency panel if `Some`.
     pub target_latency_ms: Option<f64>,
+    /// THD+N and the tone's frequency over time, when a tone was measured.
+    pub fidelity: Option<FidelityPanel<'a>>,
 }
 
 const WIDTH: f64 = 1000.0;
@@ -63,6 +108,13 @@ const TOP_Y0: f64 = 84.0;
 const TOP_Y1: f64 = 392.0;
 const BOTTOM_Y0: f64 = 428.0;
 const BOTTOM_Y1: f64 = 544.0;
+/// The fidelity panels, under the others when drawn.
+const THDN_Y0: f64 = 580.0;
+const THDN_Y1: f64 = 696.0;
+const DEV_Y0: f64 = 732.0;
+const DEV_Y1: f64 = 848.0;
+/// Room under the lowest panel for the time axis.
+const FOOTER: f64 = HEIGHT - BOTTOM_Y1;
 
 /// Most horizontal ticks on the time axis.
 const MAX_TIME_TICKS: f64 = 7.0;
@@ -77,6 +129,8 @@ const VALUE_LIMIT: f64 = 1e9;
 const COLOR_LATENCY: &str = "#1f6fb4";
 const COLOR_LEVEL: &str = "#e07b00";
 const COLOR_RATIO: &str = "#0f7b6c";
+const COLOR_THDN: &str = "#7b3fa0";
+const COLOR_DEV: &str = "#a0522d";
 const COLOR_TARGET: &str = "#555555";
 const COLOR_GAP: &str = "#d62728";
 const COLOR_GRID: &str = "#e4e4e4";
@@ -84,11 +138,19 @@ const COLOR_FRAME: &str = "#9a9a9a";
 const COLOR_TEXT: &str = "#222222";
 const COLOR_MUTED: &str = "#666666";
 
-/// Renders a standalone SVG document (width ~1000 px, height ~620 px).
+/// Renders a standalone SVG document (width ~1000 px, height ~620 px; ~920 px with the
+/// fidelity panels).
 pub fn render_svg(input: &PlotInput<'_>) -> String {
     let mut out = String::with_capacity(64 * 1024);
     let time = time_axis(input);
     let x = Scale::new(time.lo, time.hi, PLOT_LEFT, PLOT_RIGHT);
+    let fid = input.fidelity.as_ref();
+    let last_y1 = if fid.is_some() { DEV_Y1 } else { BOTTOM_Y1 };
+    let height = last_y1 + FOOTER;
+    let mut panels = vec![(TOP_Y0, TOP_Y1), (BOTTOM_Y0, BOTTOM_Y1)];
+    if fid.is_some() {
+        panels.extend([(THDN_Y0, THDN_Y1), (DEV_Y0, DEV_Y1)]);
+    }
 
     let target = input.target_latency_ms.filter(|v| v.is_finite());
     let top_range = value_range(
@@ -116,9 +178,22 @@ pub fn render_svg(input: &PlotInput<'_>) -> String {
          <defs>\n\
          <clipPath id=\"clip-top\"><rect x=\"{l}\" y=\"{t0}\" width=\"{pw}\" height=\"{th}\"/></clipPath>\n\
          <clipPath id=\"clip-bottom\"><rect x=\"{l}\" y=\"{b0}\" width=\"{pw}\" height=\"{bh}\"/></clipPath>\n\
-         </defs>\n",
+         {fid_clips}</defs>\n",
         w = Num(WIDTH),
-        h = Num(HEIGHT),
+        h = Num(height),
+        fid_clips = if fid.is_some() {
+            format!(
+                "<clipPath id=\"clip-thdn\"><rect x=\"{l}\" y=\"{f0}\" width=\"{pw}\" height=\"{bh}\"/></clipPath>\n\
+                 <clipPath id=\"clip-dev\"><rect x=\"{l}\" y=\"{d0}\" width=\"{pw}\" height=\"{bh}\"/></clipPath>\n",
+                l = Num(PLOT_LEFT),
+                pw = Num(PLOT_RIGHT - PLOT_LEFT),
+                bh = Num(THDN_Y1 - THDN_Y0),
+                f0 = Num(THDN_Y0),
+                d0 = Num(DEV_Y0),
+            )
+        } else {
+            String::new()
+        },
         l = Num(PLOT_LEFT),
         pw = Num(PLOT_RIGHT - PLOT_LEFT),
         t0 = Num(TOP_Y0),
@@ -150,14 +225,14 @@ pub fn render_svg(input: &PlotInput<'_>) -> String {
     draw_y_title(&mut out, "latency, buffer level (ms)", TOP_Y0, TOP_Y1);
     draw_y_title(&mut out, "ppm", BOTTOM_Y0, BOTTOM_Y1);
 
-    // Time axis labels under the bottom panel.
+    // Time axis labels under the lowest panel.
     let _ = writeln!(out, "<g font-size=\"12\" text-anchor=\"middle\">");
     for &t in &time.ticks_s {
         let _ = writeln!(
             out,
             "<text x=\"{}\" y=\"{}\">{}</text>",
             Num(x.map(t)),
-            Num(BOTTOM_Y1 + 17.0),
+            Num(last_y1 + 17.0),
             time.label(t),
         );
     }
@@ -165,11 +240,14 @@ pub fn render_svg(input: &PlotInput<'_>) -> String {
         out,
         "<text x=\"{}\" y=\"{}\" fill=\"{COLOR_MUTED}\">audio time</text>\n</g>",
         Num((PLOT_LEFT + PLOT_RIGHT) / 2.0),
-        Num(BOTTOM_Y1 + 40.0),
+        Num(last_y1 + 40.0),
     );
 
     // Gaps go behind the series so the traces stay legible where gaps are dense.
-    draw_gaps(&mut out, input.gaps, &x);
+    draw_gaps(&mut out, input.gaps, &x, &panels);
+    if let Some(f) = fid {
+        draw_fidelity(&mut out, f, &time, &x);
+    }
 
     // Target latency.
     if let Some(target) = target {
@@ -213,7 +291,7 @@ pub fn render_svg(input: &PlotInput<'_>) -> String {
     }
 
     // Frames on top of everything drawn inside the panels.
-    for (y0, y1) in [(TOP_Y0, TOP_Y1), (BOTTOM_Y0, BOTTOM_Y1)] {
+    for &(y0, y1) in &panels {
         let _ = writeln!(
             out,
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"{COLOR_FRAME}\"/>",
@@ -471,7 +549,13 @@ fn time_axis(input: &PlotInput<'_>) -> TimeAxis {
             .trace
             .iter()
             .map(|p| p.t_s)
-            .chain(input.gaps.iter().map(|g| g.t_s)),
+            .chain(input.gaps.iter().map(|g| g.t_s))
+            .chain(
+                input
+                    .fidelity
+                    .iter()
+                    .flat_map(|f| f.points.iter().map(|p| p.t_s)),
+            ),
     );
     let (mut lo, mut hi) = range.unwrap_or((0.0, 60.0));
     if lo > 0.0 && lo <= 0.1 * hi {
@@ -609,20 +693,91 @@ fn draw_no_data(out: &mut String, y0: f64, y1: f64) {
     );
 }
 
-/// Red markers through both panels, one per gap (merged per pixel column when there are many).
-fn draw_gaps(out: &mut String, gaps: &[GapMark], x: &Scale) {
+/// The fidelity panels: THD+N per window (worst of each point, the run's median dashed) and
+/// the tone's frequency deviation (the range of each point), with their grids and captions.
+fn draw_fidelity(out: &mut String, f: &FidelityPanel<'_>, time: &TimeAxis, x: &Scale) {
+    let median = Some(f.median_db).filter(|v| v.is_finite());
+    let thdn_axis = nice_axis(
+        value_range(f.points.iter().map(|p| p.thdn_db).chain(median)),
+        MAX_BOTTOM_TICKS,
+    );
+    let thdn_y = Scale::new(thdn_axis.lo, thdn_axis.hi, THDN_Y1, THDN_Y0);
+    let dev_axis = nice_axis(
+        value_range(f.points.iter().flat_map(|p| [p.dev_lo_ppm, p.dev_hi_ppm])),
+        MAX_BOTTOM_TICKS,
+    );
+    let dev_y = Scale::new(dev_axis.lo, dev_axis.hi, DEV_Y1, DEV_Y0);
+    draw_grid(out, time, x, &thdn_axis, &thdn_y, THDN_Y0, THDN_Y1);
+    draw_grid(out, time, x, &dev_axis, &dev_y, DEV_Y0, DEV_Y1);
+    draw_y_title(out, "THD+N (dB)", THDN_Y0, THDN_Y1);
+    draw_y_title(out, "ppm", DEV_Y0, DEV_Y1);
+    if let Some(m) = median {
+        let y = thdn_y.map(m);
+        let _ = writeln!(
+            out,
+            "<path class=\"thdn-median\" d=\"M{}L{}\" stroke=\"{COLOR_TARGET}\" \
+             stroke-width=\"1.1\" stroke-dasharray=\"7 5\" fill=\"none\" clip-path=\"url(#clip-thdn)\"/>",
+            Pt(PLOT_LEFT, y),
+            Pt(PLOT_RIGHT, y),
+        );
+    }
+    let thdn = decimate(f.points.iter().map(|p| (p.t_s, p.thdn_db)), x, &thdn_y);
+    let dev = decimate(
+        f.points
+            .iter()
+            .flat_map(|p| [(p.t_s, p.dev_lo_ppm), (p.t_s, p.dev_hi_ppm)]),
+        x,
+        &dev_y,
+    );
+    draw_series(out, "thdn", COLOR_THDN, 1.4, &thdn, "clip-thdn");
+    draw_series(out, "deviation", COLOR_DEV, 1.4, &dev, "clip-dev");
+    if thdn.is_empty() {
+        draw_no_data(out, THDN_Y0, THDN_Y1);
+    }
+    if dev.is_empty() {
+        draw_no_data(out, DEV_Y0, DEV_Y1);
+    }
+    let median_text = median.map_or(String::new(), |m| format!(", median {m:.1} dB dashed"));
+    for (y0, color, text) in [
+        (
+            THDN_Y0,
+            COLOR_THDN,
+            format!(
+                "THD+N of {} per {}-frame window, the worst of each point (dB){median_text}",
+                f.tones,
+                engine::sim::fidelity::WINDOW
+            ),
+        ),
+        (
+            DEV_Y0,
+            COLOR_DEV,
+            "wow & flutter: the tone's frequency, deviation from its mean (ppm)".to_string(),
+        ),
+    ] {
+        let y = y0 - 8.0;
+        let _ = writeln!(
+            out,
+            "<path d=\"M{}h22\" stroke=\"{color}\" stroke-width=\"2.5\"/>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            Pt(PLOT_LEFT, y - 4.0),
+            Num(PLOT_LEFT + 28.0),
+            Num(y),
+            Escaped(&text),
+        );
+    }
+}
+
+/// Red markers through every panel, one per gap (merged per pixel column when there are many).
+fn draw_gaps(out: &mut String, gaps: &[GapMark], x: &Scale, panels: &[(f64, f64)]) {
     if gaps.is_empty() {
         return;
     }
     let marker = |out: &mut String, px: f64| {
-        let _ = write!(
-            out,
-            "<path class=\"gap\" d=\"M{}V{}M{}V{}\"",
-            Pt(px, TOP_Y0),
-            Num(TOP_Y1),
-            Pt(px, BOTTOM_Y0),
-            Num(BOTTOM_Y1),
-        );
+        let _ = write!(out, "<path class=\"gap\" d=\"");
+        for &(y0, y1) in panels {
+            let _ = write!(out, "M{}V{}", Pt(px, y0), Num(y1));
+        }
+        out.push('"');
     };
     if gaps.len() <= GAP_DETAIL_LIMIT {
         let _ = writeln!(
@@ -884,6 +1039,7 @@ mod tests {
             trace,
             gaps,
             target_latency_ms: target,
+            fidelity: None,
         })
     }
 
@@ -1095,6 +1251,7 @@ mod tests {
             trace: &[],
             gaps: &[],
             target_latency_ms: None,
+            fidelity: None,
         });
         check(&svg);
         assert!(svg.contains("a &lt; b &amp;&amp; c &gt; &quot;d&quot; &apos;e&apos;"));
@@ -1153,6 +1310,84 @@ mod tests {
         assert!(axis.lo <= 11.7 && axis.hi >= 12.9);
         assert!(axis.ticks.len() >= 3 && axis.ticks.len() <= 9, "{axis:?}");
         assert!(nice_axis(None, MAX_TOP_TICKS).ticks.len() >= 2);
+    }
+
+    #[test]
+    fn fidelity_panels_show_thdn_and_the_tones_frequency() {
+        let trace = day_trace(200);
+        let points: Vec<FidelityPoint> = (0..2000)
+            .map(|i| {
+                let t = i as f64 * 43.2;
+                let wobble = (t / 3000.0).sin() * 5.0;
+                FidelityPoint {
+                    t_s: t,
+                    thdn_db: if i == 1234 { -35.0 } else { -92.0 },
+                    dev_lo_ppm: wobble - 0.5,
+                    dev_hi_ppm: wobble + 0.5,
+                }
+            })
+            .collect();
+        let gaps = [GapMark {
+            t_s: 50_000.0,
+            length_ms: 2.0,
+        }];
+        let svg = render_svg(&PlotInput {
+            title: "t",
+            subtitle: "s",
+            trace: &trace,
+            gaps: &gaps,
+            target_latency_ms: None,
+            fidelity: Some(FidelityPanel {
+                points: &points,
+                median_db: -92.0,
+                tones: "997 Hz",
+            }),
+        });
+        check(&svg);
+        assert!(svg.contains("height=\"924\""), "taller");
+        assert!(svg.contains("THD+N of 997 Hz per 8192-frame window"));
+        assert!(svg.contains("class=\"thdn-median\""));
+        for name in ["thdn", "deviation", "latency", "ratio"] {
+            let d = series_path(&svg, name).unwrap_or_else(|| panic!("{name} missing"));
+            assert!(d.matches(['M', 'L']).count() <= 2000, "{name}");
+        }
+        // The gap's marker runs through all four panels.
+        let pat = "class=\"gap\" d=\"";
+        let gap = &svg[svg.find(pat).unwrap() + pat.len()..];
+        assert_eq!(gap[..gap.find('"').unwrap()].matches('M').count(), 4);
+        // The bad window's spike survives decimation: some THD+N point sits at −35 dB.
+        let axis = nice_axis(Some((-92.0, -35.0)), MAX_BOTTOM_TICKS);
+        let spike = Scale::new(axis.lo, axis.hi, THDN_Y1, THDN_Y0).map(-35.0);
+        let top = series_path(&svg, "thdn")
+            .unwrap()
+            .split(['M', 'L'])
+            .filter_map(|p| p.split(' ').nth(1)?.parse::<f64>().ok())
+            .fold(f64::INFINITY, f64::min);
+        assert!((top - spike).abs() < 0.2, "{top} vs {spike}");
+
+        // Without fidelity the plot keeps its size; silence only: "no data", no NaN.
+        let svg = render(&trace, &[], None);
+        assert!(svg.contains("height=\"620\"") && !svg.contains("thdn"));
+        let nan = [FidelityPoint {
+            t_s: 1.0,
+            thdn_db: f64::NAN,
+            dev_lo_ppm: f64::NAN,
+            dev_hi_ppm: f64::NAN,
+        }];
+        let svg = render_svg(&PlotInput {
+            title: "t",
+            subtitle: "s",
+            trace: &[],
+            gaps: &[],
+            target_latency_ms: None,
+            fidelity: Some(FidelityPanel {
+                points: &nan,
+                median_db: f64::NAN,
+                tones: "997 Hz",
+            }),
+        });
+        check(&svg);
+        assert_eq!(svg.matches("no data").count(), 4);
     }
 
     #[test]

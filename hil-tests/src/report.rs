@@ -1,6 +1,7 @@
 //! The report of a run: JSON for scripts, a summary for people, an SVG plot.
 
 use crate::plot::{self, PlotInput, TracePoint};
+use engine::sim::fidelity::FidelityReport;
 use engine::sim::{SimConfig, SimReport};
 use serde_json::{Value, json};
 
@@ -24,6 +25,46 @@ fn finite6(v: f64) -> Value {
     } else {
         Value::Null
     }
+}
+
+/// THD+N percentiles of a tone, as the JSON reports of sim, rig and demo give them.
+pub fn thdn_json(f: &FidelityReport) -> Value {
+    json!({
+        "median": finite(f.thdn.median_db),
+        "p95": finite(f.thdn.p95_db),
+        "worst": finite(f.thdn.worst_db),
+        "worst_with_startup": finite(f.thdn.worst_with_startup_db),
+        "windows": f.thdn.windows,
+        "silent_windows": f.thdn.silent_windows,
+        "outlier_windows": f.thdn.outlier_windows,
+        "tones_hz": std::iter::once(f.tone_hz).chain(f.second_tone_hz).collect::<Vec<_>>(),
+    })
+}
+
+/// Wow & flutter of the (first) tone.
+pub fn wow_flutter_json(f: &FidelityReport) -> Value {
+    json!({
+        "peak": finite6(f.wow_flutter_peak_pct),
+        "rms": finite6(f.wow_flutter_rms_pct),
+        "mean_freq_hz": finite6(f.mean_freq_hz),
+    })
+}
+
+/// The THD+N and wow & flutter line of the text reports.
+pub fn fidelity_line(f: &FidelityReport) -> String {
+    let tones = tones_label(f);
+    format!(
+        "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {tones}, {} outliers  \
+         wow_flutter: peak {:.5} %  rms {:.5} %\n",
+        f.thdn.median_db,
+        f.thdn.p95_db,
+        f.thdn.worst_db,
+        f.thdn.worst_with_startup_db,
+        f.thdn.windows,
+        f.thdn.outlier_windows,
+        f.wow_flutter_peak_pct,
+        f.wow_flutter_rms_pct,
+    )
 }
 
 /// The JSON report.
@@ -62,19 +103,9 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "allocations_steady_state": r.allocations_steady_state,
         "frees_steady_state": r.frees_steady_state,
         // With a sine source: how much the stream changed the sound (engine::sim::fidelity).
-        "thdn_db": r.fidelity.map(|f| json!({
-            "median": finite(f.thdn.median_db),
-            "p95": finite(f.thdn.p95_db),
-            "worst": finite(f.thdn.worst_db),
-            "worst_with_startup": finite(f.thdn.worst_with_startup_db),
-            "windows": f.thdn.windows,
-            "silent_windows": f.thdn.silent_windows,
-        })),
-        "wow_flutter_pct": r.fidelity.map(|f| json!({
-            "peak": finite6(f.wow_flutter_peak_pct),
-            "rms": finite6(f.wow_flutter_rms_pct),
-            "mean_freq_hz": finite6(f.mean_freq_hz),
-        })),
+        "source": cfg.source.spec(),
+        "thdn_db": r.fidelity.map(|f| thdn_json(&f)),
+        "wow_flutter_pct": r.fidelity.map(|f| wow_flutter_json(&f)),
         "engine_gaps": e.gaps,
         "counters_agree": e.gaps == a.gaps,
         "engine": {
@@ -225,18 +256,8 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         cpu_s,
         r.audio_seconds / 3600.0 / cpu_s,
     );
-    if let Some(f) = r.fidelity {
-        text += &format!(
-            "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows  \
-             wow_flutter: peak {:.5} %  rms {:.5} %\n",
-            f.thdn.median_db,
-            f.thdn.p95_db,
-            f.thdn.worst_db,
-            f.thdn.worst_with_startup_db,
-            f.thdn.windows,
-            f.wow_flutter_peak_pct,
-            f.wow_flutter_rms_pct,
-        );
+    if let Some(f) = &r.fidelity {
+        text += &fidelity_line(f);
     }
     text
 }
@@ -264,7 +285,7 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         cfg.drift_ppm,
         cfg.drift_mode
     );
-    let subtitle = format!(
+    let mut subtitle = format!(
         "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
         r.analyzer.gaps,
         r.latency_p50_ms,
@@ -273,11 +294,52 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         cfg.net.loss * 100.0,
         cfg.net.jitter_ms
     );
+    let fidelity = r.fidelity.map(|f| {
+        subtitle += &fidelity_subtitle(&f);
+        (
+            plot::fidelity_points(&r.fidelity_series, reference_hz(&f)),
+            f.thdn.median_db,
+            tones_label(&f),
+        )
+    });
     plot::render_svg(&PlotInput {
         title: &title,
         subtitle: &subtitle,
         trace: &trace,
         gaps: &gaps,
         target_latency_ms: Some(cfg.latency_ms + cfg.net.delay_ms),
+        fidelity: fidelity
+            .as_ref()
+            .map(|(points, median_db, tones)| plot::FidelityPanel {
+                points,
+                median_db: *median_db,
+                tones,
+            }),
     })
+}
+
+/// The frequency deviations are plotted against: the run's mean after settling, or the
+/// nominal tone when there was none.
+pub fn reference_hz(f: &FidelityReport) -> f64 {
+    if f.mean_freq_hz.is_finite() {
+        f.mean_freq_hz
+    } else {
+        f.tone_hz
+    }
+}
+
+/// "997 Hz" or "18000 + 19000 Hz".
+pub fn tones_label(f: &FidelityReport) -> String {
+    match f.second_tone_hz {
+        Some(f2) => format!("{} + {} Hz", f.tone_hz, f2),
+        None => format!("{} Hz", f.tone_hz),
+    }
+}
+
+/// The plot subtitle's THD+N and wow & flutter part.
+pub fn fidelity_subtitle(f: &FidelityReport) -> String {
+    format!(
+        " · THD+N median {:.1} dB, worst {:.1} dB · W&F rms {:.4} %",
+        f.thdn.median_db, f.thdn.worst_db, f.wow_flutter_rms_pct
+    )
 }

@@ -33,6 +33,13 @@
 //! discontinuity is visible; see [`analysis`]. The source is the engine's frame-counter ramp, so
 //! the check is bit-exact.
 //!
+//! With `--source sine:HZ` or `twotone:F1,F2` the player plays a tone instead, and [`tone`]
+//! measures THD+N and wow & flutter of what the receiver played with the engine's fidelity
+//! analyzer (the first quarter of the run, at most 10 s, being start-up), beside the source as
+//! the monitor heard it (the rig's own floor). A tone does not name its frames: latency and
+//! gaps are not measured then, and the report says so; windows of THD+N 20 dB or more above
+//! the median stand for gaps.
+//!
 //! # A run
 //!
 //! For each pipeline (netaudio, then the baseline): start the monitor and the source, the
@@ -47,10 +54,12 @@ mod analysis;
 mod jack;
 mod output;
 pub(crate) mod proc;
+mod tone;
 
 use analysis::{MonitorAnalysis, MonitorReport};
 use clap::Args;
 use engine::receiver::DriftMode;
+use engine::sim::signal::SourceKind;
 use engine::sim::signal::StepTolerance;
 use proc::{Proc, RigEnv};
 use serde_json::Value;
@@ -62,6 +71,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tone::{ToneAnalysis, ToneReport};
 
 /// Options of `hil-tests rig`.
 #[derive(Args, Debug)]
@@ -96,6 +106,11 @@ pub struct RigArgs {
     /// The netaudio binary (default: `netaudio` next to hil-tests).
     #[arg(long)]
     netaudio: Option<PathBuf>,
+    /// The test signal: ramp (the frame counter: gaps and latency, frame by frame),
+    /// sine[:HZ] or twotone[:F1,F2] (THD+N and wow & flutter of what was played; gaps are then
+    /// not measured by the ramp analyzer, windows of THD+N far above the median stand for them).
+    #[arg(long, default_value = "ramp", value_parser = crate::parse_source)]
+    source: SourceKind,
     /// Keep every process's log and netaudio's counters in this directory.
     #[arg(long)]
     keep_logs: Option<PathBuf>,
@@ -152,6 +167,8 @@ pub struct Leg {
     pub name: &'static str,
     /// The monitor's view.
     pub mon: MonitorReport,
+    /// With a tone for a source: THD+N and wow & flutter of what was played.
+    pub tone: Option<ToneReport>,
     /// netaudio's counters (`--stats-json` of each side); None for the baseline.
     pub engine: Option<EngineStats>,
     /// CPU seconds over the measured span, summed over each side's processes.
@@ -333,7 +350,79 @@ fn check_args(args: &RigArgs) -> Result<(), String> {
     if let Some(l) = args.latency_ms.filter(|l| !(*l > 0.0 && *l <= 2_000.0)) {
         return Err(format!("--latency-ms {l} is out of range; use 1..=2000"));
     }
-    Ok(())
+    args.source.check(args.rate)
+}
+
+/// With a tone: windows starting within this much of the first played frame count only
+/// towards the start-up worst case (a quarter of the run, at most 10 s).
+pub fn tone_settle_s(duration_s: f64) -> f64 {
+    (duration_s / 4.0).min(10.0)
+}
+
+/// The monitor's analysis: the ramp's, frame by frame, or a tone's.
+enum Analysis {
+    Ramp(Box<MonitorAnalysis>),
+    Tone(Box<ToneAnalysis>),
+}
+
+impl Analysis {
+    fn new(args: &RigArgs, resampled: bool) -> Analysis {
+        match ToneAnalysis::new(
+            args.rate,
+            args.source,
+            tone_settle_s(args.duration),
+            args.duration,
+        ) {
+            Some(t) => Analysis::Tone(Box::new(t)),
+            None => {
+                let a = MonitorAnalysis::new(args.rate, (args.duration / 2_000.0).max(0.1));
+                // Resampled frames sit between source frames: the analyzer follows them so.
+                Analysis::Ramp(Box::new(if resampled {
+                    a.with_tolerance(StepTolerance::RESAMPLE)
+                } else {
+                    a
+                }))
+            }
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8], limit: u64) -> bool {
+        match self {
+            Analysis::Ramp(a) => a.feed(bytes, limit),
+            Analysis::Tone(a) => a.feed(bytes, limit),
+        }
+    }
+
+    fn played_seen(&self) -> bool {
+        match self {
+            Analysis::Ramp(a) => a.played_seen(),
+            Analysis::Tone(a) => a.played_seen(),
+        }
+    }
+
+    fn source_seen(&self) -> bool {
+        match self {
+            Analysis::Ramp(a) => a.source_seen(),
+            Analysis::Tone(a) => a.source_seen(),
+        }
+    }
+
+    fn measured_frames(&self) -> u64 {
+        match self {
+            Analysis::Ramp(a) => a.measured_frames(),
+            Analysis::Tone(a) => a.measured_frames(),
+        }
+    }
+
+    fn report(&mut self) -> (MonitorReport, Option<ToneReport>) {
+        match self {
+            Analysis::Ramp(a) => (a.report(), None),
+            Analysis::Tone(a) => {
+                let (m, t) = a.report();
+                (m, Some(t))
+            }
+        }
+    }
 }
 
 /// The rig's tools must be installed: one line naming what is missing otherwise.
@@ -508,15 +597,20 @@ impl Drop for Running {
     }
 }
 
-/// Feeds the ramp to the player until it stops taking it.
-fn spawn_source(mut stdin: ChildStdin, rate: u32, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+/// Feeds the test signal (the ramp, or a tone) to the player until it stops taking it.
+fn spawn_source(
+    mut stdin: ChildStdin,
+    rate: u32,
+    source: SourceKind,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         use engine::format::{SampleFormat, StreamFormat};
-        use engine::sim::signal::{Source, SourceKind};
+        use engine::sim::signal::Source;
         let Some(format) = StreamFormat::new(rate, 2, SampleFormat::S16Le) else {
             return;
         };
-        let src = Source::new(SourceKind::Ramp, format);
+        let src = Source::new(source, format);
         const FRAMES: usize = 1024;
         let mut buf = vec![0u8; FRAMES * format.frame_bytes()];
         let mut n = 0u64;
@@ -802,7 +896,12 @@ fn run_leg(
     let mut src = Proc::spawn("aplay src", src, env.file(&format!("{name}-src.log")), true)?;
     let stdin = src.child_mut().stdin.take().ok_or("aplay src: no stdin")?;
     run.src = Some(src);
-    run.writer = Some(spawn_source(stdin, rate, run.writer_stop.clone()));
+    run.writer = Some(spawn_source(
+        stdin,
+        rate,
+        args.source,
+        run.writer_stop.clone(),
+    ));
     for (a, b) in [("src:out_000", "mon:in_000"), ("src:out_001", "mon:in_001")] {
         jack::connect(env, a, b, Duration::from_secs(10), || run.check_alive())?;
     }
@@ -815,11 +914,7 @@ fn run_leg(
 
     // Measure.
     let target = (args.duration * rate as f64).round() as u64;
-    let mut analysis = MonitorAnalysis::new(rate, (args.duration / 2_000.0).max(0.1));
-    if resampled {
-        // Resampled frames sit between source frames: the analyzer follows them so.
-        analysis = analysis.with_tolerance(StepTolerance::RESAMPLE);
-    }
+    let mut analysis = Analysis::new(args, resampled);
     let done = Arc::new(AtomicU64::new(0));
     let mut bar = crate::progress::Progress::start(
         &format!("rig {name}"),
@@ -937,9 +1032,11 @@ fn run_leg(
             count(&format!("{name}-aplay-pout.log"), "underrun"),
         )
     });
+    let (mon, tone) = analysis.report();
     Ok(Leg {
         name,
-        mon: analysis.report(),
+        mon,
+        tone,
         engine,
         cpu_sender_s,
         cpu_receiver_s,

@@ -73,6 +73,8 @@ fn sim_writes_a_complete_report_and_a_plot() {
     assert_eq!(v["audio_seconds"], 120.0);
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.contains("<svg") && plot.trim_end().ends_with("</svg>"));
+    // A ramp has no tone: no fidelity panels.
+    assert!(!plot.contains("series thdn"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -114,6 +116,88 @@ fn a_sine_source_reports_thdn_and_wow_and_flutter() {
     let w = &v["wow_flutter_pct"];
     assert!(w["rms"].as_f64().unwrap() < 1e-4, "{w}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Two tones near the top of the band: both are taken out, what is left is the 16-bit floor
+/// (two quarter-scale tones over rounding noise: −89 dB).
+#[test]
+fn a_two_tone_source_reports_thdn_of_what_is_left() {
+    let dir = std::env::temp_dir().join(format!("hil-cli-twotone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let svg = dir.join("report.svg");
+    let out = hil()
+        .args([
+            "sim",
+            "--duration",
+            "40s",
+            "--source",
+            "twotone:18000,19000",
+        ])
+        .args(["--drift-mode", "off", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("of 18000 + 19000 Hz"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["source"], "twotone:18000,19000");
+    let t = &v["thdn_db"];
+    let median = t["median"].as_f64().unwrap();
+    assert!((-90.5..-87.5).contains(&median), "{t}");
+    assert_eq!(t["outlier_windows"], 0, "{t}");
+    assert_eq!(t["tones_hz"], serde_json::json!([18000.0, 19000.0]));
+    // The plot has the THD+N and frequency panels.
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    for series in ["series thdn", "series deviation"] {
+        assert!(plot.contains(series), "no {series} in the plot");
+    }
+    assert!(plot.contains("THD+N of 18000 + 19000 Hz"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_sources_are_named_with_the_accepted_forms() {
+    for bad in ["noise", "twotone:18000", "sine:abc"] {
+        let out = hil()
+            .args(["sim", "--duration", "10s", "--source", bad, "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(bad) && err.contains("sine[:HZ]") && err.contains("twotone[:F1,F2]"),
+            "{bad}: {err}"
+        );
+    }
+    // A tone the analyzer cannot measure at the rate.
+    let out = hil()
+        .args([
+            "sim",
+            "--duration",
+            "10s",
+            "--rate",
+            "8000",
+            "--source",
+            "twotone",
+        ])
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("twotone:18000,19000") && err.contains("below"),
+        "{err}"
+    );
 }
 
 #[test]

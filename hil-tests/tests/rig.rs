@@ -281,3 +281,96 @@ fn netaudio_has_no_gaps_and_a_fraction_of_the_baselines_latency() {
     }
     eprintln!("every attempt was void (jackd xruns): the machine is too busy to judge");
 }
+
+/// A tone through netaudio on the rig: THD+N and wow & flutter of what was played, beside the
+/// source as the monitor heard it. Gaps are not measured by the ramp analyzer then, and the
+/// report says so.
+#[test]
+fn a_tone_through_netaudio_is_measured_for_thdn_and_wow_and_flutter() {
+    if !rig_installed() {
+        return;
+    }
+    let Some(exe) = netaudio() else {
+        return;
+    };
+    let _rig = RIG.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = exe.to_string_lossy().into_owned();
+    let dir = std::env::temp_dir().join(format!("rig-tone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("rig.svg");
+    let svg_s = svg.to_string_lossy().into_owned();
+    // (source, seconds, the 16-bit floor of the tone(s): one half-scale tone −92 dB, two
+    // quarter-scale ones −89 dB)
+    for (source, seconds, floor) in [("sine:997", 20.0, -92.0), ("twotone", 10.0, -89.1)] {
+        let secs = format!("{seconds}s");
+        let args = [
+            "--duration",
+            &secs,
+            "--source",
+            source,
+            "--netaudio",
+            &exe,
+            "--plot",
+            &svg_s,
+        ];
+        let out = rig(&args, Duration::from_secs(180));
+        assert!(out.ok, "{source}: {}", out.stderr);
+        assert!(
+            out.stdout.starts_with("gaps: not measured with a tone"),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("wow_flutter: peak"), "{}", out.stdout);
+        let v = &out.json;
+        assert!((f(v, &["audio_seconds"]) - seconds).abs() < 0.01, "{v}");
+        assert!(
+            v["gaps"].is_null() && v["latency_ms"]["p50"].is_null(),
+            "{v}"
+        );
+        assert!(
+            v["gaps_note"]
+                .as_str()
+                .is_some_and(|n| n.contains("not measured")),
+            "{v}"
+        );
+        assert_eq!(f(v, &["allocations_steady_state"]), 0.0, "{v}");
+        // The rig's own path (plug, JACK's float) is transparent: the source reads its floor.
+        let src = f(v, &["source_thdn_db", "median"]);
+        assert!((src - floor).abs() < 1.0, "{source}: source {src} dB: {v}");
+        let windows = f(v, &["thdn_db", "windows"]);
+        assert!(windows >= seconds * 48_000.0 / 8192.0 * 0.7, "{v}");
+        if v["void"] == Value::Bool(true) {
+            eprintln!(
+                "{source}: void run ({}): figures not judged",
+                v["void_reasons"]
+            );
+            continue;
+        }
+        // Most windows play untouched: the median is the format's floor; a slip or a gap
+        // shows as an outlier window and in the frequency, not in the median.
+        let median = f(v, &["thdn_db", "median"]);
+        assert!((median - floor).abs() < 1.0, "{source}: {median} dB: {v}");
+        let rms = f(v, &["wow_flutter_pct", "rms"]);
+        assert!(
+            (0.0..0.05).contains(&rms),
+            "{source}: wow & flutter {rms} %: {v}"
+        );
+        let plot = std::fs::read_to_string(&svg).unwrap();
+        assert!(plot.contains("series thdn") && plot.contains("series deviation"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_source_is_named_with_the_accepted_forms() {
+    let out = hil()
+        .args(["rig", "--duration", "1s", "--source", "square:5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("square:5") && err.contains("sine[:HZ]") && err.contains("twotone"),
+        "{err}"
+    );
+}

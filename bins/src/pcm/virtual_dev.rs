@@ -6,7 +6,9 @@
 //! its clock and can hand what it plays to an analyzing [`Sink`], which checks every frame
 //! against the source and measures end-to-end latency when the source's clock is known.
 //!
-//! Device names: `virtual`, or `virtual:ppm=50,sine=440` (options separated by commas).
+//! Device names: `virtual`, or `virtual:ppm=50,sine=440` (options separated by commas; a
+//! capture device plays the ramp, `sine[=HZ]` or `twotone[=F1+F2]`, two tones at a quarter
+//! scale each).
 //! `unplug=5s+2s` simulates a USB unplug: from 5 s after the device was opened, for 2 s, every
 //! call returns [`PcmError::Gone`] (`ENODEV`) and `poll_reopen` says it is not back; then it
 //! is.
@@ -84,7 +86,8 @@ impl Unplug {
     }
 }
 
-/// Parses `virtual[:ppm=N][,sine[=HZ]]`; `None` when `name` is not a virtual device.
+/// Parses `virtual[:ppm=N][,sine[=HZ]|,twotone[=F1+F2]]`; `None` when `name` is not a virtual
+/// device.
 pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
     let rest = name.strip_prefix("virtual")?;
     let mut o = VirtualOptions {
@@ -113,6 +116,16 @@ pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
                 };
                 hz.map(|freq_hz| o.source = SourceKind::Sine { freq_hz })
             }
+            "twotone" => {
+                let spec = if v.is_empty() {
+                    "twotone".to_string()
+                } else {
+                    format!("twotone:{}", v.replacen('+', ",", 1))
+                };
+                SourceKind::from_spec(&spec)
+                    .ok()
+                    .map(|source| o.source = source)
+            }
             "ramp" => {
                 o.source = SourceKind::Ramp;
                 Some(())
@@ -129,7 +142,8 @@ pub fn parse_name(name: &str) -> Option<Result<VirtualOptions, String>> {
         if r.is_none() {
             return Some(Err(format!(
                 "bad virtual device option {opt:?} in {name:?}: use virtual:ppm=N (-5000..5000), \
-                 virtual:sine=HZ, virtual:ramp, virtual:unplug=AT+FOR (e.g. unplug=5s+2s) or virtual:record=FILE"
+                 virtual:sine=HZ, virtual:twotone=F1+F2, virtual:ramp, virtual:unplug=AT+FOR (e.g. unplug=5s+2s) \
+                 or virtual:record=FILE"
             )));
         }
     }
@@ -346,6 +360,82 @@ pub struct SinkLive {
     pub latency_ms: AtomicU64,
 }
 
+/// The device-name options that make a virtual capture device play `source`, e.g. `,sine=997`.
+pub fn source_option(source: SourceKind) -> String {
+    match source {
+        SourceKind::Ramp => String::new(),
+        SourceKind::Sine { freq_hz } => format!(",sine={freq_hz}"),
+        SourceKind::TwoTone { f1_hz, f2_hz } => format!(",twotone={f1_hz}+{f2_hz}"),
+    }
+}
+
+/// Hands what a sink checks to a thread off the realtime one: channel 0 of every frame, decoded
+/// (left-justified), through a wait-free ring sized at creation. What does not fit is counted,
+/// not waited for.
+pub struct Tap {
+    tx: rtrb::Producer<i32>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The reading end of a [`Tap`].
+pub struct TapReader {
+    rx: rtrb::Consumer<i32>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A tap holding up to `frames` frames between reads.
+pub fn tap(frames: usize) -> (Tap, TapReader) {
+    let (tx, rx) = rtrb::RingBuffer::new(frames.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        Tap {
+            tx,
+            dropped: dropped.clone(),
+        },
+        TapReader { rx, dropped },
+    )
+}
+
+impl Tap {
+    /// Channel 0 of `bytes` (whole frames of `format`), as far as the ring has room. Never
+    /// allocates, locks or waits.
+    fn push(&mut self, format: StreamFormat, bytes: &[u8]) {
+        let fb = format.frame_bytes();
+        let sb = format.sample.bytes();
+        let frames = bytes.len() / fb;
+        let n = frames.min(self.tx.slots());
+        if let Ok(chunk) = self.tx.write_chunk_uninit(n) {
+            chunk.fill_from_iter(
+                bytes
+                    .chunks_exact(fb)
+                    .map(|f| format.sample.decode(&f[..sb])),
+            );
+        }
+        if n < frames {
+            self.dropped.fetch_add((frames - n) as u64, Relaxed);
+        }
+    }
+}
+
+impl TapReader {
+    /// Hands every sample waiting to `f`, oldest first; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(i32)) -> usize {
+        let n = self.rx.slots();
+        let Ok(chunk) = self.rx.read_chunk(n) else {
+            return 0;
+        };
+        let (a, b) = chunk.as_slices();
+        a.iter().chain(b).for_each(|&v| f(v));
+        chunk.commit_all();
+        n
+    }
+
+    /// Frames the realtime side had no room for.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
 /// Checks what a playback device plays.
 pub struct Sink {
     analyzer: Analyzer,
@@ -358,6 +448,7 @@ pub struct Sink {
     device: Option<engine::format::SampleFormat>,
     samples: Vec<i32>,
     narrowed: Vec<u8>,
+    tap: Option<Tap>,
 }
 
 impl Sink {
@@ -373,6 +464,7 @@ impl Sink {
             device: None,
             samples: Vec::new(),
             narrowed: Vec::new(),
+            tap: None,
         }
     }
 
@@ -396,6 +488,12 @@ impl Sink {
         }
     }
 
+    /// Also hands what is played to `tap` (for an analysis off the realtime thread).
+    pub fn with_tap(mut self, tap: Tap) -> Sink {
+        self.tap = Some(tap);
+        self
+    }
+
     /// The live figures.
     pub fn live(&self) -> Arc<SinkLive> {
         self.live.clone()
@@ -411,7 +509,16 @@ impl Sink {
         self.analyzer.counts
     }
 
-    fn played(&mut self, bytes: &[u8], t_play_s: f64, dt: f64) {
+    fn played(&mut self, played: &[u8], t_play_s: f64, dt: f64) {
+        if let Some(tap) = self.tap.as_mut() {
+            // The tone as the device plays it, at its width.
+            let device = StreamFormat {
+                sample: self.device.unwrap_or(self.stream.sample),
+                ..self.stream
+            };
+            tap.push(device, played);
+        }
+        let bytes = played;
         let bytes = match self.device {
             Some(d) => {
                 let n = (bytes.len() / (d.bytes() * self.stream.channels as usize))
@@ -645,6 +752,54 @@ mod tests {
         assert!(parse_name("virtualx").is_none());
         let e = parse_name("virtual:ppm=abc").unwrap().unwrap_err();
         assert!(e.contains("ppm=abc"), "{e}");
+        let two = SourceKind::TwoTone {
+            f1_hz: 997.0,
+            f2_hz: 1997.0,
+        };
+        assert_eq!(
+            parse_name("virtual:ppm=3,twotone=997+1997")
+                .unwrap()
+                .unwrap()
+                .source,
+            two
+        );
+        assert_eq!(
+            parse_name(&format!("virtual:ppm=3{}", source_option(two)))
+                .unwrap()
+                .unwrap()
+                .source,
+            two
+        );
+        assert_eq!(
+            parse_name("virtual:twotone").unwrap().unwrap().source,
+            SourceKind::TwoTone {
+                f1_hz: 18_000.0,
+                f2_hz: 19_000.0
+            }
+        );
+        let e = parse_name("virtual:twotone=997").unwrap().unwrap_err();
+        assert!(
+            e.contains("twotone=997") && e.contains("twotone=F1+F2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tap_hands_channel_0_over_and_counts_what_did_not_fit() {
+        let format = StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap();
+        let (tap, mut reader) = tap(100);
+        let mut sink = Sink::new(format, None, 0).with_tap(tap);
+        let mut bytes = Vec::new();
+        for n in 0..150i16 {
+            bytes.extend_from_slice(&n.to_le_bytes());
+            bytes.extend_from_slice(&(-n).to_le_bytes());
+        }
+        sink.played(&bytes, 0.0, 1.0 / 48_000.0);
+        let mut got = Vec::new();
+        assert_eq!(reader.drain(|v| got.push(v >> 16)), 100);
+        assert_eq!(got, (0..100).collect::<Vec<i32>>());
+        assert_eq!(reader.dropped(), 50);
+        assert_eq!(reader.drain(|_| {}), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! left, only the few DFT bins that the two exclusions cover are computed (Goertzel); the rest
 //! follows from Parseval's theorem, so a window costs a few passes over its samples, no FFT. The per-window figures go into a fixed histogram (0.05 dB steps), so the median, the
 //! 95th percentile and the worst window come out of a run of any length without allocating.
-//! A 16-bit half-scale tone reads about −92 dB, the format's own floor.
+//! A 16-bit half-scale tone reads about −92 dB, the format's own floor (rounding noise).
 //!
 //! **Wow & flutter.** The tone's phase at the start of each window (a DFT at the tone's exact
 //! frequency) gives its mean frequency over the window, from the phase advance between windows.
@@ -25,10 +25,26 @@
 //! The first window starts [`ONSET_GUARD_S`] after the tone's first sample: a tone switched on
 //! (and the receiver's fade-in from silence) is not a sine, so no analyzer measures across the
 //! switch; from there on every window counts, the start-up ones towards `worst_with_startup`.
+//! Windows 20 dB or more above the median are counted as outliers: with a tone for a source,
+//! where the frame-index ramp cannot say where a gap is, each holds a gap, a slip or a burst of
+//! noise.
 //!
-//! Allocates its buffers in [`FidelityAnalyzer::new`]; [`FidelityAnalyzer::push`] never does.
+//! **Two tones** ([`FidelityAnalyzer::new_two_tone`], e.g. 18 and 19 kHz at a quarter of full
+//! scale each): both are fitted together (each one's frequency from its phase advance across
+//! the window's halves, then amplitudes, phases and offset by one weighted least-squares fit)
+//! and taken out; ±20 Hz around each and below 20 Hz are excluded, and THD+N is what is left
+//! over the total. Their intermodulation products and whatever a resampler aliases or images
+//! near the top of the band fall in the measured band. Wow & flutter follows the first tone.
+//!
+//! **Over time.** Every window's THD+N and the first tone's frequency also go into a series of
+//! at most [`MAX_SERIES_POINTS`] points (the worst THD+N and the frequency's range over a run of
+//! windows, merged pairwise when the series fills up), for a plot.
+//!
+//! Allocates its buffers in [`FidelityAnalyzer::new`] (and [`FidelityAnalyzer::expecting`]);
+//! [`FidelityAnalyzer::push`] never does.
 
 use crate::format::StreamFormat;
+use crate::sim::signal::SourceKind;
 
 /// Frames per analysis window.
 pub const WINDOW: usize = 8192;
@@ -44,6 +60,10 @@ pub const ONSET_GUARD_S: f64 = 0.005;
 const ONSET_LEVEL: f64 = 0.005;
 /// A window quieter than the tone by this much is silence, not measured.
 const SILENT_BELOW_DB: f64 = -40.0;
+/// A window this much above the median THD+N is an outlier.
+pub const OUTLIER_ABOVE_MEDIAN_DB: f64 = 20.0;
+/// Most points of the per-window series.
+pub const MAX_SERIES_POINTS: usize = 2000;
 
 /// THD+N percentiles over the measured windows, dB.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -60,6 +80,37 @@ pub struct ThdnStats {
     pub windows: u64,
     /// Windows skipped as silence.
     pub silent_windows: u64,
+    /// Windows after the settling time whose THD+N is [`OUTLIER_ABOVE_MEDIAN_DB`] or more above
+    /// the median.
+    pub outlier_windows: u64,
+}
+
+/// A stretch of consecutive windows, one point of the series over time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowPoint {
+    /// Where the first window starts, seconds of audio fed.
+    pub t_s: f64,
+    /// Worst THD+N of the windows, dB (NaN when all were silent).
+    pub thdn_db: f64,
+    /// Lowest frequency of the first tone over the windows, Hz (NaN when not known: silence,
+    /// or the first window after it).
+    pub freq_min_hz: f64,
+    /// Highest frequency of the first tone, Hz.
+    pub freq_max_hz: f64,
+    /// Windows in the stretch.
+    pub windows: u32,
+}
+
+impl WindowPoint {
+    fn merge(self, b: WindowPoint) -> WindowPoint {
+        WindowPoint {
+            t_s: self.t_s,
+            thdn_db: self.thdn_db.max(b.thdn_db),
+            freq_min_hz: self.freq_min_hz.min(b.freq_min_hz),
+            freq_max_hz: self.freq_max_hz.max(b.freq_max_hz),
+            windows: self.windows + b.windows,
+        }
+    }
 }
 
 /// What a [`FidelityAnalyzer`] measured.
@@ -73,6 +124,10 @@ pub struct FidelityReport {
     pub wow_flutter_rms_pct: f64,
     /// The tone's mean frequency after settling, Hz (the clock offset shows here).
     pub mean_freq_hz: f64,
+    /// The tone measured (the first one, with two tones), Hz.
+    pub tone_hz: f64,
+    /// The second tone, Hz, when there are two.
+    pub second_tone_hz: Option<f64>,
 }
 
 /// Measures a played sine (see the module docs).
@@ -80,10 +135,14 @@ pub struct FidelityReport {
 pub struct FidelityAnalyzer {
     rate: f64,
     freq: f64,
+    /// The second tone, Hz.
+    freq2: Option<f64>,
     channels: usize,
     format: StreamFormat,
     full_scale: f64,
     window: Vec<f64>,
+    /// The same window over half as many frames (two tones' frequencies are read with it).
+    half_window: Vec<f64>,
     buf: Vec<f64>,
     /// What is left of a window once the fitted tone is taken out.
     residual: Vec<f64>,
@@ -93,6 +152,8 @@ pub struct FidelityAnalyzer {
     /// Bins of the measured exclusions: DC..20 Hz, and the tone ± 20 Hz.
     low_bins: std::ops::RangeInclusive<usize>,
     tone_bins: std::ops::RangeInclusive<usize>,
+    /// The second tone ± 20 Hz (empty with one tone).
+    tone2_bins: std::ops::RangeInclusive<usize>,
     window_power: f64,
     frames: u64,
     settle_frames: u64,
@@ -108,40 +169,138 @@ pub struct FidelityAnalyzer {
     f_m2: f64,
     f_min: f64,
     f_max: f64,
+    /// The series over time, its capacity fixed at construction.
+    series: Vec<WindowPoint>,
+    /// Windows per point of the series.
+    series_group: u32,
+    /// The point being filled.
+    series_open: Option<WindowPoint>,
+}
+
+/// A 4-term Blackman-Harris window of `len` frames.
+fn blackman_harris(len: usize) -> Vec<f64> {
+    let n = len as f64;
+    let (a0, a1, a2, a3) = (0.35875, 0.48829, 0.14128, 0.01168);
+    (0..len)
+        .map(|i| {
+            let x = std::f64::consts::TAU * i as f64 / n;
+            a0 - a1 * x.cos() + a2 * (2.0 * x).cos() - a3 * (3.0 * x).cos()
+        })
+        .collect()
 }
 
 impl FidelityAnalyzer {
     /// For a tone of `freq_hz` in `format`; windows that start before `settle_s` count only
     /// towards the start-up worst case.
     pub fn new(format: StreamFormat, freq_hz: f64, settle_s: f64) -> FidelityAnalyzer {
+        FidelityAnalyzer::with_tones(format, freq_hz, None, settle_s)
+    }
+
+    /// For two tones of `f1_hz` and `f2_hz` (see the module docs); wow & flutter follows the
+    /// first.
+    pub fn new_two_tone(
+        format: StreamFormat,
+        f1_hz: f64,
+        f2_hz: f64,
+        settle_s: f64,
+    ) -> FidelityAnalyzer {
+        FidelityAnalyzer::with_tones(format, f1_hz, Some(f2_hz), settle_s)
+    }
+
+    /// For what `source` plays: `None` for the ramp, which has no tone to measure.
+    pub fn for_source(
+        format: StreamFormat,
+        source: SourceKind,
+        settle_s: f64,
+    ) -> Option<FidelityAnalyzer> {
+        match source {
+            SourceKind::Ramp => None,
+            SourceKind::Sine { freq_hz } => Some(Self::new(format, freq_hz, settle_s)),
+            SourceKind::TwoTone { f1_hz, f2_hz } => {
+                Some(Self::new_two_tone(format, f1_hz, f2_hz, settle_s))
+            }
+        }
+    }
+
+    /// Sizes the series over time for a run of `duration_s` seconds (at most
+    /// [`MAX_SERIES_POINTS`] points, each covering as many windows as that takes). Allocates:
+    /// call it before feeding.
+    pub fn expecting(mut self, duration_s: f64) -> FidelityAnalyzer {
+        let windows = (duration_s.max(0.0) * self.rate / WINDOW as f64).ceil();
+        let windows = if windows.is_finite() {
+            windows.min(1e15) as u64 + 1
+        } else {
+            u64::MAX
+        };
+        let group = windows.div_ceil(MAX_SERIES_POINTS as u64).clamp(1, 1 << 30);
+        let points = windows.div_ceil(group).clamp(2, MAX_SERIES_POINTS as u64);
+        self.series = Vec::with_capacity(points as usize);
+        self.series_group = group as u32;
+        self.series_open = None;
+        self
+    }
+
+    fn with_tones(
+        format: StreamFormat,
+        freq_hz: f64,
+        freq2_hz: Option<f64>,
+        settle_s: f64,
+    ) -> FidelityAnalyzer {
         let rate = format.rate as f64;
         let n = WINDOW as f64;
-        let (a0, a1, a2, a3) = (0.35875, 0.48829, 0.14128, 0.01168);
-        let window: Vec<f64> = (0..WINDOW)
-            .map(|i| {
-                let x = std::f64::consts::TAU * i as f64 / n;
-                a0 - a1 * x.cos() + a2 * (2.0 * x).cos() - a3 * (3.0 * x).cos()
-            })
-            .collect();
+        let window = blackman_harris(WINDOW);
         let window_power = window.iter().map(|w| w * w).sum();
         let bin_hz = rate / n;
+        // Bins up to N/2 − 1 are counted one-sided (a tone at the very top of the band is not
+        // measurable, and must not count a bin twice).
+        let top = WINDOW / 2 - 1;
+        let notch = |f: f64| -> (usize, usize) {
+            let lo = ((f - NOTCH_HZ) / bin_hz).ceil().max(0.0) as usize;
+            let hi = ((f + NOTCH_HZ) / bin_hz).floor().max(0.0) as usize;
+            (lo, hi.min(top))
+        };
         let low_hi = (NOTCH_HZ / bin_hz).floor() as usize;
-        let t_lo = ((freq_hz - NOTCH_HZ) / bin_hz).ceil().max(0.0) as usize;
-        let t_hi = ((freq_hz + NOTCH_HZ) / bin_hz).floor() as usize;
-        let bytes = format.sample.bytes();
+        let (t_lo, t_hi) = notch(freq_hz);
+        // The exclusions must not overlap: a bin counts once. The lower tone's band comes first.
+        let (tone_bins, tone2_bins) = match freq2_hz {
+            None => (
+                t_lo.max(low_hi + 1)..=t_hi,
+                std::ops::RangeInclusive::new(1, 0),
+            ),
+            Some(f2) => {
+                let (u_lo, u_hi) = notch(f2);
+                if f2 >= freq_hz {
+                    let a = t_lo.max(low_hi + 1)..=t_hi;
+                    let b = u_lo.max(low_hi + 1).max(t_hi + 1)..=u_hi;
+                    (a, b)
+                } else {
+                    let b = u_lo.max(low_hi + 1)..=u_hi;
+                    let a = t_lo.max(low_hi + 1).max(u_hi + 1)..=t_hi;
+                    (a, b)
+                }
+            }
+        };
         FidelityAnalyzer {
             rate,
             freq: freq_hz,
+            freq2: freq2_hz,
             channels: format.channels as usize,
             format,
-            full_scale: (1u64 << (8 * bytes.min(4) - 1)) as f64,
+            // Samples decode left-justified into an i32, whatever the format.
+            full_scale: 2_147_483_648.0,
             window,
+            half_window: if freq2_hz.is_some() {
+                blackman_harris(WINDOW / 2)
+            } else {
+                Vec::new()
+            },
             buf: vec![0.0; WINDOW],
             residual: vec![0.0; WINDOW],
             fill: 0,
             onset_skip: None,
             low_bins: 0..=low_hi,
-            tone_bins: t_lo.max(low_hi + 1)..=t_hi,
+            tone_bins,
+            tone2_bins,
             window_power,
             frames: 0,
             settle_frames: (settle_s * rate) as u64,
@@ -156,6 +315,9 @@ impl FidelityAnalyzer {
             f_m2: 0.0,
             f_min: f64::INFINITY,
             f_max: f64::NEG_INFINITY,
+            series: Vec::with_capacity(MAX_SERIES_POINTS),
+            series_group: 1,
+            series_open: None,
         }
     }
 
@@ -199,6 +361,13 @@ impl FidelityAnalyzer {
     }
 
     fn window_done(&mut self, start: u64) {
+        let (db, freq) = self.measure_window(start);
+        self.series_add(start, db, freq);
+    }
+
+    /// One window's THD+N (NaN when silent) and the first tone's mean frequency since the
+    /// previous window (NaN when not known).
+    fn measure_window(&mut self, start: u64) -> (f64, f64) {
         let settled = start >= self.settle_frames;
         let n = WINDOW as f64;
         let total = windowed_power(&self.buf, &self.window);
@@ -206,35 +375,48 @@ impl FidelityAnalyzer {
         // flutter); across the window's halves, the frequency the tone is fitted at.
         let z = goertzel(&self.buf, &self.window, self.freq / self.rate);
         let phase = z.arg();
-        let expected = std::f64::consts::TAU * self.freq * n / self.rate;
-        if let Some(prev) = self.prev_phase.filter(|_| settled) {
-            let d = wrap(phase - prev - expected);
-            let f = self.freq + d * self.rate / (std::f64::consts::TAU * n);
-            self.f_count += 1;
-            let delta = f - self.f_mean;
-            self.f_mean += delta / self.f_count as f64;
-            self.f_m2 += delta * (f - self.f_mean);
-            self.f_min = self.f_min.min(f);
-            self.f_max = self.f_max.max(f);
-        }
         // Silence (before a stream): the tone far under a half-scale tone's level.
         let tone_level = 2.0 * z.norm_sqr() / n / self.window_power;
         if tone_level < 0.125 * 10f64.powf(SILENT_BELOW_DB / 10.0) || total <= 0.0 {
             self.silent += 1;
             self.prev_phase = None;
-            return;
+            return (f64::NAN, f64::NAN);
+        }
+        let expected = std::f64::consts::TAU * self.freq * n / self.rate;
+        let mut freq_now = f64::NAN;
+        if let Some(prev) = self.prev_phase {
+            let d = wrap(phase - prev - expected);
+            let f = self.freq + d * self.rate / (std::f64::consts::TAU * n);
+            freq_now = f;
+            if settled {
+                self.f_count += 1;
+                let delta = f - self.f_mean;
+                self.f_mean += delta / self.f_count as f64;
+                self.f_m2 += delta * (f - self.f_mean);
+                self.f_min = self.f_min.min(f);
+                self.f_max = self.f_max.max(f);
+            }
         }
         self.prev_phase = Some(phase);
         // The notch: the tone fitted (frequency, amplitude, phase, offset) and taken out in the
         // time domain, as an analyzer's notch filter does, so the window's own leakage of the
         // tone does not count; what the stream did to it (a slip, a jump) stays in.
-        let freq = self.fit_frequency();
-        fit_and_remove(
-            &self.buf,
-            &self.window,
-            freq / self.rate,
-            &mut self.residual,
-        );
+        match self.freq2 {
+            None => {
+                let freq = self.fit_frequency();
+                fit_and_remove(
+                    &self.buf,
+                    &self.window,
+                    freq / self.rate,
+                    &mut self.residual,
+                );
+            }
+            Some(f2) => {
+                let c1 = self.fit_frequency_windowed(self.freq) / self.rate;
+                let c2 = self.fit_frequency_windowed(f2) / self.rate;
+                fit_and_remove_two(&self.buf, &self.window, c1, c2, &mut self.residual);
+            }
+        }
         let res_total = windowed_power(&self.residual, &self.window);
         let bin_power = |k: usize| -> f64 {
             let p = goertzel(&self.residual, &self.window, k as f64 / n).norm_sqr() / n;
@@ -242,16 +424,64 @@ impl FidelityAnalyzer {
         };
         let low: f64 = self.low_bins.clone().map(bin_power).sum();
         let near: f64 = self.tone_bins.clone().map(bin_power).sum();
-        let rest = (res_total - low - near).max(total * 1e-20);
+        let near2: f64 = self.tone2_bins.clone().map(bin_power).sum();
+        let rest = (res_total - low - near - near2).max(total * 1e-20);
         let db = 10.0 * (rest / total).log10();
         self.worst_all = self.worst_all.max(db);
         if !settled {
-            return;
+            return (db, freq_now);
         }
         self.worst = self.worst.max(db);
         self.measured += 1;
         let i = ((db - HIST_LO_DB) / HIST_STEP_DB).floor();
         self.hist[(i.max(0.0) as usize).min(HIST_BINS - 1)] += 1;
+        (db, freq_now)
+    }
+
+    /// Adds a window to the series; when the series is full, neighbouring points merge
+    /// (in place: the series never grows beyond its capacity).
+    fn series_add(&mut self, start: u64, db: f64, freq: f64) {
+        let w = WindowPoint {
+            t_s: start as f64 / self.rate,
+            thdn_db: db,
+            freq_min_hz: freq,
+            freq_max_hz: freq,
+            windows: 1,
+        };
+        let open = match self.series_open.take() {
+            Some(p) => p.merge(w),
+            None => w,
+        };
+        if open.windows < self.series_group {
+            self.series_open = Some(open);
+            return;
+        }
+        if self.series.capacity() < 2 {
+            return;
+        }
+        if self.series.len() == self.series.capacity() {
+            let half = self.series.len() / 2;
+            for i in 0..half {
+                self.series[i] = self.series[2 * i].merge(self.series[2 * i + 1]);
+            }
+            let odd = self.series.len() % 2 == 1;
+            if odd {
+                self.series[half] = self.series[2 * half];
+            }
+            self.series.truncate(half + odd as usize);
+            self.series_group = self.series_group.saturating_mul(2);
+        }
+        self.series.push(open);
+    }
+
+    /// The THD+N and frequency of the windows over time (at most [`MAX_SERIES_POINTS`] + 1
+    /// points). Allocates.
+    pub fn series(&self) -> Vec<WindowPoint> {
+        self.series
+            .iter()
+            .copied()
+            .chain(self.series_open)
+            .collect()
     }
 
     /// The tone's frequency within the current window, from its phase advance between the
@@ -264,6 +494,25 @@ impl FidelityAnalyzer {
         let expected = std::f64::consts::TAU * c * h as f64;
         let d = wrap(b.arg() - a.arg() - expected);
         self.freq + d * self.rate / (std::f64::consts::TAU * h as f64)
+    }
+
+    /// Like [`fit_frequency`](Self::fit_frequency), for the tone nominally at `nominal` with
+    /// another one beside it: each half is windowed, so the other tone does not leak into the
+    /// phase.
+    fn fit_frequency_windowed(&self, nominal: f64) -> f64 {
+        let h = WINDOW / 2;
+        let c = nominal / self.rate;
+        let a = goertzel(&self.buf[..h], &self.half_window, c);
+        let b = goertzel(&self.buf[h..], &self.half_window, c);
+        let expected = std::f64::consts::TAU * c * h as f64;
+        let d = wrap(b.arg() - a.arg() - expected);
+        nominal + d * self.rate / (std::f64::consts::TAU * h as f64)
+    }
+
+    /// Windows after the settling time whose THD+N is at least `db`.
+    fn windows_from(&self, db: f64) -> u64 {
+        let i = ((db - HIST_LO_DB) / HIST_STEP_DB).floor().max(0.0) as usize;
+        self.hist.iter().skip(i).map(|&c| c as u64).sum()
     }
 
     /// The figures so far.
@@ -302,10 +551,17 @@ impl FidelityAnalyzer {
                 worst_with_startup_db: finite(self.worst_all),
                 windows: self.measured,
                 silent_windows: self.silent,
+                outlier_windows: if self.measured > 0 {
+                    self.windows_from(q(0.5) + OUTLIER_ABOVE_MEDIAN_DB)
+                } else {
+                    0
+                },
             },
             wow_flutter_peak_pct: peak,
             wow_flutter_rms_pct: rms,
             mean_freq_hz: mean,
+            tone_hz: self.freq,
+            second_tone_hz: self.freq2,
         }
     }
 }
@@ -381,6 +637,76 @@ fn solve3(m: [[f64; 3]; 3], v: [f64; 3]) -> Option<[f64; 3]> {
             a[i][k] = v[i];
         }
         *pk = det(a) / d;
+    }
+    Some(p)
+}
+
+/// Fits `a·cos(ω₁n) + b·sin(ω₁n) + c·cos(ω₂n) + d·sin(ω₂n) + e` to `x` by least squares
+/// weighted with `w`, and writes `x` minus the fit into `out`.
+#[allow(clippy::needless_range_loop)] // matrix code reads best with indices
+fn fit_and_remove_two(x: &[f64], w: &[f64], c1: f64, c2: f64, out: &mut [f64]) {
+    let (o1, o2) = (std::f64::consts::TAU * c1, std::f64::consts::TAU * c2);
+    let (r1c, r1s, r2c, r2s) = (o1.cos(), o1.sin(), o2.cos(), o2.sin());
+    let mut m = [[0.0f64; 5]; 5];
+    let mut v = [0.0f64; 5];
+    let (mut co1, mut si1, mut co2, mut si2) = (1.0f64, 0.0f64, 1.0f64, 0.0f64);
+    for (&xn, &wn) in x.iter().zip(w) {
+        let basis = [co1, si1, co2, si2, 1.0];
+        for i in 0..5 {
+            let wb = wn * basis[i];
+            v[i] += wb * xn;
+            for j in i..5 {
+                m[i][j] += wb * basis[j];
+            }
+        }
+        let t = co1 * r1c - si1 * r1s;
+        si1 = co1 * r1s + si1 * r1c;
+        co1 = t;
+        let t = co2 * r2c - si2 * r2s;
+        si2 = co2 * r2s + si2 * r2c;
+        co2 = t;
+    }
+    for i in 0..5 {
+        for j in 0..i {
+            m[i][j] = m[j][i];
+        }
+    }
+    let p = solve(m, v).unwrap_or([0.0; 5]);
+    let (mut co1, mut si1, mut co2, mut si2) = (1.0f64, 0.0f64, 1.0f64, 0.0f64);
+    for (o, &xn) in out.iter_mut().zip(x) {
+        *o = xn - (p[0] * co1 + p[1] * si1 + p[2] * co2 + p[3] * si2 + p[4]);
+        let t = co1 * r1c - si1 * r1s;
+        si1 = co1 * r1s + si1 * r1c;
+        co1 = t;
+        let t = co2 * r2c - si2 * r2s;
+        si2 = co2 * r2s + si2 * r2c;
+        co2 = t;
+    }
+}
+
+/// Solves `m·p = v` by Gaussian elimination with partial pivoting; `None` when `m` is
+/// singular.
+#[allow(clippy::needless_range_loop)] // matrix code reads best with indices
+fn solve<const K: usize>(mut m: [[f64; K]; K], mut v: [f64; K]) -> Option<[f64; K]> {
+    for col in 0..K {
+        let piv = (col..K).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        if m[piv][col].is_nan() || m[piv][col].abs() <= 1e-300 {
+            return None;
+        }
+        m.swap(col, piv);
+        v.swap(col, piv);
+        for r in col + 1..K {
+            let f = m[r][col] / m[col][col];
+            for c in col..K {
+                m[r][c] -= f * m[col][c];
+            }
+            v[r] -= f * v[col];
+        }
+    }
+    let mut p = [0.0; K];
+    for r in (0..K).rev() {
+        let s: f64 = (r + 1..K).map(|c| m[r][c] * p[c]).sum();
+        p[r] = (v[r] - s) / m[r][r];
     }
     Some(p)
 }
@@ -539,6 +865,161 @@ mod tests {
         let r = a.report();
         assert!((r.wow_flutter_rms_pct - 0.0707).abs() < 0.01, "{r:?}");
         assert!((r.wow_flutter_peak_pct - 0.1).abs() < 0.02, "{r:?}");
+    }
+
+    /// Half-scale total, a quarter each: 18 and 19 kHz.
+    fn two_tones(n: u64, f1: f64, f2: f64) -> f64 {
+        let (w1, w2) = (
+            std::f64::consts::TAU * f1 / 48_000.0,
+            std::f64::consts::TAU * f2 / 48_000.0,
+        );
+        0.25 * ((w1 * n as f64).sin() + (w2 * n as f64).sin())
+    }
+
+    /// 16-bit interleaved stereo of `x`, rounded to nearest.
+    fn s16(seconds: f64, mut x: impl FnMut(u64) -> f64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for n in 0..(seconds * 48_000.0) as u64 {
+            let v = (x(n) * 32768.0).round() as i16;
+            bytes.extend_from_slice(&v.to_le_bytes());
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn two_pure_tones_read_far_below_the_16_bit_floor() {
+        for (f1, f2) in [(18_000.0, 19_000.0), (997.0, 1997.0), (19_000.0, 18_000.0)] {
+            let mut a = FidelityAnalyzer::new_two_tone(fmt(SampleFormat::S32Le), f1, f2, 0.0);
+            tone(&mut a, 5.0, |n| two_tones(n, f1, f2));
+            let r = a.report();
+            assert!(r.thdn.worst_db < -120.0, "{f1} {f2}: {r:?}");
+            assert!((r.mean_freq_hz - f1).abs() < 1e-6, "{r:?}");
+            assert!(r.wow_flutter_rms_pct < 1e-6, "{r:?}");
+            assert_eq!(r.second_tone_hz, Some(f2));
+        }
+    }
+
+    #[test]
+    fn a_16_bit_two_tone_reads_the_quantization_floor() {
+        // Two quarter-scale tones: 0.0625 of power over the rounding noise's Δ²/12
+        // (Δ = 2⁻¹⁵): −89.1 dB, and the exclusion bands take a little of the noise out.
+        let theory = 10.0 * ((1.0f64 / 32768.0).powi(2) / 12.0 / 0.0625).log10();
+        let mut a = FidelityAnalyzer::new_two_tone(fmt(SampleFormat::S16Le), 18e3, 19e3, 0.0);
+        a.feed(&s16(10.0, |n| two_tones(n, 18e3, 19e3)));
+        let r = a.report();
+        println!("theory {theory:.2} dB: {r:?}");
+        assert!((r.thdn.median_db - theory).abs() < 1.0, "{theory}: {r:?}");
+        assert!(r.thdn.p95_db - r.thdn.median_db < 1.0, "{r:?}");
+        assert_eq!(r.thdn.outlier_windows, 0, "{r:?}");
+    }
+
+    #[test]
+    fn a_spur_80_db_down_is_caught_beside_two_tones() {
+        // What a resampler's alias or the tones' intermodulation would add, at −80 dB of the
+        // total power: 2·f1 − f2 (17 kHz), a spur 50 Hz off a tone (outside its ±20 Hz), a
+        // low one.
+        let total = 0.0625;
+        let amp = (2.0 * total * 1e-8f64).sqrt();
+        for spur in [17_000.0, 19_050.0, 5_000.0, 47.0] {
+            let w = std::f64::consts::TAU * spur / 48_000.0;
+            let mut a = FidelityAnalyzer::new_two_tone(fmt(SampleFormat::S32Le), 18e3, 19e3, 0.0);
+            tone(&mut a, 5.0, |n| {
+                two_tones(n, 18e3, 19e3) + amp * (w * n as f64 + 0.3).sin()
+            });
+            let r = a.report();
+            assert!((r.thdn.median_db + 80.0).abs() < 0.5, "{spur} Hz: {r:?}");
+            // Over 16-bit quantization (−89 dB) it still stands out.
+            let mut a = FidelityAnalyzer::new_two_tone(fmt(SampleFormat::S16Le), 18e3, 19e3, 0.0);
+            a.feed(&s16(5.0, |n| {
+                two_tones(n, 18e3, 19e3) + amp * (w * n as f64 + 0.3).sin()
+            }));
+            let r16 = a.report();
+            assert!(
+                (-80.5..-78.5).contains(&r16.thdn.median_db),
+                "{spur} Hz, 16 bit: {r16:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_tones_follow_the_first_for_wow_and_flutter() {
+        // 100 ppm fast: both tones move, the mean frequency is the first one's.
+        let mut a = FidelityAnalyzer::new_two_tone(fmt(SampleFormat::S32Le), 997.0, 1997.0, 0.0);
+        let k = 1.0 + 100e-6;
+        tone(&mut a, 6.0, |n| two_tones(n, 997.0 * k, 1997.0 * k));
+        let r = a.report();
+        assert!((r.mean_freq_hz - 997.0 * k).abs() < 1e-4, "{r:?}");
+        // Fitted at their own frequencies, the offset tones are still taken out cleanly.
+        assert!(r.thdn.worst_db < -110.0, "{r:?}");
+    }
+
+    #[test]
+    fn the_series_is_bounded_and_keeps_the_worst_window() {
+        // 30 s planned: 176 windows, one point each. A slip 20 s in shows in its point.
+        let mut a = FidelityAnalyzer::new(fmt(SampleFormat::S32Le), 997.0, 0.0).expecting(30.0);
+        let cap = a.series.capacity();
+        assert!((176..=200).contains(&cap), "{cap}");
+        let w = std::f64::consts::TAU * 997.0 / 48_000.0;
+        tone(&mut a, 30.0, |n| {
+            let k = if n >= 960_000 { n + 1 } else { n };
+            0.5 * (w * k as f64).sin()
+        });
+        let s = a.series();
+        assert_eq!(s.len(), 30 * 48_000 / WINDOW);
+        assert_eq!(a.series.capacity(), cap, "no reallocation");
+        let worst = s
+            .iter()
+            .max_by(|a, b| a.thdn_db.total_cmp(&b.thdn_db))
+            .unwrap();
+        assert!(
+            (worst.t_s - 20.0).abs() < 0.2 && worst.thdn_db > -60.0,
+            "{worst:?}"
+        );
+        assert!(
+            s.iter()
+                .skip(1)
+                .all(|p| (p.freq_min_hz - 997.0).abs() < 0.5)
+        );
+        assert_eq!(a.report().thdn.outlier_windows, 1);
+
+        // Fed far longer than planned: points merge, the series stays within its capacity.
+        let mut a = FidelityAnalyzer::new(fmt(SampleFormat::S32Le), 997.0, 0.0).expecting(5.0);
+        let cap = a.series.capacity();
+        tone(&mut a, 60.0, |n| 0.5 * (w * n as f64).sin());
+        let s = a.series();
+        assert!(
+            s.len() <= cap + 1 && s.len() >= cap / 2,
+            "{} of {cap}",
+            s.len()
+        );
+        assert_eq!(a.series.capacity(), cap);
+        let windows: u32 = s.iter().map(|p| p.windows).sum();
+        assert_eq!(windows as usize, 60 * 48_000 / WINDOW);
+        assert!(s.windows(2).all(|p| p[0].t_s < p[1].t_s));
+
+        // A day, planned: at most MAX_SERIES_POINTS.
+        let a = FidelityAnalyzer::new(fmt(SampleFormat::S16Le), 997.0, 0.0).expecting(86_400.0);
+        assert!(a.series.capacity() <= MAX_SERIES_POINTS + 8);
+        assert!(a.series_group > 1);
+    }
+
+    #[test]
+    fn odd_tones_do_not_panic() {
+        for (f1, f2) in [
+            (23_999.0, 24_500.0),
+            (0.0, 5.0),
+            (f64::NAN, 1000.0),
+            (1000.0, 1000.0),
+        ] {
+            let mut a = FidelityAnalyzer::new_two_tone(fmt(SampleFormat::S16Le), f1, f2, 0.0);
+            tone(&mut a, 1.0, |n| two_tones(n, 1000.0, 2000.0));
+            let _ = a.report();
+        }
+        let mut a =
+            FidelityAnalyzer::new(fmt(SampleFormat::S16Le), f64::INFINITY, 0.0).expecting(f64::NAN);
+        tone(&mut a, 1.0, |n| (n as f64).sin());
+        let _ = a.report();
     }
 
     #[test]

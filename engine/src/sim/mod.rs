@@ -176,6 +176,8 @@ pub struct SimReport {
     /// Seconds from the first packet until the receiver's drift estimate came within 1 ppm of
     /// the true clock offset for good; `None` if it was not within 1 ppm at the end.
     pub drift_lock_s: Option<f64>,
+    /// The same over time, for a plot (empty without a tone).
+    pub fidelity_series: Vec<fidelity::WindowPoint>,
 }
 
 /// What loss recovery cost and did in a run.
@@ -372,14 +374,8 @@ impl Sim {
             check_buf: vec![0; cfg.period * f.frame_bytes()],
             samples: vec![0; cfg.period * f.channels as usize],
             out_format,
-            fidelity: match cfg.source {
-                SourceKind::Sine { freq_hz } => Some(fidelity::FidelityAnalyzer::new(
-                    out_format,
-                    freq_hz,
-                    cfg.settle_s,
-                )),
-                SourceKind::Ramp => None,
-            },
+            fidelity: fidelity::FidelityAnalyzer::for_source(out_format, cfg.source, cfg.settle_s)
+                .map(|a| a.expecting(cfg.duration_s)),
             trace: Vec::with_capacity(trace_cap),
             rng,
             restarts,
@@ -542,6 +538,7 @@ impl Sim {
             packets_sent: self.net.counters().sent,
             fidelity: self.fidelity.as_ref().map(|f| f.report()),
             drift_lock_s: (!unlocked_at_end).then(|| off_since.unwrap_or(0.0)),
+            fidelity_series: self.fidelity.as_ref().map_or_else(Vec::new, |f| f.series()),
         }
     }
 

@@ -25,8 +25,43 @@ fn per_minute(cpu_s: f64, audio_s: f64) -> f64 {
     }
 }
 
+/// Why a tone run reports no gaps, for the JSON and the text.
+pub const TONE_GAPS_NOTE: &str = "gaps are not measured by the ramp analyzer with a tone for a \
+     source; windows of THD+N 20 dB or more above the median (thdn_db.outlier_windows) stand for \
+     them: a gap, a slip or a burst of noise lies in each";
+
 /// One run's JSON object.
 pub fn leg_json(args: &RigArgs, leg: &Leg) -> Value {
+    let mut v = leg_json_ramp(args, leg);
+    v["source"] = json!(args.source.spec());
+    let Some(t) = &leg.tone else {
+        return v;
+    };
+    // What a tone cannot tell: no frame-exact gaps, latency or bit-exactness.
+    for key in [
+        "gaps",
+        "gap_frames",
+        "max_gap_ms",
+        "gaps_per_hour",
+        "bit_exact_frames",
+        "in_sync_frames",
+        "counters_agree",
+        "analyzer_slip_frames",
+        "latency_frames",
+    ] {
+        v[key] = Value::Null;
+    }
+    v["latency_ms"] = json!({ "p50": null, "p99": null, "max": null });
+    v["gaps_note"] = json!(TONE_GAPS_NOTE);
+    v["thdn_db"] = crate::report::thdn_json(&t.played);
+    v["wow_flutter_pct"] = crate::report::wow_flutter_json(&t.played);
+    v["source_thdn_db"] = crate::report::thdn_json(&t.reference);
+    v["config"]["settle_s"] = finite(super::tone_settle_s(args.duration));
+    v
+}
+
+/// One run's JSON object as the ramp measures it.
+fn leg_json_ramp(args: &RigArgs, leg: &Leg) -> Value {
     let m = &leg.mon;
     let rate = args.rate as f64;
     let hours = m.audio_seconds / 3600.0;
@@ -122,14 +157,45 @@ fn rows(args: &RigArgs, leg: &Leg) -> Vec<(&'static str, String)> {
         }
     };
     let void = leg.void_reasons();
-    vec![
-        ("audio_seconds", format!("{:.1}", m.audio_seconds)),
-        ("gaps", m.gaps.to_string()),
-        ("gap_frames", m.gap_frames.to_string()),
-        ("max_gap_ms", ms(m.max_gap_frames as f64 * 1000.0 / rate)),
-        ("latency_ms p50", ms(m.latency_p50_ms)),
-        ("latency_ms p99", ms(m.latency_p99_ms)),
-        ("latency_ms max", ms(m.latency_max_ms)),
+    let db = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.1}")
+        } else {
+            "-".into()
+        }
+    };
+    let measured: Vec<(&'static str, String)> = match &leg.tone {
+        None => vec![
+            ("gaps", m.gaps.to_string()),
+            ("gap_frames", m.gap_frames.to_string()),
+            ("max_gap_ms", ms(m.max_gap_frames as f64 * 1000.0 / rate)),
+            ("latency_ms p50", ms(m.latency_p50_ms)),
+            ("latency_ms p99", ms(m.latency_p99_ms)),
+            ("latency_ms max", ms(m.latency_max_ms)),
+        ],
+        Some(t) => {
+            let f = &t.played;
+            vec![
+                ("gaps", "not measured (tone)".into()),
+                ("thd+n_db median", db(f.thdn.median_db)),
+                ("thd+n_db p95", db(f.thdn.p95_db)),
+                ("thd+n_db worst", db(f.thdn.worst_db)),
+                ("thd+n outlier windows", f.thdn.outlier_windows.to_string()),
+                (
+                    "wow_flutter_pct peak",
+                    format!("{:.5}", f.wow_flutter_peak_pct),
+                ),
+                (
+                    "wow_flutter_pct rms",
+                    format!("{:.5}", f.wow_flutter_rms_pct),
+                ),
+                ("source thd+n_db (rig)", db(t.reference.thdn.median_db)),
+            ]
+        }
+    };
+    let mut rows = vec![("audio_seconds", format!("{:.1}", m.audio_seconds))];
+    rows.extend(measured);
+    rows.extend([
         (
             "lost_packets",
             num(e.and_then(|e| e.recv("lost_packets")), 0),
@@ -148,7 +214,11 @@ fn rows(args: &RigArgs, leg: &Leg) -> Vec<(&'static str, String)> {
         ),
         (
             "bit_exact_frames",
-            format!("{} of {}", m.bit_exact_frames, m.checked_frames),
+            if leg.tone.is_some() {
+                "-".to_string()
+            } else {
+                format!("{} of {}", m.bit_exact_frames, m.checked_frames)
+            },
         ),
         (
             "allocations_steady",
@@ -179,7 +249,8 @@ fn rows(args: &RigArgs, leg: &Leg) -> Vec<(&'static str, String)> {
                 format!("YES: {}", void.join("; "))
             },
         ),
-    ]
+    ]);
+    rows
 }
 
 /// The summary: a `gaps:` line first (scripts grep for it), then a table.
@@ -187,14 +258,36 @@ pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> St
     let mut out = String::new();
     let first = main.or(baseline).expect("at least one run");
     let engine = first.engine.as_ref().and_then(|e| e.gaps());
-    out += &format!("gaps: {}", first.mon.gaps);
-    match engine {
-        Some(g) if g == first.mon.gaps => out += &format!(" (engine: {g}, agree)"),
-        Some(g) => out += &format!(" (engine: {g}, DISAGREE)"),
-        None => out += &format!(" ({})", first.name),
+    match &first.tone {
+        None => {
+            out += &format!("gaps: {}", first.mon.gaps);
+            match engine {
+                Some(g) if g == first.mon.gaps => out += &format!(" (engine: {g}, agree)"),
+                Some(g) => out += &format!(" (engine: {g}, DISAGREE)"),
+                None => out += &format!(" ({})", first.name),
+            }
+        }
+        Some(t) => {
+            out += &format!(
+                "gaps: not measured with a tone ({} THD+N outlier windows)",
+                t.played.thdn.outlier_windows
+            );
+            match engine {
+                Some(g) => out += &format!(" (engine: {g})"),
+                None => out += &format!(" ({})", first.name),
+            }
+        }
     }
     if let (Some(_), Some(b)) = (main, baseline) {
-        out += &format!("  baseline: {}", b.mon.gaps);
+        match &b.tone {
+            None => out += &format!("  baseline: {}", b.mon.gaps),
+            Some(t) => {
+                out += &format!(
+                    "  baseline: {} outlier windows",
+                    t.played.thdn.outlier_windows
+                )
+            }
+        }
     }
     if !first.void_reasons().is_empty() {
         out += "  VOID";
@@ -215,6 +308,15 @@ pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> St
         out += line.trim_end();
         out += "\n";
     }
+    for l in &legs {
+        if let Some(t) = &l.tone {
+            out += &format!("{}: ", l.name);
+            out += &crate::report::fidelity_line(&t.played);
+        }
+    }
+    if first.tone.is_some() {
+        out += &format!("note: {TONE_GAPS_NOTE}\n");
+    }
     out
 }
 
@@ -229,27 +331,59 @@ pub fn plot(args: &RigArgs, leg: &Leg, baseline: Option<&Leg>) -> String {
         args.rate,
         args.period
     );
-    let mut subtitle = format!(
-        "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        m.gaps, m.latency_p50_ms, m.latency_p99_ms, m.latency_max_ms
-    );
+    let mut subtitle = match &leg.tone {
+        None => format!(
+            "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            m.gaps, m.latency_p50_ms, m.latency_p99_ms, m.latency_max_ms
+        ),
+        Some(t) => format!(
+            "{}: gaps and latency not measured · {} THD+N outlier windows{}",
+            args.source.spec(),
+            t.played.thdn.outlier_windows,
+            crate::report::fidelity_subtitle(&t.played)
+        ),
+    };
     if let Some(lost) = leg.engine.as_ref().and_then(|e| e.recv("lost_packets")) {
         subtitle += &format!(" · {lost} lost packets");
     }
     if let Some(b) = baseline {
-        subtitle += &format!(
-            " · baseline: {} gaps, p50 {:.0} ms",
-            b.mon.gaps, b.mon.latency_p50_ms
-        );
+        match &b.tone {
+            None => {
+                subtitle += &format!(
+                    " · baseline: {} gaps, p50 {:.0} ms",
+                    b.mon.gaps, b.mon.latency_p50_ms
+                )
+            }
+            Some(t) => {
+                subtitle += &format!(
+                    " · baseline: THD+N median {:.1} dB",
+                    t.played.thdn.median_db
+                )
+            }
+        }
     }
     if !leg.void_reasons().is_empty() {
         subtitle += " · VOID";
     }
+    let fidelity = leg.tone.as_ref().map(|t| {
+        (
+            plot::fidelity_points(&t.series, crate::report::reference_hz(&t.played)),
+            t.played.thdn.median_db,
+            crate::report::tones_label(&t.played),
+        )
+    });
     plot::render_svg(&PlotInput {
         title: &title,
         subtitle: &subtitle,
         trace: &m.trace,
         gaps: &gaps,
         target_latency_ms: args.latency_ms,
+        fidelity: fidelity
+            .as_ref()
+            .map(|(points, median_db, tones)| plot::FidelityPanel {
+                points,
+                median_db: *median_db,
+                tones,
+            }),
     })
 }
