@@ -594,7 +594,16 @@ fn status_attaches_to_a_running_daemon() {
         .unwrap();
     let sj = tmp("status-send.json");
     let mut s = send(port, &sj);
-    wait_status(&mut r, &sock, "100 packets", |v| received(v) > 100);
+    // Packets, and the stream heard on both channels (the first stream plays once the drift
+    // is measured, about a second after its first packet).
+    let heard = |v: &Value| {
+        v["peaks_dbfs"].as_array().is_some_and(|p| {
+            p.len() == 2 && p.iter().all(|x| x.as_f64().is_some_and(|d| d > -60.0))
+        })
+    };
+    wait_status(&mut r, &sock, "100 packets, heard", |v| {
+        received(v) > 100 && heard(v)
+    });
     let out = bin()
         .args(["status", "--json", "--socket"])
         .arg(&sock)

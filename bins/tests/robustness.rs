@@ -538,11 +538,13 @@ fn an_unplugged_playback_card_is_reopened_and_plays_again() {
     let _serial = serial();
     let port = free_port();
     let (rj, sj) = (tmp("p-recv.json"), tmp("p-send.json"));
-    let mut r = recv(port, "virtual:unplug=2s+1s", &rj, None);
+    // (Late enough that the stream is heard first: the first stream plays once its drift is
+    // measured, within 3 s of its first packet.)
+    let mut r = recv(port, "virtual:unplug=4s+1s", &rj, None);
     let rs = status_socket(&rj);
     wait_status(&mut r, &rs, "the receiver to be ready", |_| true);
     let mut s = send(port, "virtual", &sj, None);
-    // The card goes away 2 s after it opened, for 1 s; the network side stays up.
+    // The card goes away 4 s after it opened, for 1 s; the network side stays up.
     let lost = wait_status(&mut r, &rs, "the playback card lost", |v| {
         v["device_lost"].as_u64() >= Some(1)
     });

@@ -69,7 +69,7 @@ pub struct DriftParams {
 }
 
 /// Uncertainty under which a first estimate is taken at once, ppm.
-pub const TRUST_PPM: f64 = 20.0;
+pub const TRUST_PPM: f64 = 50.0;
 
 /// Blocks whose earliest points place the level (about a second).
 pub const RECENT_BLOCKS: usize = 10;

@@ -16,6 +16,11 @@ use crate::pi::PilotAnalyzer;
 
 /// Discontinuities this short (frames) can be markers; a longer one is always a gap.
 pub const MARKER_MAX_FRAMES: u64 = 16;
+/// The same on the played channel: a band-limited path (the receiver's resampler, 64 taps;
+/// a converter's own filter) spreads a marker over its length. A gap is a packet or more of
+/// concealment plus its fades, and must also sit one latency after a marker to be taken for
+/// one.
+pub const PLAYED_MARKER_MAX_FRAMES: u64 = MARKER_MAX_FRAMES + 64;
 /// How far (frames) a marker may sit from the latency tracked so far and still be one.
 pub const MATCH_TOLERANCE_FRAMES: u64 = 48;
 
@@ -138,6 +143,17 @@ impl TwoChannelMonitor {
                 reference_breaks += 1;
             }
         }
+        // On the played side, a marker through a band-limited path rings: the pilot breaks,
+        // settles for a moment and breaks again. Breaks closer than that are one event.
+        let mut played: Vec<(u64, u64)> = Vec::with_capacity(self.played.events.len());
+        for &(at, len) in &self.played.events {
+            match played.last_mut() {
+                Some((a, l)) if at <= *a + *l + PLAYED_MARKER_MAX_FRAMES => {
+                    *l = (at + len).max(*a + *l) - *a;
+                }
+                _ => played.push((at, len)),
+            }
+        }
         let lag_of = |at: u64| -> Option<u64> {
             let i = markers.partition_point(|&m| m <= at);
             (i > 0).then(|| at - markers[i - 1])
@@ -146,8 +162,8 @@ impl TwoChannelMonitor {
         // marker before them (0.5 ms bins), so a gap before the first marker cannot set it.
         let bin = (self.rate as u64 / 2000).max(1);
         let mut bins: Vec<(u64, u32)> = Vec::new();
-        for &(at, len) in &self.played.events {
-            if len > MARKER_MAX_FRAMES {
+        for &(at, len) in &played {
+            if len > PLAYED_MARKER_MAX_FRAMES {
                 continue;
             }
             if let Some(lag) = lag_of(at) {
@@ -164,9 +180,9 @@ impl TwoChannelMonitor {
             .map(|e| e.0 * bin + bin / 2);
         let mut samples = Vec::new();
         let mut gaps = Vec::new();
-        for &(at, len) in &self.played.events {
+        for &(at, len) in &played {
             let lag = lag_of(at);
-            let is_marker = len <= MARKER_MAX_FRAMES
+            let is_marker = len <= PLAYED_MARKER_MAX_FRAMES
                 && matches!((lag, estimate), (Some(l), Some(e)) if l.abs_diff(e) <= MATCH_TOLERANCE_FRAMES + bin);
             match (is_marker, lag) {
                 (true, Some(l)) => {
@@ -289,6 +305,50 @@ mod tests {
         let first = r.samples.first().unwrap().1;
         let last = r.samples.last().unwrap().1;
         assert!(last - first > 4.0, "{r:?}");
+    }
+
+    #[test]
+    fn markers_through_the_receivers_resampler_are_markers() {
+        // The right channel is the left, 20 ms later, through the receiver's band-limited
+        // resampler at a step of 1.0001: each marker's phase jump rings over the filter's
+        // taps, and the latency shrinks by 0.1 ms a second.
+        use engine::format::SampleFormat;
+        use engine::resample::ResampleStage;
+        let n = 8 * RATE as usize;
+        let mut sig = MarkerSignal::new(RATE, 997.0, 1.0, 0.5);
+        let mut left = Vec::new();
+        sig.fill(n, &mut left);
+        let l = |i: usize| (i16::from_le_bytes([left[4 * i], left[4 * i + 1]]) as i32) << 16;
+        let mut rs = ResampleStage::new(1, SampleFormat::S16Le, SampleFormat::S16Le, 256).unwrap();
+        let mut right = vec![0i32; 256];
+        let mut cap = Vec::new();
+        let (mut taken, mut i) = (0, 0);
+        while i + 256 <= n {
+            let m = rs.inputs_needed(256, 1.0001);
+            for k in 0..m {
+                let src = taken as i64 - 960;
+                rs.set_input(
+                    k,
+                    &[if (0..n as i64).contains(&src) {
+                        l(src as usize)
+                    } else {
+                        0
+                    }],
+                );
+                taken += 1;
+            }
+            rs.process(&mut right, 256, 1.0001);
+            for (k, &r) in right.iter().enumerate() {
+                cap.extend_from_slice(&((l(i + k) >> 16) as i16).to_le_bytes());
+                cap.extend_from_slice(&((r >> 16) as i16).to_le_bytes());
+            }
+            i += 256;
+        }
+        let mut m = TwoChannelMonitor::new(997.0, RATE, RATE as u64);
+        m.feed(&cap);
+        let r = m.report();
+        assert_eq!(r.gaps, vec![], "{r:?}");
+        assert!(r.samples.len() >= 6, "{r:?}");
     }
 
     #[test]

@@ -148,7 +148,16 @@ fn f(v: &Value, path: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("{} is not a number in {v}", path.join(".")))
 }
 
-fn check_common(leg: &Value, seconds: f64) {
+/// How a leg's frames must match the source: exactly (the old pipeline, or netaudio with
+/// `slip`/`off`), or as a resampled stream (netaudio's default): in order, between the
+/// source's frames.
+#[derive(Clone, Copy, PartialEq)]
+enum Match {
+    Exact,
+    Resampled,
+}
+
+fn check_common(leg: &Value, seconds: f64, m: Match) {
     for key in [
         "audio_seconds",
         "gaps",
@@ -171,9 +180,19 @@ fn check_common(leg: &Value, seconds: f64) {
     }
     assert!((f(leg, &["audio_seconds"]) - seconds).abs() < 0.01, "{leg}");
     // Every measured frame was checked, and nearly all of them continue the source exactly.
+    // (Through the resampler, where the sound starts is known to within the filter's reach:
+    // its first frames ring in before the first one the ramp decoder names.)
     let checked = f(leg, &["checked_frames"]);
-    assert_eq!(checked, seconds * 48_000.0);
-    assert!(f(leg, &["bit_exact_frames"]) > 0.9 * checked, "{leg}");
+    match m {
+        Match::Exact => {
+            assert_eq!(checked, seconds * 48_000.0);
+            assert!(f(leg, &["bit_exact_frames"]) > 0.9 * checked, "{leg}");
+        }
+        Match::Resampled => {
+            assert!((checked - seconds * 48_000.0).abs() <= 64.0, "{leg}");
+            assert!(f(leg, &["in_sync_frames"]) > 0.999 * checked, "{leg}");
+        }
+    }
     for side in ["sender", "receiver"] {
         let cpu = f(leg, &["cpu_seconds_per_audio_minute", side]);
         assert!((0.0..60.0).contains(&cpu), "{side} CPU {cpu}");
@@ -215,7 +234,7 @@ fn the_baseline_measures_plausibly() {
     assert!(out.stdout.starts_with("gaps: "), "{}", out.stdout);
     let b = &out.json["baseline"];
     assert!(out.json["netaudio"].is_null());
-    check_common(b, 20.0);
+    check_common(b, 20.0, Match::Exact);
     let p50 = f(b, &["latency_ms", "p50"]);
     let max = f(b, &["latency_ms", "max"]);
     assert!(
@@ -261,8 +280,8 @@ fn netaudio_has_no_gaps_and_a_fraction_of_the_baselines_latency() {
         assert!(out.stdout.starts_with("gaps: "), "{}", out.stdout);
         let n = &out.json["netaudio"];
         let b = &out.json["baseline"];
-        check_common(n, 60.0);
-        check_common(b, 60.0);
+        check_common(n, 60.0, Match::Resampled);
+        check_common(b, 60.0, Match::Exact);
         assert_eq!(f(n, &["allocations_steady_state"]), 0.0, "{n}");
         assert_eq!(f(n, &["frees_steady_state"]), 0.0, "{n}");
         let (p99, base_p99) = (f(n, &["latency_ms", "p99"]), f(b, &["latency_ms", "p99"]));
@@ -346,13 +365,18 @@ fn a_tone_through_netaudio_is_measured_for_thdn_and_wow_and_flutter() {
             );
             continue;
         }
-        // Most windows play untouched: the median is the format's floor; a slip or a gap
-        // shows as an outlier window and in the frequency, not in the median.
+        // The default drift correction resamples: the tone reaches the monitor at full
+        // resolution, which records 16 bits, so it is rounded to 16 bits once more there: the
+        // floor plus 3 dB, and nothing else (the simulated rig, playing at 32 bits, shows the
+        // floor itself). A gap shows as an outlier window, not in the median.
         let median = f(v, &["thdn_db", "median"]);
-        assert!((median - floor).abs() < 1.0, "{source}: {median} dB: {v}");
+        assert!(
+            (median - (floor + 3.0)).abs() < 1.0,
+            "{source}: {median} dB: {v}"
+        );
         let rms = f(v, &["wow_flutter_pct", "rms"]);
         assert!(
-            (0.0..0.05).contains(&rms),
+            (0.0..=0.001).contains(&rms),
             "{source}: wow & flutter {rms} %: {v}"
         );
         let plot = std::fs::read_to_string(&svg).unwrap();

@@ -48,6 +48,8 @@ use crate::sim::signal::SourceKind;
 
 /// Frames per analysis window.
 pub const WINDOW: usize = 8192;
+/// Frames of each of the two segments of the coarse frequency estimate.
+const COARSE: usize = 1024;
 /// Half-width of the tone's exclusion band, and the low edge of the measured band, Hz.
 const NOTCH_HZ: f64 = 20.0;
 /// Histogram range and step, dB.
@@ -143,6 +145,8 @@ pub struct FidelityAnalyzer {
     window: Vec<f64>,
     /// The same window over half as many frames (two tones' frequencies are read with it).
     half_window: Vec<f64>,
+    /// Window of the coarse frequency estimate's segments ([`COARSE`] frames).
+    short_window: Vec<f64>,
     buf: Vec<f64>,
     /// What is left of a window once the fitted tone is taken out.
     residual: Vec<f64>,
@@ -294,6 +298,7 @@ impl FidelityAnalyzer {
             } else {
                 Vec::new()
             },
+            short_window: blackman_harris(COARSE),
             buf: vec![0.0; WINDOW],
             residual: vec![0.0; WINDOW],
             fill: 0,
@@ -488,12 +493,26 @@ impl FidelityAnalyzer {
     /// window's two halves.
     fn fit_frequency(&self) -> f64 {
         let h = WINDOW / 2;
-        let c = self.freq / self.rate;
+        let f0 = self.coarse_frequency(self.freq);
+        let c = f0 / self.rate;
         let a = goertzel_plain(&self.buf[..h], c);
         let b = goertzel_plain(&self.buf[h..], c);
         let expected = std::f64::consts::TAU * c * h as f64;
         let d = wrap(b.arg() - a.arg() - expected);
-        self.freq + d * self.rate / (std::f64::consts::TAU * h as f64)
+        f0 + d * self.rate / (std::f64::consts::TAU * h as f64)
+    }
+
+    /// The tone near `nominal` from the phase advance between two short windowed segments:
+    /// unambiguous within ±rate / (2 · [`COARSE`]) (±23 Hz at 48 kHz, a 1000 ppm clock offset
+    /// at 20 kHz), so the window halves' finer advance can be unwrapped around it.
+    fn coarse_frequency(&self, nominal: f64) -> f64 {
+        let n = COARSE;
+        let c = nominal / self.rate;
+        let a = goertzel(&self.buf[..n], &self.short_window, c);
+        let b = goertzel(&self.buf[n..2 * n], &self.short_window, c);
+        let expected = std::f64::consts::TAU * c * n as f64;
+        let d = wrap(b.arg() - a.arg() - expected);
+        nominal + d * self.rate / (std::f64::consts::TAU * n as f64)
     }
 
     /// Like [`fit_frequency`](Self::fit_frequency), for the tone nominally at `nominal` with
@@ -501,12 +520,13 @@ impl FidelityAnalyzer {
     /// phase.
     fn fit_frequency_windowed(&self, nominal: f64) -> f64 {
         let h = WINDOW / 2;
-        let c = nominal / self.rate;
+        let f0 = self.coarse_frequency(nominal);
+        let c = f0 / self.rate;
         let a = goertzel(&self.buf[..h], &self.half_window, c);
         let b = goertzel(&self.buf[h..], &self.half_window, c);
         let expected = std::f64::consts::TAU * c * h as f64;
         let d = wrap(b.arg() - a.arg() - expected);
-        nominal + d * self.rate / (std::f64::consts::TAU * h as f64)
+        f0 + d * self.rate / (std::f64::consts::TAU * h as f64)
     }
 
     /// Windows after the settling time whose THD+N is at least `db`.
