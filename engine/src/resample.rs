@@ -136,6 +136,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// (`row + a · diff`) and applied to both windows. The portable form: two passes the
 /// compiler vectorises (taps, then one dot product per channel).
 #[inline(always)]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 fn stereo_portable(
     coef: &mut [f32],
     row: &[f32],
@@ -270,6 +271,7 @@ pub struct ResampleStage {
     /// units' range.
     rounding: (f64, u32, f64, f64),
     /// The CPU has AVX2 and FMA (x86-64; found once, at construction).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fma: bool,
 }
 
