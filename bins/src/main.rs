@@ -693,21 +693,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 j["cpu_seconds"].as_f64().unwrap_or(0.0)
             );
             if let Some(f) = &rep.fidelity {
-                let tones = match f.second_tone_hz {
-                    Some(f2) => format!("{} + {f2} Hz", f.tone_hz),
-                    None => format!("{} Hz", f.tone_hz),
-                };
-                println!(
-                    "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {tones}, {} outliers  wow_flutter: peak {:.5} %  rms {:.5} %",
-                    f.thdn.median_db,
-                    f.thdn.p95_db,
-                    f.thdn.worst_db,
-                    f.thdn.worst_with_startup_db,
-                    f.thdn.windows,
-                    f.thdn.outlier_windows,
-                    f.wow_flutter_peak_pct,
-                    f.wow_flutter_rms_pct
-                );
+                println!("{f}");
             }
             if rep.gaps > 0 {
                 return Ok(ExitCode::from(1));

@@ -581,19 +581,23 @@ fn status_attaches_to_a_running_daemon() {
     let port = free_port();
     let sock = tmp("status.sock");
     let metrics_port = free_port();
-    let mut r = bin()
-        .args(["recv", "--device", "virtual", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--stats-interval", "0", "--status-socket"])
-        .arg(&sock)
-        .arg("--metrics")
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .args(FMT)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Reaped on every way out, a failed assertion included (a leaked daemon's realtime
+    // threads would disturb every test after it).
+    let mut r = Reaper(
+        bin()
+            .args(["recv", "--device", "virtual", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--stats-interval", "0", "--status-socket"])
+            .arg(&sock)
+            .arg("--metrics")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(FMT)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let sj = tmp("status-send.json");
-    let mut s = send(port, &sj);
+    let mut s = Reaper(send(port, &sj));
     // Packets, and the stream heard on both channels (the first stream plays once the drift
     // is measured, about a second after its first packet).
     let heard = |v: &Value| {
@@ -601,7 +605,7 @@ fn status_attaches_to_a_running_daemon() {
             p.len() == 2 && p.iter().all(|x| x.as_f64().is_some_and(|d| d > -60.0))
         })
     };
-    wait_status(&mut r, &sock, "100 packets, heard", |v| {
+    wait_status(&mut r.0, &sock, "100 packets, heard", |v| {
         received(v) > 100 && heard(v)
     });
     let out = bin()
@@ -645,8 +649,8 @@ fn status_attaches_to_a_running_daemon() {
         body.contains("netaudio_packets_received{role=\"receiver\"}"),
         "{body}"
     );
-    terminate(&mut r);
-    terminate(&mut s);
+    terminate(&mut r.0);
+    terminate(&mut s.0);
     // Nobody there: a clear message.
     let out = bin()
         .args(["status", "--json", "--socket"])

@@ -351,16 +351,16 @@ impl ResampleStage {
         let (from, to) = (self.step, Self::clamp_step(step));
         let n = n.min(self.max_frames);
         let mut u = self.u;
-        let mut taken = 0;
-        let delta = (to - from) / n as f64;
-        for k in 0..n {
-            while u >= 1.0 {
-                taken += 1;
-                u -= 1.0;
-            }
-            u += from + delta * (k + 1) as f64;
-        }
-        taken
+        each_frame(
+            &mut u,
+            &self.table,
+            self.taps,
+            self.stride,
+            n,
+            from,
+            to,
+            |_, _, _, _, _| {},
+        )
     }
 
     /// Stores input frame `i` (from 0) of the next call (`channels` left-justified samples).
@@ -435,17 +435,10 @@ impl ResampleStage {
         }
     }
 
-    /// The phase row and the fraction between it and the next, for the position `u`.
-    #[inline(always)]
-    fn phase(&self) -> (usize, f32) {
-        let x = (self.u.clamp(0.0, 1.0) * PHASES as f64).min(PHASES as f64 - 1e-9);
-        // Through i32: one conversion instruction (x is in 0..PHASES).
-        let p = x as i32;
-        (p as usize, (x - p as f64) as f32)
-    }
-
     /// Makes `n` stereo frames into `ybuf` with `kernel` (taps, rows, fraction, windows);
-    /// returns the input frames taken.
+    /// returns the input frames taken. The walk of [`each_frame`], written out: the kernel is
+    /// a closure of a function compiled for AVX2, and a closure between them would keep it
+    /// from being inlined there (a call per frame, a third more time).
     #[inline(always)]
     fn frames<K>(&mut self, n: usize, from: f64, to: f64, kernel: K) -> usize
     where
@@ -459,9 +452,8 @@ impl ResampleStage {
                 taken += 1;
                 self.u -= 1.0;
             }
-            // The window's newest frame is input `taken - 1`: it starts at slot `taken`.
             let start = taken.min(stride - taps);
-            let (p, a) = self.phase();
+            let (p, a) = phase(self.u);
             let row = &self.table.rows[p * taps..(p + 1) * taps];
             let diff = &self.table.diff[p * taps..(p + 1) * taps];
             let (h0, h1) = self.hist.split_at(stride);
@@ -483,33 +475,78 @@ impl ResampleStage {
     /// [`frames`](Self::frames) for any channel count: the taps once, a dot product each.
     fn frames_any(&mut self, n: usize, from: f64, to: f64) -> usize {
         let (stride, ch, taps) = (self.stride, self.channels, self.taps);
-        let mut taken = 0;
-        let delta = (to - from) / n as f64;
-        for k in 0..n {
-            while self.u >= 1.0 {
-                taken += 1;
-                self.u -= 1.0;
-            }
-            let start = taken.min(stride - taps);
-            let (p, a) = self.phase();
-            let row = &self.table.rows[p * taps..(p + 1) * taps];
-            let diff = &self.table.diff[p * taps..(p + 1) * taps];
-            for ((c, &r), &d) in self.coef.iter_mut().zip(row).zip(diff) {
-                *c = r + a * d;
-            }
-            for c in 0..ch {
-                let h = &self.hist[c * stride + start..c * stride + start + taps];
-                self.ybuf[k * ch + c] = dot(&self.coef, h);
-            }
-            self.u += from + delta * (k + 1) as f64;
-        }
-        taken
+        let (hist, coef, ybuf) = (&self.hist, &mut self.coef, &mut self.ybuf);
+        each_frame(
+            &mut self.u,
+            &self.table,
+            taps,
+            stride,
+            n,
+            from,
+            to,
+            |k, row, diff, a, s| {
+                for ((c, &r), &d) in coef.iter_mut().zip(row).zip(diff) {
+                    *c = r + a * d;
+                }
+                for c in 0..ch {
+                    ybuf[k * ch + c] = dot(coef, &hist[c * stride + s..c * stride + s + taps]);
+                }
+            },
+        )
     }
 
     /// The step last taken, input frames per output frame.
     pub fn step(&self) -> f64 {
         self.step
     }
+}
+
+/// The phase row and the fraction between it and the next, for the position `u`.
+#[inline(always)]
+fn phase(u: f64) -> (usize, f32) {
+    let x = (u.clamp(0.0, 1.0) * PHASES as f64).min(PHASES as f64 - 1e-9);
+    // Through i32: one conversion instruction (x is in 0..PHASES).
+    let p = x as i32;
+    (p as usize, (x - p as f64) as f32)
+}
+
+/// The walk of one call: before each of `n` output frames, the inputs the position has passed
+/// are taken; `frame(k, row, diff, a, start)` then makes output `k` from the window starting
+/// at slot `start` with the taps `row + a · diff`, and the position moves on by a step ramping
+/// from `from` to `to`. Returns the inputs taken. [`ResampleStage::inputs_needed`] and the
+/// any-channel kernel walk with it; the stereo one spells the same walk out (see there).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn each_frame<F: FnMut(usize, &[f32], &[f32], f32, usize)>(
+    u: &mut f64,
+    table: &Table,
+    taps: usize,
+    stride: usize,
+    n: usize,
+    from: f64,
+    to: f64,
+    mut frame: F,
+) -> usize {
+    let mut taken = 0;
+    let delta = (to - from) / n as f64;
+    for k in 0..n {
+        while *u >= 1.0 {
+            taken += 1;
+            *u -= 1.0;
+        }
+        // The window's newest frame is input `taken - 1`: it starts at slot `taken`.
+        let start = taken.min(stride - taps);
+        let (p, a) = phase(*u);
+        frame(
+            k,
+            &table.rows[p * taps..(p + 1) * taps],
+            &table.diff[p * taps..(p + 1) * taps],
+            a,
+            start,
+        );
+        *u += from + delta * (k + 1) as f64;
+    }
+    taken
 }
 
 /// Adding and taking away 1.5 · 2^52 rounds an `f64` below 2^51 to the nearest integer.

@@ -52,19 +52,7 @@ pub fn wow_flutter_json(f: &FidelityReport) -> Value {
 
 /// The THD+N and wow & flutter line of the text reports.
 pub fn fidelity_line(f: &FidelityReport) -> String {
-    let tones = tones_label(f);
-    format!(
-        "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {tones}, {} outliers  \
-         wow_flutter: peak {:.5} %  rms {:.5} %\n",
-        f.thdn.median_db,
-        f.thdn.p95_db,
-        f.thdn.worst_db,
-        f.thdn.worst_with_startup_db,
-        f.thdn.windows,
-        f.thdn.outlier_windows,
-        f.wow_flutter_peak_pct,
-        f.wow_flutter_rms_pct,
-    )
+    format!("{f}\n")
 }
 
 /// The JSON report.
@@ -330,10 +318,7 @@ pub fn reference_hz(f: &FidelityReport) -> f64 {
 
 /// "997 Hz" or "18000 + 19000 Hz".
 pub fn tones_label(f: &FidelityReport) -> String {
-    match f.second_tone_hz {
-        Some(f2) => format!("{} + {} Hz", f.tone_hz, f2),
-        None => format!("{} Hz", f.tone_hz),
-    }
+    f.tones_label()
 }
 
 /// The plot subtitle's THD+N and wow & flutter part.

@@ -103,6 +103,35 @@ pub struct WindowPoint {
     pub windows: u32,
 }
 
+impl FidelityReport {
+    /// "997 Hz" or "18000 + 19000 Hz".
+    pub fn tones_label(&self) -> String {
+        match self.second_tone_hz {
+            Some(f2) => format!("{} + {} Hz", self.tone_hz, f2),
+            None => format!("{} Hz", self.tone_hz),
+        }
+    }
+}
+
+/// The one-line summary the text reports print (`thd+n_db: median … wow_flutter: …`).
+impl core::fmt::Display for FidelityReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "thd+n_db: median {:.1}  p95 {:.1}  worst {:.1} (start-up included {:.1}) over {} windows of {}, {} outliers  wow_flutter: peak {:.5} %  rms {:.5} %",
+            self.thdn.median_db,
+            self.thdn.p95_db,
+            self.thdn.worst_db,
+            self.thdn.worst_with_startup_db,
+            self.thdn.windows,
+            self.tones_label(),
+            self.thdn.outlier_windows,
+            self.wow_flutter_peak_pct,
+            self.wow_flutter_rms_pct,
+        )
+    }
+}
+
 impl WindowPoint {
     fn merge(self, b: WindowPoint) -> WindowPoint {
         WindowPoint {
