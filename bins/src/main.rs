@@ -166,7 +166,8 @@ struct RecvArgs {
     /// Address to listen on (e.g. 0.0.0.0:46000 or [::]:46000) [default: 0.0.0.0:46000].
     #[arg(long)]
     listen: Option<String>,
-    /// Target latency, ms (from a frame's arrival to leaving the sound card).
+    /// Target latency, ms (from a frame's arrival to leaving the sound card) [default: four
+    /// periods + 2 ms for the network's jitter, plus the resampler's delay with resample].
     #[arg(long)]
     latency_ms: Option<f64>,
     /// Drift correction: resample (transparent), slip (bit-exact between single-frame slips)
@@ -467,8 +468,17 @@ fn auto_latency(
 /// `latency = auto`: the highest target unless told otherwise, ms.
 const DEFAULT_AUTO_MAX_MS: f64 = 200.0;
 
-fn default_latency(audio: &AudioOptions) -> f64 {
-    engine::sim::default_latency_ms(audio.format, audio.period)
+/// Four periods and 2 ms for the network's jitter; with `resample`, plus the resampler's own
+/// delay (half its kernel), so the jitter keeps its 2 ms.
+fn default_latency(audio: &AudioOptions, mode: DriftMode) -> f64 {
+    let base = engine::sim::default_latency_ms(audio.format, audio.period);
+    match mode {
+        DriftMode::Resample => {
+            let frames = engine::resample::delay_frames_for(audio.format.sample);
+            base + audio.format.ms_for_frames(frames as f64)
+        }
+        _ => base,
+    }
 }
 
 fn check_latency(l: f64) -> Result<f64, String> {
@@ -579,10 +589,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let audio = a.audio.options(&cfg)?;
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
+            let mode = drift_mode(&a.drift_mode, &cfg)?;
             let latency_ms = check_latency(
                 a.latency_ms
                     .or(cfg.receiver.latency_ms)
-                    .unwrap_or_else(|| default_latency(&audio)),
+                    .unwrap_or_else(|| default_latency(&audio, mode)),
             )?;
             let listen = a
                 .listen
@@ -591,7 +602,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .unwrap_or_else(|| "0.0.0.0:46000".into());
             let r = ReceiveOptions {
                 latency_ms,
-                drift_mode: drift_mode(&a.drift_mode, &cfg)?,
+                drift_mode: mode,
                 playback_format: playback_format(&a.playback_format, &cfg, audio.format.sample)?,
                 recovery: recovery_mode(&a.recovery, &cfg)?,
                 auto_latency: auto_latency(&a, &cfg, latency_ms)?,
@@ -609,15 +620,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if a.run.stats_interval.is_none() {
                 run.stats_interval = 1.0;
             }
-            let latency_ms =
-                check_latency(a.latency_ms.unwrap_or_else(|| default_latency(&audio)))?;
+            let mode = drift_mode(&a.drift_mode, &cfg)?;
+            let latency_ms = check_latency(
+                a.latency_ms
+                    .unwrap_or_else(|| default_latency(&audio, mode)),
+            )?;
             if !(-5000.0..=5000.0).contains(&a.drift_ppm) {
                 return Err(format!(
                     "--drift-ppm {} is out of range; use -5000..=5000",
                     a.drift_ppm
                 ));
             }
-            let mode = drift_mode(&a.drift_mode, &cfg)?;
             let playback = playback_format(&None, &cfg, audio.format.sample)?;
             a.source.check(audio.format.rate)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;

@@ -56,6 +56,14 @@ fn has_fma() -> bool {
     }
 }
 
+/// Frames of delay the resampler adds for a stream of `stream` samples (half its kernel).
+pub fn delay_frames_for(stream: SampleFormat) -> usize {
+    match stream {
+        SampleFormat::S16Le => TAPS_16 / 2,
+        _ => TAPS / 2,
+    }
+}
+
 /// Modified Bessel function of the first kind, order 0 (power series).
 fn bessel_i0(x: f64) -> f64 {
     let mut sum = 1.0;
@@ -296,10 +304,8 @@ impl ResampleStage {
             ));
         }
         let max_in = (max_frames as f64 * (1.0 + MAX_DEVIATION)).ceil() as usize + 2;
-        let (taps, beta) = match stream {
-            SampleFormat::S16Le => (TAPS_16, BETA_16),
-            _ => (TAPS, BETA),
-        };
+        let taps = 2 * delay_frames_for(stream);
+        let beta = if taps == TAPS_16 { BETA_16 } else { BETA };
         let stride = taps + max_in;
         Ok(ResampleStage {
             table: Table::new(taps, beta),
