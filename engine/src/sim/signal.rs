@@ -407,12 +407,15 @@ pub struct Analyzer {
     format: StreamFormat,
     tolerance: StepTolerance,
     state: State,
-    /// Anchored out of silence on one frame, not yet confirmed by the next: a mismatch then
-    /// means the anchor was a faded frame that only looked like the source (a mono S16 frame
-    /// matches the ramp somewhere whatever its value), not a gap.
+    /// Anchored out of silence or a gap on one frame, not yet confirmed by the next: a
+    /// mismatch then means the anchor was a faded frame that only looked like the source (a
+    /// mono S16 frame matches the ramp somewhere whatever its value; a resampled fade decodes
+    /// consistently by chance), not a new gap.
     tentative: bool,
     /// Whether the last anchor was bit-exact.
     anchor_exact: bool,
+    /// The tentative anchor ended a gap (a mismatch then continues that gap).
+    tentative_in_gap: bool,
     pos: f64,
     /// Counters.
     pub counts: AnalyzerCounts,
@@ -462,6 +465,7 @@ impl Analyzer {
             state: State::Start,
             tentative: false,
             anchor_exact: false,
+            tentative_in_gap: false,
             pos: 0.0,
             counts: AnalyzerCounts::default(),
             gap_frames_now: 0,
@@ -673,6 +677,25 @@ impl Analyzer {
                                 self.counts.leading_frames += 1;
                             }
                         }
+                        _ if self.tentative && self.tentative_in_gap => {
+                            // The anchor was not the stream coming back (a frame fading in
+                            // that looked like the source): the gap goes on, one gap.
+                            self.tentative = false;
+                            self.counts.in_sync -= 1;
+                            if self.anchor_exact {
+                                self.counts.bit_exact -= 1;
+                            }
+                            self.state = State::Gap;
+                            self.gap_frames_now += 1;
+                            self.counts.gap_frames += 1;
+                            if self.try_anchor(decoded, t, capture) {
+                                self.end_gap();
+                                self.tentative = true;
+                            } else {
+                                self.gap_frames_now += 1;
+                                self.counts.gap_frames += 1;
+                            }
+                        }
                         _ if self.tentative => {
                             // The anchor was not the stream: it was still leading.
                             self.tentative = false;
@@ -686,6 +709,7 @@ impl Analyzer {
                                 self.counts.leading_frames += 1;
                             } else {
                                 self.tentative = true;
+                                self.tentative_in_gap = false;
                             }
                         }
                         _ => {
@@ -697,6 +721,8 @@ impl Analyzer {
                             if self.try_anchor(decoded, t, capture) {
                                 // A bare jump: zero frames of gap.
                                 self.end_gap();
+                                self.tentative = true;
+                                self.tentative_in_gap = true;
                             } else {
                                 self.state = State::Gap;
                                 self.gap_frames_now = 1;
@@ -710,11 +736,14 @@ impl Analyzer {
                         self.counts.leading_frames += 1;
                     } else {
                         self.tentative = true;
+                        self.tentative_in_gap = false;
                     }
                 }
                 State::Gap => {
                     if self.try_anchor(decoded, t, capture) {
                         self.end_gap();
+                        self.tentative = true;
+                        self.tentative_in_gap = true;
                     } else {
                         self.gap_frames_now += 1;
                         self.counts.gap_frames += 1;
