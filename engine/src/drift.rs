@@ -18,7 +18,7 @@
 //! arrival line at this moment, lifted to the earliest arrivals of the last second so a
 //! wandering clock shows at once, and the frame being played), so the jitter does not move it
 //! either; a level error is paid back over [`DriftParams::level_time_s`] (bounded by
-//! [`DriftParams::level_limit_ppm`]). The correction (input frames per output frame − 1) is
+//! [`DriftParams::level_limit_ppm`]), faster when it is beyond [`DriftParams::slew_level_ms`]. The correction (input frames per output frame − 1) is
 //! `drift + level term − target velocity / rate`, approached at a bounded slew rate
 //! ([`DriftParams::slew_ppm_per_s`], faster only when the level strays): it changes by small
 //! fractions of a ppm once locked, so the resampler steered by it does not wobble, and a
@@ -394,8 +394,13 @@ impl DriftController {
         self.primed = true;
         self.level = level;
         let limit = self.params.limit_ppm * 1e-6;
-        let level_limit = self.params.level_limit_ppm * 1e-6;
-        let term = ((level - target) / (self.params.level_time_s * self.rate))
+        // Within the level band the error is paid back gently; beyond it (a stall that played
+        // concealment and cost the buffer milliseconds) the term grows with the error's
+        // square, so the margin against the next hiccup comes back in seconds, not minutes.
+        let band = self.params.slew_level_ms * 1e-3 * self.rate;
+        let stray = ((level - target).abs() / band).max(1.0);
+        let level_limit = (self.params.level_limit_ppm * 1e-6 * stray * stray).min(limit);
+        let term = ((level - target) * stray / (self.params.level_time_s * self.rate))
             .clamp(-level_limit, level_limit);
         let want = (self.estimate + term - target_velocity / self.rate).clamp(-limit, limit);
         let behind = (level - target).abs() / (self.params.slew_level_ms * 1e-3 * self.rate);

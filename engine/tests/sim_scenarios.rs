@@ -75,7 +75,8 @@ fn clean_link_holds_latency_at_any_drift() {
         // The analyzer hears the corrections the engine made: the slips, or the frames the
         // resampler took beyond those it played (the drift over the played time).
         // (For the resampler, the frames taken beyond those played are the drift times the
-        // frames played, give or take the few frames the level settles by.)
+        // frames played, give or take what the level moved between the first frame heard and
+        // the last: half a millisecond at most on a clean link.)
         let (made, within) = match mode {
             DriftMode::Slip => (
                 r.engine.slip_drops as f64 - r.engine.slip_inserts as f64,
@@ -83,7 +84,7 @@ fn clean_link_holds_latency_at_any_drift() {
             ),
             _ => (
                 ppm * 1e-6 * (r.analyzer.frames - r.analyzer.leading_frames) as f64,
-                8.0,
+                24.0,
             ),
         };
         assert!(
