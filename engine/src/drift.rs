@@ -74,6 +74,10 @@ pub const TRUST_PPM: f64 = 50.0;
 /// Blocks whose earliest points place the level (about a second).
 pub const RECENT_BLOCKS: usize = 10;
 
+/// How far the correction may be from what it should be before its slew speeds up, ppm:
+/// the slew grows with the square of the distance beyond this.
+pub const SLEW_FREE_PPM: f64 = 50.0;
+
 /// Consecutive blocks above the line by more than [`DriftParams::step_ms`] that restart a fit.
 pub const STEP_BLOCKS: u32 = 8;
 
@@ -142,6 +146,13 @@ impl EnvelopeFit {
             above: 0,
             restarts: 0,
         }
+    }
+
+    /// Forgets the points after a stall the caller saw (counted as a step restart): where
+    /// the clock resumed says nothing of where the line was.
+    pub fn restart(&mut self) {
+        self.reset();
+        self.restarts += 1;
     }
 
     /// Forgets every point (a new timeline).
@@ -310,6 +321,9 @@ pub struct DriftController {
     level: f64,
     primed: bool,
     measured: bool,
+    /// Keep the estimate until the restarted fits are trusted.
+    hold: bool,
+    seen_restarts: u64,
 }
 
 impl DriftController {
@@ -325,12 +339,24 @@ impl DriftController {
             level: 0.0,
             primed: false,
             measured: false,
+            hold: false,
+            seen_restarts: 0,
         }
     }
 
     /// Forgets the level history but keeps the drift estimate (the clocks did not change).
     pub fn restart_level(&mut self) {
         self.primed = false;
+    }
+
+    /// A stall of the receiver (its render came far later than a period): the device and,
+    /// on a shared clock such as a JACK server, the sender may have resumed late, so both
+    /// lines would put the level where it was before. Both fits start afresh and the level
+    /// is read from the buffer until they are back, filtered from where it was (a single
+    /// reading is off by up to a packet); the estimate is kept.
+    pub fn restart_clocks(&mut self) {
+        self.arrivals.restart();
+        self.playout.restart();
     }
 
     /// A new stream: its frame indices start afresh, so the arrival fit does too.
@@ -405,8 +431,12 @@ impl DriftController {
         let want = (self.estimate + term - target_velocity / self.rate).clamp(-limit, limit);
         let behind = (level - target).abs() / (self.params.slew_level_ms * 1e-3 * self.rate);
         // Beyond the level band, catching up matters more than a clean glide: the slew grows
-        // with the square of the level error.
-        let slew = self.params.slew_ppm_per_s * 1e-6 * (behind * behind).clamp(1.0, 200.0) * dt;
+        // with the square of the level error. So it does when the correction is far from
+        // what it should be (after a disturbance): steering on at a correction hundreds of
+        // ppm off would empty or overfill the buffer while it crept back.
+        let off = (want - self.correction).abs() / (SLEW_FREE_PPM * 1e-6);
+        let urge = (behind * behind).max(off * off);
+        let slew = self.params.slew_ppm_per_s * 1e-6 * urge.clamp(1.0, 200.0) * dt;
         self.correction += (want - self.correction).clamp(-slew, slew);
         self.correction
     }
@@ -432,6 +462,19 @@ impl DriftController {
     }
 
     fn refresh_estimate(&mut self) {
+        // Once measured, a restarted fit's first slopes (a second of points through jitter)
+        // replace the estimate only when they are as certain as a first one must be.
+        let restarts = self.step_restarts();
+        if restarts != self.seen_restarts {
+            self.seen_restarts = restarts;
+            self.hold = self.measured;
+        }
+        if self.hold {
+            if !self.trusted() {
+                return;
+            }
+            self.hold = false;
+        }
         if let (Some(a), Some(p)) = (self.arrivals.skew(), self.playout.skew()) {
             self.estimate = (1.0 + a) / (1.0 + p) - 1.0;
             self.measured = true;

@@ -68,6 +68,11 @@ pub const MAX_FRAME_INDEX: u64 = 1 << 60;
 /// Longest the first stream waits for the drift to be measured before it plays anyway, ns.
 pub const WARMUP_MAX_NS: u64 = 3_000_000_000;
 
+/// A render later than this many periods after the previous one is a stall.
+const STALL_PERIODS: f64 = 4.0;
+/// ... and later than this, seconds (short periods wake with relatively more jitter).
+const STALL_MIN_S: f64 = 0.02;
+
 /// Margin over the target while the receiver warms up, ms.
 pub const WARMUP_MARGIN_MS: f64 = 5.0;
 
@@ -345,6 +350,8 @@ pub struct Receiver {
     window_step: i64,
     slip_acc: f64,
     last_render_t: Option<u64>,
+    /// When the receiver last resumed from a stall (ns; 0: never).
+    resumed_ns: u64,
     in_gap: bool,
     gap_len: u64,
     ever_played: bool,
@@ -422,6 +429,7 @@ impl Receiver {
             window_step: 0,
             slip_acc: 0.0,
             last_render_t: None,
+            resumed_ns: 0,
             in_gap: false,
             gap_len: 0,
             ever_played: false,
@@ -952,11 +960,20 @@ impl Receiver {
             return 0.0;
         };
         let rate = self.cfg.format.rate as f64;
-        let dt = match self.last_render_t {
+        let nominal = out_frames as f64 / rate;
+        let mut dt = match self.last_render_t {
             Some(prev) if now_ns > prev => (now_ns - prev) as f64 * 1e-9,
-            _ => out_frames as f64 / rate,
+            _ => nominal,
         };
         self.last_render_t = Some(now_ns);
+        if dt > (STALL_PERIODS * self.cfg.period as f64 / rate).max(STALL_MIN_S) {
+            // The render came far too late: the receiver (and on a shared clock the sender
+            // too) stalled. Both clocks' lines are suspect until they are measured again,
+            // and the time lost is no time for filters and slews to act in.
+            self.drift.restart_clocks();
+            self.resumed_ns = now_ns;
+            dt = nominal;
+        }
         if t.end.is_some() {
             // No more packets will come: the falling level says nothing about the clocks.
             // Hold the correction as it is until the next stream; report what is left.
@@ -968,7 +985,8 @@ impl Receiver {
 
         // Extrapolate the newest arrival to now (bounded, so a stalled sender shows as a
         // falling level rather than being hidden): the level until the arrival line exists.
-        let since = now_ns.saturating_sub(t.newest_t) as f64 * 1e-9 * rate;
+        // (Nothing was seen during a stall: extrapolate from its end at most.)
+        let since = now_ns.saturating_sub(t.newest_t.max(self.resumed_ns)) as f64 * 1e-9 * rate;
         let extrapolated = since.min((2 * t.frames_per_packet.max(self.cfg.period as i64)) as f64);
         let mut fallback = (t.newest_end - self.read_pos) as f64 + extrapolated;
         let mut position = self.read_pos as f64

@@ -437,6 +437,10 @@ impl RetransmitHistory {
     }
 }
 
+/// Beyond a round trip and four deviations, how much later an answer may still come, ns
+/// (the sender answers in its loop, within a period).
+const ANSWER_SLACK_NS: f64 = 5_000_000.0;
+
 /// Tuning of the receiver's loss tracker.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrackerParams {
@@ -618,17 +622,31 @@ impl LossTracker {
         if let Some(i) = self.pending.iter().position(|p| p.rel == rel) {
             let p = self.pending.remove(i);
             if p.requests > 0 {
+                // Later after the request than any answer comes: the original, only late
+                // (after a stall of the sender, or of both ends). It teaches the arrival model,
+                // which is what keeps the next packets from looking overdue too; it is no
+                // round-trip sample.
+                let waited = now_ns.saturating_sub(p.first_request_ns) as f64;
+                let original = waited > self.srtt_ns + 4.0 * self.rttvar_ns + ANSWER_SLACK_NS;
                 if rel > t.newest_rel {
-                    // A packet sent again says nothing about when originals arrive: move on
-                    // without learning from its arrival time.
                     let d = rel - t.newest_rel;
                     let interval = Self::interval_ns(t, self.rate);
                     t.latest_ns += d as f64 * interval * (1.0 - self.params.arrival_decay);
+                    // An answer arrives a round trip after the request: its original was due
+                    // about then, no earlier.
+                    let learned = if original {
+                        now_ns as f64
+                    } else {
+                        now_ns as f64 - self.srtt_ns
+                    };
+                    if stored {
+                        t.latest_ns = t.latest_ns.max(learned);
+                    }
                     t.newest_rel = rel;
                     t.newest_seq = h.seq;
                     t.newest_frame = first;
                 }
-                if p.requests == 1 {
+                if p.requests == 1 && !original {
                     // One request, one answer: a clean round-trip sample.
                     let sample = now_ns.saturating_sub(p.first_request_ns) as f64;
                     let err = sample - self.srtt_ns;

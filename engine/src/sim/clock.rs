@@ -12,6 +12,8 @@ pub struct VirtualClock {
     /// Time of the next tick, seconds.
     next: f64,
     ticks: u64,
+    /// A pause to take at the first tick at or after its time: (at, seconds).
+    pause: Option<(f64, f64)>,
 }
 
 impl VirtualClock {
@@ -25,6 +27,7 @@ impl VirtualClock {
             wander_period_s: 1.0,
             next: start_s,
             ticks: 0,
+            pause: None,
         };
         c.next += c.period_s_at(start_s);
         c
@@ -35,6 +38,13 @@ impl VirtualClock {
         self.wander_ppm = ppm;
         self.wander_period_s = period_s.max(1.0);
         self
+    }
+
+    /// Stops the clock for `seconds` at the first tick at or after `at_s` (a machine stall
+    /// that halts the device too, as a JACK server's missed cycles do: it resumes where it
+    /// was, `seconds` late, without catching up). Replaces a pause not yet taken.
+    pub fn pause_at(&mut self, at_s: f64, seconds: f64) {
+        self.pause = Some((at_s, seconds.max(0.0)));
     }
 
     /// The true rate at time `t`, frames per second.
@@ -71,6 +81,12 @@ impl VirtualClock {
     pub fn advance(&mut self) -> f64 {
         let t = self.next;
         self.next += self.period_s_at(t);
+        if let Some((at, seconds)) = self.pause
+            && self.next >= at
+        {
+            self.next += seconds;
+            self.pause = None;
+        }
         self.ticks += 1;
         t
     }

@@ -50,6 +50,17 @@ pub struct Restart {
     pub downtime_ms: f64,
 }
 
+/// A stall of the whole machine, devices included (see [`clock::VirtualClock::pause_at`]):
+/// capture and playback stop and resume late together, as on a JACK server that missed
+/// cycles.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stall {
+    /// When, seconds of audio.
+    pub at_s: f64,
+    /// How long, ms.
+    pub ms: f64,
+}
+
 /// Most sender restarts one run can schedule.
 pub const MAX_RESTARTS: usize = 16;
 
@@ -88,6 +99,8 @@ pub struct SimConfig {
     pub source: SourceKind,
     /// Sender restarts.
     pub restarts: Vec<Restart>,
+    /// A stall of both devices (at most one per run).
+    pub stall: Option<Stall>,
     /// Whether a restarting sender stops cleanly, sending its END packets (as on SIGTERM), or
     /// just goes silent (a crash, `kill -9`, a power cut).
     pub clean_stops: bool,
@@ -118,6 +131,7 @@ impl SimConfig {
             recovery: RecoveryMode::Off,
             source: SourceKind::Ramp,
             restarts: Vec::new(),
+            stall: None,
             clean_stops: false,
             settle_s: 60.0_f64.min(duration_s / 4.0),
             trace_points: 2000,
@@ -344,7 +358,12 @@ impl Sim {
         let cap_clock = VirtualClock::new(f.rate, cfg.period, cfg.drift_ppm, 0.0)
             .with_wander(cfg.wander_ppm, cfg.wander_period_s);
         // The playback device starts a little later, at an unrelated phase.
-        let play_clock = VirtualClock::new(f.rate, cfg.period, 0.0, 0.000_37);
+        let mut play_clock = VirtualClock::new(f.rate, cfg.period, 0.0, 0.000_37);
+        let mut cap_clock = cap_clock;
+        if let Some(st) = cfg.stall {
+            cap_clock.pause_at(st.at_s, st.ms / 1000.0);
+            play_clock.pause_at(st.at_s, st.ms / 1000.0);
+        }
         let trace_cap = cfg.trace_points.max(2) + 2;
         let mut restarts = heapless::Vec::new();
         for r in &cfg.restarts {
