@@ -178,19 +178,48 @@ fn check_common(leg: &Value, seconds: f64, m: Match) {
     ] {
         assert!(leg.get(key).is_some(), "{key} missing in {leg}");
     }
-    assert!((f(leg, &["audio_seconds"]) - seconds).abs() < 0.01, "{leg}");
+    assert!(
+        (f(leg, &["audio_seconds"]) - seconds).abs() < 0.01,
+        "{} audio s in {}",
+        leg["audio_seconds"],
+        leg["pipeline"]
+    );
     // Every measured frame was checked, and nearly all of them continue the source exactly.
     // (Through the resampler, where the sound starts is known to within the filter's reach:
-    // its first frames ring in before the first one the ramp decoder names.)
+    // its first frames ring in before the first one the ramp decoder names.) A void run
+    // (jackd broke the stream) is not judged on what it played; its caller runs it again.
     let checked = f(leg, &["checked_frames"]);
+    let void = leg["void"] == Value::Bool(true);
+    let summary = || {
+        format!(
+            "{}: checked {checked}, bit-exact {}, in sync {}, gaps {}, jackd xruns {}, void {void}",
+            leg["pipeline"],
+            leg["bit_exact_frames"],
+            leg["in_sync_frames"],
+            leg["gaps"],
+            leg["jackd_xruns"],
+        )
+    };
     match m {
         Match::Exact => {
-            assert_eq!(checked, seconds * 48_000.0);
-            assert!(f(leg, &["bit_exact_frames"]) > 0.9 * checked, "{leg}");
+            assert_eq!(checked, seconds * 48_000.0, "{}", summary());
+            assert!(
+                void || f(leg, &["bit_exact_frames"]) > 0.9 * checked,
+                "{}",
+                summary()
+            );
         }
         Match::Resampled => {
-            assert!((checked - seconds * 48_000.0).abs() <= 64.0, "{leg}");
-            assert!(f(leg, &["in_sync_frames"]) > 0.999 * checked, "{leg}");
+            assert!(
+                (checked - seconds * 48_000.0).abs() <= 64.0,
+                "{}",
+                summary()
+            );
+            assert!(
+                void || f(leg, &["in_sync_frames"]) > 0.999 * checked,
+                "{}",
+                summary()
+            );
         }
     }
     for side in ["sender", "receiver"] {
