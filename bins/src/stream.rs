@@ -1,4 +1,10 @@
-//! The realtime loops: the engine core on devices and sockets.
+//! The realtime loops: the engine's sessions on devices and sockets.
+//!
+//! Every protocol decision (packetizing, the retransmit history and its NACK answers, which
+//! datagrams count, the NACKs to send, the counters and events of device faults) is in the
+//! engine's [`SenderSession`] and [`ReceiverSession`]; these loops only move device buffers,
+//! datagrams and time, as the simulator ([`engine::sim`]) does in virtual time with the same
+//! sessions.
 //!
 //! * [`run_sender`]: poll the capture device → lend its buffer (ALSA mmap area) to the
 //!   packetizer → one `sendmsg` per packet with an iovec of [header on the stack, slice of the
@@ -70,12 +76,11 @@ use crate::status::Meter;
 use crate::watchdog::Heartbeat;
 use engine::alloc_count;
 use engine::nack::MAX_NACK_LEN;
-use engine::receiver::{PacketOutcome, Receiver};
+use engine::receiver::Receiver;
 use engine::recovery::RetransmitHistory;
-use engine::rng::mix64;
-use engine::rtlog::{Event, EventProducer};
-use engine::sender::{END_COPIES, Sender};
-use engine::stats::{Stats, StatsSnapshot};
+use engine::rtlog::EventProducer;
+use engine::session::{ReceiverSession, SenderSession};
+use engine::stats::Stats;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a loop reports when it ends.
@@ -135,160 +140,32 @@ pub fn run_sender<C: Capture, T: Packetizer, S: DatagramOut>(
     run_sender_with_history(dev, tx, sock, None, stop, heartbeat, stats, meter, events)
 }
 
-/// What the sender's loop needs of a packetizer: netaudio's own packets ([`Sender`]) or RTP
-/// ([`engine::rtp::RtpSender`]).
-pub trait Packetizer {
-    /// Cuts `captured` (whole frames) into packets and hands each to `emit` as (header and
-    /// extension, payload, tag; the tag empty without a key). Returns the packets made.
-    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(&mut self, captured: &[u8], emit: F)
-    -> usize;
-    /// Leaves a hole of `frames` (captured audio that was lost) where it was.
-    fn skip(&mut self, frames: u64);
-    /// A new stream after the capture device came back: the receiver resyncs at once.
-    fn restart_stream(&mut self, period: usize);
-    /// Once per period, before packetizing.
-    fn before_period(&mut self) {}
-    /// The sender stops cleanly: hands each datagram that ends the stream to `emit` as (header
-    /// and extension, tag; no payload) and returns how many. None by default (RTP receivers
-    /// know no END).
-    fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, _emit: F) -> usize {
-        0
-    }
-}
-
-impl Packetizer for Sender {
-    #[inline]
-    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(
-        &mut self,
-        captured: &[u8],
-        mut emit: F,
-    ) -> usize {
-        self.packetize_tagged(captured, |head, payload, tag| emit(head, payload, tag))
-    }
-
-    fn skip(&mut self, frames: u64) {
-        Sender::skip(self, frames);
-    }
-
-    fn restart_stream(&mut self, period: usize) {
-        let id = mix64(self.stream_id() as u64 ^ monotonic_ns()) as u32;
-        *self = self
-            .restarted(period, id, clock_ns(libc::CLOCK_REALTIME))
-            .expect("same format and period as before");
-    }
-
-    #[inline]
-    fn before_period(&mut self) {
-        if self.is_authenticated() {
-            self.set_wall_clock(clock_ns(libc::CLOCK_REALTIME));
-        }
-    }
-
-    fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, mut emit: F) -> usize {
-        self.before_period();
-        for _ in 0..END_COPIES {
-            self.end_packet(&mut emit);
-        }
-        END_COPIES
-    }
-}
-
-impl Packetizer for engine::rtp::RtpSender {
-    #[inline]
-    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(
-        &mut self,
-        captured: &[u8],
-        mut emit: F,
-    ) -> usize {
-        self.packetize(captured, |header, payload| emit(header, payload, &[]))
-    }
-
-    fn skip(&mut self, frames: u64) {
-        engine::rtp::RtpSender::skip(self, frames);
-    }
-
-    fn restart_stream(&mut self, _period: usize) {
-        // A new synchronisation source, with the marker bit.
-        self.restart(mix64(self.ssrc() as u64 ^ monotonic_ns()) as u32);
-    }
-}
-
-/// Either packetizer, chosen at start-up by the wire protocol.
-pub enum AnyPacketizer {
-    /// netaudio's own packets.
-    Native(Sender),
-    /// RTP.
-    Rtp(Box<engine::rtp::RtpSender>),
-}
-
-impl Packetizer for AnyPacketizer {
-    #[inline]
-    fn packetize_parts<F: FnMut(&[u8], &[u8], &[u8])>(
-        &mut self,
-        captured: &[u8],
-        emit: F,
-    ) -> usize {
-        match self {
-            AnyPacketizer::Native(t) => t.packetize_parts(captured, emit),
-            AnyPacketizer::Rtp(t) => t.packetize_parts(captured, emit),
-        }
-    }
-
-    fn skip(&mut self, frames: u64) {
-        match self {
-            AnyPacketizer::Native(t) => Packetizer::skip(t, frames),
-            AnyPacketizer::Rtp(t) => Packetizer::skip(t.as_mut(), frames),
-        }
-    }
-
-    fn restart_stream(&mut self, period: usize) {
-        match self {
-            AnyPacketizer::Native(t) => t.restart_stream(period),
-            AnyPacketizer::Rtp(t) => t.restart_stream(period),
-        }
-    }
-
-    #[inline]
-    fn before_period(&mut self) {
-        match self {
-            AnyPacketizer::Native(t) => t.before_period(),
-            AnyPacketizer::Rtp(t) => t.before_period(),
-        }
-    }
-
-    fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, emit: F) -> usize {
-        match self {
-            AnyPacketizer::Native(t) => t.end_stream(emit),
-            AnyPacketizer::Rtp(t) => t.end_stream(emit),
-        }
-    }
-}
+pub use engine::session::{AnyPacketizer, Packetizer};
 
 /// NACK datagrams taken per call at most: a flood of them cannot keep the thread from its
 /// device (the caller checks the device between calls).
 const MAX_NACKS_PER_TURN: usize = 64;
 
-/// Answers the NACKs waiting on `sock` from `history` (at most [`MAX_NACKS_PER_TURN`]); what
-/// the history has to report goes to the event queue.
-fn answer_nacks<S: DatagramOut>(
+/// Answers the NACKs waiting on `sock` through the session (at most [`MAX_NACKS_PER_TURN`]).
+fn answer_nacks<T: Packetizer, S: DatagramOut>(
     sock: &S,
-    history: &mut RetransmitHistory,
+    session: &mut TxSession<'_, T>,
     buf: &mut [u8],
-    events: &mut EventProducer,
 ) {
     let now = monotonic_ns();
     for _ in 0..MAX_NACKS_PER_TURN {
         let Some(n) = sock.recv_nack(buf) else {
             break;
         };
-        let _ = history.on_nack(now, &buf[..n.min(buf.len())], |d| {
+        session.on_nack(now, &buf[..n.min(buf.len())], |d| {
             let _ = sock.send_gather(d, &[]);
         });
     }
-    if let Some(r) = history.poll_event() {
-        events.push(r.t_ns, r.event);
-    }
 }
+
+/// The sender session as the loop drives it: borrowed packetizer, history and event queue.
+pub type TxSession<'a, T> =
+    SenderSession<&'a mut T, &'a mut RetransmitHistory, &'a mut EventProducer>;
 
 /// Runs the sender until `stop` is set; with a `history`, every packet is also copied there
 /// and the receiver's NACKs are answered from it.
@@ -297,21 +174,35 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
     tx: &mut T,
     sock: &S,
-    mut history: Option<&mut RetransmitHistory>,
+    history: Option<&mut RetransmitHistory>,
     stop: &AtomicBool,
     heartbeat: &Heartbeat,
     stats: &Stats,
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    let mut session = SenderSession::new(tx, history, events);
+    run_sender_session(dev, &mut session, sock, stop, heartbeat, stats, meter)
+}
+
+/// Runs the capture loop on a sender session until `stop` is set: the loop moves device
+/// buffers, datagrams and time; the session decides the rest (the simulator drives the same
+/// session type, see `engine::sim`).
+pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
+    dev: &mut C,
+    session: &mut TxSession<'_, T>,
+    sock: &S,
+    stop: &AtomicBool,
+    heartbeat: &Heartbeat,
+    stats: &Stats,
+    meter: &Meter,
+) -> LoopReport {
     let _running = heartbeat.running();
     let period = dev.setup().period;
     let buffer = dev.setup().buffer;
     let format = dev.setup().format;
     let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
-    let mut c = StatsSnapshot::default();
     let mut report = LoopReport::default();
-    let mut last_fail_ns = 0u64;
     let mut nack_buf = [0u8; MAX_NACK_LEN + 64];
     let mut next_period_ns = 0u64;
     let _ = dev.start();
@@ -321,10 +212,10 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
             // Start-up is over: from here on, count every allocation and free.
             alloc_count::track_this_thread(true);
         }
-        if let (Some(h), Some(fd)) = (history.as_deref_mut(), sock.fd()) {
+        if let (true, Some(fd)) = (session.answers_nacks(), sock.fd()) {
             // Until the device is due, wake for NACKs and answer them at once.
             loop {
-                answer_nacks(sock, h, &mut nack_buf, events);
+                answer_nacks(sock, session, &mut nack_buf);
                 match dev.wait(0) {
                     Ok(0) => {}
                     _ => break,
@@ -347,33 +238,15 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
                 let mut budget = buffer / period + 1;
                 while avail >= period && budget > 0 {
                     budget -= 1;
-                    tx.before_period();
-                    let hist = &mut history;
+                    let wall = clock_ns(libc::CLOCK_REALTIME);
                     let r = dev.read(period, |frames| {
                         meter.measure(format, frames);
-                        tx.packetize_parts(frames, |head, payload, tag| {
-                            if let Some(h) = hist.as_deref_mut() {
-                                h.record_parts(head, payload, tag);
-                            }
-                            match sock.send_tagged(head, payload, tag) {
-                                Ok(_) => {
-                                    c.packets_sent += 1;
-                                }
-                                Err(errno) => {
-                                    // Tell the log at most once a second, not every time.
-                                    let now = monotonic_ns();
-                                    if now.saturating_sub(last_fail_ns) >= 1_000_000_000 {
-                                        events.push(now, Event::SendFailed { errno });
-                                        last_fail_ns = now;
-                                    }
-                                    c.send_errors += 1;
-                                }
-                            }
+                        session.on_capture(monotonic_ns(), wall, frames, |head, payload, tag| {
+                            sock.send_tagged(head, payload, tag)
                         });
                     });
                     match r {
                         Ok(n) => {
-                            c.frames_sent += n as u64;
                             avail = avail.saturating_sub(n);
                             if n == 0 {
                                 break;
@@ -394,32 +267,19 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
         if let Some(e) = err {
             let away = Away {
                 sock,
-                history: history.as_deref_mut(),
                 nack_buf: &mut nack_buf,
                 stats,
             };
-            handle_capture_error(dev, tx, e, stop, heartbeat, &mut c, events, buffer, away);
+            handle_capture_error(dev, session, e, stop, heartbeat, buffer, away);
         }
-        if let Some(h) = history.as_deref() {
-            let hc = h.counters();
-            c.nacks_received = hc.nacks_received;
-            c.retransmits_sent = hc.retransmits;
-            c.retransmit_bytes_sent = hc.retransmit_bytes;
-            c.resends_capped = hc.resends_capped;
-            c.resends_over_limit = hc.resends_over_limit;
-            c.nack_auth_failures = hc.nack_auth_failures;
-            c.nack_replays = hc.nack_replays;
-        }
-        stats.publish(&c);
+        stats.publish(&session.counters());
     }
     // A clean stop: the stream ends here (copies, in case one is lost), still on this thread
     // and still counted by the allocation counter.
-    tx.end_stream(|head, tag| match sock.send_tagged(head, &[], tag) {
-        Ok(0) => {}
-        Ok(_) => c.packets_sent += 1,
-        Err(_) => c.send_errors += 1,
+    session.end(clock_ns(libc::CLOCK_REALTIME), |head, tag| {
+        sock.send_tagged(head, &[], tag)
     });
-    stats.publish(&c);
+    stats.publish(&session.counters());
     report.allocations = alloc_count::this_thread_allocations();
     report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
@@ -429,58 +289,53 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
 /// What the sender keeps serving while its capture device is away.
 struct Away<'a, S> {
     sock: &'a S,
-    history: Option<&'a mut RetransmitHistory>,
     nack_buf: &'a mut [u8],
     /// Where the loss shows at once (`device_lost`).
     stats: &'a Stats,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn handle_capture_error<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
-    tx: &mut T,
+    session: &mut TxSession<'_, T>,
     e: PcmError,
     stop: &AtomicBool,
     heartbeat: &Heartbeat,
-    c: &mut StatsSnapshot,
-    events: &mut EventProducer,
     buffer: usize,
-    mut away: Away<'_, S>,
+    away: Away<'_, S>,
 ) {
     match e {
         PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
-            c.xruns += 1;
-            events.push(monotonic_ns(), Event::Xrun { capture: true });
-            // At least a buffer's worth was lost: leave a hole where it was, so the receiver
-            // conceals it instead of running time together.
-            tx.skip(buffer as u64);
+            // At least a buffer's worth was lost: the session leaves a hole where it was.
+            session.on_xrun(monotonic_ns(), buffer as u64);
             if dev.recover(e).is_err() {
                 idle_ms(RECOVER_RETRY_MS);
             }
         }
         PcmError::Gone(errno) => {
-            c.device_lost += 1;
-            events.push(
-                monotonic_ns(),
-                Event::DeviceLost {
-                    capture: true,
-                    errno,
-                },
-            );
+            session.on_device_lost(monotonic_ns(), errno);
             // The device goes to be closed and opened again off this thread; meanwhile the
             // NACKs of the stream sent so far are answered (a socket to wait on only then: with
             // nothing to read from it, its readiness would never be taken away).
-            let fd = away.history.as_ref().and(away.sock.fd());
-            away.stats.publish(c);
+            let fd = if session.answers_nacks() {
+                away.sock.fd()
+            } else {
+                None
+            };
+            away.stats.publish(&session.counters());
             while !stop.load(Ordering::Relaxed) {
                 heartbeat.beat();
                 if dev.poll_reopen() && dev.start().is_ok() {
-                    events.push(monotonic_ns(), Event::DeviceBack { capture: true });
-                    tx.restart_stream(dev.setup().period);
+                    let now = monotonic_ns();
+                    session.on_device_back(
+                        now,
+                        dev.setup().period,
+                        now,
+                        clock_ns(libc::CLOCK_REALTIME),
+                    );
                     break;
                 }
-                if let Some(h) = away.history.as_deref_mut() {
-                    answer_nacks(away.sock, h, away.nack_buf, events);
+                if session.answers_nacks() {
+                    answer_nacks(away.sock, session, away.nack_buf);
                 }
                 wait_socket_or_idle(fd, AWAY_WAIT_MS * 1_000_000);
             }
@@ -504,15 +359,12 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
     let period = dev.setup().period;
     let format = dev.setup().format;
     let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
-    let recovery = rx.loss_tracker().is_some();
+    let mut session = ReceiverSession::new(rx, events);
+    let recovery = session.recovers();
     let mut report = LoopReport::default();
-    let mut late_renders = 0u64;
-    let mut xruns = 0u64;
-    let mut device_lost = 0u64;
-    let mut net_errors = 0u64;
     let mut nack_buf = [0u8; MAX_NACK_LEN];
     let mut next_period_ns = 0u64;
-    prime_and_start(dev, rx);
+    prime_and_start(dev, &mut session);
     while !stop.load(Ordering::Relaxed) {
         heartbeat.beat();
         if report.periods == 1 {
@@ -522,10 +374,8 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
             // Until the device is due, take packets as they arrive and ask for missing ones
             // as soon as they are overdue.
             loop {
-                if take_packets(sock, rx, next_period_ns).is_err() {
-                    net_errors += 1;
-                }
-                nack_turn(sock, rx, &mut nack_buf);
+                take_packets(sock, &mut session, next_period_ns);
+                nack_turn(sock, &mut session, &mut nack_buf);
                 match dev.wait(0) {
                     Ok(0) => {}
                     _ => break,
@@ -534,8 +384,8 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 if now >= next_period_ns {
                     break;
                 }
-                let until = rx
-                    .next_nack_due()
+                let until = session
+                    .poll_timeout()
                     .map_or(next_period_ns, |d| d.clamp(now, next_period_ns));
                 // A source with nothing to poll leaves the waiting to the device's own poll.
                 let Some(fd) = sock.wait_fd() else { break };
@@ -553,9 +403,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 // Packets first, to render the freshest: one batch whatever the time (a packet
                 // waiting in the socket is played, not concealed), more only while the device
                 // can wait.
-                if take_packets(sock, rx, deadline.intake_until()).is_err() {
-                    net_errors += 1;
-                }
+                take_packets(sock, &mut session, deadline.intake_until());
                 let now = monotonic_ns();
                 let mut failed = None;
                 // Bounded: never more than a buffer's worth per wake-up, whatever the device says.
@@ -564,14 +412,14 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 while room >= period && budget > 0 {
                     budget -= 1;
                     let written = dev.write(period, |area| {
-                        rx.render(area, now);
+                        session.render(now, area);
                         meter.measure(format, area);
                     });
                     match written {
                         Ok(0) => break,
                         Ok(n) => {
                             if deadline.is_late(done, monotonic_ns()) {
-                                late_renders += 1;
+                                session.on_late_render();
                             }
                             done += n as u64;
                             room -= n.min(room);
@@ -586,61 +434,46 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 // Anchored on the device (see the sender): wake a little before it is due.
                 next_period_ns = woke_ns + period_ns - period_ns / 4;
                 // The rest of the socket, until the device is due again.
-                if take_packets(sock, rx, next_period_ns).is_err() {
-                    net_errors += 1;
-                }
-                nack_turn(sock, rx, &mut nack_buf);
+                take_packets(sock, &mut session, next_period_ns);
+                nack_turn(sock, &mut session, &mut nack_buf);
                 failed
             }
             Err(e) => {
                 // The network side goes on while the device is recovered: a period's worth.
-                if take_packets(sock, rx, woke_ns + period_ns).is_err() {
-                    net_errors += 1;
-                }
+                take_packets(sock, &mut session, woke_ns + period_ns);
                 Some(e)
             }
         };
         if let Some(e) = err {
             match e {
                 PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
-                    xruns += 1;
-                    events.push(monotonic_ns(), Event::Xrun { capture: false });
+                    session.on_xrun(monotonic_ns());
                     if dev.recover(e).is_ok() {
-                        prime_and_start(dev, rx);
+                        prime_and_start(dev, &mut session);
                     } else {
                         idle_ms(RECOVER_RETRY_MS);
                     }
                 }
                 PcmError::Gone(errno) => {
-                    device_lost += 1;
-                    events.push(
-                        monotonic_ns(),
-                        Event::DeviceLost {
-                            capture: false,
-                            errno,
-                        },
-                    );
+                    session.on_device_lost(monotonic_ns(), errno);
                     // The device goes to be closed and opened again off this thread; the
                     // network side stays up meanwhile: packets are taken and NACKs sent as they
                     // fall due, waiting on the socket between.
                     while !stop.load(Ordering::Relaxed) {
                         heartbeat.beat();
                         if dev.poll_reopen() {
-                            events.push(monotonic_ns(), Event::DeviceBack { capture: false });
-                            prime_and_start(dev, rx);
+                            session.on_device_back(monotonic_ns());
+                            prime_and_start(dev, &mut session);
                             break;
                         }
                         // Nothing to render meanwhile: the intake is bounded by its batch
                         // count alone.
-                        if take_packets(sock, rx, u64::MAX).is_err() {
-                            net_errors += 1;
-                        }
-                        nack_turn(sock, rx, &mut nack_buf);
-                        let own = [late_renders, xruns, device_lost, net_errors];
-                        publish_receiver(stats, rx, sock, own);
+                        take_packets(sock, &mut session, u64::MAX);
+                        nack_turn(sock, &mut session, &mut nack_buf);
+                        stats.publish(&session.counters(sock.rejected()));
                         let now = monotonic_ns();
-                        let until = rx
-                            .next_nack_due()
+                        let until = session
+                            .poll_timeout()
                             .map_or(u64::MAX, |d| d.max(now + 1_000_000))
                             .min(now + AWAY_WAIT_MS * 1_000_000);
                         wait_socket_or_idle(sock.wait_fd(), until - now);
@@ -648,12 +481,7 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
                 }
             }
         }
-        publish_receiver(
-            stats,
-            rx,
-            sock,
-            [late_renders, xruns, device_lost, net_errors],
-        );
+        stats.publish(&session.counters(sock.rejected()));
     }
     report.allocations = alloc_count::this_thread_allocations();
     report.frees = alloc_count::this_thread_frees();
@@ -661,17 +489,8 @@ pub fn run_receiver<P: Playback, S: DatagramIn>(
     report
 }
 
-/// Publishes the engine receiver's counters with the loop's own: `[late_renders, xruns,
-/// device_lost, net_errors]` (a copy into atomics: no allocation, no lock).
-fn publish_receiver<S: DatagramIn>(stats: &Stats, rx: &Receiver, sock: &S, own: [u64; 4]) {
-    let [late_renders, xruns, device_lost, net_errors] = own;
-    let mut c = *rx.counters();
-    c.late_renders = late_renders;
-    c.xruns = xruns;
-    c.device_lost = device_lost;
-    c.invalid_packets += net_errors + sock.rejected();
-    stats.publish(&c);
-}
+/// The receiver session as the loop drives it: borrowed receiver and event queue.
+type RxSession<'a> = ReceiverSession<&'a mut Receiver, &'a mut EventProducer>;
 
 /// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`, ns (two vDSO reads, no syscall).
 fn wall_offset_ns() -> i64 {
@@ -737,47 +556,41 @@ impl RenderDeadline {
 /// plays is where NACKs go. Everything waiting, not just one batch, as far as the deadline
 /// allows: under a flood of junk the stream's own packets must not be pushed out of the socket
 /// buffer. Bounded, so a flood cannot keep the thread from the device.
-fn take_packets<S: DatagramIn>(
-    sock: &mut S,
-    rx: &mut Receiver,
-    until_ns: u64,
-) -> Result<usize, i32> {
-    if rx.is_authenticated() {
-        rx.set_wall_offset(wall_offset_ns());
+fn take_packets<S: DatagramIn>(sock: &mut S, session: &mut RxSession<'_>, until_ns: u64) -> usize {
+    if session.receiver().is_authenticated() {
+        session.set_wall_offset(wall_offset_ns());
     }
     let mut total = 0;
     for i in 0..MAX_BATCHES {
         if i > 0 && monotonic_ns() >= until_ns {
             break;
         }
-        let n = sock.recv_batch_from(|datagram, t| {
-            matches!(
-                rx.on_packet(datagram, t),
-                PacketOutcome::Accepted
-                    | PacketOutcome::Resynced
-                    | PacketOutcome::Duplicate
-                    | PacketOutcome::Late
-                    | PacketOutcome::Ended
-            )
-        })?;
-        total += n;
-        if n < BATCH {
-            break;
+        match sock.recv_batch_from(|datagram, t| session.handle_datagram(t, datagram)) {
+            Ok(n) => {
+                total += n;
+                if n < BATCH {
+                    break;
+                }
+            }
+            Err(_) => {
+                session.on_net_error();
+                break;
+            }
         }
     }
-    Ok(total)
+    total
 }
 
 /// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source
 /// (each copy the receiver hands out).
-fn nack_turn<S: DatagramIn>(sock: &S, rx: &mut Receiver, buf: &mut [u8]) {
-    rx.poll_nack_copies(monotonic_ns(), buf, |d| {
+fn nack_turn<S: DatagramIn>(sock: &S, session: &mut RxSession<'_>, buf: &mut [u8]) {
+    session.poll_transmit(monotonic_ns(), buf, |d| {
         let _ = sock.send_nack(d);
     });
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.
-fn prime_and_start<P: Playback>(dev: &mut P, rx: &mut Receiver) {
+fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>) {
     let period = dev.setup().period;
     let now = monotonic_ns();
     let mut guard = 0;
@@ -785,7 +598,7 @@ fn prime_and_start<P: Playback>(dev: &mut P, rx: &mut Receiver) {
         if room < period || guard > 64 {
             break;
         }
-        if dev.write(period, |area| rx.render(area, now)).is_err() {
+        if dev.write(period, |area| session.render(now, area)).is_err() {
             break;
         }
         guard += 1;

@@ -27,6 +27,7 @@ pub mod rng;
 pub mod rtlog;
 pub mod rtp;
 pub mod sender;
+pub mod session;
 pub mod sim;
 pub mod stats;
 pub mod wire;

@@ -116,6 +116,29 @@ pub enum ResyncReason {
     Overflow,
 }
 
+/// Where a session's events go: the realtime event queue in a daemon, nowhere (`()`) or a
+/// count in the simulator. Pushing never blocks and never allocates.
+pub trait EventSink {
+    /// One event at `t_ns` (the driver's clock).
+    fn push_event(&mut self, t_ns: u64, event: Event);
+}
+
+impl EventSink for () {
+    fn push_event(&mut self, _t_ns: u64, _event: Event) {}
+}
+
+impl<T: EventSink + ?Sized> EventSink for &mut T {
+    fn push_event(&mut self, t_ns: u64, event: Event) {
+        (**self).push_event(t_ns, event)
+    }
+}
+
+impl EventSink for EventProducer {
+    fn push_event(&mut self, t_ns: u64, event: Event) {
+        self.push(t_ns, event)
+    }
+}
+
 /// A timestamped event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {

@@ -31,7 +31,8 @@ use crate::nack::MAX_NACK_LEN;
 use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
 use crate::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use crate::rng::Rng;
-use crate::sender::{END_COPIES, Sender};
+use crate::sender::Sender;
+use crate::session::{ReceiverSession, SenderSession};
 use crate::stats::StatsSnapshot;
 use clock::VirtualClock;
 use net::{NetConfig, NetCounters, Network};
@@ -254,11 +255,11 @@ pub struct TracePoint {
 /// A prepared run.
 pub struct Sim {
     cfg: SimConfig,
-    sender: Sender,
-    receiver: Receiver,
+    /// The same sessions the daemon's realtime loops drive.
+    tx: SenderSession<Sender, RetransmitHistory, ()>,
+    rx: ReceiverSession<Receiver, ()>,
     net: Network,
     back: Network,
-    retransmit: RetransmitHistory,
     nack_buf: Vec<u8>,
     recovery: RecoveryReport,
     recovery_cpu_ns: u64,
@@ -345,8 +346,9 @@ impl Sim {
             period_s / packets_per_period as f64,
             256,
         );
-        let retransmit =
-            RetransmitHistory::for_span(f.rate, sender.frames_per_packet(), DEFAULT_HISTORY_MS);
+        let retransmit = (cfg.recovery == RecoveryMode::Nack).then(|| {
+            RetransmitHistory::for_span(f.rate, sender.frames_per_packet(), DEFAULT_HISTORY_MS)
+        });
         let tolerance = match cfg.drift_mode {
             DriftMode::Off => StepTolerance::EXACT,
             DriftMode::Slip => StepTolerance::SLIP,
@@ -371,11 +373,10 @@ impl Sim {
         }
         restarts.sort_unstable_by(|a: &Restart, b: &Restart| b.at_s.total_cmp(&a.at_s));
         Ok(Sim {
-            sender,
-            receiver,
+            tx: SenderSession::new(sender, retransmit, ()),
+            rx: ReceiverSession::new(receiver, ()),
             net,
             back,
-            retransmit,
             nack_buf: vec![0; MAX_NACK_LEN],
             recovery: RecoveryReport {
                 mode: cfg.recovery,
@@ -403,6 +404,11 @@ impl Sim {
         })
     }
 
+    /// The sender's session, as the daemon's capture loop drives it (to inject a fault).
+    pub fn sender_session_mut(&mut self) -> &mut SenderSession<Sender, RetransmitHistory, ()> {
+        &mut self.tx
+    }
+
     /// Runs to the end; `progress` receives audio milliseconds done.
     pub fn run(mut self, progress: Option<&AtomicU64>) -> SimReport {
         let f = self.cfg.format;
@@ -423,10 +429,10 @@ impl Sim {
             let t_net = self.net.next_arrival();
             let first_device = ns(t_cap.min(t_play));
             if t_net.is_some_and(|t| t <= ns(t_cap) && t <= ns(t_play)) {
-                let receiver = &mut self.receiver;
+                let rx = &mut self.rx;
                 let mut at = 0;
                 self.net.deliver_next(|t, bytes| {
-                    receiver.on_packet(bytes, t);
+                    rx.handle_datagram(t, bytes);
                     at = t;
                 });
                 self.now_ns = self.now_ns.max(at);
@@ -440,16 +446,16 @@ impl Sim {
                 {
                     self.now_ns = self.now_ns.max(tb);
                     let clock = Instant::now();
-                    let (net, history) = (&mut self.net, &mut self.retransmit);
+                    let (net, tx) = (&mut self.net, &mut self.tx);
                     self.back.deliver_next(|_, nack| {
-                        let _ = history.on_nack(tb, nack, |d| net.send_datagram(tb, d));
+                        tx.on_nack(tb, nack, |d| net.send_datagram(tb, d));
                     });
                     self.recovery.nacks_delivered += 1;
                     self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
                     continue;
                 }
                 // The receiver's timer: a packet became overdue or a request is due again.
-                if let Some(due) = self.receiver.next_nack_due() {
+                if let Some(due) = self.rx.poll_timeout() {
                     let at = due.max(self.now_ns);
                     if at <= first_device && t_net.is_none_or(|t| at < t) {
                         self.now_ns = at;
@@ -468,11 +474,11 @@ impl Sim {
                 break;
             }
             self.now_ns = self.now_ns.max(ns(t));
-            self.receiver.render(&mut self.play_buf, ns(t));
-            if self.receiver.stream_id().is_some() {
+            self.rx.render(ns(t), &mut self.play_buf);
+            if self.rx.receiver().stream_id().is_some() {
                 let first = *first_packet.get_or_insert(t);
                 let truth = (self.cap_clock.rate_at(t) / rate - 1.0) * 1e6;
-                if (self.receiver.drift_ppm() - truth).abs() >= 1.0 {
+                if (self.rx.receiver().drift_ppm() - truth).abs() >= 1.0 {
                     off_since = Some(t - first);
                     unlocked_at_end = true;
                 } else {
@@ -506,8 +512,8 @@ impl Sim {
                     self.trace.push(TracePoint {
                         t_s: t,
                         latency_ms: self.analyzer.take_mean_latency_ms(),
-                        level_ms: f.ms_for_frames(self.receiver.level_frames()),
-                        ratio_ppm: self.receiver.correction_ppm(),
+                        level_ms: f.ms_for_frames(self.rx.receiver().level_frames()),
+                        ratio_ppm: self.rx.receiver().correction_ppm(),
                     });
                 }
             }
@@ -525,7 +531,7 @@ impl Sim {
             p.store((duration * 1000.0) as u64, Ordering::Relaxed);
         }
         let mut recovery = self.recovery;
-        if let Some(tr) = self.receiver.loss_tracker() {
+        if let Some(tr) = self.rx.receiver().loss_tracker() {
             let c = tr.counters();
             recovery.nacks_sent = c.nacks_sent;
             recovery.nack_bytes = c.nack_bytes;
@@ -533,9 +539,9 @@ impl Sim {
             recovery.expired = c.expired;
             recovery.rtt_ms = tr.rtt_ns() / 1e6;
         }
-        let h = self.retransmit.counters();
-        recovery.retransmits = h.retransmits;
-        recovery.retransmit_bytes = h.retransmit_bytes;
+        let h = self.tx.counters();
+        recovery.retransmits = h.retransmits_sent;
+        recovery.retransmit_bytes = h.retransmit_bytes_sent;
         recovery.resends_over_limit = h.resends_over_limit;
         recovery.resends_capped = h.resends_capped;
         recovery.cpu_s = self.recovery_cpu_ns as f64 * 1e-9;
@@ -547,10 +553,10 @@ impl Sim {
             latency_p50_ms: self.analyzer.latency_percentile_ms(0.5),
             latency_p99_ms: self.analyzer.latency_percentile_ms(0.99),
             latency_max_ms: self.analyzer.latency_max_ms(),
-            engine: *self.receiver.counters(),
+            engine: self.rx.counters(0),
             net: self.net.counters(),
             analyzer_slip_frames: self.analyzer.slip_frames(),
-            drift_ppm_estimated: self.receiver.drift_ppm(),
+            drift_ppm_estimated: self.rx.receiver().drift_ppm(),
             allocations_steady_state: allocations,
             frees_steady_state: frees,
             trace: self.trace,
@@ -568,8 +574,8 @@ impl Sim {
         }
         let clock = Instant::now();
         let back = &mut self.back;
-        self.receiver
-            .poll_nack_copies(now, &mut self.nack_buf, |d| back.send_datagram(now, d));
+        self.rx
+            .poll_transmit(now, &mut self.nack_buf, |d| back.send_datagram(now, d));
         self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
     }
 
@@ -588,13 +594,15 @@ impl Sim {
                 // A clean stop: the END packets go out after the last period, and the source
                 // the analyzer follows ends at the first frame not sent.
                 let (net, now) = (&mut self.net, ns(t));
-                for _ in 0..END_COPIES {
-                    self.sender
-                        .end_packet(|head, tag| net.send_parts(now, head, tag));
-                }
+                self.tx.end(now, |head, tag| {
+                    net.send_parts(now, head, tag);
+                    Ok(head.len() + tag.len())
+                });
                 self.analyzer.source_ended(first);
             }
-            self.sender = Sender::new(
+            // A new sender process: a new stream (the history forgets the old one when the
+            // first packet of the new one is kept).
+            *self.tx.packetizer_mut() = Sender::new(
                 self.cfg.format,
                 self.cfg.period,
                 self.rng.next_u64() as u32,
@@ -606,27 +614,32 @@ impl Sim {
             return;
         }
         let now = ns(t);
+        self.now_ns = self.now_ns.max(now);
         let net = &mut self.net;
-        if self.cfg.recovery == RecoveryMode::Off {
-            let audio = &mut self.recovery.audio_bytes;
-            self.sender.packetize(&self.capture_buf, |h, payload| {
-                net.send(now, h, payload);
-                *audio += (h.len() + payload.len()) as u64;
-            });
+        let audio = &mut self.recovery.audio_bytes;
+        let timed = self.cfg.recovery != RecoveryMode::Off;
+        let mut net_ns = 0u64;
+        // The simulated sender has no key: its packets have no tag.
+        let send = |head: &[u8], payload: &[u8], tag: &[u8]| {
+            debug_assert!(tag.is_empty());
+            let clock = timed.then(Instant::now);
+            net.send_parts(now, head, payload);
+            if let Some(c) = clock {
+                net_ns += c.elapsed().as_nanos() as u64;
+            }
+            *audio += (head.len() + payload.len()) as u64;
+            Ok(head.len() + payload.len())
+        };
+        if !timed {
+            self.tx.on_capture(now, now, &self.capture_buf, send);
             return;
         }
-        self.now_ns = self.now_ns.max(now);
-        let history = &mut self.retransmit;
-        let mut copy_ns = 0;
-        let audio = &mut self.recovery.audio_bytes;
-        self.sender.packetize(&self.capture_buf, |h, payload| {
-            net.send(now, h, payload);
-            *audio += (h.len() + payload.len()) as u64;
-            let clock = Instant::now();
-            history.record(h, payload);
-            copy_ns += clock.elapsed().as_nanos() as u64;
-        });
-        self.recovery_cpu_ns += copy_ns;
+        // With recovery the capture turn also keeps every packet in the history: its time,
+        // less the simulated link's, counts as the recovery's (packetizing included: the
+        // session does both in one pass).
+        let clock = Instant::now();
+        self.tx.on_capture(now, now, &self.capture_buf, send);
+        self.recovery_cpu_ns += (clock.elapsed().as_nanos() as u64).saturating_sub(net_ns);
     }
 }
 

@@ -1,0 +1,137 @@
+//! The receiving end of a stream: the engine's [`Receiver`] (jitter buffer, loss recovery,
+//! drift correction, rendering) with what the playback side adds to it: which datagrams count
+//! as taken, the NACKs to send, the device's faults and their counters. A daemon's playback
+//! loop and the simulator both drive it; they only move datagrams, device buffers and time.
+//!
+//! Realtime contract: no method allocates, locks or makes a system call; NACKs go out through
+//! the caller's closure.
+
+use crate::receiver::{PacketOutcome, Receiver};
+use crate::rtlog::{Event, EventSink};
+use crate::stats::StatsSnapshot;
+use core::borrow::BorrowMut;
+
+/// The receiver's side of a stream (see the module docs). `R` is the receiver (owned or
+/// borrowed), `E` where the playback side's events go (the receiver's own go where it was
+/// told, [`Receiver::with_events`]).
+pub struct ReceiverSession<R: BorrowMut<Receiver>, E: EventSink> {
+    rx: R,
+    events: E,
+    late_renders: u64,
+    xruns: u64,
+    device_lost: u64,
+    net_errors: u64,
+}
+
+impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
+    /// A session around `rx`.
+    pub fn new(rx: R, events: E) -> Self {
+        ReceiverSession {
+            rx,
+            events,
+            late_renders: 0,
+            xruns: 0,
+            device_lost: 0,
+            net_errors: 0,
+        }
+    }
+
+    /// The receiver.
+    pub fn receiver(&self) -> &Receiver {
+        self.rx.borrow()
+    }
+
+    /// The receiver, to configure it.
+    pub fn receiver_mut(&mut self) -> &mut Receiver {
+        self.rx.borrow_mut()
+    }
+
+    /// Whether lost packets are asked for again.
+    pub fn recovers(&self) -> bool {
+        self.receiver().loss_tracker().is_some()
+    }
+
+    /// Before a batch of datagrams: the wall clock's offset from the driver's clock
+    /// (`CLOCK_REALTIME` − `CLOCK_MONOTONIC`, ns), for the freshness check of keyed streams.
+    pub fn set_wall_offset(&mut self, offset_ns: i64) {
+        let rx = self.rx.borrow_mut();
+        if rx.is_authenticated() {
+            rx.set_wall_offset(offset_ns);
+        }
+    }
+
+    /// One datagram that arrived at `now_ns`. Returns whether it was the stream's (taken:
+    /// its source is where NACKs go), as opposed to junk or another stream's.
+    pub fn handle_datagram(&mut self, now_ns: u64, bytes: &[u8]) -> bool {
+        matches!(
+            self.rx.borrow_mut().on_packet(bytes, now_ns),
+            PacketOutcome::Accepted
+                | PacketOutcome::Resynced
+                | PacketOutcome::Duplicate
+                | PacketOutcome::Late
+                | PacketOutcome::Ended
+        )
+    }
+
+    /// A datagram could not be read (the socket's errno): counted as invalid.
+    pub fn on_net_error(&mut self) {
+        self.net_errors += 1;
+    }
+
+    /// Writes one period for the playback device at `now_ns` (frames in
+    /// [`crate::receiver::ReceiverConfig::output_sample`]).
+    pub fn render(&mut self, now_ns: u64, out: &mut [u8]) {
+        self.rx.borrow_mut().render(out, now_ns);
+    }
+
+    /// A period went to the device past halfway to an underrun.
+    pub fn on_late_render(&mut self) {
+        self.late_renders += 1;
+    }
+
+    /// The NACK due at `now_ns`, if any, to `send` (each copy the receiver asks for).
+    pub fn poll_transmit<F: FnMut(&[u8])>(&mut self, now_ns: u64, buf: &mut [u8], send: F) {
+        self.rx.borrow_mut().poll_nack_copies(now_ns, buf, send);
+    }
+
+    /// When [`poll_transmit`](Self::poll_transmit) next has something to send.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.receiver().next_nack_due()
+    }
+
+    /// The playback device underran (or was suspended) at `now_ns`.
+    pub fn on_xrun(&mut self, now_ns: u64) {
+        self.xruns += 1;
+        self.events
+            .push_event(now_ns, Event::Xrun { capture: false });
+    }
+
+    /// The playback device is gone (`errno`); it is reopened off the realtime thread.
+    pub fn on_device_lost(&mut self, now_ns: u64, errno: i32) {
+        self.device_lost += 1;
+        self.events.push_event(
+            now_ns,
+            Event::DeviceLost {
+                capture: false,
+                errno,
+            },
+        );
+    }
+
+    /// The playback device is back.
+    pub fn on_device_back(&mut self, now_ns: u64) {
+        self.events
+            .push_event(now_ns, Event::DeviceBack { capture: false });
+    }
+
+    /// The receiver's counters with the playback side's; `rejected` datagrams the driver's
+    /// source refused before the receiver saw them count as invalid.
+    pub fn counters(&self, rejected: u64) -> StatsSnapshot {
+        let mut c = *self.receiver().counters();
+        c.late_renders = self.late_renders;
+        c.xruns = self.xruns;
+        c.device_lost = self.device_lost;
+        c.invalid_packets += self.net_errors + rejected;
+        c
+    }
+}

@@ -1,0 +1,178 @@
+//! The sending end of a stream: packetizer, retransmit history and NACK answers, the
+//! counters and the fault handling of the capture side, in one place. A daemon's capture loop
+//! and the simulator both drive it; they only move device buffers, datagrams and time.
+//!
+//! Realtime contract: [`SenderSession::new`] takes parts that were allocated before; no
+//! method allocates, locks or makes a system call. Sending goes through the caller's closure
+//! (one `sendmsg` per packet in the daemon, a simulated link in the simulator).
+
+use super::fault::FaultInjector;
+use super::packetizer::Packetizer;
+use crate::recovery::RetransmitHistory;
+use crate::rtlog::{Event, EventSink};
+use crate::stats::StatsSnapshot;
+use core::borrow::BorrowMut;
+
+/// How often a failing send is told to the log at most, ns.
+const SEND_FAIL_REPORT_NS: u64 = 1_000_000_000;
+
+/// The sender's side of a stream (see the module docs). `P` is the packetizer (owned or
+/// borrowed), `H` the retransmit history (owned or borrowed), `E` where events go.
+pub struct SenderSession<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> {
+    tx: P,
+    history: Option<H>,
+    events: E,
+    counters: StatsSnapshot,
+    last_fail_ns: Option<u64>,
+    fault: FaultInjector,
+}
+
+impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession<P, H, E> {
+    /// A session sending with `tx`; with a `history` it keeps every packet and answers NACKs.
+    pub fn new(tx: P, history: Option<H>, events: E) -> Self {
+        SenderSession {
+            tx,
+            history,
+            events,
+            counters: StatsSnapshot::default(),
+            last_fail_ns: None,
+            fault: FaultInjector::off(),
+        }
+    }
+
+    /// Sets a fault to inject into what this session sends (see [`FaultInjector`]).
+    pub fn inject(&mut self, fault: FaultInjector) {
+        self.fault = fault;
+    }
+
+    /// The fault injector and what it dropped.
+    pub fn fault(&self) -> &FaultInjector {
+        &self.fault
+    }
+
+    /// The packetizer.
+    pub fn packetizer(&self) -> &P {
+        &self.tx
+    }
+
+    /// The packetizer, to replace it (a new sender process in the simulator).
+    pub fn packetizer_mut(&mut self) -> &mut P {
+        &mut self.tx
+    }
+
+    /// Whether NACKs are answered (a history is kept).
+    pub fn answers_nacks(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// One captured period at `now_ns` (the driver's clock; `wall_ns` the wall clock): cuts it
+    /// into packets, keeps each in the history and hands it to `send` as (header and
+    /// extension, payload, tag). `send` returns the bytes sent or an errno. Returns the
+    /// packets made.
+    pub fn on_capture<F>(&mut self, now_ns: u64, wall_ns: u64, frames: &[u8], mut send: F) -> usize
+    where
+        F: FnMut(&[u8], &[u8], &[u8]) -> Result<usize, i32>,
+    {
+        self.tx.before_period(wall_ns);
+        let history = &mut self.history;
+        let c = &mut self.counters;
+        let events = &mut self.events;
+        let last_fail = &mut self.last_fail_ns;
+        let fault = &mut self.fault;
+        let n = self.tx.packetize_parts(frames, |head, payload, tag| {
+            if let Some(h) = history.as_mut() {
+                h.borrow_mut().record_parts(head, payload, tag);
+            }
+            if fault.drops() {
+                // Lost on its way out, as a lossy link would lose it: the history kept it.
+                return;
+            }
+            match send(head, payload, tag) {
+                Ok(_) => c.packets_sent += 1,
+                Err(errno) => {
+                    // Tell the log at most once a second, not every time.
+                    if last_fail.is_none_or(|t| now_ns.saturating_sub(t) >= SEND_FAIL_REPORT_NS) {
+                        events.push_event(now_ns, Event::SendFailed { errno });
+                        *last_fail = Some(now_ns);
+                    }
+                    c.send_errors += 1;
+                }
+            }
+        });
+        c.frames_sent += (frames.len() / self.tx.frame_bytes().max(1)) as u64;
+        n
+    }
+
+    /// A datagram from the receiver at `now_ns`: if it is a NACK for this stream, the packets
+    /// it asks for that are still kept go to `send` again (within the history's limits).
+    pub fn on_nack<F: FnMut(&[u8])>(&mut self, now_ns: u64, bytes: &[u8], send: F) {
+        let Some(h) = self.history.as_mut() else {
+            return;
+        };
+        let h = h.borrow_mut();
+        let _ = h.on_nack(now_ns, bytes, send);
+        if let Some(r) = h.poll_event() {
+            self.events.push_event(r.t_ns, r.event);
+        }
+    }
+
+    /// The capture device overran at `now_ns`: at least `lost_frames` were lost. A hole is
+    /// left where they were, so the receiver conceals it instead of running time together.
+    pub fn on_xrun(&mut self, now_ns: u64, lost_frames: u64) {
+        self.counters.xruns += 1;
+        self.events
+            .push_event(now_ns, Event::Xrun { capture: true });
+        self.tx.skip(lost_frames);
+    }
+
+    /// The capture device is gone (`errno`); it is reopened off the realtime thread.
+    pub fn on_device_lost(&mut self, now_ns: u64, errno: i32) {
+        self.counters.device_lost += 1;
+        self.events.push_event(
+            now_ns,
+            Event::DeviceLost {
+                capture: true,
+                errno,
+            },
+        );
+    }
+
+    /// The capture device is back, with `period`: a new stream starts (the receiver resyncs
+    /// at once). `seed` varies the new stream id.
+    pub fn on_device_back(&mut self, now_ns: u64, period: usize, seed: u64, wall_ns: u64) {
+        self.events
+            .push_event(now_ns, Event::DeviceBack { capture: true });
+        self.tx.restart_stream(period, seed, wall_ns);
+    }
+
+    /// A clean stop: the stream's END datagrams (native packets only) go to `send` as (header
+    /// and extension, tag).
+    pub fn end<F>(&mut self, wall_ns: u64, mut send: F)
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<usize, i32>,
+    {
+        let c = &mut self.counters;
+        self.tx
+            .end_stream(wall_ns, |head, tag| match send(head, tag) {
+                Ok(0) => {}
+                Ok(_) => c.packets_sent += 1,
+                Err(_) => c.send_errors += 1,
+            });
+    }
+
+    /// The sender's counters, the history's included.
+    pub fn counters(&self) -> StatsSnapshot {
+        let mut c = self.counters;
+        if let Some(h) = self.history.as_ref() {
+            let hc = h.borrow().counters();
+            c.nacks_received = hc.nacks_received;
+            c.retransmits_sent = hc.retransmits;
+            c.retransmit_bytes_sent = hc.retransmit_bytes;
+            c.resends_capped = hc.resends_capped;
+            c.resends_over_limit = hc.resends_over_limit;
+            c.nack_auth_failures = hc.nack_auth_failures;
+            c.nack_replays = hc.nack_replays;
+        }
+        c
+    }
+}
