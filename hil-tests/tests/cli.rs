@@ -6,6 +6,17 @@ fn hil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hil-tests"))
 }
 
+/// Colours of the plot's THD+N and frequency deviation series.
+const THDN_COLOR: &str = "#7B3FA0";
+const DEVIATION_COLOR: &str = "#A0522D";
+
+/// Whether the plot draws a line in `color` (the series are the only lines in their colours).
+fn has_line(plot: &str, color: &str) -> bool {
+    let stroke = format!("stroke=\"{color}\"");
+    plot.lines()
+        .any(|l| l.starts_with("<polyline") && l.contains(&stroke))
+}
+
 #[test]
 fn sim_writes_a_complete_report_and_a_plot() {
     let dir = std::env::temp_dir().join(format!("hil-cli-{}", std::process::id()));
@@ -74,7 +85,8 @@ fn sim_writes_a_complete_report_and_a_plot() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.contains("<svg") && plot.trim_end().ends_with("</svg>"));
     // A ramp has no tone: no fidelity panels.
-    assert!(!plot.contains("series thdn"));
+    assert!(!plot.contains("THD+N"));
+    assert!(!has_line(&plot, THDN_COLOR) && !has_line(&plot, DEVIATION_COLOR));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -157,8 +169,8 @@ fn a_two_tone_source_reports_thdn_of_what_is_left() {
     assert_eq!(t["tones_hz"], serde_json::json!([18000.0, 19000.0]));
     // The plot has the THD+N and frequency panels.
     let plot = std::fs::read_to_string(&svg).unwrap();
-    for series in ["series thdn", "series deviation"] {
-        assert!(plot.contains(series), "no {series} in the plot");
+    for (series, color) in [("THD+N", THDN_COLOR), ("deviation", DEVIATION_COLOR)] {
+        assert!(has_line(&plot, color), "no {series} series in the plot");
     }
     assert!(plot.contains("THD+N of 18000 + 19000 Hz"));
     std::fs::remove_dir_all(&dir).ok();

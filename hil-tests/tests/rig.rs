@@ -409,7 +409,12 @@ fn a_tone_through_netaudio_is_measured_for_thdn_and_wow_and_flutter() {
             "{source}: wow & flutter {rms} %: {v}"
         );
         let plot = std::fs::read_to_string(&svg).unwrap();
-        assert!(plot.contains("series thdn") && plot.contains("series deviation"));
+        // The THD+N and frequency panels: their captions, and lines in their series' colours.
+        assert!(plot.contains("THD+N of") && plot.contains("wow &amp; flutter"));
+        assert!(["#7B3FA0", "#A0522D"].iter().all(|c| {
+            plot.lines()
+                .any(|l| l.starts_with("<polyline") && l.contains(&format!("stroke=\"{c}\"")))
+        }));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
