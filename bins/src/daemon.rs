@@ -2,7 +2,7 @@
 //! sockets, start the realtime threads, run the housekeeping loop, stop cleanly, report.
 
 use crate::housekeeping::{self, STOP};
-use crate::net::{DatagramIn, DatagramOut, UdpReceiver, UdpSender, monotonic_ns};
+use crate::net::{DatagramOut, StreamInput, UdpReceiver, UdpSender, monotonic_ns};
 use crate::pcm::alsa::{AlsaCapture, AlsaPlayback, GoneSwitch};
 use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
 use crate::pcm::{Capture, DeviceRequest, Playback};
@@ -18,7 +18,9 @@ use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::{DriftMode, Receiver, ReceiverConfig};
 use engine::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use engine::rtlog;
+use engine::rtlog::EventSink;
 use engine::sender::Sender;
+use engine::session::ReceiverSession;
 use engine::sim::fidelity::{FidelityAnalyzer, FidelityReport};
 use engine::sim::signal::SourceKind;
 use engine::stats::{Stats, StatsSnapshot};
@@ -342,28 +344,22 @@ impl NetIn {
 }
 
 // Every method forwarded: a default here would silently turn off NACKs.
-impl DatagramIn for NetIn {
+impl StreamInput for NetIn {
     #[inline]
-    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, f: F) -> Result<usize, i32> {
+    fn recv_into<R: core::borrow::BorrowMut<engine::receiver::Receiver>, E: EventSink>(
+        &mut self,
+        session: &mut ReceiverSession<R, E>,
+    ) -> Result<usize, i32> {
         match self {
-            NetIn::Udp(s) => s.recv_batch(f),
-            NetIn::Tcp(s) => s.recv_batch(f),
-            NetIn::Rtp(s) => s.recv_batch(f),
-        }
-    }
-
-    #[inline]
-    fn recv_batch_from<F: FnMut(&[u8], u64) -> bool>(&mut self, f: F) -> Result<usize, i32> {
-        match self {
-            NetIn::Udp(s) => s.recv_batch_from(f),
-            NetIn::Tcp(s) => s.recv_batch_from(f),
-            NetIn::Rtp(s) => s.recv_batch_from(f),
+            NetIn::Udp(s) => s.recv_into(session),
+            NetIn::Tcp(s) => s.recv_into(session),
+            NetIn::Rtp(s) => s.recv_into(session),
         }
     }
 
     fn send_nack(&self, nack: &[u8]) -> Result<usize, i32> {
         match self {
-            NetIn::Udp(s) => DatagramIn::send_nack(s.as_ref(), nack),
+            NetIn::Udp(s) => StreamInput::send_nack(s.as_ref(), nack),
             NetIn::Tcp(s) => s.send_nack(nack),
             NetIn::Rtp(s) => s.send_nack(nack),
         }
@@ -371,7 +367,7 @@ impl DatagramIn for NetIn {
 
     fn wait_fd(&self) -> Option<i32> {
         match self {
-            NetIn::Udp(s) => s.wait_fd(),
+            NetIn::Udp(s) => StreamInput::wait_fd(s.as_ref()),
             NetIn::Tcp(s) => s.wait_fd(),
             NetIn::Rtp(s) => s.wait_fd(),
         }
@@ -379,7 +375,7 @@ impl DatagramIn for NetIn {
 
     fn rejected(&self) -> u64 {
         match self {
-            NetIn::Udp(s) => s.rejected(),
+            NetIn::Udp(s) => StreamInput::rejected(s.as_ref()),
             NetIn::Tcp(s) => s.rejected(),
             NetIn::Rtp(s) => s.rejected(),
         }

@@ -18,6 +18,10 @@
 //! `recv_batch`, `recv_nack`, `send_nack` and `wait_readable` make exactly one syscall each,
 //! never block beyond the timeout given (`MSG_DONTWAIT`) and never allocate.
 
+use core::borrow::BorrowMut;
+use engine::receiver::Receiver;
+use engine::rtlog::EventSink;
+use engine::session::ReceiverSession;
 use engine::wire::MAX_PACKET_LEN;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -170,6 +174,57 @@ pub trait DatagramIn {
     /// far; counted with the receiver's invalid packets.
     fn rejected(&self) -> u64 {
         0
+    }
+}
+
+/// The receiver loop's input: whatever feeds a [`ReceiverSession`]. Datagram sources
+/// ([`DatagramIn`]: netaudio's own UDP packets) hand over datagrams; adapters hand over typed
+/// frames ([`ReceiverSession::handle_frames`]): RTP ([`crate::rtp::RtpInput`]) and raw PCM
+/// over TCP ([`crate::tcp::TcpPcmReceiver`]), with no native header built to be parsed again.
+pub trait StreamInput {
+    /// Hands everything waiting (a batch at most) to `session`, without blocking; returns how
+    /// many packets, 0 when none was waiting, or an errno.
+    fn recv_into<R: BorrowMut<Receiver>, E: EventSink>(
+        &mut self,
+        session: &mut ReceiverSession<R, E>,
+    ) -> Result<usize, i32>;
+
+    /// Sends a NACK back to the stream's source; the default has no return path.
+    fn send_nack(&self, _nack: &[u8]) -> Result<usize, i32> {
+        Err(libc::EOPNOTSUPP)
+    }
+
+    /// A descriptor to wait on for input, if the source has one.
+    fn wait_fd(&self) -> Option<i32> {
+        None
+    }
+
+    /// Input the source refused before it reached the receiver (not its protocol), so far;
+    /// counted with the receiver's invalid packets.
+    fn rejected(&self) -> u64 {
+        0
+    }
+}
+
+impl<T: DatagramIn> StreamInput for T {
+    #[inline]
+    fn recv_into<R: BorrowMut<Receiver>, E: EventSink>(
+        &mut self,
+        session: &mut ReceiverSession<R, E>,
+    ) -> Result<usize, i32> {
+        self.recv_batch_from(|datagram, t| session.handle_datagram(t, datagram))
+    }
+
+    fn send_nack(&self, nack: &[u8]) -> Result<usize, i32> {
+        DatagramIn::send_nack(self, nack)
+    }
+
+    fn wait_fd(&self) -> Option<i32> {
+        DatagramIn::wait_fd(self)
+    }
+
+    fn rejected(&self) -> u64 {
+        DatagramIn::rejected(self)
     }
 }
 

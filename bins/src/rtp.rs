@@ -10,9 +10,10 @@
 //!   comes back starts a new SSRC with the marker bit set.
 //! * [`RtpInput`]: the receiving side is the native receiver's own loop
 //!   ([`stream::run_receiver`](crate::stream::run_receiver)) and daemon
-//!   ([`daemon::recv`](crate::daemon::recv)), fed through this source, which rewrites every
-//!   datagram with the [`RtpTranslator`] into a native packet (in its preallocated buffer):
-//!   jitter buffer, concealment and drift control are the native ones.
+//!   ([`daemon::recv`](crate::daemon::recv)), fed through this source, which hands each
+//!   datagram's frames, byte-swapped by the [`RtpTranslator`] into its preallocated buffer,
+//!   with a typed header to the receiver session: jitter buffer, concealment and drift
+//!   control are the native ones.
 //! * The daemons are the native ones ([`daemon::send`](crate::daemon::send),
 //!   [`daemon::recv`](crate::daemon::recv)); [`announce`] logs the sender's SDP and writes it
 //!   to the configured file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or
@@ -24,12 +25,16 @@
 //! and frees (see [`engine::alloc_count`]) and returns the counts.
 
 use crate::daemon::new_stream_id;
-use crate::net::{DatagramIn, UdpReceiver, UdpSender};
+use crate::net::{StreamInput, UdpReceiver, UdpSender};
 use crate::pcm::DeviceSetup;
+use core::borrow::BorrowMut;
 use engine::format::StreamFormat;
+use engine::receiver::Receiver;
+use engine::rtlog::EventSink;
 use engine::rtp::{
     self, MAX_RTP_DATAGRAM, RtpError, RtpSender, RtpTranslator, SdpDirection, SdpParams,
 };
+use engine::session::ReceiverSession;
 use std::path::{Path, PathBuf};
 
 /// Refuses formats RTP cannot carry, naming the value and the fix.
@@ -64,15 +69,21 @@ impl RtpInput {
     }
 }
 
-/// RTP in, native packets out: the receiver's realtime loop ([`crate::stream::run_receiver`])
-/// takes RTP through this as it takes native datagrams. RTCP is ignored; other datagrams that
-/// are not playable RTP are counted in `rejected`.
-impl DatagramIn for RtpInput {
-    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, i32> {
+/// RTP in, frames out: the receiver's realtime loop ([`crate::stream::run_receiver`])
+/// takes RTP through this, each datagram's frames (in the receiver's byte order) with the
+/// typed header the [`RtpTranslator`] gives them. RTCP is ignored; other datagrams that are
+/// not playable RTP are counted in `rejected`.
+impl StreamInput for RtpInput {
+    fn recv_into<R: BorrowMut<Receiver>, E: EventSink>(
+        &mut self,
+        session: &mut ReceiverSession<R, E>,
+    ) -> Result<usize, i32> {
         let (translator, rejected) = (&mut self.translator, &mut self.rejected);
         self.sock
-            .recv_batch(|datagram, t| match translator.translate(datagram) {
-                Ok(native) => f(native, t),
+            .recv_batch(|datagram, t| match translator.frames(datagram) {
+                Ok((h, pcm)) => {
+                    session.handle_frames(t, &h, pcm);
+                }
                 Err(RtpError::Rtcp(_)) => {}
                 Err(_) => *rejected += 1,
             })

@@ -70,7 +70,7 @@
 //! period` frames), i.e. past halfway to an underrun, counts in `late_renders` ([`Stats`]); an
 //! underrun itself counts as an xrun.
 
-use crate::net::{BATCH, DatagramIn, DatagramOut, clock_ns, monotonic_ns, wait_readable};
+use crate::net::{BATCH, DatagramOut, StreamInput, clock_ns, monotonic_ns, wait_readable};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use crate::watchdog::Heartbeat;
@@ -345,7 +345,7 @@ fn handle_capture_error<C: Capture, T: Packetizer, S: DatagramOut>(
 
 /// Runs the receiver until `stop` is set.
 #[allow(clippy::too_many_arguments)]
-pub fn run_receiver<P: Playback, S: DatagramIn>(
+pub fn run_receiver<P: Playback, S: StreamInput>(
     dev: &mut P,
     rx: &mut Receiver,
     sock: &mut S,
@@ -556,7 +556,7 @@ impl RenderDeadline {
 /// plays is where NACKs go. Everything waiting, not just one batch, as far as the deadline
 /// allows: under a flood of junk the stream's own packets must not be pushed out of the socket
 /// buffer. Bounded, so a flood cannot keep the thread from the device.
-fn take_packets<S: DatagramIn>(sock: &mut S, session: &mut RxSession<'_>, until_ns: u64) -> usize {
+fn take_packets<S: StreamInput>(sock: &mut S, session: &mut RxSession<'_>, until_ns: u64) -> usize {
     if session.receiver().is_authenticated() {
         session.set_wall_offset(wall_offset_ns());
     }
@@ -565,7 +565,7 @@ fn take_packets<S: DatagramIn>(sock: &mut S, session: &mut RxSession<'_>, until_
         if i > 0 && monotonic_ns() >= until_ns {
             break;
         }
-        match sock.recv_batch_from(|datagram, t| session.handle_datagram(t, datagram)) {
+        match sock.recv_into(session) {
             Ok(n) => {
                 total += n;
                 if n < BATCH {
@@ -583,7 +583,7 @@ fn take_packets<S: DatagramIn>(sock: &mut S, session: &mut RxSession<'_>, until_
 
 /// Loss recovery's turn: sends the NACK the receiver writes, if any, to the stream's source
 /// (each copy the receiver hands out).
-fn nack_turn<S: DatagramIn>(sock: &S, session: &mut RxSession<'_>, buf: &mut [u8]) {
+fn nack_turn<S: StreamInput>(sock: &S, session: &mut RxSession<'_>, buf: &mut [u8]) {
     session.poll_transmit(monotonic_ns(), buf, |d| {
         let _ = sock.send_nack(d);
     });

@@ -28,7 +28,7 @@
 //!   starts on a frame boundary.
 //!
 //! Design: no extra thread. Both ends run inside the realtime loops of [`crate::stream`], as
-//! their [`DatagramIn`] and [`DatagramOut`]. The receiver's loop sleeps only in the playback
+//! their [`StreamInput`] and [`DatagramOut`]. The receiver's loop sleeps only in the playback
 //! device's poll and drains the socket after each wake-up (non-blocking `accept4` and `recv`);
 //! meanwhile the kernel's socket buffer holds what arrives (TCP loses nothing), so bytes wait
 //! at most one period, as datagrams do in native mode. The sender connects with a
@@ -40,11 +40,14 @@
 //! non-blocking (`socket`, `connect`, `poll` with timeout 0, `send`, `accept4`, `recv`,
 //! `close`), counters are atomics and events go to the realtime event queue.
 
-use crate::net::{DatagramIn, DatagramOut, clock_ns, monotonic_ns, resolve};
+use crate::net::{DatagramOut, StreamInput, clock_ns, monotonic_ns, resolve};
+use core::borrow::BorrowMut;
 use engine::format::StreamFormat;
-use engine::rng::mix64;
+use engine::receiver::Receiver;
+use engine::rtlog::EventSink;
 use engine::rtlog::{Event, EventProducer};
-use engine::wire::{Flags, HEADER_LEN, MAX_PACKET_LEN, PacketHeader};
+use engine::session::{PcmStreamFramer, ReceiverSession};
+use engine::wire::{MAX_PACKET_LEN, PacketHeader};
 use serde_json::{Value, json};
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -549,19 +552,12 @@ impl Drop for TcpPcmSender {
 }
 
 /// The receiving end of raw TCP mode: a listener whose connections' byte streams become
-/// native packets for the engine's receiver. Used through [`DatagramIn`].
+/// frames for the engine's receiver session (the engine's [`PcmStreamFramer`] cuts them and
+/// makes each connection a stream of its own). Used through [`StreamInput`].
 pub struct TcpPcmReceiver {
     listener: TcpListener,
     fd: i32,
-    format: StreamFormat,
-    frame_bytes: usize,
-    /// Header space, then a chunk of stream bytes (the carried-over part of a frame first).
-    buf: Box<[u8]>,
-    chunk_bytes: usize,
-    carry: usize,
-    stream_id: u32,
-    seq: u32,
-    next_frame: u64,
+    framer: PcmStreamFramer,
     /// Control buffer for the arrival timestamp (u64s: aligned for `cmsghdr`).
     control: [u64; 8],
     events: EventProducer,
@@ -587,33 +583,24 @@ impl TcpPcmReceiver {
             )
         })?;
         listener.set_nonblocking(true)?;
-        let fb = format.frame_bytes();
         let chunk_frames = (period * 4).clamp(256, u16::MAX as usize);
-        let chunk_bytes = chunk_frames * fb;
         Ok(TcpPcmReceiver {
             listener,
             fd: -1,
-            format,
-            frame_bytes: fb,
-            buf: vec![0; HEADER_LEN + chunk_bytes].into_boxed_slice(),
-            chunk_bytes,
-            carry: 0,
-            stream_id: 0,
-            seq: 0,
-            next_frame: 0,
+            framer: PcmStreamFramer::new(format, chunk_frames),
             control: [0; 8],
             events,
             stats: Arc::new(TcpStats::default()),
         })
     }
 
-    /// One non-blocking read of up to `room` bytes at `buf[start..]`: the bytes read (0 at the
-    /// end of the stream) and their arrival time on `CLOCK_MONOTONIC`, or an errno.
-    fn read(&mut self, start: usize, room: usize) -> Result<(usize, u64), i32> {
+    /// One non-blocking read into the framer's free space: the bytes read (0 at the end of
+    /// the stream) and their arrival time on `CLOCK_MONOTONIC`, or an errno.
+    fn read(&mut self) -> Result<(usize, u64), i32> {
+        let buf = self.framer.read_buf();
         let mut iov = libc::iovec {
-            // SAFETY: `buf[start..start + room]` lies within `buf` (HEADER_LEN + chunk_bytes).
-            iov_base: unsafe { self.buf.as_mut_ptr().add(start) }.cast(),
-            iov_len: room,
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
         // SAFETY: an all-zero msghdr is valid (no name, no control data).
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -621,8 +608,8 @@ impl TcpPcmReceiver {
         msg.msg_iovlen = 1;
         msg.msg_control = self.control.as_mut_ptr().cast();
         msg.msg_controllen = size_of_val(&self.control) as _;
-        // SAFETY: `msg` points at one iovec over a live writable part of `buf` and at the live
-        // control buffer, both owned by `self` for the duration of the call.
+        // SAFETY: `msg` points at one iovec over the framer's live writable buffer and at the
+        // live control buffer, both owned by `self` for the duration of the call.
         let n = unsafe { libc::recvmsg(self.fd, &mut msg, libc::MSG_DONTWAIT) };
         if n < 0 {
             return Err(errno());
@@ -669,7 +656,7 @@ impl TcpPcmReceiver {
     fn close(&mut self, errno: i32) {
         close_fd(self.fd);
         self.fd = -1;
-        self.carry = 0;
+        self.framer.disconnect();
         self.stats.disconnects.fetch_add(1, Relaxed);
         self.events.push(monotonic_ns(), Event::TcpClosed { errno });
     }
@@ -697,18 +684,12 @@ impl TcpPcmReceiver {
             // Kernel arrival times of what is read (best effort: read times otherwise).
             let _ = set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
             self.fd = fd;
-            self.carry = 0;
-            self.next_frame = 0;
-            let count = TcpStats::bump(&self.stats.connections, 1);
+            // A stream of its own, never the id of the one before.
+            let count = self.framer.connect(now);
+            TcpStats::bump(&self.stats.connections, 1);
             if count > 1 {
                 self.stats.reconnects.fetch_add(1, Relaxed);
             }
-            // A stream of its own, never the id of the one before.
-            let mut id = mix64(now ^ (count << 32) ^ self.stream_id as u64) as u32;
-            if id == self.stream_id {
-                id = id.wrapping_add(1);
-            }
-            self.stream_id = id;
             self.events.push(
                 now,
                 Event::TcpConnected {
@@ -718,21 +699,22 @@ impl TcpPcmReceiver {
             );
         }
     }
-}
 
-impl DatagramIn for TcpPcmReceiver {
     /// Accepts a new connection if one waits, then reads what the current one has and hands
-    /// it to `f` as native packets of whole frames, timed at their arrival (read) time.
-    fn recv_batch<F: FnMut(&[u8], u64)>(&mut self, mut f: F) -> Result<usize, i32> {
+    /// its whole frames to `f` as (typed header, frames, arrival time on `CLOCK_MONOTONIC`).
+    /// Returns how many packets of frames.
+    pub fn recv_frames<F: FnMut(&PacketHeader, &[u8], u64)>(
+        &mut self,
+        mut f: F,
+    ) -> Result<usize, i32> {
         self.accept_new();
         let mut packets = 0;
-        let fb = self.frame_bytes;
         for _ in 0..MAX_READS {
             if self.fd < 0 {
                 break;
             }
-            let room = self.chunk_bytes - self.carry;
-            let (n, now) = match self.read(HEADER_LEN + self.carry, room) {
+            let room = self.framer.read_buf().len();
+            let (n, now) = match self.read() {
                 Ok((0, _)) => {
                     self.close(0);
                     break;
@@ -745,38 +727,25 @@ impl DatagramIn for TcpPcmReceiver {
                 }
             };
             self.stats.bytes.fetch_add(n as u64, Relaxed);
-            let total = self.carry + n;
-            let frames = total / fb;
-            if frames > 0 {
-                let h = PacketHeader {
-                    flags: Flags::default(),
-                    stream_id: self.stream_id,
-                    seq: self.seq,
-                    first_frame: self.next_frame,
-                    format: self.format,
-                    // At most a chunk: `chunk_bytes / fb` <= u16::MAX frames.
-                    frames: frames as u16,
-                    ext_len: 0,
-                    tag_len: 0,
-                };
-                let header: &mut [u8; HEADER_LEN] = (&mut self.buf[..HEADER_LEN])
-                    .try_into()
-                    .expect("HEADER_LEN bytes");
-                h.emit(header);
-                f(&self.buf[..HEADER_LEN + frames * fb], now);
+            if self.framer.on_read(n, |h, pcm| f(h, pcm, now)) {
                 packets += 1;
-                self.seq = self.seq.wrapping_add(1);
-                self.next_frame += frames as u64;
             }
-            // The start of a frame not complete yet waits for the next read.
-            let used = HEADER_LEN + frames * fb;
-            self.buf.copy_within(used..HEADER_LEN + total, HEADER_LEN);
-            self.carry = total - frames * fb;
             if n < room {
                 break; // drained: no need for a read that says EAGAIN
             }
         }
         Ok(packets)
+    }
+}
+
+impl StreamInput for TcpPcmReceiver {
+    fn recv_into<R: BorrowMut<Receiver>, E: EventSink>(
+        &mut self,
+        session: &mut ReceiverSession<R, E>,
+    ) -> Result<usize, i32> {
+        self.recv_frames(|h, pcm, t| {
+            session.handle_frames(t, h, pcm);
+        })
     }
 }
 
@@ -791,7 +760,6 @@ mod tests {
     use super::*;
     use engine::format::SampleFormat;
     use engine::rtlog::queue;
-    use engine::wire::Packet;
     use std::io::{Read, Write};
     use std::time::Duration;
 
@@ -800,10 +768,9 @@ mod tests {
     }
 
     fn drain(rx: &mut TcpPcmReceiver, got: &mut Vec<(u32, u64, Vec<u8>)>) {
-        rx.recv_batch(|d, _| {
-            let p = Packet::new_checked(d).expect("a valid native packet");
-            let h = p.header();
-            got.push((h.stream_id, h.first_frame, p.payload().to_vec()));
+        rx.recv_frames(|h, pcm, _| {
+            assert_eq!(pcm.len(), h.frames as usize * h.format.frame_bytes());
+            got.push((h.stream_id, h.first_frame, pcm.to_vec()));
         })
         .unwrap();
     }

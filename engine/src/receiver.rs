@@ -59,7 +59,7 @@ use crate::recovery::{LossTracker, RecoveryMode, TrackerParams};
 use crate::resample::ResampleStage;
 use crate::rtlog::{Event, EventProducer, ResyncReason};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::wire::{Flags, Packet, WireError};
+use crate::wire::{Flags, Packet, PacketHeader, WireError};
 use core::fmt;
 
 /// Highest first-frame index accepted; keeps every frame computation far from overflow.
@@ -592,6 +592,26 @@ impl Receiver {
             return dropped;
         }
         let h = *packet.header();
+        self.on_frames(now_ns, &h, packet.payload())
+    }
+
+    /// Handles the frames of one packet that arrived at `now_ns`, described by `h` (format,
+    /// stream, sequence number, first frame index, flags), `pcm` being its frames in the
+    /// stream's sample format: the typed path of inputs that are not netaudio datagrams (RTP,
+    /// a raw PCM byte stream), which need no native header built only to be parsed again.
+    /// A native datagram comes here from [`on_packet`](Self::on_packet) once parsed and
+    /// authenticated. `pcm` must hold `h.frames` whole frames.
+    pub fn on_frames(&mut self, now_ns: u64, h: &PacketHeader, pcm: &[u8]) -> PacketOutcome {
+        self.now = now_ns;
+        let h = *h;
+        let expected = h.frames as usize * h.format.frame_bytes();
+        if pcm.len() != expected {
+            self.counters.invalid_packets += 1;
+            return PacketOutcome::Invalid(WireError::LengthMismatch {
+                expected,
+                actual: pcm.len(),
+            });
+        }
         if h.flags.contains(Flags::REPAIR) {
             // Loss-recovery data is not understood by this build: ignore it quietly.
             return PacketOutcome::Foreign;
@@ -653,9 +673,7 @@ impl Receiver {
                 outcome = PacketOutcome::Resynced;
             }
         }
-        let ins = self
-            .ring
-            .insert(first, packet.payload(), h.format.sample, self.read_pos);
+        let ins = self.ring.insert(first, pcm, h.format.sample, self.read_pos);
         let ended = self.timeline.is_some_and(|t| t.end.is_some());
         if let Some(tr) = self.tracker.as_mut()
             && !ended

@@ -572,9 +572,24 @@ impl RtpTranslator {
     }
 
     /// The native packet for RTP datagram `bytes`, built in this translator's buffer (valid
-    /// until the next call). The first packet of an SSRC maps its timestamp `ts` to frame
-    /// `2^32 + ts`; later ones continue from there across timestamp wraps (and reorder).
+    /// until the next call): [`frames`](Self::frames) with the header written before them.
     pub fn translate(&mut self, bytes: &[u8]) -> Result<&[u8], RtpError> {
+        let (native, n) = {
+            let (h, pcm) = self.frames(bytes)?;
+            (h, pcm.len())
+        };
+        let (head, _) = self.buf.split_at_mut(wire::HEADER_LEN);
+        let head: &mut [u8; wire::HEADER_LEN] = head.try_into().expect("split at HEADER_LEN");
+        native.emit(head);
+        Ok(&self.buf[..wire::HEADER_LEN + n])
+    }
+
+    /// The frames of RTP datagram `bytes` in the receiver's byte order (in this translator's
+    /// buffer, valid until the next call) and the typed header that places them in a stream
+    /// (the SSRC as stream id): what [`crate::receiver::Receiver::on_frames`] takes. The first
+    /// packet of an SSRC maps its timestamp `ts` to frame `2^32 + ts`; later ones continue
+    /// from there across timestamp wraps (and reorder).
+    pub fn frames(&mut self, bytes: &[u8]) -> Result<(PacketHeader, &[u8]), RtpError> {
         let p = RtpPacket::parse(bytes)?;
         let h = *p.header();
         let format = match h.payload_type {
@@ -605,12 +620,9 @@ impl RtpTranslator {
             ext_len: 0,
             tag_len: 0,
         };
-        let len = wire::HEADER_LEN + payload.len();
-        let (head, body) = self.buf.split_at_mut(wire::HEADER_LEN);
-        let head: &mut [u8; wire::HEADER_LEN] = head.try_into().expect("split at HEADER_LEN");
-        native.emit(head);
-        swap_byte_order(format.sample, payload, &mut body[..payload.len()]);
-        Ok(&self.buf[..len])
+        let body = &mut self.buf[wire::HEADER_LEN..wire::HEADER_LEN + payload.len()];
+        swap_byte_order(format.sample, payload, body);
+        Ok((native, body))
     }
 
     /// 64-bit frame index and 32-bit sequence number of a packet of `h.ssrc`.

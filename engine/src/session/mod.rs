@@ -6,10 +6,12 @@
 
 pub mod fault;
 pub mod packetizer;
+pub mod pcm_stream;
 pub mod receiver;
 pub mod sender;
 
 pub use fault::FaultInjector;
 pub use packetizer::{AnyPacketizer, Packetizer};
+pub use pcm_stream::PcmStreamFramer;
 pub use receiver::ReceiverSession;
 pub use sender::SenderSession;

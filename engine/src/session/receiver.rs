@@ -9,6 +9,7 @@
 use crate::receiver::{PacketOutcome, Receiver};
 use crate::rtlog::{Event, EventSink};
 use crate::stats::StatsSnapshot;
+use crate::wire::PacketHeader;
 use core::borrow::BorrowMut;
 
 /// The receiver's side of a stream (see the module docs). `R` is the receiver (owned or
@@ -65,6 +66,20 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     pub fn handle_datagram(&mut self, now_ns: u64, bytes: &[u8]) -> bool {
         matches!(
             self.rx.borrow_mut().on_packet(bytes, now_ns),
+            PacketOutcome::Accepted
+                | PacketOutcome::Resynced
+                | PacketOutcome::Duplicate
+                | PacketOutcome::Late
+                | PacketOutcome::Ended
+        )
+    }
+
+    /// The frames of one packet from an input that is not netaudio's own (RTP, a raw PCM
+    /// byte stream), described by `h`, that arrived at `now_ns`: the typed path, no native
+    /// header built to be parsed again. Returns whether they were the stream's.
+    pub fn handle_frames(&mut self, now_ns: u64, h: &PacketHeader, pcm: &[u8]) -> bool {
+        matches!(
+            self.rx.borrow_mut().on_frames(now_ns, h, pcm),
             PacketOutcome::Accepted
                 | PacketOutcome::Resynced
                 | PacketOutcome::Duplicate
