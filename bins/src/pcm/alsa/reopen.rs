@@ -18,8 +18,9 @@ use crate::pcm::{DeviceRequest, DeviceSetup};
 
 /// A test fault: makes a device's next `wait`, `read` or `write` report
 /// [`PcmError::Gone`](crate::pcm::PcmError::Gone) (`ENODEV`), as a USB unplug does, and every
-/// call after it until the device is handed over to be reopened; the close and the open that follow are real. Tripping it is one relaxed
-/// store; the device checks it with one relaxed load per call.
+/// call after it until the device is handed over to be reopened; the close and the open that
+/// follow are real. Tripping it is one relaxed store; the device checks it with one relaxed
+/// load per call.
 #[derive(Clone, Debug, Default)]
 pub struct GoneSwitch(Arc<AtomicBool>);
 
