@@ -5,6 +5,12 @@
 //! status` connects, and either prints the JSON (`--json`) or redraws a one-screen meter.
 //!
 //! The server runs on a normal thread and only loads atomics: the realtime threads never see it.
+//! The one part they call is the level meter (`meter`): [`Meter::measure`], once per period,
+//! with its own realtime contract (no allocation, no lock, no syscall).
+
+mod meter;
+
+pub use meter::{METER_CHANNELS, Meter};
 
 use engine::stats::{Stats, StatsSnapshot};
 use serde_json::{Value, json};
@@ -12,55 +18,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-
-/// Channels the meter shows.
-pub const METER_CHANNELS: usize = 8;
-
-/// Peak levels of the audio passing through, per channel, as the realtime thread saw them in
-/// its last period (f32 bits, linear 0..=1).
-#[derive(Debug, Default)]
-pub struct Meter {
-    peaks: [AtomicU32; METER_CHANNELS],
-}
-
-impl Meter {
-    /// Measures one period of interleaved samples (realtime-safe: no allocation, no lock).
-    #[inline]
-    pub fn measure(&self, format: engine::StreamFormat, bytes: &[u8]) {
-        let ch = format.channels as usize;
-        let sb = format.sample.bytes();
-        let mut peak = [0i64; METER_CHANNELS];
-        for frame in bytes.chunks_exact(format.frame_bytes()) {
-            for (c, p) in peak.iter_mut().enumerate().take(ch.min(METER_CHANNELS)) {
-                let v = (format.sample.decode(&frame[c * sb..]) as i64).abs();
-                if v > *p {
-                    *p = v;
-                }
-            }
-        }
-        for (a, p) in self.peaks.iter().zip(peak) {
-            a.store((p as f32 / 2_147_483_648.0).to_bits(), Relaxed);
-        }
-    }
-
-    /// Peaks in dBFS (−120 for silence).
-    pub fn peaks_db(&self, channels: usize) -> Vec<f64> {
-        self.peaks
-            .iter()
-            .take(channels.min(METER_CHANNELS))
-            .map(|a| {
-                let v = f32::from_bits(a.load(Relaxed)) as f64;
-                if v > 0.0 {
-                    (20.0 * v.log10()).max(-120.0)
-                } else {
-                    -120.0
-                }
-            })
-            .collect()
-    }
-}
 
 /// Where a daemon of `role` (`sender`/`receiver`) listens by default: `/run/netaudio/` when
 /// it exists and is writable (systemd's RuntimeDirectory), else `/tmp`.
@@ -312,25 +271,6 @@ pub fn render(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::format::{SampleFormat, StreamFormat};
-
-    #[test]
-    fn the_meter_reads_peaks_per_channel() {
-        let m = Meter::default();
-        let f = StreamFormat::new(48_000, 2, SampleFormat::S16Le).unwrap();
-        let mut bytes = Vec::new();
-        for i in 0..100i16 {
-            bytes.extend_from_slice(&(i * 100).to_le_bytes());
-            bytes.extend_from_slice(&0i16.to_le_bytes());
-        }
-        m.measure(f, &bytes);
-        let p = m.peaks_db(2);
-        assert!(
-            (p[0] - 20.0 * (9900.0f64 / 32768.0).log10()).abs() < 0.01,
-            "{p:?}"
-        );
-        assert_eq!(p[1], -120.0);
-    }
 
     #[test]
     fn the_screen_shows_what_matters() {

@@ -1,0 +1,237 @@
+//! `netaudio recv`: the receiver daemon, with the receiver and its realtime thread that
+//! `netaudio demo` shares.
+
+use super::devices::{AnyPlayback, open_playback, playback_candidates};
+use super::options::{AudioOptions, Proto, ReceiveOptions, RunOptions, refuse_key_unless_native};
+use super::report::{receiver_json, write_json};
+use super::setup::{
+    cpu_seconds, deadline, device_fault, report_rt, setup_rt, start_status, with_receiver_key,
+};
+use super::sockets::NetIn;
+use super::{Failure, realtime_failure};
+use crate::housekeeping::{self, STOP};
+use crate::net::UdpReceiver;
+use crate::pcm::virtual_dev::{self, Sink};
+use crate::rt::{self, RtSpec};
+use crate::rtp::RtpInput;
+use crate::status::Meter;
+use crate::stream::{self, LoopReport};
+use crate::tcp::TcpPcmReceiver;
+use crate::watchdog::{Heartbeat, TestFault};
+use engine::format::StreamFormat;
+use engine::receiver::{Receiver, ReceiverConfig};
+use engine::recovery::RecoveryMode;
+use engine::rtlog;
+use engine::stats::Stats;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A receiver for a stream in `stream` played on the device `setup` describes (whose sample
+/// format may be wider).
+pub(crate) fn receiver_for(
+    setup: &crate::pcm::DeviceSetup,
+    stream: StreamFormat,
+    r: &ReceiveOptions,
+) -> Result<Receiver, String> {
+    let mut cfg = ReceiverConfig::new(stream, setup.period, r.latency_ms);
+    cfg.output_sample = setup.format.sample;
+    cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
+    cfg.drift_mode = r.drift_mode;
+    cfg.recovery = r.recovery;
+    cfg.auto_latency = r
+        .auto_latency
+        .map(|(lo, hi)| engine::autolatency::AutoLatency::from_ms(setup.format.rate, lo, hi));
+    Receiver::new(cfg).map_err(|e| e.to_string())
+}
+
+pub(super) type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn spawn_receiver(
+    dev: AnyPlayback,
+    mut rx: Receiver,
+    mut sock: NetIn,
+    heartbeat: Arc<Heartbeat>,
+    stats: Arc<Stats>,
+    meter: Arc<Meter>,
+    mut producer: rtlog::EventProducer,
+    spec: RtSpec,
+) -> Result<(RecvThread, rt::RtOutcome), String> {
+    rt::spawn("na-playback", spec, move || {
+        let mut dev = dev;
+        let (hb, st, me, p) = (&*heartbeat, &*stats, &*meter, &mut producer);
+        let rep = match &mut dev {
+            AnyPlayback::Alsa(d) => {
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
+            }
+            AnyPlayback::Virtual(d) => {
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
+            }
+        };
+        (rep, dev)
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// `netaudio recv`.
+pub fn recv(
+    audio: &AudioOptions,
+    listen: &str,
+    r: &ReceiveOptions,
+    opts: &RunOptions,
+) -> Result<(), Failure> {
+    housekeeping::install_signal_handlers();
+    refuse_key_unless_native(opts)?;
+    let fault = TestFault::from_env()?;
+    // Raw PCM over TCP: nothing is lost on the way, and there are no sequence numbers to ask
+    // for; RTP senders (ffmpeg, PipeWire) do not answer NACKs.
+    let tcp_r;
+    let r = if opts.proto != Proto::Native {
+        tcp_r = ReceiveOptions {
+            recovery: RecoveryMode::Off,
+            ..*r
+        };
+        &tcp_r
+    } else {
+        r
+    };
+    let (tcp_producer, mut tcp_consumer) = rtlog::queue();
+    let mut tcp_stats = None;
+    let sock = match opts.proto {
+        Proto::Native => NetIn::Udp(Box::new(
+            UdpReceiver::bind(listen, 4 << 20).map_err(|e| e.to_string())?,
+        )),
+        Proto::Tcp => {
+            let s = TcpPcmReceiver::bind(listen, audio.format, audio.period, tcp_producer)
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "raw TCP mode: listening on TCP {} for raw {} PCM, as `nc -l | aplay -t raw`",
+                s.local_addr().map_err(|e| e.to_string())?,
+                audio.format
+            );
+            tcp_stats = Some(s.stats());
+            NetIn::Tcp(Box::new(s))
+        }
+        Proto::Rtp => {
+            crate::rtp::check_format(audio.format)?;
+            let s = RtpInput::bind(listen, audio.format)?;
+            let enc = engine::rtp::encoding_name(audio.format.sample).map_err(|e| e.to_string())?;
+            log::info!(
+                "RTP mode: dynamic payload types (96-127) are read as {enc}/{}/{}, static 10/11 as L16/44100",
+                audio.format.rate,
+                audio.format.channels
+            );
+            NetIn::Rtp(Box::new(s))
+        }
+    };
+    let sink = virtual_dev::parse_name(&audio.device)
+        .is_some()
+        .then(|| Sink::new(audio.format, None, 0).following(r.drift_mode));
+    let is_virtual = virtual_dev::parse_name(&audio.device).is_some();
+    let formats = playback_candidates(audio.format.sample, r, is_virtual);
+    let dev = open_playback(audio, sink, &formats)?;
+    let setup = dev.setup();
+    let gone = device_fault(fault, TestFault::PlaybackGone, || match &dev {
+        AnyPlayback::Alsa(d) => Some(d.gone_switch()),
+        AnyPlayback::Virtual(_) => None,
+    })?;
+    let (producer, mut consumer) = rtlog::queue();
+    let rx = with_receiver_key(
+        receiver_for(&setup, audio.format, r)?.with_events(producer),
+        opts,
+    );
+    let (producer2, mut consumer2) = rtlog::queue();
+    log::info!(
+        "receiving on {} into {:?}: {}{} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}, recovery {}",
+        sock.local_addr().map_err(|e| e.to_string())?,
+        setup.name,
+        setup.format,
+        if setup.format.sample == audio.format.sample {
+            String::new()
+        } else {
+            format!(
+                " (the {} stream played at the device's width)",
+                audio.format.sample.name()
+            )
+        },
+        setup.period,
+        setup.buffer,
+        setup.access,
+        r.latency_ms,
+        r.drift_mode,
+        r.recovery
+    );
+    setup_rt(opts);
+    let stats = Arc::new(Stats::default());
+    let meter = Arc::new(Meter::default());
+    let address = sock.local_addr().map_err(|e| e.to_string())?.to_string();
+    let status = start_status(opts, "receiver", &setup, address, &stats, &meter);
+    let cpu0 = cpu_seconds();
+    let heartbeat = Arc::new(Heartbeat::new("na-playback"));
+    let (handle, outcome) = spawn_receiver(
+        dev,
+        rx,
+        sock,
+        heartbeat.clone(),
+        stats.clone(),
+        meter,
+        producer2,
+        opts.rt,
+    )?;
+    report_rt("playback", &outcome);
+    let rate = setup.format.rate;
+    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
+    let watched = housekeeping::run(
+        &mut [&mut consumer, &mut consumer2, &mut tcp_consumer],
+        &[&heartbeat],
+        fault,
+        gone.as_ref(),
+        interval,
+        deadline(opts),
+        || housekeeping::receiver_line(&stats.snapshot(), rate),
+    );
+    if let Err(why) = watched {
+        return Err(realtime_failure(why, status));
+    }
+    STOP.store(true, Ordering::Relaxed);
+    let (rep, dev) = handle.join().map_err(|_| "the playback thread panicked")?;
+    if let Some(h) = status {
+        let _ = h.join();
+    }
+    let s = stats.snapshot();
+    log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
+    let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
+    if opts.proto == Proto::Rtp {
+        j["proto"] = json!("rtp");
+    }
+    if let Some(t) = tcp_stats {
+        log::info!("{}", t.line());
+        t.add_json(&mut j);
+    }
+    if let AnyPlayback::Virtual(v) = &dev
+        && let Some(sink) = v.sink()
+    {
+        // What the virtual device heard, checked frame by frame.
+        let c = sink.counts();
+        j["heard_gaps"] = json!(c.gaps);
+        j["heard_frames"] = json!(c.frames);
+        j["heard_bit_exact"] = json!(c.bit_exact);
+        j["heard_leading_silence"] = json!(c.leading_frames);
+        j["heard_gap_frames"] = json!(c.gap_frames);
+        log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
+    }
+    save_recording(&dev)?;
+    Ok(write_json(&opts.stats_json, &j)?)
+}
+
+/// Writes a `virtual:record=FILE` device's recording, if any.
+pub(crate) fn save_recording(dev: &AnyPlayback) -> Result<(), String> {
+    if let AnyPlayback::Virtual(v) = dev
+        && let Some((path, frames)) = v.save_recording()?
+    {
+        log::info!("recorded {frames} frames to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `netaudio send`: the sender daemon.
+
+use super::devices::{AnyCapture, open_capture};
+use super::options::{AudioOptions, Proto, RunOptions, refuse_key_unless_native};
+use super::report::write_json;
+use super::setup::{
+    cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
+    start_status, with_sender_key,
+};
+use super::sockets::NetOut;
+use super::{Failure, realtime_failure};
+use crate::housekeeping::{self, STOP};
+use crate::net::UdpSender;
+use crate::pcm::Capture;
+use crate::rt;
+use crate::status::Meter;
+use crate::stream::{self, AnyPacketizer};
+use crate::tcp::TcpPcmSender;
+use crate::watchdog::{Heartbeat, TestFault};
+use engine::rtlog;
+use engine::sender::Sender;
+use engine::stats::Stats;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// `netaudio send`.
+pub fn send(
+    audio: &AudioOptions,
+    dest: &str,
+    dscp: Option<u8>,
+    sdp_file: Option<&std::path::Path>,
+    opts: &RunOptions,
+) -> Result<(), Failure> {
+    if opts.proto == Proto::Rtp {
+        crate::rtp::check_format(audio.format)?;
+    }
+    housekeeping::install_signal_handlers();
+    refuse_key_unless_native(opts)?;
+    let fault = TestFault::from_env()?;
+    let (tcp_producer, mut tcp_consumer) = rtlog::queue();
+    let mut tcp_stats = None;
+    let sock = match opts.proto {
+        Proto::Native => NetOut::Udp(UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?),
+        Proto::Tcp => {
+            let s = TcpPcmSender::connect(dest, audio.format, dscp, tcp_producer)
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "raw TCP mode: raw {} PCM to {}, as `arecord -t raw | nc`",
+                audio.format,
+                s.peer()
+            );
+            tcp_stats = Some(s.stats());
+            NetOut::Tcp(Box::new(s))
+        }
+        Proto::Rtp => NetOut::Udp(UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?),
+    };
+    let dev = open_capture(audio)?;
+    let setup = match &dev {
+        AnyCapture::Alsa(d) => d.setup().clone(),
+        AnyCapture::Virtual(d) => d.setup().clone(),
+    };
+    let gone = device_fault(fault, TestFault::CaptureGone, || match &dev {
+        AnyCapture::Alsa(d) => Some(d.gone_switch()),
+        AnyCapture::Virtual(_) => None,
+    })?;
+    let mut rtp_json = None;
+    let tx = match (&sock, opts.proto) {
+        (NetOut::Udp(udp), Proto::Rtp) => {
+            let tx = crate::rtp::new_sender(&setup)?;
+            crate::rtp::announce(&tx, &setup, udp, sdp_file)?;
+            rtp_json =
+                Some(json!({"proto": "rtp", "payload_type": tx.payload_type(), "ssrc": tx.ssrc()}));
+            AnyPacketizer::Rtp(Box::new(tx))
+        }
+        _ => {
+            let tx = Sender::new(setup.format, setup.period, new_stream_id(), new_stream_id())
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "sending {} from {:?} (period {}, buffer {} frames, {:?} access) to {}",
+                setup.format,
+                setup.name,
+                setup.period,
+                setup.buffer,
+                setup.access,
+                sock.peer()
+            );
+            AnyPacketizer::Native(with_sender_key(tx, opts))
+        }
+    };
+    setup_rt(opts);
+    let stats = Arc::new(Stats::default());
+    let meter = Arc::new(Meter::default());
+    let status = start_status(
+        opts,
+        "sender",
+        &setup,
+        sock.peer().to_string(),
+        &stats,
+        &meter,
+    );
+    let (mut producer, mut consumer) = rtlog::queue();
+    let (st, me) = (stats.clone(), meter.clone());
+    // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;
+    // RTP receivers send no NACKs).
+    let mut history = match &tx {
+        AnyPacketizer::Native(t) => Some(history_for(t, opts)),
+        AnyPacketizer::Rtp(_) => None,
+    };
+    let cpu0 = cpu_seconds();
+    let heartbeat = Arc::new(Heartbeat::new("na-capture"));
+    let hb = heartbeat.clone();
+    let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
+        let mut tx = tx;
+        let h = history.as_mut();
+        let (p, hb) = (&mut producer, &*hb);
+        match dev {
+            AnyCapture::Alsa(mut d) => {
+                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, hb, &st, &me, p)
+            }
+            AnyCapture::Virtual(mut d) => {
+                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, hb, &st, &me, p)
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    report_rt("capture", &outcome);
+    let rate = setup.format.rate;
+    let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
+    let watched = housekeeping::run(
+        &mut [&mut consumer, &mut tcp_consumer],
+        &[&heartbeat],
+        fault,
+        gone.as_ref(),
+        interval,
+        deadline(opts),
+        || housekeeping::sender_line(&stats.snapshot(), rate),
+    );
+    if let Err(why) = watched {
+        return Err(realtime_failure(why, status));
+    }
+    STOP.store(true, Ordering::Relaxed);
+    let rep = handle.join().map_err(|_| "the capture thread panicked")?;
+    if let Some(h) = status {
+        let _ = h.join();
+    }
+    let s = stats.snapshot();
+    log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
+    let mut j = json!({
+            "role": "sender",
+            "packets_sent": s.packets_sent,
+            "frames_sent": s.frames_sent,
+            "send_errors": s.send_errors,
+            "nacks_received": s.nacks_received,
+            "retransmits_sent": s.retransmits_sent,
+            "retransmit_bytes_sent": s.retransmit_bytes_sent,
+            "resends_capped": s.resends_capped,
+            "resends_over_limit": s.resends_over_limit,
+            "nack_auth_failures": s.nack_auth_failures,
+            "nack_replays": s.nack_replays,
+            "xruns": s.xruns,
+            "device_lost": s.device_lost,
+            "allocations_rt": rep.allocations,
+            "frees_rt": rep.frees,
+            "periods": rep.periods,
+            "cpu_seconds": cpu_seconds() - cpu0,
+            "rt_fifo": outcome.fifo,
+            "rt_pinned": outcome.pinned,
+    });
+    if let Some(t) = tcp_stats {
+        log::info!("{}", t.line());
+        t.add_json(&mut j);
+    }
+    if let (Some(o), Some(r)) = (j.as_object_mut(), rtp_json) {
+        o.extend(r.as_object().cloned().unwrap_or_default());
+    }
+    Ok(write_json(&opts.stats_json, &j)?)
+}
