@@ -121,8 +121,10 @@ pub struct RigArgs {
 
 /// JACK clients of the rig (the PCMs' names in the asoundrc).
 const CLIENTS: [&str; 4] = ["src", "pin", "pout", "mon"];
-/// Tools the rig runs; `ci/rig-setup` installs them.
-const TOOLS: [&str; 7] = [
+/// Tools the rig runs; `ci/rig-setup` installs them (setpriv and sh come with every Debian).
+const TOOLS: [&str; 9] = [
+    proc::LAUNCHER,
+    "sh",
     "jackd",
     "jack_lsp",
     "jack_connect",
@@ -438,6 +440,9 @@ fn check_tools() -> Result<(), String> {
     if !Path::new("/usr/share/alsa/alsa.conf").exists() {
         missing.push("/usr/share/alsa/alsa.conf".into());
     }
+    if missing.is_empty() && !setpriv_pdeathsig() {
+        missing.push("setpriv with --pdeathsig (util-linux 2.33 or later)".into());
+    }
     if missing.is_empty() && !openbsd_netcat() {
         missing.push("OpenBSD netcat (nc is another netcat)".into());
     }
@@ -458,6 +463,14 @@ fn jack_plugin_installed() -> bool {
         dirs.extend(rd.flatten().map(|e| e.path()));
     }
     dirs.iter().any(|d| d.join(SO).exists())
+}
+
+/// Every child starts through `setpriv --pdeathsig` ([`proc::RigEnv::command`]).
+fn setpriv_pdeathsig() -> bool {
+    let mut cmd = std::process::Command::new(proc::LAUNCHER);
+    cmd.arg("--help").stdin(Stdio::null());
+    cmd.output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--pdeathsig"))
 }
 
 /// The baseline's flags (`-q 0`, `-l -p`) are those of netcat-openbsd.
@@ -690,14 +703,6 @@ fn cpu_of(procs: &[Proc]) -> f64 {
     procs.iter().map(Proc::cpu_seconds).sum()
 }
 
-fn shell_words(cmd: &std::process::Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A started pipeline: its commands, and where netaudio writes its counters (sender, receiver).
 struct Started {
     sender_cmd: String,
@@ -745,7 +750,7 @@ fn start_pipeline(
             }
             recv.args(["--drift-mode", args.drift_mode.name()]);
             recv.arg("--stats-json").arg(&recv_stats);
-            let recv_cmd = shell_words(&recv);
+            let recv_cmd = proc::command_line(&recv);
             run.receiver.push(Proc::spawn(
                 "netaudio recv",
                 recv,
@@ -760,7 +765,7 @@ fn start_pipeline(
                 .args(common)
                 .arg("--stats-json")
                 .arg(&send_stats);
-            let send_cmd = shell_words(&send);
+            let send_cmd = proc::command_line(&send);
             run.sender.push(Proc::spawn(
                 "netaudio send",
                 send,
@@ -788,9 +793,9 @@ fn start_pipeline(
             aplay.args(["-D", "pout"]).args(fmt);
             let recv_cmd = format!(
                 "{} | {} | {}",
-                shell_words(&nc_l),
-                shell_words(&mbuffer),
-                shell_words(&aplay)
+                proc::command_line(&nc_l),
+                proc::command_line(&mbuffer),
+                proc::command_line(&aplay)
             );
             let mut p = Proc::spawn("nc -l", nc_l, env.file(&format!("{name}-nc-l.log")), false)?;
             let out = p.child_mut().stdout.take().ok_or("nc -l: no stdout")?;
@@ -821,7 +826,11 @@ fn start_pipeline(
                 .stdout(Stdio::piped());
             let mut nc = env.command("nc");
             nc.args(["-q", "0", "127.0.0.1", &port_s]);
-            let send_cmd = format!("{} | {}", shell_words(&arecord), shell_words(&nc));
+            let send_cmd = format!(
+                "{} | {}",
+                proc::command_line(&arecord),
+                proc::command_line(&nc)
+            );
             let mut p = Proc::spawn(
                 "arecord pin",
                 arecord,
