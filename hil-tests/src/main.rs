@@ -4,6 +4,7 @@
 //! independent clocks, a seeded network model, virtual time) and checks every played frame
 //! with a signal analyzer that is independent of the engine's own counters.
 
+#![forbid(unsafe_code)]
 // The sim report is one `json!` literal, deeper than the default limit allows.
 #![recursion_limit = "256"]
 

@@ -1,10 +1,13 @@
 //! Progress display for long runs.
 //!
 //! The worker only stores its position into an [`AtomicU64`]; a separate thread loads it
-//! (`Relaxed`) and draws a bar on stderr, so the run itself is never slowed by the display. On a
-//! terminal the bar is redrawn in place a few times per second; otherwise (CI logs, redirected
-//! output) a plain line is printed every few seconds of wall time so logs stay short.
+//! (`Relaxed`) and hands it to the display, so the run itself is never slowed by it. On a
+//! terminal an [`indicatif`] bar is redrawn in place a few times per second (indicatif fits it
+//! to the terminal's width); otherwise (CI logs, redirected output) indicatif would draw
+//! nothing, so a plain line is printed every few seconds of wall time instead, so that logs stay
+//! short and readable.
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,12 +16,17 @@ use std::time::{Duration, Instant};
 
 /// Redraw interval on a terminal (at most 5 redraws per second).
 const TERMINAL_INTERVAL: Duration = Duration::from_millis(200);
+/// Redraws per second indicatif allows itself on a terminal (one per [`TERMINAL_INTERVAL`]).
+const TERMINAL_HZ: u8 = 5;
 /// Interval between plain lines when stderr is not a terminal.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the display thread sleeps before it looks at the stop flag again.
 const POLL: Duration = Duration::from_millis(50);
 /// Characters inside the brackets of the bar.
 const BAR_WIDTH: usize = 20;
+/// The line on a terminal, as [`render_line`] writes it. `wide_msg` is the part after the
+/// percentage: indicatif cuts it so that the line never wraps.
+const TEMPLATE: &str = "{prefix} [{bar:20}] {floor_percent:>3}%  {wide_msg}";
 
 /// Shows progress of a long run on stderr from its own thread; the worker only stores into an atomic.
 #[must_use = "dropping a Progress stops the display at once"]
@@ -27,13 +35,12 @@ pub struct Progress {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How the display thread writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the display thread shows progress.
 enum Mode {
-    /// Redraw one line in place (`\r` + clear to end of line).
-    Terminal,
-    /// Append a plain line now and then.
-    Plain,
+    /// An indicatif bar, redrawn in place.
+    Terminal(ProgressDrawTarget),
+    /// A plain line now and then, appended to this sink.
+    Plain(Box<dyn Write + Send>),
 }
 
 /// Everything needed to render one progress line.
@@ -42,8 +49,6 @@ struct View {
     total: u64,
     unit_fmt: fn(u64) -> String,
     started: Instant,
-    /// Terminal width, when known, so a redrawn line never wraps.
-    max_chars: Option<usize>,
 }
 
 impl Progress {
@@ -71,23 +76,11 @@ impl Progress {
         }
         let stderr = std::io::stderr();
         let mode = if stderr.is_terminal() {
-            Mode::Terminal
+            Mode::Terminal(ProgressDrawTarget::stderr_with_hz(TERMINAL_HZ))
         } else {
-            Mode::Plain
+            Mode::Plain(Box::new(stderr))
         };
-        let max_chars = match mode {
-            Mode::Terminal => terminal_columns().map(|c| c.saturating_sub(1).max(20)),
-            Mode::Plain => None,
-        };
-        Self::start_with(
-            label,
-            done,
-            total,
-            unit_fmt,
-            mode,
-            max_chars,
-            Box::new(stderr),
-        )
+        Self::start_with(label, done, total, unit_fmt, mode)
     }
 
     fn start_with(
@@ -96,8 +89,6 @@ impl Progress {
         total: u64,
         unit_fmt: fn(u64) -> String,
         mode: Mode,
-        max_chars: Option<usize>,
-        sink: Box<dyn Write + Send>,
     ) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let view = View {
@@ -105,13 +96,15 @@ impl Progress {
             total,
             unit_fmt,
             started: Instant::now(),
-            max_chars,
         };
         let thread_stop = Arc::clone(&stop);
         // Without a thread there is simply no display; the run itself is unaffected.
         let thread = thread::Builder::new()
             .name("progress".to_owned())
-            .spawn(move || run(&view, &done, &thread_stop, mode, sink))
+            .spawn(move || match mode {
+                Mode::Terminal(target) => run_terminal(&view, &done, &thread_stop, target),
+                Mode::Plain(sink) => run_plain(&view, &done, &thread_stop, sink),
+            })
             .ok();
         Progress { stop, thread }
     }
@@ -133,71 +126,115 @@ impl Drop for Progress {
     }
 }
 
-/// Body of the display thread.
-fn run(
-    view: &View,
-    done: &AtomicU64,
-    stop: &AtomicBool,
-    mode: Mode,
-    mut sink: Box<dyn Write + Send>,
-) {
-    let interval = match mode {
-        Mode::Terminal => TERMINAL_INTERVAL,
-        Mode::Plain => PLAIN_INTERVAL,
+/// Sleeps until `next` (or [`POLL`], or an unpark from [`Progress::finish`]).
+fn nap(next: Instant, now: Instant) {
+    thread::park_timeout(
+        POLL.min(next.saturating_duration_since(now))
+            .max(Duration::from_millis(1)),
+    );
+}
+
+/// The display thread on a terminal: hands the worker's position to an indicatif bar.
+fn run_terminal(view: &View, done: &AtomicU64, stop: &AtomicBool, target: ProgressDrawTarget) {
+    let bar = ProgressBar::with_draw_target(Some(view.total), target)
+        .with_style(bar_style())
+        .with_prefix(view.label.clone());
+    // indicatif's own ticker redraws, so that setting the position does not: the position
+    // and the message of one update then always show together (the message redraws).
+    bar.enable_steady_tick(TERMINAL_INTERVAL);
+    let update = |now: Instant| {
+        let d = done.load(Ordering::Relaxed);
+        bar.update(|s| s.set_pos(d));
+        bar.set_message(view.detail(d, now));
     };
-    let mut next = match mode {
-        Mode::Terminal => view.started,
-        Mode::Plain => view.started + interval,
-    };
+    let mut next = view.started;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if now >= next {
-            let line = view.line(done.load(Ordering::Relaxed), now);
-            emit(&mut *sink, mode, &line, false);
-            next = now + interval;
+            update(now);
+            next = now + TERMINAL_INTERVAL;
         }
-        thread::park_timeout(
-            POLL.min(next.saturating_duration_since(now))
-                .max(Duration::from_millis(1)),
-        );
+        nap(next, now);
     }
-    let line = view.line(done.load(Ordering::Relaxed), Instant::now());
-    emit(&mut *sink, mode, &line, true);
+    update(Instant::now());
+    // Leaves the last state on screen as it is (`finish` would show 100% of a run that was cut
+    // short). indicatif pads the line to the terminal's width, so the next output starts on a
+    // line of its own.
+    bar.abandon();
 }
 
-/// Writes one state; errors on stderr are ignored (there is nowhere left to report them).
-fn emit(sink: &mut dyn Write, mode: Mode, line: &str, last: bool) {
-    let _ = match mode {
-        Mode::Terminal if last => write!(sink, "\r{line}\x1b[K\n"),
-        Mode::Terminal => write!(sink, "\r{line}\x1b[K"),
-        Mode::Plain => writeln!(sink, "{line}"),
+/// The display thread when stderr is not a terminal: a plain line every [`PLAIN_INTERVAL`].
+fn run_plain(view: &View, done: &AtomicU64, stop: &AtomicBool, mut sink: Box<dyn Write + Send>) {
+    // Errors on stderr are ignored: there is nowhere left to report them.
+    let mut emit = |now: Instant| {
+        let _ = writeln!(sink, "{}", view.line(done.load(Ordering::Relaxed), now));
+        let _ = sink.flush();
     };
-    let _ = sink.flush();
+    let mut next = view.started + PLAIN_INTERVAL;
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now >= next {
+            emit(now);
+            next = now + PLAIN_INTERVAL;
+        }
+        nap(next, now);
+    }
+    emit(Instant::now());
 }
 
-/// Width of the terminal as exported by the shell, if it is.
-fn terminal_columns() -> Option<usize> {
-    std::env::var("COLUMNS").ok()?.trim().parse().ok()
+/// The indicatif style that draws [`render_line`]'s line.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(TEMPLATE)
+        .expect("the progress template is valid")
+        .progress_chars("#.")
+        // Truncated, as the plain line's: 100% only once the run is complete.
+        .with_key(
+            "floor_percent",
+            |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", percent(s.pos(), s.len().unwrap_or(0)));
+            },
+        )
 }
 
 impl View {
     fn line(&self, done: u64, now: Instant) -> String {
-        let line = render_line(
+        render_line(
             &self.label,
             done,
             self.total,
             self.unit_fmt,
             now.saturating_duration_since(self.started),
-        );
-        match self.max_chars {
-            Some(max) if line.chars().count() > max => line.chars().take(max).collect(),
-            _ => line,
-        }
+        )
     }
+
+    /// The part of the line after the percentage.
+    fn detail(&self, done: u64, now: Instant) -> String {
+        render_detail(
+            done,
+            self.total,
+            self.unit_fmt,
+            now.saturating_duration_since(self.started),
+        )
+    }
+}
+
+/// Share of `total` that is done, 0..=1 (1 when there is nothing to do).
+fn fraction(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        done.min(total) as f64 / total as f64
+    }
+}
+
+/// Whole percent done, truncated.
+fn percent(done: u64, total: u64) -> u32 {
+    (fraction(done, total) * 100.0) as u32
 }
 
 /// One progress line, e.g.
 /// `sim [##########..........]  52%  12h 29m / 24h 00m audio · 41.2 s elapsed · ETA 38 s · 1310x realtime`.
+/// On a terminal indicatif draws the same line from [`TEMPLATE`].
 fn render_line(
     label: &str,
     done: u64,
@@ -205,20 +242,19 @@ fn render_line(
     unit_fmt: fn(u64) -> String,
     elapsed: Duration,
 ) -> String {
-    let fraction = if total == 0 {
-        1.0
-    } else {
-        done.min(total) as f64 / total as f64
-    };
-    let filled = ((fraction * BAR_WIDTH as f64) as usize).min(BAR_WIDTH);
-    let percent = (fraction * 100.0) as u32;
-    let mut line = format!(
-        "{label} [{}{}] {percent:>3}%  {} / {} audio",
+    let filled = ((fraction(done, total) * BAR_WIDTH as f64) as usize).min(BAR_WIDTH);
+    format!(
+        "{label} [{}{}] {:>3}%  {}",
         "#".repeat(filled),
         ".".repeat(BAR_WIDTH - filled),
-        unit_fmt(done),
-        unit_fmt(total),
-    );
+        percent(done, total),
+        render_detail(done, total, unit_fmt, elapsed),
+    )
+}
+
+/// The line after the percentage: `12h 29m / 24h 00m audio · 41.2 s elapsed · ETA 38 s · 1310x realtime`.
+fn render_detail(done: u64, total: u64, unit_fmt: fn(u64) -> String, elapsed: Duration) -> String {
+    let mut line = format!("{} / {} audio", unit_fmt(done), unit_fmt(total));
     let secs = elapsed.as_secs_f64();
     line.push_str(" · ");
     line.push_str(&fmt_wall(secs, 1));
@@ -356,18 +392,83 @@ mod tests {
         }
     }
 
+    /// A terminal of `width` columns that records what indicatif does to it: text as written,
+    /// `\r` for a cleared line, `^N` for the cursor moved up N lines.
+    #[derive(Clone, Debug)]
+    struct Screen {
+        width: u16,
+        out: Arc<Mutex<String>>,
+    }
+
+    impl Screen {
+        fn new(width: u16) -> Screen {
+            Screen {
+                width,
+                out: Arc::default(),
+            }
+        }
+
+        fn text(&self) -> String {
+            self.out.lock().unwrap().clone()
+        }
+
+        fn push(&self, s: &str) -> std::io::Result<()> {
+            self.out.lock().unwrap().push_str(s);
+            Ok(())
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            self.width
+        }
+        fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+            if n > 0 {
+                self.push(&format!("^{n}"))?;
+            }
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.push(s)?;
+            self.push("\n")
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.push(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            self.push("\r")
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn terminal(screen: &Screen) -> Mode {
+        Mode::Terminal(ProgressDrawTarget::term_like_with_hz(
+            Box::new(screen.clone()),
+            TERMINAL_HZ,
+        ))
+    }
+
     #[test]
     fn terminal_mode_redraws_in_place_and_finishes_promptly() {
         let done = Arc::new(AtomicU64::new(0));
-        let sink = Shared::default();
+        let screen = Screen::new(200);
         let mut progress = Progress::start_with(
             "sim",
             Arc::clone(&done),
             1000,
             fmt_audio_ms,
-            Mode::Terminal,
-            None,
-            Box::new(sink.clone()),
+            terminal(&screen),
         );
         thread::sleep(Duration::from_millis(30));
         done.store(1000, Ordering::Relaxed);
@@ -376,14 +477,42 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_millis(250));
         progress.finish();
         drop(progress);
-        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert!(out.starts_with("\rsim ["), "{out:?}");
+        let out = screen.text();
+        assert!(out.starts_with("sim ["), "{out:?}");
+        // Every state is drawn over the last one, never below it.
+        assert!(!out.contains('\n'), "{out:?}");
+        let last = out.rsplit('\r').next().unwrap();
         assert!(
-            out.contains("[####################] 100%  1.0 s / 1.0 s audio"),
+            last.starts_with("sim [####################] 100%  1.0 s / 1.0 s audio"),
             "{out:?}"
         );
-        assert!(out.ends_with("\x1b[K\n"), "{out:?}");
-        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        // The final state fills the line, so the next output starts on a line of its own.
+        assert_eq!(last.chars().count(), 200, "{last:?}");
+    }
+
+    #[test]
+    fn terminal_lines_are_those_of_the_plain_mode() {
+        let done = Arc::new(AtomicU64::new(0));
+        let screen = Screen::new(300);
+        let mut progress = Progress::start_with(
+            "rig netaudio",
+            Arc::clone(&done),
+            60_000,
+            fmt_audio_ms,
+            terminal(&screen),
+        );
+        done.store(8_600, Ordering::Relaxed);
+        progress.finish();
+        let out = screen.text();
+        let last = out.rsplit('\r').next().unwrap().trim_end();
+        let expected = render_line("rig netaudio", 8_600, 60_000, fmt_audio_ms, Duration::ZERO);
+        // Equal up to the elapsed time, which the two did not read at the same instant.
+        let cut = |l: &str| l.split(" · ").next().unwrap().to_owned();
+        assert_eq!(cut(last), cut(&expected), "{out:?}");
+        assert!(
+            last.starts_with("rig netaudio [##..................]  14%  8.6 s / 1m 00s audio · "),
+            "{last:?}"
+        );
     }
 
     #[test]
@@ -395,9 +524,7 @@ mod tests {
             Arc::clone(&done),
             1000,
             fmt_audio_ms,
-            Mode::Plain,
-            None,
-            Box::new(sink.clone()),
+            Mode::Plain(Box::new(sink.clone())),
         );
         done.store(400, Ordering::Relaxed);
         let t0 = Instant::now();
@@ -412,15 +539,31 @@ mod tests {
         assert_eq!(out.matches('\n').count(), 1, "{out:?}");
     }
 
+    /// What `Progress` drew on a terminal of `width` columns for a run half done.
+    fn drawn_half_way(width: u16) -> String {
+        let done = Arc::new(AtomicU64::new(500));
+        let screen = Screen::new(width);
+        let mut progress = Progress::start_with("sim", done, 1000, fmt_audio_ms, terminal(&screen));
+        progress.finish();
+        screen.text()
+    }
+
     #[test]
     fn long_lines_are_cut_to_the_terminal_width() {
-        let view = View {
-            label: "sim".to_owned(),
-            total: 1000,
-            unit_fmt: fmt_audio_ms,
-            started: Instant::now(),
-            max_chars: Some(30),
-        };
-        assert_eq!(view.line(500, Instant::now()).chars().count(), 30);
+        // The line is cut after the percentage, so it never wraps on a terminal wider than
+        // the bar itself.
+        let out = drawn_half_way(40);
+        let lines: Vec<&str> = out.split(['\r', '\n']).filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "{out:?}");
+        for l in lines {
+            assert!(l.chars().count() <= 40, "{l:?} in {out:?}");
+        }
+        // Narrower still, the bar wraps, and each state is drawn over all of the last one.
+        let out = drawn_half_way(30);
+        let states: Vec<&str> = out.split("\r\r").collect();
+        assert!(states.len() > 1, "{out:?}");
+        for s in &states[..states.len() - 1] {
+            assert!(s.ends_with("^1"), "{s:?} in {out:?}");
+        }
     }
 }

@@ -432,3 +432,86 @@ fn a_bad_source_is_named_with_the_accepted_forms() {
         "{err}"
     );
 }
+
+/// Pids of the running (not zombie) children of `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 1 && f[1] == parent.to_string() && f[0] != "Z"
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie whose parent is gone does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// A run stopped by SIGTERM (a CI timeout, a closed terminal) stops every child and says why;
+/// a run killed outright (SIGKILL) leaves no child running either: each one is told to stop by
+/// its parent-death signal.
+#[test]
+fn interrupted_and_killed_runs_leave_no_children() {
+    if !rig_installed() {
+        return;
+    }
+    let _rig = RIG.lock().unwrap_or_else(|e| e.into_inner());
+    for sig in ["TERM", "KILL"] {
+        let mut child = hil()
+            .args(["rig", "--duration", "60s", "--baseline", "seed"])
+            .args(["--baseline-only", "--quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // jackd, the monitor, the source, nc -l | mbuffer | aplay, arecord | nc: measuring.
+        let t0 = Instant::now();
+        let mut kids = children_of(pid);
+        while kids.len() < 8 && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
+            kids = children_of(pid);
+        }
+        assert!(kids.len() >= 8, "SIG{sig}: only {kids:?} started");
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status();
+        let t1 = Instant::now();
+        while child.try_wait().unwrap().is_none() && t1.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = child.try_wait().unwrap();
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let status = status.unwrap_or_else(|| panic!("SIG{sig}: hil-tests did not exit"));
+        let mut stderr = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+        if sig == "TERM" {
+            assert_eq!(status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("interrupted (signal 15)"), "{stderr}");
+        }
+        let t2 = Instant::now();
+        while kids.iter().any(|&k| running(k)) && t2.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left: Vec<u32> = kids.iter().copied().filter(|&k| running(k)).collect();
+        assert!(left.is_empty(), "SIG{sig}: children {left:?} still run");
+    }
+}

@@ -2,82 +2,56 @@
 //!
 //! Every child gets the rig's environment (its own JACK server, the repo's ALSA config), its own
 //! process group (so a Ctrl-C at the terminal reaches only hil-tests, which then stops the
-//! children in order), stderr in a log file, and `PR_SET_PDEATHSIG` so that it is told to stop
-//! even if hil-tests itself is killed outright. A [`Proc`] stops its child when dropped, so every
-//! error path cleans up too.
+//! children in order), stderr in a log file, and a parent-death signal so that it is told to
+//! stop even if hil-tests itself is killed outright. A [`Proc`] stops its child when dropped, so
+//! every error path cleans up too.
 
-use std::ffi::c_int;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod sys {
-    use std::ffi::{c_int, c_ulong};
-
-    pub const SIGINT: c_int = 2;
-    pub const SIGKILL: c_int = 9;
-    pub const SIGTERM: c_int = 15;
-    pub const SIGHUP: c_int = 1;
-    pub const PR_SET_PDEATHSIG: c_int = 1;
-    pub const ESRCH: i32 = 3;
-
-    // The C library std already links: no crate needed for these few calls.
-    unsafe extern "C" {
-        pub fn kill(pid: c_int, sig: c_int) -> c_int;
-        pub fn getppid() -> c_int;
-        pub fn prctl(option: c_int, ...) -> c_int;
-        pub fn signal(sig: c_int, handler: extern "C" fn(c_int)) -> usize;
-    }
-
-    pub fn pdeathsig(sig: c_int) -> c_int {
-        // SAFETY: prctl(PR_SET_PDEATHSIG, sig) only sets a flag of the calling process.
-        unsafe { prctl(PR_SET_PDEATHSIG, sig as c_ulong) }
-    }
-}
-
-pub use sys::{SIGKILL, SIGTERM};
-
 /// The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), or 0.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: c_int) {
-    // Only an atomic store: async-signal-safe.
-    INTERRUPTED.store(sig, Ordering::Relaxed);
-}
+static INTERRUPTED: AtomicUsize = AtomicUsize::new(0);
 
 /// From now on SIGINT, SIGTERM and SIGHUP only set a flag that the run polls, so it can stop its
-/// children in order before it exits.
+/// children in order before it exits. Registering once is enough; later calls do nothing.
 pub fn catch_signals() {
-    for sig in [sys::SIGINT, sys::SIGTERM, sys::SIGHUP] {
-        // SAFETY: the handler only stores into an atomic.
-        unsafe {
-            sys::signal(sig, on_signal);
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            let n = sig as i32;
+            // The handler signal-hook installs only stores into the atomic. Should registering
+            // fail, that signal keeps its default action: it ends hil-tests, and the children
+            // follow by their parent-death signal.
+            let _ = signal_hook::flag::register_usize(n, &INTERRUPTED, n as usize);
         }
-    }
+    });
 }
 
 /// Whether a caught signal asks the run to stop.
 pub fn interrupted() -> Option<i32> {
-    match INTERRUPTED.load(Ordering::Relaxed) {
+    match INTERRUPTED.load(Ordering::SeqCst) {
         0 => None,
-        s => Some(s),
+        s => i32::try_from(s).ok(),
     }
 }
 
 /// Sends `sig` to process `pid`; false if it is gone.
-pub fn send_signal(pid: u32, sig: i32) -> bool {
-    let Ok(pid) = c_int::try_from(pid) else {
+pub fn send_signal(pid: u32, sig: Signal) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     if pid <= 0 {
         return false;
     }
-    // SAFETY: kill(2) on a positive pid of our own child.
-    unsafe { sys::kill(pid, sig) == 0 }
+    kill(Pid::from_raw(pid), sig).is_ok()
 }
 
 /// User + system CPU seconds of a running process (all its threads), from /proc; NaN if gone.
@@ -112,6 +86,51 @@ pub fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The program every child of the rig is started through (see [`RigEnv::command`]).
+pub const LAUNCHER: &str = "setpriv";
+
+/// `setpriv`'s arguments before hil-tests' pid and the program: the death signal, then a shell
+/// that execs the program (`$2...`) only if its parent is still the pid in `$1`.
+const LAUNCHER_ARGS: [&str; 7] = [
+    "--pdeathsig",
+    "TERM",
+    "--",
+    "sh",
+    "-c",
+    r#"[ "$PPID" = "$1" ] || exit 1; shift; exec "$@""#,
+    "sh",
+];
+
+/// A command that runs `program` through the launcher, only while `parent` is its parent.
+fn launch(parent: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(LAUNCHER);
+    cmd.args(LAUNCHER_ARGS).arg(parent.to_string()).arg(program);
+    cmd
+}
+
+/// The command line of `cmd` as the user would type it: without the launcher that
+/// [`RigEnv::command`] puts in front.
+pub fn command_line(cmd: &Command) -> String {
+    let skip = if cmd.get_program() == LAUNCHER {
+        // The launcher's own arguments and hil-tests' pid.
+        LAUNCHER_ARGS.len() + 1
+    } else {
+        0
+    };
+    let mut words = cmd.get_args().skip(skip);
+    let program = if skip > 0 {
+        words.next()
+    } else {
+        Some(cmd.get_program())
+    };
+    program
+        .into_iter()
+        .chain(words)
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The environment every child of the rig gets.
 #[derive(Clone, Debug)]
 pub struct RigEnv {
@@ -127,27 +146,21 @@ impl RigEnv {
     /// A command for `program` with the rig's environment, in its own process group, told to
     /// stop (SIGTERM) when hil-tests dies. Must be spawned from the main thread (the death
     /// signal follows the thread that spawned the child).
+    ///
+    /// The parent-death signal (`PR_SET_PDEATHSIG`) can only be set by the child itself, between
+    /// fork and exec, and Rust allows code there only through an unsafe hook. So the child is
+    /// started through util-linux's `setpriv --pdeathsig TERM` (util-linux is essential on
+    /// Debian and Raspberry Pi OS), which sets it and execs a one-line `sh` guard, which execs
+    /// the program. The guard closes the window in which hil-tests could die before the signal
+    /// was set: it runs the program only if its parent is still hil-tests. Both steps exec, so
+    /// the child's pid is the program's.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
+        let mut cmd = launch(std::process::id(), program);
         cmd.env("JACK_DEFAULT_SERVER", &self.server)
             .env("JACK_NO_START_SERVER", "1")
             .env("ALSA_CONFIG_PATH", &self.alsa_config_path)
             .stdin(Stdio::null())
             .process_group(0);
-        let parent = std::process::id() as c_int;
-        // SAFETY: the closure makes only async-signal-safe system calls and does not allocate.
-        unsafe {
-            cmd.pre_exec(move || {
-                if sys::pdeathsig(sys::SIGTERM) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // hil-tests may have died between fork and prctl.
-                if sys::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(sys::ESRCH));
-                }
-                Ok(())
-            });
-        }
         cmd
     }
 
@@ -227,7 +240,7 @@ impl Proc {
     }
 
     /// Sends `sig` unless the child is known to have exited.
-    pub fn signal(&mut self, sig: i32) {
+    pub fn signal(&mut self, sig: Signal) {
         if self.exited().is_none() {
             send_signal(self.pid(), sig);
         }
@@ -253,11 +266,11 @@ impl Proc {
         if let Some(s) = self.exited() {
             return Some(s);
         }
-        self.signal(SIGTERM);
+        self.signal(Signal::SIGTERM);
         if let Some(s) = self.wait_timeout(grace) {
             return Some(s);
         }
-        self.signal(SIGKILL);
+        self.signal(Signal::SIGKILL);
         self.status = self.child.wait().ok();
         None
     }
@@ -337,4 +350,76 @@ pub fn count_lines(path: &Path, needle: &str) -> u64 {
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains(&needle))
         .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> RigEnv {
+        RigEnv {
+            server: "hil-rig-test".into(),
+            alsa_config_path: String::new(),
+            dir: std::env::temp_dir(),
+        }
+    }
+
+    #[test]
+    fn children_get_the_death_signal_and_keep_their_pid() {
+        let mut cmd = env().command(LAUNCHER);
+        cmd.arg("--dump");
+        let dump = run_quick(cmd, Duration::from_secs(5)).expect("setpriv --dump");
+        assert!(dump.contains("Parent death signal: TERM"), "{dump}");
+
+        // The launcher and its guard exec: the pid hil-tests holds is the program's.
+        let mut cmd = env().command("sh");
+        cmd.args(["-c", "echo $$"]).stdout(Stdio::piped());
+        let out = cmd.spawn().unwrap();
+        let pid = out.id();
+        let text = out.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&text.stdout).trim(),
+            pid.to_string()
+        );
+    }
+
+    #[test]
+    fn a_child_whose_parent_is_gone_does_not_run() {
+        // A parent pid that is not ours stands for a hil-tests that died before the death
+        // signal was set.
+        let mut cmd = launch(std::process::id() + 1, "echo");
+        cmd.arg("ran").stdout(Stdio::piped());
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+        // Our own pid: it runs.
+        let mut cmd = launch(std::process::id(), "echo");
+        cmd.arg("ran");
+        assert_eq!(run_quick(cmd, Duration::from_secs(5)).unwrap(), "ran\n");
+    }
+
+    #[test]
+    fn command_lines_leave_the_launcher_out() {
+        let mut cmd = env().command("aplay");
+        cmd.args(["-D", "pout", "-t", "raw"]);
+        assert_eq!(command_line(&cmd), "aplay -D pout -t raw");
+        let mut plain = Command::new("nc");
+        plain.args(["-l", "-p", "4000"]);
+        assert_eq!(command_line(&plain), "nc -l -p 4000");
+    }
+
+    #[test]
+    fn caught_signals_only_set_the_flag() {
+        catch_signals();
+        catch_signals();
+        assert_eq!(interrupted(), None);
+        // SIGHUP would end the test process if it were not caught.
+        assert!(send_signal(std::process::id(), Signal::SIGHUP));
+        let end = Instant::now() + Duration::from_secs(5);
+        while interrupted().is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(interrupted(), Some(Signal::SIGHUP as i32));
+        INTERRUPTED.store(0, Ordering::SeqCst);
+    }
 }
