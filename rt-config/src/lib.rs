@@ -40,6 +40,8 @@
 //! stats_interval_s = 10
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod schema;
 
 pub use schema::{Audio, Config, Log, Network, Receiver, Rt};
