@@ -42,8 +42,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod schema;
 
+pub use duration::parse_duration;
 pub use schema::{Audio, Config, Log, Network, Receiver, Rt};
 
 use std::path::Path;
