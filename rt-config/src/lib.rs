@@ -2,7 +2,7 @@
 //!
 //! One TOML file per machine (`/etc/netaudio/sender.toml`, `receiver.toml`). Every key is
 //! optional; what the command line gives wins over the file, and the file over the defaults.
-//! Unknown keys are errors, reported with their line and column.
+//! Unknown keys are errors, reported with their line.
 //!
 //! ```toml
 //! [audio]
