@@ -193,7 +193,7 @@ pub(crate) struct RecvArgs {
 #[derive(Args)]
 pub(crate) struct DemoArgs {
     /// How long to stream: 30s, 10m, 1h; 0 streams until Ctrl-C.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = rt_config::parse_duration)]
     pub(crate) duration: f64,
     /// How far the sending card's clock is off, ppm.
     #[arg(long, default_value_t = 100.0, allow_hyphen_values = true)]
@@ -243,25 +243,4 @@ pub(crate) fn proto(
             .or(cfg.network.proto.as_deref())
             .unwrap_or("native"),
     )
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<f64, String> {
-    let err = || format!("bad duration {s:?}: use e.g. 30s, 10m, 1h, or 0 for no limit");
-    let t = s.trim();
-    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let v: f64 = num.parse().map_err(|_| err())?;
-    let mul = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(err()),
-    };
-    if !(v.is_finite() && v >= 0.0) {
-        return Err(err());
-    }
-    Ok(v * mul)
 }

@@ -23,6 +23,7 @@ use engine::recovery::RecoveryMode;
 use engine::sim::net::NetConfig;
 use engine::sim::signal::SourceKind;
 use engine::sim::{Restart, SimConfig};
+use rt_config::parse_duration;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -320,51 +321,6 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
 fn ms2(v: &serde_json::Value) -> String {
     v.as_f64()
         .map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
-}
-
-fn parse_duration(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    if let Ok(v) = t.parse::<f64>() {
-        return check_duration(v, s);
-    }
-    let mut total = 0.0;
-    let mut num = String::new();
-    let mut chars = t.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let unit = if c == 'm' && chars.peek() == Some(&'s') {
-            chars.next();
-            0.001
-        } else {
-            match c {
-                'd' => 86_400.0,
-                'h' => 3_600.0,
-                'm' => 60.0,
-                's' => 1.0,
-                _ => return Err(format!("bad duration {s:?}: use e.g. 90s, 30m, 24h, 1h30m")),
-            }
-        };
-        let v: f64 = num
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}: use e.g. 90s, 30m, 24h, 1h30m"))?;
-        total += v * unit;
-        num.clear();
-    }
-    if !num.is_empty() {
-        return Err(format!("bad duration {s:?}: a unit is missing after {num}"));
-    }
-    check_duration(total, s)
-}
-
-fn check_duration(v: f64, s: &str) -> Result<f64, String> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("bad duration {s:?}"))
-    }
 }
 
 fn parse_format(s: &str) -> Result<SampleFormat, String> {

@@ -2,7 +2,7 @@
 //!
 //! One TOML file per machine (`/etc/netaudio/sender.toml`, `receiver.toml`). Every key is
 //! optional; what the command line gives wins over the file, and the file over the defaults.
-//! Unknown keys are errors, reported with their line and column.
+//! Unknown keys are errors, reported with their line.
 //!
 //! ```toml
 //! [audio]
@@ -40,113 +40,15 @@
 //! stats_interval_s = 10
 //! ```
 
+#![forbid(unsafe_code)]
+
+pub mod duration;
 pub mod schema;
 
-use serde::Deserialize;
+pub use duration::parse_duration;
+pub use schema::{Audio, Config, Log, Network, Receiver, Rt};
+
 use std::path::Path;
-
-/// `[audio]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Audio {
-    /// ALSA device name or `virtual[:...]`.
-    pub device: Option<String>,
-    /// Hz.
-    pub rate: Option<u32>,
-    /// Channels.
-    pub channels: Option<u8>,
-    /// `S16_LE`, `S24_3LE` or `S32_LE`.
-    pub format: Option<String>,
-    /// Frames per period.
-    pub period_frames: Option<usize>,
-    /// Periods per device buffer.
-    pub periods: Option<usize>,
-}
-
-/// `[network]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Network {
-    /// Where the sender sends (`host:port`).
-    pub dest: Option<String>,
-    /// Where the receiver listens (`addr:port`).
-    pub listen: Option<String>,
-    /// DSCP of sent packets.
-    pub dscp: Option<u8>,
-    /// Pre-shared key file (64 hex characters, mode 600): authenticates every packet.
-    pub key_file: Option<String>,
-    /// Wire protocol: `native`, `rtp` or `tcp`.
-    pub proto: Option<String>,
-    /// RTP sender: where to write the SDP.
-    pub sdp_file: Option<String>,
-}
-
-/// `[receiver]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Receiver {
-    /// Target latency, ms.
-    pub latency_ms: Option<f64>,
-    /// `resample`, `slip` or `off`.
-    pub drift_mode: Option<String>,
-    /// `auto`, `S16_LE`, `S24_3LE` or `S32_LE`: the playback device's sample format.
-    pub playback_format: Option<String>,
-    /// Loss recovery: `nack` or `off`.
-    pub recovery: Option<String>,
-    /// `fixed` or `auto` (the target follows the jitter).
-    pub latency: Option<String>,
-    /// `latency = auto`: lowest target, ms.
-    pub latency_min_ms: Option<f64>,
-    /// `latency = auto`: highest target, ms.
-    pub latency_max_ms: Option<f64>,
-}
-
-/// `[rt]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Rt {
-    /// Core of the realtime thread.
-    pub cpu: Option<usize>,
-    /// SCHED_FIFO priority (0: normal scheduling).
-    pub priority: Option<u8>,
-    /// Lock memory.
-    pub mlock: Option<bool>,
-}
-
-/// `[log]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Log {
-    /// error, warn, info, debug, trace.
-    pub level: Option<String>,
-    /// Seconds between stats lines.
-    pub stats_interval_s: Option<f64>,
-    /// Also append the log to this file.
-    pub file: Option<String>,
-}
-
-/// A whole file.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Board preset: `auto`, `pi3`, `pi4`, `pi5`, `zero2w`, `generic`.
-    pub board: Option<String>,
-    /// `[audio]`.
-    #[serde(default)]
-    pub audio: Audio,
-    /// `[network]`.
-    #[serde(default)]
-    pub network: Network,
-    /// `[receiver]`.
-    #[serde(default)]
-    pub receiver: Receiver,
-    /// `[rt]`.
-    #[serde(default)]
-    pub rt: Rt,
-    /// `[log]`.
-    #[serde(default)]
-    pub log: Log,
-}
 
 /// Board presets shipped with netaudio: (name, TOML).
 pub const PRESETS: &[(&str, &str)] = &[
@@ -178,12 +80,6 @@ pub fn detect_board() -> &'static str {
     std::fs::read_to_string("/proc/device-tree/model")
         .map(|m| board_for_model(&m))
         .unwrap_or("generic")
-}
-
-macro_rules! merge_fields {
-    ($hi:expr, $lo:expr; $($f:ident),*) => {
-        $( if $hi.$f.is_none() { $hi.$f = $lo.$f.clone(); } )*
-    };
 }
 
 impl Config {
@@ -226,19 +122,6 @@ impl Config {
                 )
             })?;
         Config::parse(text, &format!("preset {n}"))
-    }
-
-    /// Fills what `self` leaves unset from `lower` (a preset, the defaults).
-    pub fn merge(mut self, lower: &Config) -> Config {
-        if self.board.is_none() {
-            self.board = lower.board.clone();
-        }
-        merge_fields!(self.audio, lower.audio; device, rate, channels, format, period_frames, periods);
-        merge_fields!(self.network, lower.network; dest, listen, dscp, key_file, proto, sdp_file);
-        merge_fields!(self.receiver, lower.receiver; latency_ms, drift_mode, playback_format, recovery, latency, latency_min_ms, latency_max_ms);
-        merge_fields!(self.rt, lower.rt; cpu, priority, mlock);
-        merge_fields!(self.log, lower.log; level, stats_interval_s, file);
-        self
     }
 
     /// The file's settings over its board preset (`board`, default `auto`).

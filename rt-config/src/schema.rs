@@ -1,7 +1,10 @@
 //! The schema every configuration file is checked against: each key, its type and range, and
 //! the fix to suggest. Checking collects every problem of a file at once, each with its line.
 
+use serde::Deserialize;
 use std::fmt;
+use std::ops::Range;
+use toml_edit::{ImDocument, Item, TableLike};
 
 /// What a key holds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,183 +47,151 @@ pub struct KeySpec {
 /// Rates a USB interface typically offers; anything in range is accepted.
 pub const RATES: (i64, i64) = (8_000, 384_000);
 
-/// Every key.
-pub const KEYS: &[KeySpec] = &[
-    KeySpec {
-        section: "",
-        key: "board",
-        kind: Kind::Choice(&["auto", "pi3", "pi4", "pi5", "zero2w", "generic"]),
-        help: "board preset (auto reads /proc/device-tree/model)",
-    },
-    KeySpec {
-        section: "audio",
-        key: "device",
-        kind: Kind::Text,
-        help: "ALSA device, e.g. hw:CARD=CODEC,DEV=0 (see `netaudio devices`), or virtual",
-    },
-    KeySpec {
-        section: "audio",
-        key: "rate",
-        kind: Kind::Int {
-            min: RATES.0,
-            max: RATES.1,
-        },
-        help: "sample rate in Hz (44100, 48000, 96000 are usual)",
-    },
-    KeySpec {
-        section: "audio",
-        key: "channels",
-        kind: Kind::Int { min: 1, max: 32 },
-        help: "channels",
-    },
-    KeySpec {
-        section: "audio",
-        key: "format",
-        kind: Kind::Choice(&["S16_LE", "S24_3LE", "S32_LE"]),
-        help: "sample format",
-    },
-    KeySpec {
-        section: "audio",
-        key: "period_frames",
-        kind: Kind::Int { min: 16, max: 8192 },
-        help: "frames per period (256 suits USB audio on a Pi; 64-128 with an RT kernel)",
-    },
-    KeySpec {
-        section: "audio",
-        key: "periods",
-        kind: Kind::Int { min: 2, max: 32 },
-        help: "periods in the device buffer (3 or 4 are typical)",
-    },
-    KeySpec {
-        section: "network",
-        key: "dest",
-        kind: Kind::Text,
-        help: "where the sender sends, host:port (e.g. turntable2.local:46000)",
-    },
-    KeySpec {
-        section: "network",
-        key: "listen",
-        kind: Kind::Text,
-        help: "where the receiver listens, addr:port (e.g. 0.0.0.0:46000)",
-    },
-    KeySpec {
-        section: "network",
-        key: "dscp",
-        kind: Kind::Int { min: 0, max: 63 },
-        help: "DSCP of sent packets (46: expedited forwarding)",
-    },
-    KeySpec {
-        section: "network",
-        key: "key_file",
-        kind: Kind::Text,
-        help: "pre-shared key file, the same on both machines (`netaudio keygen > FILE`, chmod 600)",
-    },
-    KeySpec {
-        section: "network",
-        key: "proto",
-        kind: Kind::Choice(&["native", "rtp", "tcp"]),
-        help: "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)",
-    },
-    KeySpec {
-        section: "network",
-        key: "sdp_file",
-        kind: Kind::Text,
-        help: "rtp sender: also write the stream's SDP to this file (it is always logged)",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "latency_ms",
-        kind: Kind::Number {
-            min: 1.0,
-            max: 2000.0,
-        },
-        help: "target latency in ms, from arrival to leaving the sound card",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "latency",
-        kind: Kind::Choice(&["fixed", "auto"]),
-        help: "auto: the target follows the network's jitter between latency_min_ms and latency_max_ms, starting at latency_ms",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "latency_min_ms",
-        kind: Kind::Number {
-            min: 0.0,
-            max: 2000.0,
-        },
-        help: "latency = auto: lowest target, ms (never below what the devices need)",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "latency_max_ms",
-        kind: Kind::Number {
-            min: 1.0,
-            max: 2000.0,
-        },
-        help: "latency = auto: highest target, ms",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "drift_mode",
-        kind: Kind::Choice(&["resample", "slip", "off"]),
-        help: "clock drift correction",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "playback_format",
-        kind: Kind::Choice(&["auto", "S16_LE", "S24_3LE", "S32_LE"]),
-        help: "sample format the playback device is opened in (auto: the widest it takes when resampling)",
-    },
-    KeySpec {
-        section: "receiver",
-        key: "recovery",
-        kind: Kind::Choice(&["nack", "off"]),
-        help: "loss recovery: nack asks the sender to send lost packets again",
-    },
-    KeySpec {
-        section: "rt",
-        key: "cpu",
-        kind: Kind::Int { min: 0, max: 1023 },
-        help: "core of the realtime audio thread (an isolated one, see isolcpus=)",
-    },
-    KeySpec {
-        section: "rt",
-        key: "priority",
-        kind: Kind::Int { min: 0, max: 99 },
-        help: "SCHED_FIFO priority of the audio thread (0: normal scheduling)",
-    },
-    KeySpec {
-        section: "rt",
-        key: "mlock",
-        kind: Kind::Bool,
-        help: "lock the process's memory",
-    },
-    KeySpec {
-        section: "log",
-        key: "level",
-        kind: Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
-        help: "log level",
-    },
-    KeySpec {
-        section: "log",
-        key: "stats_interval_s",
-        kind: Kind::Number {
-            min: 0.0,
-            max: 86_400.0,
-        },
-        help: "seconds between stats lines (0: none)",
-    },
-    KeySpec {
-        section: "log",
-        key: "file",
-        kind: Kind::Text,
-        help: "also append the log to this file (for those who tail -f)",
-    },
-];
+/// Defines the configuration in one place. From each key's line come the field of its serde
+/// struct (an `Option`; unknown keys are refused), its entry in [`KEYS`] (what it holds, its
+/// help: the checks, the suggestions and the field's documentation) and its line in
+/// `Config::merge`; from each table, its entry in [`SECTIONS`].
+macro_rules! schema {
+    (
+        $(#[$rmeta:meta])*
+        $Root:ident {
+            $( $rkey:ident: $rty:ty => $rkind:expr, $rhelp:literal; )*
+        }
+        $(
+            [$section:ident] $Section:ident {
+                $( $key:ident: $ty:ty => $kind:expr, $help:literal; )*
+            }
+        )*
+    ) => {
+        $(
+            #[doc = concat!("`[", stringify!($section), "]`.")]
+            #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+            #[serde(deny_unknown_fields)]
+            pub struct $Section {
+                $(
+                    #[doc = concat!("`", stringify!($key), "`: ", $help, ".")]
+                    pub $key: Option<$ty>,
+                )*
+            }
+        )*
 
-/// The tables the schema knows.
-pub const SECTIONS: &[&str] = &["audio", "network", "receiver", "rt", "log"];
+        $(#[$rmeta])*
+        #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub struct $Root {
+            $(
+                #[doc = concat!("`", stringify!($rkey), "`: ", $rhelp, ".")]
+                pub $rkey: Option<$rty>,
+            )*
+            $(
+                #[doc = concat!("`[", stringify!($section), "]`.")]
+                #[serde(default)]
+                pub $section: $Section,
+            )*
+        }
+
+        /// Every key, in the order of the schema.
+        pub const KEYS: &[KeySpec] = &[
+            $( KeySpec { section: "", key: stringify!($rkey), kind: $rkind, help: $rhelp }, )*
+            $($(
+                KeySpec {
+                    section: stringify!($section),
+                    key: stringify!($key),
+                    kind: $kind,
+                    help: $help,
+                },
+            )*)*
+        ];
+
+        /// The tables the schema knows.
+        pub const SECTIONS: &[&str] = &[$(stringify!($section)),*];
+
+        impl $Root {
+            /// Fills what `self` leaves unset from `lower` (a preset, the defaults).
+            pub fn merge(mut self, lower: &$Root) -> $Root {
+                $(
+                    if self.$rkey.is_none() {
+                        self.$rkey = lower.$rkey.clone();
+                    }
+                )*
+                $($(
+                    if self.$section.$key.is_none() {
+                        self.$section.$key = lower.$section.$key.clone();
+                    }
+                )*)*
+                self
+            }
+        }
+    };
+}
+
+schema! {
+    /// A whole file.
+    Config {
+        board: String => Kind::Choice(&["auto", "pi3", "pi4", "pi5", "zero2w", "generic"]),
+            "board preset (auto reads /proc/device-tree/model)";
+    }
+    [audio] Audio {
+        device: String => Kind::Text,
+            "ALSA device, e.g. hw:CARD=CODEC,DEV=0 (see `netaudio devices`), or virtual";
+        rate: u32 => Kind::Int { min: RATES.0, max: RATES.1 },
+            "sample rate in Hz (44100, 48000, 96000 are usual)";
+        channels: u8 => Kind::Int { min: 1, max: 32 },
+            "channels";
+        format: String => Kind::Choice(&["S16_LE", "S24_3LE", "S32_LE"]),
+            "sample format";
+        period_frames: usize => Kind::Int { min: 16, max: 8192 },
+            "frames per period (256 suits USB audio on a Pi; 64-128 with an RT kernel)";
+        periods: usize => Kind::Int { min: 2, max: 32 },
+            "periods in the device buffer (3 or 4 are typical)";
+    }
+    [network] Network {
+        dest: String => Kind::Text,
+            "where the sender sends, host:port (e.g. turntable2.local:46000)";
+        listen: String => Kind::Text,
+            "where the receiver listens, addr:port (e.g. 0.0.0.0:46000)";
+        dscp: u8 => Kind::Int { min: 0, max: 63 },
+            "DSCP of sent packets (46: expedited forwarding)";
+        key_file: String => Kind::Text,
+            "pre-shared key file, the same on both machines (`netaudio keygen > FILE`, chmod 600)";
+        proto: String => Kind::Choice(&["native", "rtp", "tcp"]),
+            "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)";
+        sdp_file: String => Kind::Text,
+            "rtp sender: also write the stream's SDP to this file (it is always logged)";
+    }
+    [receiver] Receiver {
+        latency_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },
+            "target latency in ms, from arrival to leaving the sound card";
+        latency: String => Kind::Choice(&["fixed", "auto"]),
+            "auto: the target follows the network's jitter between latency_min_ms and latency_max_ms, starting at latency_ms";
+        latency_min_ms: f64 => Kind::Number { min: 0.0, max: 2000.0 },
+            "latency = auto: lowest target, ms (never below what the devices need)";
+        latency_max_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },
+            "latency = auto: highest target, ms";
+        drift_mode: String => Kind::Choice(&["resample", "slip", "off"]),
+            "clock drift correction";
+        playback_format: String => Kind::Choice(&["auto", "S16_LE", "S24_3LE", "S32_LE"]),
+            "sample format the playback device is opened in (auto: the widest it takes when resampling)";
+        recovery: String => Kind::Choice(&["nack", "off"]),
+            "loss recovery: nack asks the sender to send lost packets again";
+    }
+    [rt] Rt {
+        cpu: usize => Kind::Int { min: 0, max: 1023 },
+            "core of the realtime audio thread (an isolated one, see isolcpus=)";
+        priority: u8 => Kind::Int { min: 0, max: 99 },
+            "SCHED_FIFO priority of the audio thread (0: normal scheduling)";
+        mlock: bool => Kind::Bool,
+            "lock the process's memory";
+    }
+    [log] Log {
+        level: String => Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
+            "log level";
+        stats_interval_s: f64 => Kind::Number { min: 0.0, max: 86_400.0 },
+            "seconds between stats lines (0: none)";
+        file: String => Kind::Text,
+            "also append the log to this file (for those who tail -f)";
+    }
+}
 
 /// One problem found in a file.
 #[derive(Clone, Debug, PartialEq)]
@@ -244,51 +215,37 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Levenshtein distance (small strings only).
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// The closest of `candidates` to `word`, if close enough to be a typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
-        .map(|c| (distance(word, c), c))
+        .map(|c| (strsim::levenshtein(word, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3) || c.starts_with(word) || word.starts_with(c))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
-/// The 1-based line of `key` in `section` of `text`, found by reading the lines (the files
-/// are flat: one level of tables, one key per line).
-pub fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
-    let mut current = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = name.trim().to_string();
-            if key.is_empty() && current == section {
-                return Some(i + 1);
-            }
-            continue;
-        }
-        if current == section
-            && let Some((k, _)) = line.split_once('=')
-            && k.trim().trim_matches('"') == key
-        {
-            return Some(i + 1);
-        }
-    }
-    None
+/// The 1-based line of a byte offset of `text` (a span from the parser).
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of `key` in `table`, from the parser's span of the key (else of its value).
+fn line_of(text: &str, table: &dyn TableLike, key: &str) -> Option<usize> {
+    let (k, item) = table.get_key_value(key)?;
+    let span: Range<usize> = k.span().or_else(|| item.span())?;
+    Some(line_at(text, span.start))
+}
+
+/// An item as a plain TOML value, for checking and for messages.
+fn plain(item: &Item) -> Option<toml::Value> {
+    use serde::de::IntoDeserializer;
+    let v = item.clone().into_value().ok()?;
+    toml::Value::deserialize(v.into_deserializer()).ok()
 }
 
 fn describe(kind: Kind) -> String {
@@ -356,41 +313,41 @@ pub fn check_value(spec: &KeySpec, v: &toml::Value) -> Option<String> {
 
 /// Every problem of a configuration text.
 pub fn check(text: &str, origin: &str) -> Vec<Problem> {
-    let table: toml::Table = match text.parse() {
-        Ok(t) => t,
+    let doc = match ImDocument::parse(text) {
+        Ok(d) => d,
         Err(e) => {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             return vec![Problem {
                 origin: origin.into(),
-                line,
+                line: e.span().map(|s| line_at(text, s.start)),
                 key: "syntax".into(),
                 message: e.message().trim().to_string()
                     + " (TOML: `key = value` lines under [audio], [network], [receiver], [rt], [log])",
             }];
         }
     };
+    let root = doc.as_table();
     let mut problems = Vec::new();
-    for (name, value) in &table {
-        if let toml::Value::Table(t) = value {
-            if !SECTIONS.contains(&name.as_str()) {
+    for (name, item) in root.iter() {
+        let line = line_of(text, root, name);
+        match item.as_table_like() {
+            Some(_) if !SECTIONS.contains(&name) => {
                 let hint = did_you_mean(name, SECTIONS.iter().copied())
                     .map(|m| format!("; did you mean [{m}]?"))
                     .unwrap_or_else(|| format!("; the tables are [{}]", SECTIONS.join("], [")));
                 problems.push(Problem {
                     origin: origin.into(),
-                    line: line_of(text, name, ""),
+                    line,
                     key: format!("[{name}]"),
                     message: format!("unknown table{hint}"),
                 });
-                continue;
             }
-            for (key, v) in t {
-                check_key(text, origin, name, key, v, &mut problems);
+            Some(t) => {
+                for (key, v) in t.iter() {
+                    let line = line_of(text, t, key);
+                    check_key(origin, line, name, key, v, &mut problems);
+                }
             }
-        } else {
-            check_key(text, origin, "", name, value, &mut problems);
+            None => check_key(origin, line, "", name, item, &mut problems),
         }
     }
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
@@ -398,11 +355,11 @@ pub fn check(text: &str, origin: &str) -> Vec<Problem> {
 }
 
 fn check_key(
-    text: &str,
     origin: &str,
+    line: Option<usize>,
     section: &str,
     key: &str,
-    v: &toml::Value,
+    item: &Item,
     out: &mut Vec<Problem>,
 ) {
     let full = if section.is_empty() {
@@ -410,10 +367,18 @@ fn check_key(
     } else {
         format!("{section}.{key}")
     };
-    let line = line_of(text, section, key);
     match KEYS.iter().find(|s| s.section == section && s.key == key) {
         Some(spec) => {
-            if let Some(message) = check_value(spec, v) {
+            let message = match plain(item) {
+                Some(v) => check_value(spec, &v),
+                None => Some(format!(
+                    "{} must be {} ({})",
+                    spec.key,
+                    describe(spec.kind),
+                    spec.help
+                )),
+            };
+            if let Some(message) = message {
                 out.push(Problem {
                     origin: origin.into(),
                     line,
@@ -494,5 +459,40 @@ mod tests {
         let p = check("[audio]\nrate = = 3\n", "x.toml");
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, Some(2));
+    }
+
+    #[test]
+    fn lines_come_from_the_parser_for_tables_dotted_keys_and_inline_tables() {
+        let text = "# netaudio\nrt = { cpu = 3, prio = 80 }\n\naudio.rates = 48000\n[recevier]\n";
+        let p = check(text, "x.toml");
+        let shown: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "x.toml:2: rt.prio: unknown key; did you mean \"priority\"?",
+                "x.toml:4: audio.rates: unknown key; did you mean \"rate\"?",
+                "x.toml:5: [recevier]: unknown table; did you mean [receiver]?",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_schema_deserialises() {
+        for spec in KEYS {
+            let value = match spec.kind {
+                Kind::Text => "\"x\"".to_string(),
+                Kind::Choice(c) => format!("\"{}\"", c[0]),
+                Kind::Int { min, .. } => min.to_string(),
+                Kind::Number { max, .. } => format!("{max:?}"),
+                Kind::Bool => "true".to_string(),
+            };
+            let text = if spec.section.is_empty() {
+                format!("{} = {value}\n", spec.key)
+            } else {
+                format!("[{}]\n{} = {value}\n", spec.section, spec.key)
+            };
+            let c = crate::Config::parse(&text, "t.toml").unwrap();
+            assert_ne!(c, crate::Config::default(), "{text}");
+        }
     }
 }
