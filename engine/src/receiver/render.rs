@@ -8,7 +8,7 @@ use super::{DriftMode, Receiver};
 
 impl Receiver {
     /// Writes `out.len() / frame_bytes` frames for the playback device (in
-    /// [`ReceiverConfig::output_sample`]), at `now_ns`.
+    /// [`ReceiverConfig::output_sample`](super::ReceiverConfig::output_sample)), at `now_ns`.
     pub fn render(&mut self, out: &mut [u8], now_ns: u64) {
         self.now = now_ns;
         let fb = self.cfg.output_frame_bytes();

@@ -56,7 +56,7 @@ pub struct ResendLimits {
 /// Default [`ResendLimits::max_requests`]: the request, and two more after lost answers.
 pub const DEFAULT_MAX_REQUESTS: u8 = 3;
 /// Default [`ResendLimits::max_copies`]: the receiver's default NACK copies
-/// ([`TrackerParams::nack_copies`]).
+/// ([`TrackerParams::nack_copies`](super::TrackerParams::nack_copies)).
 pub const DEFAULT_MAX_COPIES: u8 = 3;
 /// Default [`ResendLimits::rate_percent`].
 pub const DEFAULT_RESEND_RATE_PERCENT: u32 = 50;

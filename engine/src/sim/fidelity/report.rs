@@ -78,7 +78,7 @@ impl WindowPoint {
     }
 }
 
-/// What a [`FidelityAnalyzer`] measured.
+/// What a [`FidelityAnalyzer`](super::FidelityAnalyzer) measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FidelityReport {
     /// THD+N of the tone.
