@@ -6,6 +6,7 @@ use crate::pcm::alsa::GoneSwitch;
 use crate::watchdog::{self, FAULT_AFTER_FEEDS, Heartbeat, TestFault, Verdict, Watch};
 use engine::rtlog::EventConsumer;
 use engine::stats::StatsSnapshot;
+use sd_notify::NotifyState;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -91,36 +92,10 @@ pub fn init_logging(level: &str, file: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// Notifies systemd (`sd_notify`) when run as a `Type=notify` service; silent otherwise.
-pub struct Notifier {
-    sock: Option<(
-        std::os::unix::net::UnixDatagram,
-        std::os::unix::net::SocketAddr,
-    )>,
-}
-
-impl Notifier {
-    /// Connects to `$NOTIFY_SOCKET` if set.
-    pub fn from_env() -> Notifier {
-        let sock = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
-            use std::os::linux::net::SocketAddrExt;
-            let p = path.to_string_lossy().into_owned();
-            let addr = match p.strip_prefix('@') {
-                Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?,
-                None => std::os::unix::net::SocketAddr::from_pathname(&p).ok()?,
-            };
-            let s = std::os::unix::net::UnixDatagram::unbound().ok()?;
-            Some((s, addr))
-        });
-        Notifier { sock }
-    }
-
-    /// Sends `state` (e.g. `READY=1`, `WATCHDOG=1`, `STOPPING=1`).
-    pub fn notify(&self, state: &str) {
-        if let Some((s, addr)) = &self.sock {
-            let _ = s.send_to_addr(state.as_bytes(), addr);
-        }
-    }
+/// Tells systemd `state` when run as a `Type=notify` service (`$NOTIFY_SOCKET` set); silent
+/// otherwise. Housekeeping thread only: [`sd_notify::notify`] formats and opens a socket.
+fn notify(state: NotifyState) {
+    let _ = sd_notify::notify(&[state]);
 }
 
 /// One stats line for a receiver.
@@ -193,10 +168,10 @@ pub fn run<F: FnMut() -> String>(
     until: Option<Instant>,
     mut line: F,
 ) -> Result<(), String> {
-    let notifier = Notifier::from_env();
-    notifier.notify("READY=1");
+    notify(NotifyState::Ready);
     let mut next = Instant::now() + interval;
-    let mut watch = Watch::new(heartbeats.len(), Instant::now(), watchdog::stall_limit());
+    let mut watch = Watch::new(heartbeats.len(), Instant::now(), watchdog::stall_limit())
+        .feeding_every(watchdog::feed_interval());
     let mut outcome = Ok(());
     while !STOP.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
         std::thread::sleep(Duration::from_millis(50));
@@ -206,7 +181,7 @@ pub fn run<F: FnMut() -> String>(
         let now = Instant::now();
         match watch.tick(now, heartbeats, &STOP) {
             Verdict::Feed => {
-                notifier.notify("WATCHDOG=1");
+                notify(NotifyState::Watchdog);
                 if let (Some(f), Some(hb)) = (fault, heartbeats.first())
                     && watch.feeds() == FAULT_AFTER_FEEDS
                 {
@@ -232,7 +207,7 @@ pub fn run<F: FnMut() -> String>(
             Verdict::Wait => {}
             Verdict::Stopped(why) => {
                 log::error!("{why}");
-                notifier.notify(&format!("STATUS={why}"));
+                notify(NotifyState::Status(&why));
                 outcome = Err(why);
                 break;
             }
@@ -243,7 +218,7 @@ pub fn run<F: FnMut() -> String>(
         }
     }
     if outcome.is_ok() {
-        notifier.notify("STOPPING=1");
+        notify(NotifyState::Stopping);
     }
     for q in events.iter_mut() {
         q.drain_to_log();

@@ -14,6 +14,12 @@
 //!   wait for its socket with [`wait_readable`] (one `ppoll`) instead of sleeping through a
 //!   whole period, so a NACK or a packet is handled when it arrives.
 //!
+//! Set-up goes through `socket2` (buffer sizes, DSCP); the one option it has no setter for,
+//! `SO_TIMESTAMPNS`, is set by [`enable_timestamps`]. The realtime data path is written by
+//! hand on purpose (see [`UdpSender::send_tagged`] and [`UdpReceiver::recv_batch_from`]), and
+//! so is the reading of its results ([`errno`], [`arrival_stamp`], [`StampClock`]), shared with
+//! raw TCP mode.
+//!
 //! Realtime contract: `connect`/`bind` resolve names and allocate; `send_gather`,
 //! `recv_batch`, `recv_nack`, `send_nack` and `wait_readable` make exactly one syscall each,
 //! never block beyond the timeout given (`MSG_DONTWAIT`) and never allocate.
@@ -23,9 +29,10 @@ use engine::receiver::Receiver;
 use engine::rtlog::EventSink;
 use engine::session::ReceiverSession;
 use engine::wire::MAX_PACKET_LEN;
+use socket2::SockRef;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Resolves `host:port` through the system resolver (so `turntable2.local` works with
 /// mDNS), IPv4 or IPv6. Not for realtime threads.
@@ -44,21 +51,30 @@ pub fn resolve(dest: &str) -> io::Result<SocketAddr> {
     })
 }
 
-/// Sets the DSCP bits (e.g. 46, expedited forwarding) on a socket.
-fn set_dscp(sock: &UdpSocket, v6: bool, dscp: u8) -> io::Result<()> {
-    let tos: libc::c_int = (dscp as libc::c_int) << 2;
-    let (level, name) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+/// Sets the DSCP bits (e.g. 46, expedited forwarding) on a socket: `IP_TOS`, or
+/// `IPV6_TCLASS` for IPv6.
+pub(crate) fn set_dscp(sock: &impl AsFd, v6: bool, dscp: u8) -> io::Result<()> {
+    let sock = SockRef::from(sock);
+    let tos = u32::from(dscp) << 2;
+    if v6 {
+        sock.set_tclass_v6(tos)
     } else {
-        (libc::IPPROTO_IP, libc::IP_TOS)
-    };
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
+        sock.set_tos_v4(tos)
+    }
+}
+
+/// Asks the kernel for the arrival time of what a socket receives (`SO_TIMESTAMPNS`: a control
+/// message on each datagram or read, see [`arrival_stamp`]). By hand: `socket2` has no setter
+/// for it.
+pub(crate) fn enable_timestamps(sock: &impl AsFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a live local.
     let r = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&tos as *const libc::c_int).cast(),
+            sock.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -66,6 +82,73 @@ fn set_dscp(sock: &UdpSocket, v6: bool, dscp: u8) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's `errno` after a failed syscall (`EIO` if there is none). Realtime-safe:
+/// reads a thread-local, allocates nothing.
+#[inline]
+pub(crate) fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A byte count returned by a syscall: the count, or the `errno` when negative.
+#[inline]
+pub(crate) fn syscall_len(n: isize) -> Result<usize, i32> {
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// The kernel's arrival stamp (`SCM_TIMESTAMPNS`, nanoseconds on `CLOCK_REALTIME`) among the
+/// control messages of a received message, if it carries one.
+///
+/// # Safety
+///
+/// `msg` is a header the kernel filled in (`recvmsg`, `recvmmsg`): its `msg_control` points at
+/// a live buffer of at least `msg_controllen` bytes.
+pub(crate) unsafe fn arrival_stamp(msg: &libc::msghdr) -> Option<u64> {
+    // SAFETY: per the contract, the CMSG macros walk a live control buffer within
+    // `msg_controllen`; the data of an SCM_TIMESTAMPNS message is one timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
+}
+
+/// `CLOCK_MONOTONIC` and `CLOCK_REALTIME` read together: turns the kernel's arrival stamps
+/// (realtime) into times on the monotonic clock the playback clock is compared with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StampClock {
+    mono: u64,
+    real: u64,
+}
+
+impl StampClock {
+    /// Both clocks, now.
+    #[inline]
+    pub(crate) fn now() -> StampClock {
+        StampClock {
+            mono: clock_ns(libc::CLOCK_MONOTONIC),
+            real: clock_ns(libc::CLOCK_REALTIME),
+        }
+    }
+
+    /// The arrival time on `CLOCK_MONOTONIC` of what the kernel stamped `stamp` ([`arrival_stamp`]);
+    /// now when there is no stamp; never later than now.
+    #[inline]
+    pub(crate) fn monotonic(&self, stamp: Option<u64>) -> u64 {
+        let mono = self.mono as i128;
+        stamp.map_or(mono, |s| {
+            (s as i128 - self.real as i128 + mono).clamp(0, mono)
+        }) as u64
     }
 }
 
@@ -118,7 +201,7 @@ impl DatagramOut for UdpSender {
         };
         // Errors mean nothing to take: EAGAIN, or ECONNREFUSED while nobody listens, which
         // the next send reports instead.
-        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED) {
+        if n < 0 && errno() == libc::ECONNREFUSED {
             self.refused
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -316,16 +399,13 @@ impl UdpSender {
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = parts as _;
+        // By hand on purpose: this is the capture thread's send, one `sendmsg` gathering slices
+        // that are borrowed, not copied (the payload is the capture device's mmap buffer),
+        // with MSG_DONTWAIT and the errno handed back as is. It allocates, locks and formats
+        // nothing, and stays beside `recvmmsg` so the realtime data path reads in one place.
         // SAFETY: `msg` points at `parts` iovecs that describe live, readable slices for the
         // duration of the call; the kernel only reads them.
-        let n = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        } else {
-            Ok(n as usize)
-        }
+        syscall_len(unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) })
     }
 }
 
@@ -385,32 +465,15 @@ impl UdpReceiver {
                 format!("cannot listen on {local}: {e} (is another receiver running?)"),
             )
         })?;
-        let one: libc::c_int = 1;
-        let size: libc::c_int = rcvbuf.min(i32::MAX as usize) as libc::c_int;
-        for (name, v) in [(libc::SO_TIMESTAMPNS, one), (libc::SO_RCVBUF, size)] {
-            // SAFETY: setsockopt reads one c_int from a live local.
-            let r = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    name,
-                    (&v as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if r != 0 {
-                let e = io::Error::last_os_error();
-                // Without kernel timestamps (some emulators refuse them) arrival times fall
-                // back to when the batch is read: coarser, still correct on average.
-                if name == libc::SO_TIMESTAMPNS && e.raw_os_error() == Some(libc::ENOPROTOOPT) {
-                    log::warn!(
-                        "no kernel arrival timestamps on this system ({e}); using read times"
-                    );
-                    continue;
-                }
-                return Err(e);
+        // Without kernel timestamps (some emulators refuse them) arrival times fall back to
+        // when the batch is read: coarser, still correct on average.
+        match enable_timestamps(&sock) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                log::warn!("no kernel arrival timestamps on this system ({e}); using read times");
             }
+            r => r?,
         }
+        SockRef::from(&sock).set_recv_buffer_size(rcvbuf)?;
         let mut r = UdpReceiver {
             sock,
             slot,
@@ -474,6 +537,10 @@ impl UdpReceiver {
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             m.msg_len = 0;
         }
+        // By hand on purpose: no crate offers what the receiver's realtime thread needs here,
+        // one `recvmmsg` into slots and control buffers preallocated at start-up, with each
+        // datagram's arrival stamp read in place. socket2 has no `recvmmsg`; nix's decodes
+        // control messages into owned values, allocating for any kind it does not know.
         // SAFETY: `msgs` holds BATCH headers whose iovecs and control buffers point into
         // buffers owned by `self`, all live and writable for the call.
         let n = unsafe {
@@ -486,9 +553,7 @@ impl UdpReceiver {
             )
         };
         if n < 0 {
-            let e = io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
+            let e = errno();
             return if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
                 Ok(0)
             } else {
@@ -497,12 +562,11 @@ impl UdpReceiver {
         }
         let n = n as usize;
         // Offset between the kernel's CLOCK_REALTIME stamps and CLOCK_MONOTONIC, now.
-        let mono = clock_ns(libc::CLOCK_MONOTONIC) as i128;
-        let real = clock_ns(libc::CLOCK_REALTIME) as i128;
+        let clock = StampClock::now();
         for i in 0..n {
             let len = self.msgs[i].msg_len as usize;
-            let stamp = self.arrival_realtime(i).map(|t| t as i128 - real + mono);
-            let t = stamp.map_or(mono, |s| s.clamp(0, mono)) as u64;
+            // SAFETY: the kernel filled this header; its control buffer is in `self.control`.
+            let t = clock.monotonic(unsafe { arrival_stamp(&self.msgs[i].msg_hdr) });
             let base = i * self.slot;
             if f(&self.bufs[base..base + len.min(self.slot)], t) {
                 self.source = Some((self.names[i], self.msgs[i].msg_hdr.msg_namelen));
@@ -524,7 +588,7 @@ impl UdpReceiver {
         };
         // SAFETY: `nack` is a live readable slice and `addr` a live address of `len` bytes
         // as the kernel filled it in.
-        let n = unsafe {
+        syscall_len(unsafe {
             libc::sendto(
                 self.sock.as_raw_fd(),
                 nack.as_ptr().cast(),
@@ -533,31 +597,7 @@ impl UdpReceiver {
                 (addr as *const libc::sockaddr_storage).cast(),
                 *len,
             )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn arrival_realtime(&self, i: usize) -> Option<u64> {
-        let hdr = &self.msgs[i].msg_hdr;
-        // SAFETY: the kernel filled `hdr`'s control buffer; the CMSG macros walk it within
-        // `msg_controllen`.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(hdr);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                    return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-                }
-                c = libc::CMSG_NXTHDR(hdr, c);
-            }
-        }
-        None
+        })
     }
 }
 

@@ -38,9 +38,14 @@
 //! Realtime contract: [`TcpPcmSender::connect`] and [`TcpPcmReceiver::bind`] resolve names and
 //! allocate; afterwards nothing here allocates, locks or blocks: every syscall is
 //! non-blocking (`socket`, `connect`, `poll` with timeout 0, `send`, `accept4`, `recv`,
-//! `close`), counters are atomics and events go to the realtime event queue.
+//! `close`), counters are atomics and events go to the realtime event queue. Sockets are
+//! made, set up and accepted through `socket2`, whose calls are one syscall each on stack
+//! values; the reads and writes of the stream are written by hand, as in [`crate::net`].
 
-use crate::net::{DatagramOut, StreamInput, clock_ns, monotonic_ns, resolve};
+use crate::net::{
+    DatagramOut, StampClock, StreamInput, arrival_stamp, enable_timestamps, errno, monotonic_ns,
+    resolve, set_dscp, syscall_len,
+};
 use core::borrow::BorrowMut;
 use engine::format::StreamFormat;
 use engine::receiver::Receiver;
@@ -49,10 +54,11 @@ use engine::rtlog::{Event, EventProducer};
 use engine::session::{PcmStreamFramer, ReceiverSession};
 use engine::wire::{MAX_PACKET_LEN, PacketHeader};
 use serde_json::{Value, json};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -121,83 +127,11 @@ impl TcpStats {
     }
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
 fn close_fd(fd: i32) {
     if fd >= 0 {
         // SAFETY: `fd` is a socket this module opened and owns; it is closed exactly once
         // (every caller forgets it right after).
         unsafe { libc::close(fd) };
-    }
-}
-
-fn set_int_opt(fd: i32, level: i32, name: i32, v: libc::c_int) -> Result<(), i32> {
-    // SAFETY: setsockopt reads one c_int from a live local.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(errno()) }
-}
-
-/// A socket address in the form `connect` takes, built once at start-up.
-struct RawAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-    family: libc::c_int,
-}
-
-impl RawAddr {
-    fn new(a: SocketAddr) -> RawAddr {
-        // SAFETY: sockaddr_storage is plain integers; all-zero is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let (len, family) = match a {
-            SocketAddr::V4(v4) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: v4.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-                unsafe {
-                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
-                };
-                (size_of::<libc::sockaddr_in>(), libc::AF_INET)
-            }
-            SocketAddr::V6(v6) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: v6.port().to_be(),
-                    sin6_flowinfo: v6.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: v6.ip().octets(),
-                    },
-                    sin6_scope_id: v6.scope_id(),
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-                unsafe {
-                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
-                };
-                (size_of::<libc::sockaddr_in6>(), libc::AF_INET6)
-            }
-        };
-        RawAddr {
-            storage,
-            len: len as libc::socklen_t,
-            family,
-        }
     }
 }
 
@@ -219,9 +153,10 @@ enum Conn {
 /// Single-threaded interior mutability (`Cell`): it lives on the capture thread only.
 pub struct TcpPcmSender {
     peer: SocketAddr,
-    addr: RawAddr,
+    /// `peer` as `connect` takes it, built once at start-up.
+    addr: SockAddr,
     frame_bytes: usize,
-    sndbuf: libc::c_int,
+    sndbuf: usize,
     dscp: Option<u8>,
     conn: Cell<Conn>,
     /// The unwritten end of a write the socket took in part, finished before anything else.
@@ -249,9 +184,9 @@ impl TcpPcmSender {
         let sndbuf = (format.rate as usize * format.frame_bytes() / 4).clamp(16 << 10, 4 << 20);
         Ok(TcpPcmSender {
             peer,
-            addr: RawAddr::new(peer),
+            addr: SockAddr::from(peer),
             frame_bytes: format.frame_bytes(),
-            sndbuf: sndbuf as libc::c_int,
+            sndbuf,
             dscp,
             conn: Cell::new(Conn::Idle { retry_at: 0 }),
             pending: RefCell::new(vec![0; MAX_PACKET_LEN].into_boxed_slice()),
@@ -296,51 +231,33 @@ impl TcpPcmSender {
     }
 
     fn start_connect(&self, now: u64) {
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                self.addr.family,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
+        // socket2's calls are one syscall each on stack values (no allocation; an error is the
+        // errno in an io::Error), so they may run here, on the capture thread.
+        let v6 = self.peer.is_ipv6();
+        let ty = Type::STREAM.nonblocking().cloexec();
+        let sock = match Socket::new(Domain::for_address(self.peer), ty, None) {
+            Ok(s) => s,
+            Err(e) => return self.connect_failed(e.raw_os_error().unwrap_or(libc::EIO), now),
         };
-        if fd < 0 {
-            self.connect_failed(errno(), now);
-            return;
-        }
         // Raw PCM in small writes: no Nagle delay; a bounded send buffer (see `connect`).
-        let _ = set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-        let _ = set_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, self.sndbuf);
+        let _ = sock.set_tcp_nodelay(true);
+        let _ = sock.set_send_buffer_size(self.sndbuf);
         if let Some(d) = self.dscp {
-            let (level, name) = if self.addr.family == libc::AF_INET6 {
-                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
-            } else {
-                (libc::IPPROTO_IP, libc::IP_TOS)
-            };
-            let _ = set_int_opt(fd, level, name, (d as libc::c_int) << 2);
+            let _ = set_dscp(&sock, v6, d);
         }
-        // SAFETY: `addr.storage` holds a valid sockaddr of `addr.len` bytes.
-        let r = unsafe {
-            libc::connect(
-                fd,
-                (&self.addr.storage as *const libc::sockaddr_storage).cast(),
-                self.addr.len,
-            )
+        let e = match sock.connect(&self.addr) {
+            Ok(()) => return self.connected(sock.into_raw_fd(), now),
+            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
         };
-        if r == 0 {
-            self.connected(fd, now);
-            return;
-        }
-        match errno() {
+        match e {
             libc::EINPROGRESS | libc::EINTR => {
+                let fd = sock.into_raw_fd();
                 self.conn.set(Conn::Connecting { fd, since: now });
                 // On a LAN it is often complete already.
                 self.check_connect(fd, now, now);
             }
-            e => {
-                close_fd(fd);
-                self.connect_failed(e, now);
-            }
+            // Dropping `sock` closes it.
+            e => self.connect_failed(e, now),
         }
     }
 
@@ -353,19 +270,12 @@ impl TcpPcmSender {
         // SAFETY: one live pollfd; timeout 0, so poll never sleeps.
         let r = unsafe { libc::poll(&mut p, 1, 0) };
         if r > 0 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
-            let mut err: libc::c_int = 0;
-            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: getsockopt writes at most `len` bytes into a live c_int.
-            let r = unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    (&mut err as *mut libc::c_int).cast(),
-                    &mut len,
-                )
+            // SAFETY: `fd` is the live socket of the connect in flight, owned by `self.conn`.
+            let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+            let err = match SockRef::from(&sock).take_error() {
+                Ok(None) => 0,
+                Ok(Some(e)) | Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
             };
-            let err = if r != 0 { errno() } else { err };
             if err == 0 {
                 self.connected(fd, now);
             } else {
@@ -608,34 +518,15 @@ impl TcpPcmReceiver {
         msg.msg_iovlen = 1;
         msg.msg_control = self.control.as_mut_ptr().cast();
         msg.msg_controllen = size_of_val(&self.control) as _;
+        // By hand on purpose, like the datagram path (`crate::net`): one non-blocking
+        // `recvmsg` straight into the framer's buffer, with the arrival stamp in a control
+        // buffer owned by `self`; socket2's `recvmsg` would parse no control message for us.
         // SAFETY: `msg` points at one iovec over the framer's live writable buffer and at the
         // live control buffer, both owned by `self` for the duration of the call.
-        let n = unsafe { libc::recvmsg(self.fd, &mut msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(errno());
-        }
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let mut t = mono;
-        if msg.msg_controllen > 0 {
-            let real = clock_ns(libc::CLOCK_REALTIME) as i128;
-            // SAFETY: the kernel filled the control buffer; the CMSG macros walk it within
-            // `msg_controllen`.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&msg);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET
-                        && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
-                    {
-                        let ts =
-                            std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                        let stamp = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
-                        t = (stamp - real + mono as i128).clamp(0, mono as i128) as u64;
-                    }
-                    c = libc::CMSG_NXTHDR(&msg, c);
-                }
-            }
-        }
-        Ok((n as usize, t))
+        let n = syscall_len(unsafe { libc::recvmsg(self.fd, &mut msg, libc::MSG_DONTWAIT) })?;
+        // SAFETY: the kernel filled `msg`; its control buffer is `self.control`.
+        let t = StampClock::now().monotonic(unsafe { arrival_stamp(&msg) });
+        Ok((n, t))
     }
 
     /// The local address.
@@ -664,26 +555,20 @@ impl TcpPcmReceiver {
     /// Takes every connection waiting; the newest replaces the current one.
     fn accept_new(&mut self) {
         for _ in 0..MAX_ACCEPTS {
-            // SAFETY: accept4 with no address buffer; the listener's fd is live.
-            let fd = unsafe {
-                libc::accept4(
-                    self.listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd < 0 {
+            // One accept4 making the socket non-blocking; the peer's address stays on the
+            // stack (socket2 allocates nothing here).
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let Ok((sock, _)) = SockRef::from(&self.listener).accept4(flags) else {
                 // EAGAIN: none waiting; anything else (ECONNABORTED, EMFILE): try next time.
                 return;
-            }
+            };
             if self.fd >= 0 {
                 self.close(-1);
             }
             let now = monotonic_ns();
             // Kernel arrival times of what is read (best effort: read times otherwise).
-            let _ = set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
-            self.fd = fd;
+            let _ = enable_timestamps(&sock);
+            self.fd = sock.into_raw_fd();
             // A stream of its own, never the id of the one before.
             let count = self.framer.connect(now);
             TcpStats::bump(&self.stats.connections, 1);

@@ -13,7 +13,8 @@
 //!
 //! The housekeeping thread ([`crate::housekeeping::run`]) reads the heartbeats every tick
 //! through a [`Watch`], which decides:
-//! * feed `WATCHDOG=1`, at most once every [`FEED_INTERVAL`], only when every heartbeat
+//! * feed `WATCHDOG=1`, at most once every [`feed_interval`] (half systemd's watchdog timeout,
+//!   as systemd recommends; [`FEED_INTERVAL`] without one), only when every heartbeat
 //!   advanced since the last feed and within the last [`FRESH`]: a loop stuck past its period
 //!   deadline by more than that is not fed for;
 //! * give up at once when a loop panicked, or returned while the daemon runs; and when a
@@ -30,7 +31,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How often the watchdog is fed at most.
+/// How often the watchdog is fed at most when systemd watches no timeout (`WATCHDOG_USEC`
+/// unset): the notifications still show the realtime threads are alive.
 pub const FEED_INTERVAL: Duration = Duration::from_secs(1);
 /// A heartbeat older than this is not fed for. A loop turns at least every 100 ms (its device
 /// wait), and while its device is away at least every
@@ -186,24 +188,31 @@ impl TestFault {
     }
 }
 
-/// The stall limit: half systemd's watchdog timeout (`WATCHDOG_USEC`, when it is meant for this
-/// process), so the log says why before systemd's watchdog fires; [`MAX_STALL`] without one;
-/// always within [`MIN_STALL`]..=[`MAX_STALL`].
-pub fn stall_limit() -> Duration {
-    stall_limit_for(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    )
+/// systemd's watchdog timeout for this process: `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset
+/// or names this process (read as `sd_watchdog_enabled()` does, by [`sd_notify`]).
+pub fn systemd_timeout() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
 }
 
-fn stall_limit_for(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Duration {
-    // As sd_watchdog_enabled(): WATCHDOG_PID, when set, names the process it is for.
-    let ours = pid.is_none_or(|p| p.parse::<u32>().is_ok_and(|p| p == my_pid));
-    match usec.and_then(|u| u.parse::<u64>().ok()).filter(|_| ours) {
-        Some(us) => (Duration::from_micros(us) / 2).clamp(MIN_STALL, MAX_STALL),
-        None => MAX_STALL,
-    }
+/// The stall limit: half systemd's watchdog timeout ([`systemd_timeout`]), so the log says why
+/// before systemd's watchdog fires; [`MAX_STALL`] without one; always within
+/// [`MIN_STALL`]..=[`MAX_STALL`].
+pub fn stall_limit() -> Duration {
+    stall_limit_for(systemd_timeout())
+}
+
+/// How often the watchdog is fed at most: half systemd's watchdog timeout
+/// ([`systemd_timeout`]), as systemd recommends; [`FEED_INTERVAL`] without one.
+pub fn feed_interval() -> Duration {
+    feed_interval_for(systemd_timeout())
+}
+
+fn stall_limit_for(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(MAX_STALL, |t| (t / 2).clamp(MIN_STALL, MAX_STALL))
+}
+
+fn feed_interval_for(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(FEED_INTERVAL, |t| t / 2)
 }
 
 /// What the housekeeping thread does after a look at the heartbeats.
@@ -229,12 +238,14 @@ struct Seen {
 pub struct Watch {
     seen: Vec<Seen>,
     next_feed: Instant,
+    feed_interval: Duration,
     feeds: u64,
     stall_limit: Duration,
 }
 
 impl Watch {
-    /// Watches `n` heartbeats from `now`, giving up on one silent for `stall_limit`.
+    /// Watches `n` heartbeats from `now`, giving up on one silent for `stall_limit`; feeds at
+    /// most once every [`FEED_INTERVAL`] (see [`feeding_every`](Self::feeding_every)).
     pub fn new(n: usize, now: Instant, stall_limit: Duration) -> Watch {
         let seen = Seen {
             beats: 0,
@@ -244,9 +255,17 @@ impl Watch {
         Watch {
             seen: vec![seen; n],
             next_feed: now + FEED_INTERVAL,
+            feed_interval: FEED_INTERVAL,
             feeds: 0,
             stall_limit,
         }
+    }
+
+    /// The same watch, feeding at most once every `interval` (e.g. [`feed_interval`]).
+    pub fn feeding_every(mut self, interval: Duration) -> Watch {
+        self.next_feed = self.next_feed - self.feed_interval + interval;
+        self.feed_interval = interval;
+        self
     }
 
     /// Times the watchdog was fed.
@@ -288,7 +307,7 @@ impl Watch {
         for s in &mut self.seen {
             s.fed_at_beats = s.beats;
         }
-        self.next_feed = now + FEED_INTERVAL;
+        self.next_feed = now + self.feed_interval;
         self.feeds += 1;
         Verdict::Feed
     }
@@ -355,6 +374,17 @@ mod tests {
         let v = run(&mut w, &hb, &mut t, 20_000 * MS, Some(2_000 * MS));
         assert!(v.len() >= 9, "{v:?}");
         assert!(v.iter().all(|(_, v)| *v == Verdict::Feed), "{v:?}");
+    }
+
+    #[test]
+    fn fed_at_the_interval_given() {
+        let hb = Heartbeat::new("na-test");
+        let _running = hb.running();
+        let mut t = Instant::now();
+        let mut w = Watch::new(1, t, MAX_STALL).feeding_every(3_000 * MS);
+        let v = run(&mut w, &hb, &mut t, 10_000 * MS, Some(5 * MS));
+        let at: Vec<Duration> = v.iter().map(|(at, _)| *at).collect();
+        assert_eq!(at, [3_000 * MS, 6_000 * MS, 9_000 * MS], "{v:?}");
     }
 
     #[test]
@@ -438,20 +468,76 @@ mod tests {
 
     #[test]
     fn the_stall_limit_follows_systemds_watchdog() {
-        assert_eq!(stall_limit_for(None, None, 7), MAX_STALL);
+        let s = Duration::from_secs;
+        assert_eq!(stall_limit_for(None), MAX_STALL);
         assert_eq!(
-            stall_limit_for(Some("30000000"), None, 7),
+            stall_limit_for(Some(s(30))),
             MAX_STALL,
             "WatchdogSec=30: at most 10 s"
         );
-        assert_eq!(
-            stall_limit_for(Some("8000000"), Some("7"), 7),
-            Duration::from_secs(4)
+        assert_eq!(stall_limit_for(Some(s(8))), s(4));
+        assert_eq!(stall_limit_for(Some(s(2))), MIN_STALL);
+        // Fed at half the timeout, as systemd recommends; once a second without one.
+        assert_eq!(feed_interval_for(None), FEED_INTERVAL);
+        assert_eq!(feed_interval_for(Some(s(30))), s(15));
+        assert_eq!(feed_interval_for(Some(s(6))), s(3));
+    }
+
+    /// Prints what the daemon reads from the environment; run in a process of its own, with
+    /// the variables set, by the test below.
+    #[test]
+    #[ignore = "run by the_watchdog_timings_are_read_from_systemds_environment"]
+    fn print_the_watchdog_timings() {
+        println!(
+            "timings: {} {}",
+            stall_limit().as_millis(),
+            feed_interval().as_millis()
         );
-        assert_eq!(stall_limit_for(Some("2000000"), None, 7), MIN_STALL);
+    }
+
+    /// The stall limit and the feed interval (ms) a new process reads with `WATCHDOG_USEC`
+    /// set to `usec` and `WATCHDOG_PID` to `pid` (`$$`: its own pid), when given.
+    fn timings_with(usec: Option<&str>, pid: Option<&str>) -> (u128, u128) {
+        let mut script = String::new();
+        if let Some(u) = usec {
+            script += &format!("export WATCHDOG_USEC='{u}'; ");
+        }
+        if let Some(p) = pid {
+            script += &format!("export WATCHDOG_PID={p}; ");
+        }
+        script += r#"exec "$0" "$@""#;
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "watchdog::tests::print_the_watchdog_timings"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| Some(l.split_once("timings: ")?.1))
+            .unwrap_or_else(|| panic!("{text}"));
+        let (stall, feed) = line.split_once(' ').unwrap();
+        (stall.parse().unwrap(), feed.parse().unwrap())
+    }
+
+    #[test]
+    fn the_watchdog_timings_are_read_from_systemds_environment() {
+        assert_eq!(timings_with(None, None), (10_000, 1_000));
+        assert_eq!(
+            timings_with(Some("30000000"), None),
+            (10_000, 15_000),
+            "WatchdogSec=30: at most 10 s"
+        );
+        assert_eq!(timings_with(Some("8000000"), Some("$$")), (4_000, 4_000));
+        assert_eq!(timings_with(Some("2000000"), None), (3_000, 1_000));
         // Meant for another process, or unreadable: ignored.
-        assert_eq!(stall_limit_for(Some("8000000"), Some("8"), 7), MAX_STALL);
-        assert_eq!(stall_limit_for(Some("soon"), None, 7), MAX_STALL);
+        assert_eq!(timings_with(Some("8000000"), Some("1")), (10_000, 1_000));
+        assert_eq!(timings_with(Some("soon"), None), (10_000, 1_000));
     }
 
     #[test]

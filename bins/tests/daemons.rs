@@ -376,6 +376,13 @@ fn bad_arguments_name_the_value_and_the_fix() {
     }
 }
 
+/// One notification datagram as text: `VAR=value` lines, each ended by a newline or not (as
+/// `sd_notify(3)` allows); one variable a datagram here.
+fn notification(datagram: &[u8]) -> String {
+    let text = String::from_utf8_lossy(datagram);
+    text.strip_suffix('\n').unwrap_or(&text).to_owned()
+}
+
 #[test]
 fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
     let _serial = serial();
@@ -395,14 +402,14 @@ fn under_systemd_it_notifies_ready_and_feeds_the_watchdog() {
         && seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2)
     {
         let n = sock.recv(&mut buf).expect("a notification within 5 s");
-        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        seen.push(notification(&buf[..n]));
     }
     terminate(&mut r);
     let n = sock.recv(&mut buf).unwrap();
-    let mut last = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let mut last = notification(&buf[..n]);
     while last == "WATCHDOG=1" {
         let n = sock.recv(&mut buf).unwrap();
-        last = String::from_utf8_lossy(&buf[..n]).into_owned();
+        last = notification(&buf[..n]);
     }
     assert_eq!(last, "STOPPING=1");
 }
@@ -418,7 +425,8 @@ struct FaultRun {
 }
 
 /// Runs `netaudio args` under a fake systemd (`NOTIFY_SOCKET`, `WATCHDOG_USEC` of 6 s: the
-/// daemon gives up on a silent realtime thread after 3 s) with `NETAUDIO_TEST_FAULT=fault`.
+/// daemon feeds the watchdog every 3 s and gives up on a silent realtime thread after 3 s) with
+/// `NETAUDIO_TEST_FAULT=fault`.
 fn run_with_fault(fault: &str, args: &[&str]) -> FaultRun {
     use std::io::Read;
     let path = tmp(&format!("notify-{fault}.sock"));
@@ -445,7 +453,7 @@ fn run_with_fault(fault: &str, args: &[&str]) -> FaultRun {
         let n = sock
             .recv(&mut buf)
             .unwrap_or_else(|e| panic!("{fault}: no notification within 10 s ({e}): {before:?}"));
-        before.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        before.push(notification(&buf[..n]));
     }
     // The daemon gone.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -463,7 +471,7 @@ fn run_with_fault(fault: &str, args: &[&str]) -> FaultRun {
     sock.set_nonblocking(true).unwrap();
     let mut after = Vec::new();
     while let Ok(n) = sock.recv(&mut buf) {
-        after.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        after.push(notification(&buf[..n]));
     }
     let mut stderr = String::new();
     d.0.stderr

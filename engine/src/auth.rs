@@ -22,6 +22,7 @@
 //! syscall; [`Key::from_hex`] and [`Key::to_hex`] are for start-up only.
 
 use core::fmt;
+use subtle::ConstantTimeEq;
 
 /// Bytes of the tag a packet carries.
 pub const TAG_LEN: usize = 16;
@@ -35,8 +36,17 @@ pub const DEFAULT_MAX_SKEW_NS: u64 = 10_000_000_000;
 pub const REPLAY_WINDOW: u32 = 64;
 
 /// A pre-shared key: 32 bytes, written as 64 hex characters.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Key([u8; KEY_LEN]);
+
+/// Keys compare in constant time too: a comparison that exits early tells how much matched.
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for Key {}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,21 +128,11 @@ impl Key {
     /// Whether `tag` is the tag of `authenticated`, compared in constant time.
     pub fn verify(&self, authenticated: &[u8], tag: &[u8]) -> bool {
         let want = self.tag(&[authenticated]);
-        tag.len() == TAG_LEN && constant_time_eq(&want, tag)
+        // `subtle` compares without an early exit (a slice of another length is unequal at
+        // once: the length is no secret); it is no_std and allocation-free, as the receiver's
+        // realtime thread needs.
+        bool::from(want[..].ct_eq(tag))
     }
-}
-
-/// Compares two byte strings of equal length without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    // Keep the optimiser from turning the fold back into an early-exit comparison.
-    core::hint::black_box(diff) == 0
 }
 
 /// The authentication extension of a packet.
