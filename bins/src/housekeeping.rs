@@ -28,11 +28,14 @@ pub fn install_signal_handlers() {
         SigSet::empty(),
     );
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        let _ = sigaction(Signal::SIGINT, &act);
-        let _ = sigaction(Signal::SIGTERM, &act);
-        let _ = sigaction(Signal::SIGPIPE, &ignore);
+    for (sig, how) in [
+        (Signal::SIGINT, &act),
+        (Signal::SIGTERM, &act),
+        (Signal::SIGPIPE, &ignore),
+    ] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; ignoring
+        // a signal has no precondition.
+        let _ = unsafe { sigaction(sig, how) };
     }
 }
 

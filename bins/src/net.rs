@@ -108,17 +108,23 @@ pub(crate) fn syscall_len(n: isize) -> Result<usize, i32> {
 /// `msg` is a header the kernel filled in (`recvmsg`, `recvmmsg`): its `msg_control` points at
 /// a live buffer of at least `msg_controllen` bytes.
 pub(crate) unsafe fn arrival_stamp(msg: &libc::msghdr) -> Option<u64> {
-    // SAFETY: per the contract, the CMSG macros walk a live control buffer within
-    // `msg_controllen`; the data of an SCM_TIMESTAMPNS message is one timespec.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-            }
-            c = libc::CMSG_NXTHDR(msg, c);
+    // SAFETY: per the contract, `msg_control` points at a live buffer of `msg_controllen`
+    // bytes, which CMSG_FIRSTHDR only reads the bounds of.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !c.is_null() {
+        // SAFETY: a non-null header from CMSG_FIRSTHDR/CMSG_NXTHDR lies inside the buffer.
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS {
+            // SAFETY: the data of an SCM_TIMESTAMPNS message is one timespec, inside the
+            // buffer; CMSG_DATA only computes its address.
+            let data = unsafe { libc::CMSG_DATA(c) } as *const libc::timespec;
+            // SAFETY: as above; the kernel does not align it, hence the unaligned read.
+            let ts = unsafe { std::ptr::read_unaligned(data) };
+            return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
         }
+        // SAFETY: `c` is a header inside the buffer; CMSG_NXTHDR stays within
+        // `msg_controllen` and returns null past the last one.
+        c = unsafe { libc::CMSG_NXTHDR(msg, c) };
     }
     None
 }

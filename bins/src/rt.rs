@@ -119,11 +119,11 @@ pub fn lock_memory() -> Result<(), String> {
 pub fn prefault(buf: &mut [u8]) {
     for i in (0..buf.len()).step_by(4096) {
         // Volatile, so the write is not optimised away.
-        // SAFETY: `i` is in bounds; writing the byte's own value back changes nothing.
-        unsafe {
-            let p = buf.as_mut_ptr().add(i);
-            std::ptr::write_volatile(p, std::ptr::read_volatile(p));
-        }
+        let p: *mut u8 = &mut buf[i];
+        // SAFETY: `p` points at a live byte of `buf`.
+        let v = unsafe { std::ptr::read_volatile(p) };
+        // SAFETY: as above; writing the byte's own value back changes nothing.
+        unsafe { std::ptr::write_volatile(p, v) };
     }
 }
 

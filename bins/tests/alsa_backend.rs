@@ -420,8 +420,10 @@ impl Counting {
 
 fn make_realtime() {
     let p = libc::sched_param { sched_priority: 50 };
-    // SAFETY: `pthread_self()` is this live thread and `p` a valid parameter block.
-    let r = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) };
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    // SAFETY: `me` is this live thread and `p` a valid parameter block.
+    let r = unsafe { libc::pthread_setschedparam(me, libc::SCHED_FIFO, &p) };
     if r != 0 {
         eprintln!("note: SCHED_FIFO refused (errno {r}); test threads run at normal priority");
     }
@@ -636,14 +638,14 @@ impl Jackd {
         let out = std::fs::File::create(&log).expect("jackd log");
         let err = out.try_clone().expect("jackd log");
         let mut cmd = Command::new("jackd");
+        let hook = || {
+            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of the calling process.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+            Ok(())
+        };
         // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
         // is async-signal-safe. It makes the kernel stop jackd if this test is killed outright.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        unsafe { cmd.pre_exec(hook) };
         let child = cmd
             .args([
                 "-R", "-P", "70", "-S", "-d", "dummy", "-r", "48000", "-p", "256",
@@ -1532,15 +1534,17 @@ fn alsa_backend_on_a_jack_rig() {
     let dir = std::env::temp_dir().join(&server);
     std::fs::create_dir_all(&dir).unwrap();
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/alsa_rig.conf");
-    // SAFETY: set before any ALSA or JACK call, while this test (the only one in this binary)
-    // is the only thread of the process reading the environment.
-    unsafe {
-        std::env::set_var("JACK_DEFAULT_SERVER", &server);
-        std::env::set_var("JACK_NO_AUDIO_RESERVATION", "1");
-        std::env::set_var(
+    for (name, value) in [
+        ("JACK_DEFAULT_SERVER", server.clone()),
+        ("JACK_NO_AUDIO_RESERVATION", "1".to_string()),
+        (
             "ALSA_CONFIG_PATH",
             format!("/usr/share/alsa/alsa.conf:{}", conf.display()),
-        );
+        ),
+    ] {
+        // SAFETY: set before any ALSA or JACK call, while this test (the only one in this
+        // binary) is the only thread of the process reading the environment.
+        unsafe { std::env::set_var(name, value) };
     }
     let jackd = Jackd::start(&dir);
     eprintln!(

@@ -618,14 +618,14 @@ impl JackRig {
         let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/alsa_rig.conf");
         let log = std::fs::File::create(tmp(&format!("jackd-{name}.log"))).unwrap();
         let mut cmd = Command::new("jackd");
+        let hook = || {
+            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of the calling process.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+            Ok(())
+        };
         // SAFETY: the hook runs in the forked child before exec and only calls prctl(2), which
         // is async-signal-safe: jackd stops when this test process dies.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        unsafe { cmd.pre_exec(hook) };
         let jackd = cmd
             .args([
                 "-R", "-P", "70", "-S", "-d", "dummy", "-r", "48000", "-p", "256",

@@ -175,24 +175,22 @@ unsafe fn stereo_avx2(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32])
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let (mut acc2, mut acc3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
+    // Eight values of a slice from `at`, with `at + 8 <= n` kept by the loop below.
+    macro_rules! load8 {
+        ($s:expr, $at:expr) => {{
+            let p = $s.as_ptr().wrapping_add($at);
+            // SAFETY: the loop keeps `$at + 8 <= n` and every slice holds `n` values (sliced
+            // above), so the eight values read lie inside it; `loadu` needs no alignment.
+            unsafe { _mm256_loadu_ps(p) }
+        }};
+    }
     while i + 16 <= n {
-        // SAFETY: i + 16 <= n and every slice holds n values (sliced above).
-        unsafe {
-            let c = _mm256_fmadd_ps(
-                _mm256_loadu_ps(diff.as_ptr().add(i)),
-                av,
-                _mm256_loadu_ps(row.as_ptr().add(i)),
-            );
-            acc0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h0.as_ptr().add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h1.as_ptr().add(i)), acc1);
-            let c = _mm256_fmadd_ps(
-                _mm256_loadu_ps(diff.as_ptr().add(i + 8)),
-                av,
-                _mm256_loadu_ps(row.as_ptr().add(i + 8)),
-            );
-            acc2 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h0.as_ptr().add(i + 8)), acc2);
-            acc3 = _mm256_fmadd_ps(c, _mm256_loadu_ps(h1.as_ptr().add(i + 8)), acc3);
-        }
+        let c = _mm256_fmadd_ps(load8!(diff, i), av, load8!(row, i));
+        acc0 = _mm256_fmadd_ps(c, load8!(h0, i), acc0);
+        acc1 = _mm256_fmadd_ps(c, load8!(h1, i), acc1);
+        let c = _mm256_fmadd_ps(load8!(diff, i + 8), av, load8!(row, i + 8));
+        acc2 = _mm256_fmadd_ps(c, load8!(h0, i + 8), acc2);
+        acc3 = _mm256_fmadd_ps(c, load8!(h1, i + 8), acc3);
         i += 16;
     }
     let (acc0, acc1) = (_mm256_add_ps(acc0, acc2), _mm256_add_ps(acc1, acc3));
@@ -211,35 +209,32 @@ fn stereo_neon(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32]) -> (f3
     use std::arch::aarch64::*;
     let n = row.len();
     let (diff, h0, h1) = (&diff[..n], &h0[..n], &h1[..n]);
-    // SAFETY: NEON is part of aarch64's baseline; every load reads at most i + 8 <= n values of
-    // a slice holding n (sliced above).
-    unsafe {
-        let av = vdupq_n_f32(a);
-        let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-        let (mut acc2, mut acc3) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-        let mut i = 0;
-        while i + 8 <= n {
-            let c = vfmaq_f32(
-                vld1q_f32(row.as_ptr().add(i)),
-                vld1q_f32(diff.as_ptr().add(i)),
-                av,
-            );
-            acc0 = vfmaq_f32(acc0, c, vld1q_f32(h0.as_ptr().add(i)));
-            acc1 = vfmaq_f32(acc1, c, vld1q_f32(h1.as_ptr().add(i)));
-            let c = vfmaq_f32(
-                vld1q_f32(row.as_ptr().add(i + 4)),
-                vld1q_f32(diff.as_ptr().add(i + 4)),
-                av,
-            );
-            acc2 = vfmaq_f32(acc2, c, vld1q_f32(h0.as_ptr().add(i + 4)));
-            acc3 = vfmaq_f32(acc3, c, vld1q_f32(h1.as_ptr().add(i + 4)));
-            i += 8;
-        }
-        (
-            vaddvq_f32(vaddq_f32(acc0, acc2)),
-            vaddvq_f32(vaddq_f32(acc1, acc3)),
-        )
+    // Four values of a slice from `at`, with `at + 4 <= n` kept by the loop below.
+    macro_rules! load4 {
+        ($s:expr, $at:expr) => {{
+            let p = $s.as_ptr().wrapping_add($at);
+            // SAFETY: NEON is part of aarch64's baseline; the loop keeps `$at + 4 <= n` and
+            // every slice holds `n` values (sliced above), so the four values read lie inside.
+            unsafe { vld1q_f32(p) }
+        }};
     }
+    let av = vdupq_n_f32(a);
+    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let (mut acc2, mut acc3) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let mut i = 0;
+    while i + 8 <= n {
+        let c = vfmaq_f32(load4!(row, i), load4!(diff, i), av);
+        acc0 = vfmaq_f32(acc0, c, load4!(h0, i));
+        acc1 = vfmaq_f32(acc1, c, load4!(h1, i));
+        let c = vfmaq_f32(load4!(row, i + 4), load4!(diff, i + 4), av);
+        acc2 = vfmaq_f32(acc2, c, load4!(h0, i + 4));
+        acc3 = vfmaq_f32(acc3, c, load4!(h1, i + 4));
+        i += 8;
+    }
+    (
+        vaddvq_f32(vaddq_f32(acc0, acc2)),
+        vaddvq_f32(vaddq_f32(acc1, acc3)),
+    )
 }
 
 /// [`ResampleStage::frames`] compiled for AVX2 and FMA, the kernel inlined.
