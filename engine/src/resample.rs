@@ -203,8 +203,11 @@ unsafe fn stereo_avx2(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32])
 }
 
 /// The same in one pass with 4-lane fused multiply-adds (aarch64: NEON is in the baseline).
+/// The attribute makes the NEON intrinsics safe to call here (a function without it must
+/// call them in `unsafe`, baseline or not).
 #[cfg(target_arch = "aarch64")]
-#[inline(always)]
+#[target_feature(enable = "neon")]
+#[inline]
 fn stereo_neon(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32]) -> (f32, f32) {
     use std::arch::aarch64::*;
     let n = row.len();
@@ -213,8 +216,8 @@ fn stereo_neon(row: &[f32], diff: &[f32], a: f32, h0: &[f32], h1: &[f32]) -> (f3
     macro_rules! load4 {
         ($s:expr, $at:expr) => {{
             let p = $s.as_ptr().wrapping_add($at);
-            // SAFETY: NEON is part of aarch64's baseline; the loop keeps `$at + 4 <= n` and
-            // every slice holds `n` values (sliced above), so the four values read lie inside.
+            // SAFETY: the loop keeps `$at + 4 <= n` and every slice holds `n` values (sliced
+            // above), so the four values read lie inside it.
             unsafe { vld1q_f32(p) }
         }};
     }
@@ -396,7 +399,8 @@ impl ResampleStage {
             #[cfg(target_arch = "aarch64")]
             {
                 self.frames(n, from, to, |_, row, diff, a, h0, h1| {
-                    stereo_neon(row, diff, a, h0, h1)
+                    // SAFETY: NEON is part of every aarch64 CPU (the target's baseline).
+                    unsafe { stereo_neon(row, diff, a, h0, h1) }
                 })
             }
             #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
