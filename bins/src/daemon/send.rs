@@ -13,13 +13,13 @@ use crate::housekeeping::{self, STOP};
 use crate::net::UdpSender;
 use crate::pcm::Capture;
 use crate::rt;
-use crate::status::Meter;
+use crate::status::{Meter, with_fields};
 use crate::stream::{self, AnyPacketizer};
 use crate::tcp::TcpPcmSender;
 use crate::watchdog::{Heartbeat, TestFault};
 use engine::rtlog;
 use engine::sender::Sender;
-use engine::stats::Stats;
+use engine::stats::{Side, Stats};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -147,27 +147,18 @@ pub fn send(
     }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
-    let mut j = json!({
+    let mut j = with_fields(
+        json!(s.side(Side::Sender)),
+        json!({
             "role": "sender",
-            "packets_sent": s.packets_sent,
-            "frames_sent": s.frames_sent,
-            "send_errors": s.send_errors,
-            "nacks_received": s.nacks_received,
-            "retransmits_sent": s.retransmits_sent,
-            "retransmit_bytes_sent": s.retransmit_bytes_sent,
-            "resends_capped": s.resends_capped,
-            "resends_over_limit": s.resends_over_limit,
-            "nack_auth_failures": s.nack_auth_failures,
-            "nack_replays": s.nack_replays,
-            "xruns": s.xruns,
-            "device_lost": s.device_lost,
             "allocations_rt": rep.allocations,
             "frees_rt": rep.frees,
             "periods": rep.periods,
             "cpu_seconds": cpu_seconds() - cpu0,
             "rt_fifo": outcome.fifo,
             "rt_pinned": outcome.pinned,
-    });
+        }),
+    );
     if let Some(t) = tcp_stats {
         log::info!("{}", t.line());
         t.add_json(&mut j);
