@@ -1,5 +1,5 @@
-//! The JSON the daemons write at the end of a run (`--stats-json`): the receiver's counters
-//! and writing the file.
+//! The JSON the daemons write at the end of a run (`--stats-json`): their counters and writing
+//! the file.
 
 use crate::rt;
 use crate::status::with_fields;
@@ -15,16 +15,21 @@ pub(crate) fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result
     Ok(())
 }
 
-pub(crate) fn receiver_json(
+/// A daemon's `--stats-json`: every counter of its side, and what its realtime thread reported.
+pub(crate) fn stats_json(
+    side: Side,
     s: &StatsSnapshot,
     rep: &LoopReport,
     cpu: f64,
     outcome: &rt::RtOutcome,
 ) -> Value {
     with_fields(
-        json!(s.side(Side::Receiver)),
+        json!(s.side(side)),
         json!({
-            "role": "receiver",
+            "role": match side {
+                Side::Sender => "sender",
+                Side::Receiver => "receiver",
+            },
             "allocations_rt": rep.allocations,
             "frees_rt": rep.frees,
             "periods": rep.periods,
@@ -37,4 +42,48 @@ pub(crate) fn receiver_json(
 
 pub(super) fn finite(v: f64) -> Value {
     if v.is_finite() { json!(v) } else { Value::Null }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_daemon_reports_its_sides_counters_and_its_loop() {
+        let s = StatsSnapshot {
+            gaps: 2,
+            packets_sent: 9,
+            xruns: 1,
+            drift_ppm: 4.5,
+            ..Default::default()
+        };
+        let rep = LoopReport {
+            allocations: 0,
+            frees: 0,
+            periods: 100,
+        };
+        let outcome = rt::RtOutcome {
+            fifo: true,
+            ..Default::default()
+        };
+        let rx = stats_json(Side::Receiver, &s, &rep, 0.5, &outcome);
+        assert_eq!(rx["role"], "receiver");
+        assert_eq!(
+            (rx["gaps"].clone(), rx["drift_ppm"].clone()),
+            (json!(2), json!(4.5))
+        );
+        assert_eq!(
+            (rx["periods"].clone(), rx["rt_fifo"].clone()),
+            (json!(100), json!(true))
+        );
+        assert!(rx.get("packets_sent").is_none(), "{rx}");
+        let tx = stats_json(Side::Sender, &s, &rep, 0.5, &outcome);
+        assert_eq!(tx["role"], "sender");
+        assert_eq!(
+            (tx["packets_sent"].clone(), tx["xruns"].clone()),
+            (json!(9), json!(1))
+        );
+        // A sender plays nothing: readers take its xruns for its gaps.
+        assert!(tx.get("gaps").is_none(), "{tx}");
+    }
 }

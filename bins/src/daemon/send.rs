@@ -2,7 +2,7 @@
 
 use super::devices::{AnyCapture, open_capture};
 use super::options::{AudioOptions, Proto, RunOptions, refuse_key_unless_native};
-use super::report::write_json;
+use super::report::{stats_json, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
     start_status, with_sender_key,
@@ -147,24 +147,13 @@ pub fn send(
     }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
-    let mut j = with_fields(
-        json!(s.side(Side::Sender)),
-        json!({
-            "role": "sender",
-            "allocations_rt": rep.allocations,
-            "frees_rt": rep.frees,
-            "periods": rep.periods,
-            "cpu_seconds": cpu_seconds() - cpu0,
-            "rt_fifo": outcome.fifo,
-            "rt_pinned": outcome.pinned,
-        }),
-    );
+    let mut j = stats_json(Side::Sender, &s, &rep, cpu_seconds() - cpu0, &outcome);
     if let Some(t) = tcp_stats {
         log::info!("{}", t.line());
         t.add_json(&mut j);
     }
-    if let (Some(o), Some(r)) = (j.as_object_mut(), rtp_json) {
-        o.extend(r.as_object().cloned().unwrap_or_default());
+    if let Some(r) = rtp_json {
+        j = with_fields(j, r);
     }
     Ok(write_json(&opts.stats_json, &j)?)
 }
