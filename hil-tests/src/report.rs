@@ -3,6 +3,7 @@
 use crate::plot::{self, PlotInput, TracePoint};
 use engine::sim::fidelity::FidelityReport;
 use engine::sim::{SimConfig, SimReport};
+use engine::stats::Side;
 use serde_json::{Value, json};
 
 /// CPU seconds this process has used (user + system), from /proc.
@@ -18,36 +19,34 @@ fn finite(v: f64) -> Value {
     }
 }
 
-/// Like [`finite`], to six decimals (wow & flutter is read in thousandths of a percent).
-fn finite6(v: f64) -> Value {
-    if v.is_finite() {
-        json!((v * 1e6).round() / 1e6)
-    } else {
-        Value::Null
+/// `v` serialised, its non-integer numbers rounded to `decimals` (the fidelity figures are read
+/// to a thousandth of a dB; wow & flutter to a millionth of a percent).
+fn rounded(v: impl serde::Serialize, decimals: i32) -> Value {
+    fn round(v: &mut Value, scale: f64) {
+        match v {
+            Value::Number(n) if n.is_f64() => {
+                *v = n
+                    .as_f64()
+                    .map_or(Value::Null, |x| json!((x * scale).round() / scale));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| round(x, scale)),
+            Value::Object(o) => o.values_mut().for_each(|x| round(x, scale)),
+            _ => {}
+        }
     }
+    let mut v = json!(v);
+    round(&mut v, 10f64.powi(decimals));
+    v
 }
 
 /// THD+N percentiles of a tone, as the JSON reports of sim, rig and demo give them.
 pub fn thdn_json(f: &FidelityReport) -> Value {
-    json!({
-        "median": finite(f.thdn.median_db),
-        "p95": finite(f.thdn.p95_db),
-        "worst": finite(f.thdn.worst_db),
-        "worst_with_startup": finite(f.thdn.worst_with_startup_db),
-        "windows": f.thdn.windows,
-        "silent_windows": f.thdn.silent_windows,
-        "outlier_windows": f.thdn.outlier_windows,
-        "tones_hz": std::iter::once(f.tone_hz).chain(f.second_tone_hz).collect::<Vec<_>>(),
-    })
+    rounded(f.thdn_summary(), 3)
 }
 
 /// Wow & flutter of the (first) tone.
 pub fn wow_flutter_json(f: &FidelityReport) -> Value {
-    json!({
-        "peak": finite6(f.wow_flutter_peak_pct),
-        "rms": finite6(f.wow_flutter_rms_pct),
-        "mean_freq_hz": finite6(f.mean_freq_hz),
-    })
+    rounded(f.wow_flutter_summary(), 6)
 }
 
 /// The THD+N and wow & flutter line of the text reports.
@@ -96,18 +95,8 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "wow_flutter_pct": r.fidelity.map(|f| wow_flutter_json(&f)),
         "engine_gaps": e.gaps,
         "counters_agree": e.gaps == a.gaps,
-        "engine": {
-            "packets_received": e.packets_received,
-            "duplicate_packets": e.duplicate_packets,
-            "late_packets": e.late_packets,
-            "foreign_packets": e.foreign_packets,
-            "invalid_packets": e.invalid_packets,
-            "resyncs": e.resyncs,
-            "streams_ended": e.streams_ended,
-            "slip_drops": e.slip_drops,
-            "slip_inserts": e.slip_inserts,
-            "frames_played": e.frames_played,
-        },
+        // Every receiver counter, as the receiver's `--stats-json` names them.
+        "engine": e.side(Side::Receiver),
         "analyzer_slip_frames": finite(r.analyzer_slip_frames),
         "gap_list": r.gaps.iter().take(1000).map(|g| json!({
             "t_s": finite(g.t_s),

@@ -5,7 +5,7 @@
 use super::devices::{AnyPlayback, open_playback, playback_candidates};
 use super::options::{AudioOptions, ReceiveOptions, RunOptions};
 use super::recv::{receiver_for, spawn_receiver};
-use super::report::{fidelity_json, finite, write_json};
+use super::report::{finite, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
     with_receiver_key, with_sender_key,
@@ -23,7 +23,7 @@ use engine::rtlog;
 use engine::sender::Sender;
 use engine::sim::fidelity::{FidelityAnalyzer, FidelityReport};
 use engine::sim::signal::SourceKind;
-use engine::stats::Stats;
+use engine::stats::{Side, Stats};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -295,6 +295,11 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
         "cpu_seconds": cpu,
         "rt_fifo": r_out.fifo && t_out.fifo,
         "source": d.source.spec(),
+        // Every counter of both engines, as the daemons' `--stats-json` gives them.
+        "engine": {
+            "sender": t.side(Side::Sender),
+            "receiver": s.side(Side::Receiver),
+        },
     });
     let fidelity = fidelity.map(|(fa, dropped)| {
         let f = fa.report();
@@ -307,12 +312,8 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
             "gaps are not measured frame by frame with a tone for a source; windows of THD+N \
              20 dB or more above the median (thdn_db.outlier_windows) stand for them"
         );
-        json["thdn_db"] = fidelity_json(&f);
-        json["wow_flutter_pct"] = json!({
-            "peak": finite(f.wow_flutter_peak_pct),
-            "rms": finite(f.wow_flutter_rms_pct),
-            "mean_freq_hz": finite(f.mean_freq_hz),
-        });
+        json["thdn_db"] = json!(f.thdn_summary());
+        json["wow_flutter_pct"] = json!(f.wow_flutter_summary());
         json["fidelity_dropped_frames"] = json!(dropped);
         json["fidelity_settle_s"] = json!(fidelity_settle_s(opts));
         f

@@ -3,7 +3,7 @@
 
 use super::devices::{AnyPlayback, open_playback, playback_candidates};
 use super::options::{AudioOptions, Proto, ReceiveOptions, RunOptions, refuse_key_unless_native};
-use super::report::{receiver_json, write_json};
+use super::report::{stats_json, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, report_rt, setup_rt, start_status, with_receiver_key,
 };
@@ -22,7 +22,7 @@ use engine::format::StreamFormat;
 use engine::receiver::{Receiver, ReceiverConfig};
 use engine::recovery::RecoveryMode;
 use engine::rtlog;
-use engine::stats::Stats;
+use engine::stats::{Side, Stats};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -202,7 +202,7 @@ pub fn recv(
     }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
-    let mut j = receiver_json(&s, &rep, cpu_seconds() - cpu0, &outcome);
+    let mut j = stats_json(Side::Receiver, &s, &rep, cpu_seconds() - cpu0, &outcome);
     if opts.proto == Proto::Rtp {
         j["proto"] = json!("rtp");
     }

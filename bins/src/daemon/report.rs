@@ -1,10 +1,10 @@
-//! The JSON the daemons write at the end of a run (`--stats-json`): the receiver's counters,
-//! a tone's THD+N, and writing the file.
+//! The JSON the daemons write at the end of a run (`--stats-json`): their counters and writing
+//! the file.
 
 use crate::rt;
+use crate::status::with_fields;
 use crate::stream::LoopReport;
-use engine::sim::fidelity::FidelityReport;
-use engine::stats::StatsSnapshot;
+use engine::stats::{Side, StatsSnapshot};
 use serde_json::{Value, json};
 
 pub(crate) fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result<(), String> {
@@ -15,62 +15,75 @@ pub(crate) fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result
     Ok(())
 }
 
-pub(crate) fn receiver_json(
+/// A daemon's `--stats-json`: every counter of its side, and what its realtime thread reported.
+pub(crate) fn stats_json(
+    side: Side,
     s: &StatsSnapshot,
     rep: &LoopReport,
     cpu: f64,
     outcome: &rt::RtOutcome,
 ) -> Value {
-    json!({
-        "role": "receiver",
-        "gaps": s.gaps,
-        "target_frames": s.target_frames,
-        "level_frames": s.level_frames,
-        "lost_packets": s.lost_packets,
-        "recovered_packets": s.recovered_packets,
-        "nacks_sent": s.nacks_sent,
-        "nack_bytes_sent": s.nack_bytes_sent,
-        "concealed_frames": s.concealed_frames,
-        "late_packets": s.late_packets,
-        "duplicate_packets": s.duplicate_packets,
-        "invalid_packets": s.invalid_packets,
-        "foreign_packets": s.foreign_packets,
-        "auth_failures": s.auth_failures,
-        "replayed_packets": s.replayed_packets,
-        "stale_packets": s.stale_packets,
-        "device_lost": s.device_lost,
-        "packets_received": s.packets_received,
-        "resyncs": s.resyncs,
-        "streams_ended": s.streams_ended,
-        "xruns": s.xruns,
-        "late_renders": s.late_renders,
-        "drift_ppm": s.drift_ppm,
-        "slip_drops": s.slip_drops,
-        "slip_inserts": s.slip_inserts,
-        "frames_played": s.frames_played,
-        "allocations_rt": rep.allocations,
-        "frees_rt": rep.frees,
-        "periods": rep.periods,
-        "cpu_seconds": cpu,
-        "rt_fifo": outcome.fifo,
-        "rt_pinned": outcome.pinned,
-    })
-}
-
-/// THD+N of a tone, as `hil-tests` reports it.
-pub(super) fn fidelity_json(f: &FidelityReport) -> Value {
-    json!({
-        "median": finite(f.thdn.median_db),
-        "p95": finite(f.thdn.p95_db),
-        "worst": finite(f.thdn.worst_db),
-        "worst_with_startup": finite(f.thdn.worst_with_startup_db),
-        "windows": f.thdn.windows,
-        "silent_windows": f.thdn.silent_windows,
-        "outlier_windows": f.thdn.outlier_windows,
-        "tones_hz": std::iter::once(f.tone_hz).chain(f.second_tone_hz).collect::<Vec<_>>(),
-    })
+    with_fields(
+        json!(s.side(side)),
+        json!({
+            "role": match side {
+                Side::Sender => "sender",
+                Side::Receiver => "receiver",
+            },
+            "allocations_rt": rep.allocations,
+            "frees_rt": rep.frees,
+            "periods": rep.periods,
+            "cpu_seconds": cpu,
+            "rt_fifo": outcome.fifo,
+            "rt_pinned": outcome.pinned,
+        }),
+    )
 }
 
 pub(super) fn finite(v: f64) -> Value {
     if v.is_finite() { json!(v) } else { Value::Null }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_daemon_reports_its_sides_counters_and_its_loop() {
+        let s = StatsSnapshot {
+            gaps: 2,
+            packets_sent: 9,
+            xruns: 1,
+            drift_ppm: 4.5,
+            ..Default::default()
+        };
+        let rep = LoopReport {
+            allocations: 0,
+            frees: 0,
+            periods: 100,
+        };
+        let outcome = rt::RtOutcome {
+            fifo: true,
+            ..Default::default()
+        };
+        let rx = stats_json(Side::Receiver, &s, &rep, 0.5, &outcome);
+        assert_eq!(rx["role"], "receiver");
+        assert_eq!(
+            (rx["gaps"].clone(), rx["drift_ppm"].clone()),
+            (json!(2), json!(4.5))
+        );
+        assert_eq!(
+            (rx["periods"].clone(), rx["rt_fifo"].clone()),
+            (json!(100), json!(true))
+        );
+        assert!(rx.get("packets_sent").is_none(), "{rx}");
+        let tx = stats_json(Side::Sender, &s, &rep, 0.5, &outcome);
+        assert_eq!(tx["role"], "sender");
+        assert_eq!(
+            (tx["packets_sent"].clone(), tx["xruns"].clone()),
+            (json!(9), json!(1))
+        );
+        // A sender plays nothing: readers take its xruns for its gaps.
+        assert!(tx.get("gaps").is_none(), "{tx}");
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::devices::{AnyCapture, open_capture};
 use super::options::{AudioOptions, Proto, RunOptions, refuse_key_unless_native};
-use super::report::write_json;
+use super::report::{stats_json, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
     start_status, with_sender_key,
@@ -13,13 +13,13 @@ use crate::housekeeping::{self, STOP};
 use crate::net::UdpSender;
 use crate::pcm::Capture;
 use crate::rt;
-use crate::status::Meter;
+use crate::status::{Meter, with_fields};
 use crate::stream::{self, AnyPacketizer};
 use crate::tcp::TcpPcmSender;
 use crate::watchdog::{Heartbeat, TestFault};
 use engine::rtlog;
 use engine::sender::Sender;
-use engine::stats::Stats;
+use engine::stats::{Side, Stats};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -147,33 +147,13 @@ pub fn send(
     }
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::sender_line(&s, rate));
-    let mut j = json!({
-            "role": "sender",
-            "packets_sent": s.packets_sent,
-            "frames_sent": s.frames_sent,
-            "send_errors": s.send_errors,
-            "nacks_received": s.nacks_received,
-            "retransmits_sent": s.retransmits_sent,
-            "retransmit_bytes_sent": s.retransmit_bytes_sent,
-            "resends_capped": s.resends_capped,
-            "resends_over_limit": s.resends_over_limit,
-            "nack_auth_failures": s.nack_auth_failures,
-            "nack_replays": s.nack_replays,
-            "xruns": s.xruns,
-            "device_lost": s.device_lost,
-            "allocations_rt": rep.allocations,
-            "frees_rt": rep.frees,
-            "periods": rep.periods,
-            "cpu_seconds": cpu_seconds() - cpu0,
-            "rt_fifo": outcome.fifo,
-            "rt_pinned": outcome.pinned,
-    });
+    let mut j = stats_json(Side::Sender, &s, &rep, cpu_seconds() - cpu0, &outcome);
     if let Some(t) = tcp_stats {
         log::info!("{}", t.line());
         t.add_json(&mut j);
     }
-    if let (Some(o), Some(r)) = (j.as_object_mut(), rtp_json) {
-        o.extend(r.as_object().cloned().unwrap_or_default());
+    if let Some(r) = rtp_json {
+        j = with_fields(j, r);
     }
     Ok(write_json(&opts.stats_json, &j)?)
 }

@@ -61,7 +61,10 @@ impl Source {
     pub fn snapshot(&self) -> Value {
         let s: StatsSnapshot = self.stats.snapshot();
         let rate = self.format.rate as f64;
-        json!({
+        // Every counter by its name, and what a screen reads in milliseconds.
+        with_fields(
+            json!(s),
+            json!({
             "role": self.role,
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "device": self.device,
@@ -72,36 +75,10 @@ impl Source {
             "peaks_dbfs": self.meter.peaks_db(self.format.channels as usize),
             "buffer_ms": s.level_frames * 1000.0 / rate,
             "target_ms": s.target_frames * 1000.0 / rate,
-            "packets_sent": s.packets_sent,
-            "send_errors": s.send_errors,
-            "packets_received": s.packets_received,
-            "lost_packets": s.lost_packets,
-            "recovered_packets": s.recovered_packets,
-            "late_packets": s.late_packets,
-            "duplicate_packets": s.duplicate_packets,
-            "invalid_packets": s.invalid_packets,
-            "auth_failures": s.auth_failures,
-            "replayed_packets": s.replayed_packets,
-            "stale_packets": s.stale_packets,
-            "device_lost": s.device_lost,
-            "nacks_sent": s.nacks_sent,
-            "nacks_received": s.nacks_received,
-            "retransmits_sent": s.retransmits_sent,
-            "retransmit_bytes_sent": s.retransmit_bytes_sent,
-            "resends_capped": s.resends_capped,
-            "resends_over_limit": s.resends_over_limit,
-            "nack_auth_failures": s.nack_auth_failures,
-            "nack_replays": s.nack_replays,
-            "frames_played": s.frames_played,
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
-            "gaps": s.gaps,
-            "resyncs": s.resyncs,
-            "streams_ended": s.streams_ended,
-            "xruns": s.xruns,
-            "late_renders": s.late_renders,
-            "drift_ppm": s.drift_ppm,
             "correction_ppm": s.ratio_ppm,
-        })
+            }),
+        )
     }
 
     /// The snapshot as Prometheus text.
@@ -115,6 +92,16 @@ impl Source {
         }
         out
     }
+}
+
+/// `counters` (a serialised [`StatsSnapshot`], or one side of it) with the fields of `extra`,
+/// which win a name they share.
+pub fn with_fields(counters: Value, extra: Value) -> Value {
+    let mut v = counters;
+    if let (Some(o), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        o.extend(extra);
+    }
+    v
 }
 
 /// Serves snapshots on `path` (and Prometheus text on `metrics` when given) until `stop`.
@@ -307,6 +294,50 @@ mod tests {
         assert!(
             s.contains("5 NACKs with bad or missing tags, 1 replayed"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn the_snapshot_names_every_counter_and_converts_frames_to_ms() {
+        let stats = Arc::new(Stats::default());
+        stats.publish(&StatsSnapshot {
+            gaps: 2,
+            packets_sent: 9,
+            level_frames: 960.0,
+            target_frames: 480.0,
+            concealed_frames: 48,
+            ratio_ppm: -3.5,
+            slip_drops: 1,
+            ..Default::default()
+        });
+        let format = engine::StreamFormat::new(48_000, 2, engine::format::SampleFormat::S16Le)
+            .expect("a valid format");
+        let source = Source {
+            role: "receiver",
+            format,
+            device: "virtual".into(),
+            address: "0.0.0.0:46000".into(),
+            stats,
+            meter: Arc::new(Meter::default()),
+            started: Instant::now(),
+        };
+        let v = source.snapshot();
+        assert_eq!(v["role"], "receiver");
+        assert_eq!(
+            (v["gaps"].clone(), v["packets_sent"].clone()),
+            (json!(2), json!(9))
+        );
+        assert_eq!(v["buffer_ms"], 20.0);
+        assert_eq!(v["target_ms"], 10.0);
+        assert_eq!(v["concealed_ms"], 1.0);
+        assert_eq!(v["correction_ppm"], -3.5);
+        // Every counter, by its name.
+        assert_eq!(v["slip_drops"], 1);
+        assert_eq!(v["device_lost"], 0);
+        assert!(
+            source
+                .prometheus()
+                .contains("netaudio_gaps{role=\"receiver\"} 2\n")
         );
     }
 }

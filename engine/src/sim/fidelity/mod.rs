@@ -48,7 +48,7 @@ mod dsp;
 mod report;
 
 pub use analyzer::FidelityAnalyzer;
-pub use report::{FidelityReport, ThdnStats, WindowPoint};
+pub use report::{FidelityReport, ThdnStats, ThdnSummary, WindowPoint, WowFlutterSummary};
 
 /// Frames per analysis window.
 pub const WINDOW: usize = 8192;
