@@ -73,10 +73,12 @@ impl Jackd {
     }
 }
 
-/// Removes what rig runs that were killed outright (SIGKILL) left behind: JACK semaphores and
-/// shared memory of their servers in /dev/shm, and their temporary directories. Only entries of
-/// `hil-rig-<pid>` servers whose process is gone are touched.
+/// Removes what rig runs that were killed outright (SIGKILL) left behind: their servers' slots
+/// in JACK's registry ([`reclaim_registry`]), JACK semaphores and shared memory of their
+/// servers in /dev/shm, and their temporary directories. Only entries of `hil-rig-<pid>`
+/// servers whose process is gone are touched.
 pub fn sweep_stale(tmp: &std::path::Path) {
+    reclaim_stale_servers();
     let dead = |name: &str| -> bool {
         let Some(rest) = name.split("hil-rig-").nth(1) else {
             return false;
@@ -103,6 +105,63 @@ pub fn sweep_stale(tmp: &std::path::Path) {
                     std::fs::remove_file(&p)
                 };
             }
+        }
+    }
+}
+
+/// JACK's shared-memory registry (jack2's `jack_shm_header_t`): a 24-byte header, then
+/// `MAX_SERVERS` (8) server slots of 264 bytes each: a pid, then a name such as
+/// `jack-0:hil-rig-1234:`.
+const REGISTRY: &str = "/dev/shm/jack-shm-registry";
+const REGISTRY_MAGIC: &[u8; 4] = b"KCAJ";
+const SERVERS_AT: usize = 24;
+const SERVER_SLOT: usize = 264;
+const MAX_SERVERS: usize = 8;
+
+/// Frees the registry slots of `hil-rig-…` servers whose jackd is gone, in `registry` (the
+/// file's bytes); `alive` says whether a pid runs. Returns how many were freed.
+///
+/// jackd reclaims a dead server's slot only for a server of the same name, and every rig run
+/// names its own (`hil-rig-<pid>`): a jackd that did not unregister (its run killed outright)
+/// would keep its slot for good, and after eight of them no server starts ("Too many servers
+/// already active"). Freeing a slot is what jackd itself does when it reclaims one: zeroes.
+pub fn reclaim_registry(registry: &mut [u8], alive: impl Fn(i32) -> bool) -> usize {
+    if registry.len() < SERVERS_AT || &registry[..4] != REGISTRY_MAGIC {
+        return 0;
+    }
+    let mut freed = 0;
+    for i in 0..MAX_SERVERS {
+        let at = SERVERS_AT + i * SERVER_SLOT;
+        let Some(slot) = registry.get_mut(at..at + SERVER_SLOT) else {
+            break;
+        };
+        let pid = i32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]);
+        let name = &slot[4..];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        let ours = name.windows(9).any(|w| w == b":hil-rig-");
+        if pid > 0 && ours && !alive(pid) {
+            slot.fill(0);
+            freed += 1;
+        }
+    }
+    freed
+}
+
+/// [`reclaim_registry`] on the machine's registry, if there is one.
+fn reclaim_stale_servers() {
+    let Ok(mut bytes) = std::fs::read(REGISTRY) else {
+        return;
+    };
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if reclaim_registry(&mut bytes, alive) > 0 {
+        // Only the server slots changed: write them back in place (the file is mapped by
+        // running servers, so it is not replaced).
+        use std::io::{Seek, SeekFrom, Write};
+        let end = (SERVERS_AT + MAX_SERVERS * SERVER_SLOT).min(bytes.len());
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(REGISTRY) {
+            let _ = f
+                .seek(SeekFrom::Start(SERVERS_AT as u64))
+                .and_then(|_| f.write_all(&bytes[SERVERS_AT..end]));
         }
     }
 }
@@ -238,6 +297,49 @@ pub fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn registry(slots: &[(i32, &str)]) -> Vec<u8> {
+        let mut r = vec![0u8; SERVERS_AT + MAX_SERVERS * SERVER_SLOT + 100];
+        r[..4].copy_from_slice(REGISTRY_MAGIC);
+        for (i, (pid, name)) in slots.iter().enumerate() {
+            let at = SERVERS_AT + i * SERVER_SLOT;
+            r[at..at + 4].copy_from_slice(&pid.to_le_bytes());
+            r[at + 4..at + 4 + name.len()].copy_from_slice(name.as_bytes());
+        }
+        r
+    }
+
+    #[test]
+    fn only_dead_rig_servers_lose_their_registry_slot() {
+        let mut r = registry(&[
+            (100, "jack-0:hil-rig-7:"),
+            (200, "jack-0:hil-rig-8:"),
+            (300, "jack-0:default:"),
+            (400, "jack-0:hil-rig-9:"),
+        ]);
+        let tail = r[SERVERS_AT + MAX_SERVERS * SERVER_SLOT..].to_vec();
+        // 100 and 300 are gone, 200 and 400 run: only the rig's dead server is freed.
+        let alive = |pid| pid == 200 || pid == 400;
+        assert_eq!(reclaim_registry(&mut r, alive), 1);
+        let pid_at = |i: usize| {
+            let at = SERVERS_AT + i * SERVER_SLOT;
+            i32::from_le_bytes(r[at..at + 4].try_into().unwrap())
+        };
+        assert_eq!(
+            [pid_at(0), pid_at(1), pid_at(2), pid_at(3)],
+            [0, 200, 300, 400]
+        );
+        assert!(
+            r[SERVERS_AT..SERVERS_AT + SERVER_SLOT]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        // Nothing past the server slots is touched; a file that is not a registry neither.
+        assert_eq!(&r[SERVERS_AT + MAX_SERVERS * SERVER_SLOT..], &tail[..]);
+        let mut junk = vec![7u8; 50];
+        assert_eq!(reclaim_registry(&mut junk, |_| false), 0);
+        assert!(junk.iter().all(|&b| b == 7));
+    }
 
     #[test]
     fn connections_parse_both_ways_once() {
