@@ -64,28 +64,14 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// One datagram that arrived at `now_ns`. Returns whether it was the stream's (taken:
     /// its source is where NACKs go), as opposed to junk or another stream's.
     pub fn handle_datagram(&mut self, now_ns: u64, bytes: &[u8]) -> bool {
-        matches!(
-            self.rx.borrow_mut().on_packet(bytes, now_ns),
-            PacketOutcome::Accepted
-                | PacketOutcome::Resynced
-                | PacketOutcome::Duplicate
-                | PacketOutcome::Late
-                | PacketOutcome::Ended
-        )
+        is_the_streams(self.rx.borrow_mut().on_packet(bytes, now_ns))
     }
 
     /// The frames of one packet from an input that is not netaudio's own (RTP, a raw PCM
     /// byte stream), described by `h`, that arrived at `now_ns`: the typed path, no native
     /// header built to be parsed again. Returns whether they were the stream's.
     pub fn handle_frames(&mut self, now_ns: u64, h: &PacketHeader, pcm: &[u8]) -> bool {
-        matches!(
-            self.rx.borrow_mut().on_frames(now_ns, h, pcm),
-            PacketOutcome::Accepted
-                | PacketOutcome::Resynced
-                | PacketOutcome::Duplicate
-                | PacketOutcome::Late
-                | PacketOutcome::Ended
-        )
+        is_the_streams(self.rx.borrow_mut().on_frames(now_ns, h, pcm))
     }
 
     /// A datagram could not be read (the socket's errno): counted as invalid.
@@ -149,4 +135,17 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
         c.invalid_packets += self.net_errors + rejected;
         c
     }
+}
+
+/// Whether a packet with this outcome was the stream's (its source is where NACKs go), as
+/// opposed to junk or another stream's.
+fn is_the_streams(outcome: PacketOutcome) -> bool {
+    matches!(
+        outcome,
+        PacketOutcome::Accepted
+            | PacketOutcome::Resynced
+            | PacketOutcome::Duplicate
+            | PacketOutcome::Late
+            | PacketOutcome::Ended
+    )
 }
