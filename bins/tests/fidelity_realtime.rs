@@ -26,9 +26,33 @@ const FMT: [&str; 8] = [
 /// A half-scale 16-bit tone measures −91.8 dB p95 bit-exact (the format's rounding noise).
 const FLOOR_P95_DB: f64 = -91.8;
 
+/// Runs on this shared machine that a stall (an xrun: the receiver's process was not run for
+/// tens of milliseconds) spoils, and are repeated rather than counted, at most this many.
+const ATTEMPTS: usize = 3;
+
 #[test]
 fn a_drifting_tone_comes_out_as_it_went_in() {
     let _serial = serial();
+    for attempt in 1..=ATTEMPTS {
+        let (bytes, j, v) = play_the_tone();
+        let stalls = ["xruns", "late_renders", "gaps"]
+            .iter()
+            .map(|k| j[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if stalls > 0 && attempt < ATTEMPTS {
+            eprintln!(
+                "attempt {attempt} void: the machine stalled a process ({stalls} xruns, late renders, gaps)"
+            );
+            continue;
+        }
+        check(&bytes, &j, &v);
+        return;
+    }
+}
+
+/// Streams the tone for 25 s; returns the recording, the receiver's final counters and its
+/// last status.
+fn play_the_tone() -> (Vec<u8>, Value, Value) {
     let port = free_port();
     let rec = tmp("played-s32.raw");
     let sock = tmp("fidelity-recv.sock");
@@ -68,12 +92,15 @@ fn a_drifting_tone_comes_out_as_it_went_in() {
     terminate(&mut s.0);
     terminate(&mut r.0);
     let j = read_json(&json);
+    (std::fs::read(&rec).unwrap(), j, v)
+}
+
+fn check(bytes: &[u8], j: &Value, v: &Value) {
     assert_eq!(j["allocations_rt"], 0, "{j}");
     assert_eq!(j["frees_rt"], 0, "{j}");
     let drift = j["drift_ppm"].as_f64().unwrap();
     assert!((drift - 100.0).abs() < 2.0, "drift estimate {drift}: {j}");
 
-    let bytes = std::fs::read(&rec).unwrap();
     let f = StreamFormat::new(48_000, 2, SampleFormat::S32Le).unwrap();
     let mut a = FidelityAnalyzer::new(f, 997.0, 8.0);
     a.feed(&bytes[..bytes.len() / f.frame_bytes() * f.frame_bytes()]);

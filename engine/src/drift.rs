@@ -71,6 +71,13 @@ pub struct DriftParams {
 /// Uncertainty under which a first estimate is taken at once, ppm.
 pub const TRUST_PPM: f64 = 50.0;
 
+/// Uncertainty at which restarted fits replace a held estimate, however certain it was, ppm.
+pub const HELD_PPM: f64 = 1.0;
+
+/// How many times their uncertainty restarted fits must disagree with a held estimate to
+/// replace it before they are as certain.
+pub const DISAGREE: f64 = 4.0;
+
 /// Blocks whose earliest points place the level (about a second).
 pub const RECENT_BLOCKS: usize = 10;
 
@@ -158,6 +165,9 @@ impl EnvelopeFit {
     /// Forgets every point (a new timeline).
     pub fn reset(&mut self) {
         self.origin = None;
+        // Times count from the next origin: a block end left from the old one would keep
+        // every block open for as long as the old timeline had run.
+        self.block_end = 0.0;
         self.cur = None;
         self.pts.clear();
         self.hull.clear();
@@ -321,9 +331,11 @@ pub struct DriftController {
     level: f64,
     primed: bool,
     measured: bool,
-    /// Keep the estimate until the restarted fits are trusted.
+    /// Keep the estimate until the restarted fits know better.
     hold: bool,
     seen_restarts: u64,
+    /// The uncertainty of the estimate when it was last measured (fraction).
+    estimate_uncertainty: f64,
 }
 
 impl DriftController {
@@ -341,6 +353,7 @@ impl DriftController {
             measured: false,
             hold: false,
             seen_restarts: 0,
+            estimate_uncertainty: f64::INFINITY,
         }
     }
 
@@ -462,23 +475,37 @@ impl DriftController {
     }
 
     fn refresh_estimate(&mut self) {
-        // Once measured, a restarted fit's first slopes (a second of points through jitter)
-        // replace the estimate only when they are as certain as a first one must be.
+        // Once measured, the estimate outlives a restart of the fits (a stall does not change
+        // the clocks): a restarted fit's first slopes, a second or two of points, are tens of
+        // ppm off where the window before the stall was within one. They replace the estimate
+        // once they are as certain as it was (or as certain as a ppm), or when they disagree
+        // with it by far more than their uncertainty (the device was replaced by another with
+        // another clock).
         let restarts = self.step_restarts();
         if restarts != self.seen_restarts {
             self.seen_restarts = restarts;
             self.hold = self.measured;
         }
+        let (Some(a), Some(p)) = (self.arrivals.skew(), self.playout.skew()) else {
+            return;
+        };
+        let new = (1.0 + a) / (1.0 + p) - 1.0;
+        let uncertainty = match (self.arrivals.uncertainty(), self.playout.uncertainty()) {
+            (Some(ua), Some(up)) => ua + up,
+            _ => f64::INFINITY,
+        };
         if self.hold {
-            if !self.trusted() {
+            let as_certain = uncertainty <= self.estimate_uncertainty.max(HELD_PPM * 1e-6);
+            let disagrees = uncertainty <= TRUST_PPM * 1e-6
+                && (new - self.estimate).abs() > DISAGREE * uncertainty;
+            if !as_certain && !disagrees {
                 return;
             }
             self.hold = false;
         }
-        if let (Some(a), Some(p)) = (self.arrivals.skew(), self.playout.skew()) {
-            self.estimate = (1.0 + a) / (1.0 + p) - 1.0;
-            self.measured = true;
-        }
+        self.estimate = new;
+        self.estimate_uncertainty = uncertainty;
+        self.measured = true;
     }
 
     /// Takes the estimate as the correction at once, without gliding: for a receiver that
@@ -533,7 +560,33 @@ mod tests {
         seconds: f64,
         at_s: f64,
     ) -> (f64, f64, f64) {
+        run_stalling(
+            params,
+            seed,
+            drift_ppm,
+            jitter_ms,
+            seconds,
+            at_s,
+            f64::INFINITY,
+        )
+        .0
+    }
+
+    /// [`run_with`], the receiver stalling at `stall_s` (both fits restart, as on an xrun);
+    /// also returns the largest estimate error from the stall on, ppm, and whether both
+    /// clocks were measured again by the end.
+    fn run_stalling(
+        params: DriftParams,
+        seed: u64,
+        drift_ppm: f64,
+        jitter_ms: f64,
+        seconds: f64,
+        at_s: f64,
+        stall_s: f64,
+    ) -> ((f64, f64, f64), f64, bool) {
         let mut c = DriftController::new(RATE, params);
+        let mut stalled = false;
+        let mut after_stall: f64 = 0.0;
         let mut rng = Rng::new(seed);
         let r = RATE as f64;
         let send_dt = 128.0 / (r * (1.0 + drift_ppm * 1e-6));
@@ -555,6 +608,13 @@ mod tests {
                     c.on_arrival((arrive * 1e9) as u64, sent);
                 }
                 t_send += send_dt;
+            }
+            if t_play >= stall_s {
+                if !stalled {
+                    stalled = true;
+                    c.restart_clocks();
+                }
+                after_stall = after_stall.max((c.drift_ppm() - drift_ppm).abs());
             }
             let wake = t_play + rng.next_f64() * WAKE_S;
             c.on_playout((wake * 1e9) as u64, played);
@@ -579,7 +639,11 @@ mod tests {
                 worst = worst.max((truth - 960.0 - 0.0005 * r).abs());
             }
         }
-        (err_at, worst, c.drift_ppm() - drift_ppm)
+        (
+            (err_at, worst, c.drift_ppm() - drift_ppm),
+            after_stall,
+            c.locked(),
+        )
     }
 
     #[test]
@@ -630,6 +694,38 @@ mod tests {
         }
         assert_eq!(f.restarts(), 1);
         assert!(f.skew().unwrap().abs() < 1e-6);
+    }
+
+    #[test]
+    fn after_a_stall_the_clocks_are_measured_again_and_the_estimate_kept_meanwhile() {
+        // The restarted fits' first slopes (a second or two of points) are tens of ppm off;
+        // the estimate measured over the window before the stall is not. The fits come back
+        // within seconds however long the stream has run.
+        for (seed, ppm, jitter_ms) in [
+            (11, 100.0, 5.0),
+            (12, -100.0, 0.1),
+            (13, 500.0, 0.02),
+            (14, 10.0, 0.0),
+        ] {
+            let ((_, _, end), worst, locked) = run_stalling(
+                DriftParams::default(),
+                seed,
+                ppm,
+                jitter_ms,
+                100.0,
+                20.0,
+                90.0,
+            );
+            assert!(
+                locked,
+                "{ppm} ppm: the clocks were not measured again in 10 s"
+            );
+            assert!(
+                worst < 1.0,
+                "{ppm} ppm: off by {worst:.3} ppm after the stall"
+            );
+            assert!(end.abs() < 1.0, "{ppm} ppm: off by {end:.3} ppm at the end");
+        }
     }
 
     #[test]
