@@ -74,10 +74,6 @@ pub const TRUST_PPM: f64 = 50.0;
 /// Uncertainty at which restarted fits replace a held estimate, however certain it was, ppm.
 pub const HELD_PPM: f64 = 1.0;
 
-/// How many times their uncertainty restarted fits must disagree with a held estimate to
-/// replace it before they are as certain.
-pub const DISAGREE: f64 = 4.0;
-
 /// Blocks whose earliest points place the level (about a second).
 pub const RECENT_BLOCKS: usize = 10;
 
@@ -372,6 +368,13 @@ impl DriftController {
         self.playout.restart();
     }
 
+    /// The playback device restarted (an xrun recovered, or the device reopened): the frames
+    /// it had taken and the time no longer follow one line (its re-priming alone would put a
+    /// point a buffer below it), so the playback fit starts afresh; the estimate is kept.
+    pub fn restart_playout(&mut self) {
+        self.playout.restart();
+    }
+
     /// A new stream: its frame indices start afresh, so the arrival fit does too.
     pub fn restart_arrivals(&mut self) {
         self.arrivals.reset();
@@ -477,10 +480,10 @@ impl DriftController {
     fn refresh_estimate(&mut self) {
         // Once measured, the estimate outlives a restart of the fits (a stall does not change
         // the clocks): a restarted fit's first slopes, a second or two of points, are tens of
-        // ppm off where the window before the stall was within one. They replace the estimate
-        // once they are as certain as it was (or as certain as a ppm), or when they disagree
-        // with it by far more than their uncertainty (the device was replaced by another with
-        // another clock).
+        // ppm off where the window before the stall was within one, however small their
+        // uncertainty claims to be. They replace the estimate once they are as certain as it
+        // was (or as certain as a ppm). Meanwhile the level term steers out whatever error
+        // the held estimate has (a device replaced by another with another clock).
         let restarts = self.step_restarts();
         if restarts != self.seen_restarts {
             self.seen_restarts = restarts;
@@ -495,10 +498,7 @@ impl DriftController {
             _ => f64::INFINITY,
         };
         if self.hold {
-            let as_certain = uncertainty <= self.estimate_uncertainty.max(HELD_PPM * 1e-6);
-            let disagrees = uncertainty <= TRUST_PPM * 1e-6
-                && (new - self.estimate).abs() > DISAGREE * uncertainty;
-            if !as_certain && !disagrees {
+            if uncertainty > self.estimate_uncertainty.max(HELD_PPM * 1e-6) {
                 return;
             }
             self.hold = false;
@@ -567,12 +567,13 @@ mod tests {
             jitter_ms,
             seconds,
             at_s,
-            f64::INFINITY,
+            (f64::INFINITY, false),
         )
         .0
     }
 
-    /// [`run_with`], the receiver stalling at `stall_s` (both fits restart, as on an xrun);
+    /// [`run_with`], the receiver stalling at `stall_s` (both fits restart), or with `xrun`
+    /// the playback device underrunning then (it is primed again and its fit restarts);
     /// also returns the largest estimate error from the stall on, ppm, and whether both
     /// clocks were measured again by the end.
     fn run_stalling(
@@ -582,7 +583,7 @@ mod tests {
         jitter_ms: f64,
         seconds: f64,
         at_s: f64,
-        stall_s: f64,
+        (stall_s, xrun): (f64, bool),
     ) -> ((f64, f64, f64), f64, bool) {
         let mut c = DriftController::new(RATE, params);
         let mut stalled = false;
@@ -612,7 +613,15 @@ mod tests {
             if t_play >= stall_s {
                 if !stalled {
                     stalled = true;
-                    c.restart_clocks();
+                    if xrun {
+                        // The device underran and was primed again with a whole buffer at
+                        // once (three periods): its count steps by a buffer, 16 ms, under
+                        // what a stall would show.
+                        played += 3 * 256;
+                        c.restart_playout();
+                    } else {
+                        c.restart_clocks();
+                    }
                 }
                 after_stall = after_stall.max((c.drift_ppm() - drift_ppm).abs());
             }
@@ -697,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn after_a_stall_the_clocks_are_measured_again_and_the_estimate_kept_meanwhile() {
+    fn after_a_stall_or_an_xrun_the_clocks_are_measured_again_and_the_estimate_kept_meanwhile() {
         // The restarted fits' first slopes (a second or two of points) are tens of ppm off;
         // the estimate measured over the window before the stall is not. The fits come back
         // within seconds however long the stream has run.
@@ -707,24 +716,27 @@ mod tests {
             (13, 500.0, 0.02),
             (14, 10.0, 0.0),
         ] {
-            let ((_, _, end), worst, locked) = run_stalling(
-                DriftParams::default(),
-                seed,
-                ppm,
-                jitter_ms,
-                100.0,
-                20.0,
-                90.0,
-            );
-            assert!(
-                locked,
-                "{ppm} ppm: the clocks were not measured again in 10 s"
-            );
-            assert!(
-                worst < 1.0,
-                "{ppm} ppm: off by {worst:.3} ppm after the stall"
-            );
-            assert!(end.abs() < 1.0, "{ppm} ppm: off by {end:.3} ppm at the end");
+            for xrun in [false, true] {
+                let ((_, _, end), worst, locked) = run_stalling(
+                    DriftParams::default(),
+                    seed,
+                    ppm,
+                    jitter_ms,
+                    100.0,
+                    20.0,
+                    (90.0, xrun),
+                );
+                let what = if xrun { "xrun" } else { "stall" };
+                assert!(locked, "{ppm} ppm, {what}: not measured again in 10 s");
+                assert!(
+                    worst < 1.0,
+                    "{ppm} ppm, {what}: off by {worst:.3} ppm after"
+                );
+                assert!(
+                    end.abs() < 1.0,
+                    "{ppm} ppm, {what}: off by {end:.3} ppm at the end"
+                );
+            }
         }
     }
 

@@ -251,6 +251,12 @@ impl Receiver {
         self.drift.drift_ppm()
     }
 
+    /// The playback device restarted: an xrun recovered, or the device came back after it
+    /// was lost. Its clock's line starts afresh (the drift estimate is kept).
+    pub fn on_playback_restart(&mut self) {
+        self.drift.restart_playout();
+    }
+
     fn event(&mut self, e: Event) {
         if let Some(q) = self.events.as_mut() {
             q.push(self.now, e);

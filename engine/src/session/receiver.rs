@@ -103,6 +103,7 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// The playback device underran (or was suspended) at `now_ns`.
     pub fn on_xrun(&mut self, now_ns: u64) {
         self.xruns += 1;
+        self.rx.borrow_mut().on_playback_restart();
         self.events
             .push_event(now_ns, Event::Xrun { capture: false });
     }
@@ -121,6 +122,7 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
 
     /// The playback device is back.
     pub fn on_device_back(&mut self, now_ns: u64) {
+        self.rx.borrow_mut().on_playback_restart();
         self.events
             .push_event(now_ns, Event::DeviceBack { capture: false });
     }
