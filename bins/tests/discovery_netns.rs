@@ -125,12 +125,25 @@ impl Lab {
     /// `netaudio recv` in namespace A with its host name set to `host` (a UTS namespace of its
     /// own, so the machine's name is left alone); it answers mDNS for `host.local`.
     fn receiver(&self, host: &str, extra: &[&str], json: &Path, log: &Path) -> Reaper {
+        self.receiver_on(46000, host, extra, json, log)
+    }
+
+    /// [`receiver`](Self::receiver) on another port.
+    fn receiver_on(
+        &self,
+        port: u16,
+        host: &str,
+        extra: &[&str],
+        json: &Path,
+        log: &Path,
+    ) -> Reaper {
         let bin = env!("CARGO_BIN_EXE_netaudio");
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.a, "unshare", "--uts", "sh", "-c"])
             .arg(format!("hostname {host} && exec \"$0\" \"$@\""))
             .arg(bin)
-            .args(["recv", "--device", "virtual", "--listen", "0.0.0.0:46000"])
+            .args(["recv", "--device", "virtual", "--listen"])
+            .arg(format!("0.0.0.0:{port}"))
             .args(["--latency-ms", "60", "--stats-interval", "0"])
             .args(FMT)
             .args(extra)
@@ -276,6 +289,35 @@ fn a_receiver_announced_in_one_namespace_is_discovered_and_streamed_to_by_name_f
         log.contains("the one receiver announced is \"Living room\""),
         "{log}"
     );
+
+    // Two receivers announced: `auto` refuses to guess, and lists them.
+    let host = format!("na-two-{}", std::process::id());
+    let mut two = Vec::new();
+    for (port, name) in [(46001, "Kitchen"), (46002, "Hall")] {
+        let (j, l) = (tmp(&format!("{name}.json")), tmp(&format!("{name}.log")));
+        let mut r = lab.receiver_on(port, &host, &["--name", name], &j, &l);
+        wait_status(&mut r, &status_socket(&j), "a receiver to be ready", |_| {
+            true
+        });
+        two.push(r);
+    }
+    let out = lab
+        .netaudio(&lab.b)
+        .args(["send", "--device", "virtual", "--dest", "auto"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("2 receivers")
+            && err.contains(&format!("Kitchen              {ADDR_A}:46001"))
+            && err.contains(&format!("Hall                 {ADDR_A}:46002"))
+            && err.contains("--dest NAME"),
+        "{err}"
+    );
+    for mut r in two {
+        terminate(&mut r);
+    }
 }
 
 #[test]

@@ -64,7 +64,7 @@ impl Found {
             .address()
             .map_or_else(|| format!("?:{}", self.port), |a| a.to_string());
         format!(
-            "{:<20} {:<22} {:<16} {:<7} key {}",
+            "{:<20} {:<22} {:<16} {:<7} {}",
             self.name,
             addr,
             self.format(),
@@ -193,6 +193,10 @@ pub fn discover(wait: Duration, as_json: bool) -> Result<(), String> {
             "no receiver found: is one running with announcing on (network.announce), on this LAN?"
         );
     } else {
+        println!(
+            "  {:<20} {:<22} {:<16} {:<7} KEY",
+            "NAME", "ADDRESS", "FORMAT", "PROTO"
+        );
         print!("{}", listing(&found));
     }
     Ok(())
@@ -241,7 +245,7 @@ mod tests {
     fn lines_and_json_show_format_and_key() {
         let f = found(&["192.168.1.9"]);
         assert!(f.line().contains("48000/2/S16_LE"), "{}", f.line());
-        assert!(f.line().contains("key ?"), "{}", f.line());
+        assert!(f.line().ends_with(" ?"), "no key field: {}", f.line());
         assert_eq!(f.json()["rate"], 48000);
         assert_eq!(f.json()["address"], "192.168.1.9:46000");
     }
