@@ -62,9 +62,11 @@ pub fn send(
             NetOut::Tcp(Box::new(s))
         }
     };
-    let to = match sock.peer() {
-        p if p.port() == 0 => format!("{dest} (not resolved yet)"),
-        p => p.to_string(),
+    // A destination given by name is shown by its name in the status: its address may change.
+    let (to, shown) = match (&_follower, sock.peer()) {
+        (None, p) => (p.to_string(), p.to_string()),
+        (Some(_), p) if p.port() == 0 => (format!("{dest} (not resolved yet)"), dest.into()),
+        (Some(_), p) => (format!("{p} ({dest})"), dest.into()),
     };
     let dev = open_capture(audio)?;
     let setup = match &dev {
@@ -102,7 +104,7 @@ pub fn send(
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
-    let status = start_status(opts, "sender", &setup, to, &stats, &meter);
+    let status = start_status(opts, "sender", &setup, shown, &stats, &meter);
     let (mut producer, mut consumer) = rtlog::queue();
     let (st, me) = (stats.clone(), meter.clone());
     // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;
