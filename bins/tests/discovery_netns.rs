@@ -65,6 +65,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.a]);
         let _ = ip(&["netns", "del", &self.b]);
+        // A pair that never made it into the namespaces (a failed set-up) is left in this
+        // one: deleting one end deletes both.
+        let _ = ip(&["link", "del", &self.va]);
     }
 }
 
