@@ -276,6 +276,9 @@ pub fn effective(cfg: &Config, role: Role) -> String {
         }
         Role::Receiver => {
             let _ = writeln!(s, "listen = {}", q(&cfg.network.listen, "0.0.0.0:46000"));
+            let host = crate::discovery::host_name();
+            let _ = writeln!(s, "name = {}", q(&cfg.network.name, &host));
+            let _ = writeln!(s, "announce = {}", cfg.network.announce.unwrap_or(true));
         }
     }
     if let Some(d) = cfg.network.dscp {

@@ -30,6 +30,8 @@ pub(crate) enum Cmd {
     Demo(DemoArgs),
     /// List sound cards by stable name, with what each accepts and the line for the config.
     Devices,
+    /// List the receivers announced on the LAN: name, address:port, format, key fingerprint.
+    Discover(DiscoverArgs),
     /// Show a running daemon's live status: levels, buffer, latency, loss, drift, xruns, gaps.
     Status(StatusArgs),
     /// Validate a config, show the effective settings, and check this machine for them.
@@ -50,6 +52,16 @@ pub(crate) struct StatusArgs {
     /// Print one screen and exit.
     #[arg(long)]
     pub(crate) once: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct DiscoverArgs {
+    /// How long to look: 3s, 10s, ...
+    #[arg(long, default_value = "3s", value_parser = rt_config::parse_duration)]
+    pub(crate) timeout: f64,
+    /// Print a JSON list (name, address, port, rate, channels, format, proto, key).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -128,7 +140,9 @@ pub(crate) struct RunArgs {
 
 #[derive(Args)]
 pub(crate) struct SendArgs {
-    /// Receiver as host:port (e.g. turntable2.local:46000; IPv6 as [addr]:port).
+    /// Receiver: host:port (e.g. turntable2.local:46000; IPv6 as [addr]:port), a host name
+    /// (port 46000), a receiver's announced name (`netaudio discover`), or auto (the only one
+    /// announced). A name that does not resolve yet is retried while capturing.
     #[arg(long)]
     pub(crate) dest: Option<String>,
     /// DSCP for the packets (46: expedited forwarding).
@@ -152,6 +166,12 @@ pub(crate) struct RecvArgs {
     /// Address to listen on (e.g. 0.0.0.0:46000 or [::]:46000) [default: 0.0.0.0:46000].
     #[arg(long)]
     pub(crate) listen: Option<String>,
+    /// The name this receiver is announced under on the LAN [default: the host name].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Do not announce this receiver on the LAN (mDNS/DNS-SD).
+    #[arg(long)]
+    pub(crate) no_announce: bool,
     /// Target latency, ms (from a frame's arrival to leaving the sound card) [default: four
     /// periods + 2 ms for the network's jitter, plus the resampler's delay with resample].
     #[arg(long)]

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod daemon;
 pub mod devices;
+pub mod discovery;
 pub mod housekeeping;
 pub mod keyfile;
 pub mod net;

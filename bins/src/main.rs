@@ -119,6 +119,7 @@ impl RunArgs {
                 None => None,
             },
             proto: daemon::Proto::Native,
+            announce_as: None,
         })
     }
 
@@ -174,6 +175,20 @@ fn recovery_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<Recove
     RecoveryMode::from_name(s).ok_or_else(|| {
         format!("unknown loss recovery {s:?} (receiver.recovery / --recovery): use nack or off")
     })
+}
+
+/// The name a receiver is announced under, None when announcing is off.
+fn announce_as(a: &RecvArgs, cfg: &rt_config::Config) -> Result<Option<String>, String> {
+    if a.no_announce || cfg.network.announce == Some(false) {
+        return Ok(None);
+    }
+    let name = a
+        .name
+        .clone()
+        .or(cfg.network.name.clone())
+        .unwrap_or_else(netaudio::discovery::host_name);
+    netaudio::discovery::announce::check_name(&name)?;
+    Ok(Some(name))
 }
 
 /// `latency = auto` (`--latency auto`) and its bounds; None for a fixed target.
@@ -280,6 +295,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
+        Cmd::Discover(a) => {
+            let wait = Duration::from_secs_f64(a.timeout);
+            netaudio::discovery::browse::discover(wait, a.json)?;
+        }
         Cmd::Keygen => {
             println!("{}", netaudio::keyfile::generate()?.to_hex());
         }
@@ -317,8 +336,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
             let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
-                "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
-                 network.dest in the config",
+                "no destination: give --dest host:port (e.g. turntable2.local:46000), a \
+                 receiver's name (`netaudio discover` lists them) or auto, or network.dest in \
+                 the config",
             )?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             let dscp = a.dscp.or(cfg.network.dscp);
@@ -335,6 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let audio = a.audio.options(&cfg)?;
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
+            run.announce_as = announce_as(&a, &cfg)?;
             let mode = drift_mode(&a.drift_mode, &cfg)?;
             let latency_ms = check_latency(
                 a.latency_ms

@@ -362,7 +362,10 @@ fn bad_arguments_name_the_value_and_the_fix() {
             ],
             "latency_min_ms <= latency_max_ms",
         ),
-        (&["send", "--dest", "no-port-here"], "no-port-here"),
+        (
+            &["send", "--dest", "no-port-here:99999"],
+            "no-port-here:99999",
+        ),
         (&["recv", "--period", "5"], "--period 5"),
         (&["demo", "--drift-ppm", "9000"], "--drift-ppm 9000"),
         (&["demo", "--source", "square"], "twotone[:F1,F2]"),

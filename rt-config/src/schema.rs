@@ -147,7 +147,7 @@ schema! {
     }
     [network] Network {
         dest: String => Kind::Text,
-            "where the sender sends, host:port (e.g. turntable2.local:46000)";
+            "where the sender sends: host:port, a host name (the default port), a receiver's announced name, or auto (the only receiver announced on the LAN)";
         listen: String => Kind::Text,
             "where the receiver listens, addr:port (e.g. 0.0.0.0:46000)";
         dscp: u8 => Kind::Int { min: 0, max: 63 },
@@ -158,6 +158,10 @@ schema! {
             "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)";
         sdp_file: String => Kind::Text,
             "rtp sender: also write the stream's SDP to this file (it is always logged)";
+        name: String => Kind::Text,
+            "receiver: the name it is announced under on the LAN (default: the host name)";
+        announce: bool => Kind::Bool,
+            "receiver: announce it on the LAN over mDNS/DNS-SD, for `netaudio discover` and dest = NAME or auto";
     }
     [receiver] Receiver {
         latency_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },

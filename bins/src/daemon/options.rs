@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub key: Option<Key>,
     /// Wire protocol of `send` and `recv` (`demo` always streams native).
     pub proto: Proto,
+    /// Receiver: announce it on the LAN under this name (`discovery::announce`); None: not.
+    pub announce_as: Option<String>,
 }
 
 /// The wire protocol (`[network] proto`, `--proto`).
@@ -70,6 +72,15 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// Its configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Native => "native",
+            Proto::Rtp => "rtp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
     /// Parses a configuration name.
     pub fn from_name(s: &str) -> Result<Proto, String> {
         match s.trim().to_ascii_lowercase().as_str() {

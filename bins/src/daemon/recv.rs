@@ -9,6 +9,7 @@ use super::setup::{
 };
 use super::sockets::NetIn;
 use super::{Failure, realtime_failure};
+use crate::discovery::announce::{self, Announcement};
 use crate::housekeeping::{self, STOP};
 use crate::net::UdpReceiver;
 use crate::pcm::virtual_dev::{self, Sink};
@@ -166,8 +167,22 @@ pub fn recv(
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
-    let address = sock.local_addr().map_err(|e| e.to_string())?.to_string();
-    let status = start_status(opts, "receiver", &setup, address, &stats, &meter);
+    let local = sock.local_addr().map_err(|e| e.to_string())?;
+    let status = start_status(opts, "receiver", &setup, local.to_string(), &stats, &meter);
+    // On the LAN for `netaudio discover` and senders' `dest = NAME` / `auto`, until the end.
+    let _announcer = opts.announce_as.as_deref().and_then(|name| {
+        let a = Announcement::new(
+            name,
+            local,
+            audio.format,
+            opts.proto.name(),
+            opts.key.as_ref(),
+        );
+        announce::start(&a)
+            .inspect_err(|e| log::warn!("not announced on the LAN: {e}"))
+            .ok()
+            .flatten()
+    });
     let cpu0 = cpu_seconds();
     let heartbeat = Arc::new(Heartbeat::new("na-playback"));
     let (handle, outcome) = spawn_receiver(

@@ -9,8 +9,8 @@ use super::setup::{
 };
 use super::sockets::NetOut;
 use super::{Failure, realtime_failure};
+use crate::discovery::{dest, follow};
 use crate::housekeeping::{self, STOP};
-use crate::net::UdpSender;
 use crate::pcm::Capture;
 use crate::rt;
 use crate::status::{Meter, with_fields};
@@ -41,10 +41,17 @@ pub fn send(
     let fault = TestFault::from_env()?;
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
     let mut tcp_stats = None;
+    // A destination given by name is followed while streaming (discovery::follow).
+    let mut _follower = None;
     let sock = match opts.proto {
-        Proto::Native => NetOut::Udp(UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?),
+        Proto::Native | Proto::Rtp => {
+            let (s, f) = follow::open(dest, dscp, opts.proto == Proto::Native)?;
+            _follower = f;
+            NetOut::Udp(s)
+        }
         Proto::Tcp => {
-            let s = TcpPcmSender::connect(dest, audio.format, dscp, tcp_producer)
+            let dest = dest::resolve_once(dest)?;
+            let s = TcpPcmSender::connect(&dest, audio.format, dscp, tcp_producer)
                 .map_err(|e| e.to_string())?;
             log::info!(
                 "raw TCP mode: raw {} PCM to {}, as `arecord -t raw | nc`",
@@ -54,7 +61,12 @@ pub fn send(
             tcp_stats = Some(s.stats());
             NetOut::Tcp(Box::new(s))
         }
-        Proto::Rtp => NetOut::Udp(UdpSender::connect(dest, dscp).map_err(|e| e.to_string())?),
+    };
+    // A destination given by name is shown by its name in the status: its address may change.
+    let (to, shown) = match (&_follower, sock.peer()) {
+        (None, p) => (p.to_string(), p.to_string()),
+        (Some(_), p) if p.port() == 0 => (format!("{dest} (not resolved yet)"), dest.into()),
+        (Some(_), p) => (format!("{p} ({dest})"), dest.into()),
     };
     let dev = open_capture(audio)?;
     let setup = match &dev {
@@ -84,7 +96,7 @@ pub fn send(
                 setup.period,
                 setup.buffer,
                 setup.access,
-                sock.peer()
+                to
             );
             AnyPacketizer::Native(with_sender_key(tx, opts))
         }
@@ -92,14 +104,7 @@ pub fn send(
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
-    let status = start_status(
-        opts,
-        "sender",
-        &setup,
-        sock.peer().to_string(),
-        &stats,
-        &meter,
-    );
+    let status = start_status(opts, "sender", &setup, shown, &stats, &meter);
     let (mut producer, mut consumer) = rtlog::queue();
     let (st, me) = (stats.clone(), meter.clone());
     // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;

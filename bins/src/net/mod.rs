@@ -22,7 +22,9 @@
 //!
 //! Realtime contract: `connect`/`bind` resolve names and allocate; `send_gather`,
 //! `recv_batch`, `recv_nack`, `send_nack` and `wait_readable` make exactly one syscall each,
-//! never block beyond the timeout given (`MSG_DONTWAIT`) and never allocate.
+//! never block beyond the timeout given (`MSG_DONTWAIT`) and never allocate. A failed send
+//! also raises an atomic flag ([`UdpSender::failure_flag`]); [`reconnect`], which moves the
+//! sender's peer, runs on a housekeeping thread on a clone of the socket.
 
 use core::borrow::BorrowMut;
 use engine::receiver::Receiver;
@@ -33,6 +35,8 @@ use socket2::SockRef;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 mod sys;
 
@@ -88,8 +92,7 @@ impl DatagramOut for UdpSender {
         // Errors mean nothing to take: EAGAIN, or ECONNREFUSED while nobody listens, which
         // the next send reports instead.
         if n < 0 && errno() == libc::ECONNREFUSED {
-            self.refused
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.refused.store(true, Ordering::Relaxed);
         }
         (n >= 0).then_some(n as usize)
     }
@@ -201,19 +204,27 @@ impl DatagramIn for UdpReceiver {
     }
 }
 
-/// The sending socket, connected to one destination.
+/// The sending socket, connected to one destination (or not yet: see
+/// [`unconnected`](Self::unconnected)).
 pub struct UdpSender {
     sock: UdpSocket,
     peer: SocketAddr,
     /// A refusal (ICMP port unreachable) that reading NACKs took off the socket: the next
     /// send reports it, so a peer that is not listening is still counted in `send_errors`.
     refused: std::sync::atomic::AtomicBool,
+    /// Raised by a failed send (not a full socket buffer): whoever follows the destination's
+    /// name resolves it again (see [`failure_flag`](Self::failure_flag)).
+    failed: Arc<AtomicBool>,
 }
 
 impl UdpSender {
     /// Resolves `dest` (`host:port`) and connects a UDP socket to it, with `dscp` if given.
     pub fn connect(dest: &str, dscp: Option<u8>) -> io::Result<UdpSender> {
-        let peer = resolve(dest)?;
+        Self::connect_addr(resolve(dest)?, dscp)
+    }
+
+    /// Connects a UDP socket to `peer`, with `dscp` if given.
+    pub fn connect_addr(peer: SocketAddr, dscp: Option<u8>) -> io::Result<UdpSender> {
         let bind: SocketAddr = if peer.is_ipv6() {
             "[::]:0".parse().expect("literal")
         } else {
@@ -228,12 +239,55 @@ impl UdpSender {
             sock,
             peer,
             refused: Default::default(),
+            failed: Default::default(),
         })
     }
 
-    /// Where packets go.
+    /// A socket with no destination yet (its name does not resolve yet): IPv6 that also
+    /// reaches IPv4 (mapped) addresses, or IPv4 where the system has no IPv6. Sends fail
+    /// (`EDESTADDRREQ`, counted) until [`reconnect`] gives it a peer.
+    pub fn unconnected(dscp: Option<u8>) -> io::Result<UdpSender> {
+        use socket2::{Domain, Socket, Type};
+        let dual = Socket::new(Domain::IPV6, Type::DGRAM, None).and_then(|s| {
+            s.set_only_v6(false)?;
+            s.bind(&"[::]:0".parse::<SocketAddr>().expect("literal").into())?;
+            Ok(s)
+        });
+        let (sock, v6) = match dual {
+            Ok(s) => (UdpSocket::from(s), true),
+            Err(_) => (UdpSocket::bind("0.0.0.0:0")?, false),
+        };
+        if let Some(d) = dscp {
+            set_dscp(&sock, v6, d)?;
+            if v6 {
+                // IPv4 packets of a dual-stack socket take their DSCP from IP_TOS.
+                set_dscp(&sock, false, d)?;
+            }
+        }
+        let peer = sock.local_addr()?;
+        Ok(UdpSender {
+            sock,
+            peer: SocketAddr::new(peer.ip(), 0),
+            refused: Default::default(),
+            failed: Default::default(),
+        })
+    }
+
+    /// Where packets went when the socket was made (unspecified, port 0, while unconnected;
+    /// [`reconnect`] may have moved it since).
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// A second handle on the same socket, for [`reconnect`] from another thread.
+    pub fn try_clone_socket(&self) -> io::Result<UdpSocket> {
+        self.sock.try_clone()
+    }
+
+    /// The flag a failed send raises (a peer refusing, a network unreachable, no peer yet):
+    /// the thread following the destination's name clears it and resolves the name again.
+    pub fn failure_flag(&self) -> Arc<AtomicBool> {
+        self.failed.clone()
     }
 
     /// The local address packets leave from (the route to the peer).
@@ -253,10 +307,8 @@ impl UdpSender {
     /// iovecs (two when the tag is empty). Errors as [`send_gather`](Self::send_gather).
     #[inline]
     pub fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
-        if self
-            .refused
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.refused.swap(false, Ordering::Relaxed) {
+            self.failed.store(true, Ordering::Relaxed);
             return Err(libc::ECONNREFUSED);
         }
         let part = |b: &[u8]| libc::iovec {
@@ -275,8 +327,35 @@ impl UdpSender {
         // nothing, and stays beside `recvmmsg` so the realtime data path reads in one place.
         // SAFETY: `msg` points at `parts` iovecs that describe live, readable slices for the
         // duration of the call; the kernel only reads them.
-        syscall_len(unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) })
+        let sent =
+            syscall_len(unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) });
+        if let Err(e) = sent
+            && e != libc::EAGAIN
+        {
+            // One relaxed store: the follower of the destination's name looks at it.
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        sent
     }
+}
+
+/// Points `sock` (a clone of a [`UdpSender`]'s socket) at `peer`: one `connect`, which the
+/// kernel applies atomically for the thread sending on the other handle. An IPv4 `peer` of a
+/// dual-stack IPv6 socket is given as its mapped address. Not for realtime threads.
+pub fn reconnect(sock: &UdpSocket, peer: SocketAddr) -> io::Result<()> {
+    let to = match (sock.local_addr()?, peer) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        (SocketAddr::V4(_), SocketAddr::V6(_)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{peer} is IPv6 and the socket IPv4 (the system has no IPv6)"),
+            ));
+        }
+        _ => peer,
+    };
+    sock.connect(to)
 }
 
 /// Datagrams one `recv_batch` call takes at most.
