@@ -9,17 +9,6 @@ use std::time::Duration;
 mod common;
 use common::*;
 
-const FMT: [&str; 8] = [
-    "--rate",
-    "48000",
-    "--channels",
-    "2",
-    "--format",
-    "S16_LE",
-    "--period",
-    "256",
-];
-
 #[test]
 fn demo_streams_without_gaps_or_allocations() {
     let _serial = serial();

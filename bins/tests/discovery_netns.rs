@@ -19,17 +19,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 mod common;
 use common::*;
 
-const FMT: [&str; 8] = [
-    "--rate",
-    "48000",
-    "--channels",
-    "2",
-    "--format",
-    "S16_LE",
-    "--period",
-    "256",
-];
-
 /// The receiver's and the sender's addresses on the veth pair (TEST-NET-1, inside the
 /// namespaces only).
 const ADDR_A: &str = "192.0.2.1";

@@ -12,17 +12,6 @@ use std::process::Stdio;
 mod common;
 use common::*;
 
-const FMT: [&str; 8] = [
-    "--rate",
-    "48000",
-    "--channels",
-    "2",
-    "--format",
-    "S16_LE",
-    "--period",
-    "256",
-];
-
 /// A half-scale 16-bit tone measures −91.8 dB p95 bit-exact (the format's rounding noise).
 const FLOOR_P95_DB: f64 = -91.8;
 

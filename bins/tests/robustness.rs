@@ -37,17 +37,6 @@ fn sleep_s(s: f64) {
 
 const RATE: u32 = 48_000;
 const PERIOD: usize = 256;
-const FMT: [&str; 8] = [
-    "--rate",
-    "48000",
-    "--channels",
-    "2",
-    "--format",
-    "S16_LE",
-    "--period",
-    "256",
-];
-
 fn format() -> StreamFormat {
     StreamFormat::new(RATE, 2, SampleFormat::S16Le).unwrap()
 }

@@ -24,17 +24,6 @@ use common::*;
 
 const RATE: usize = 48_000;
 const FB: usize = 4; // S16_LE, 2 channels
-const FMT: [&str; 8] = [
-    "--rate",
-    "48000",
-    "--channels",
-    "2",
-    "--format",
-    "S16_LE",
-    "--period",
-    "256",
-];
-
 /// Whether OpenBSD netcat is here; panics when it is not and `NETAUDIO_NC=require`.
 fn have_nc() -> bool {
     let out = Command::new("nc").arg("-h").output();

@@ -9,6 +9,19 @@ use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// The stream format the tests run at unless they say otherwise: 48 kHz, stereo, 16 bits,
+/// 256-frame periods.
+pub const FMT: [&str; 8] = [
+    "--rate",
+    "48000",
+    "--channels",
+    "2",
+    "--format",
+    "S16_LE",
+    "--period",
+    "256",
+];
+
 /// One test at a time: the streams run realtime threads against the clock, and on a two-core
 /// machine other tests' process start-ups (and their disk reads) next to them make xruns that
 /// belong to the test rig, not to netaudio.
