@@ -24,6 +24,8 @@
 //!   back to little-endian.
 //! * [`write_sdp`] writes the session description (RFC 4566) a receiver such as ffmpeg, VLC or
 //!   PipeWire opens.
+//! * [`sap`] announces that description (SAP, RFC 2974), as PipeWire's RTP modules expect, and
+//!   reads the announcements of others.
 //!
 //! Payload types: static 10 (L16, 44.1 kHz, stereo) and 11 (L16, 44.1 kHz, mono); dynamic
 //! [`PT_DYNAMIC`] (96) for everything else, described by `a=rtpmap`. A received dynamic payload
@@ -35,6 +37,7 @@
 //! [`write_sdp`] allocates (start-up only).
 
 mod packet;
+pub mod sap;
 mod sdp;
 mod sender;
 mod translate;
