@@ -141,6 +141,10 @@ pub(crate) struct SendArgs {
     /// RTP: also write the stream's SDP to this file (it is always logged).
     #[arg(long)]
     pub(crate) sdp: Option<std::path::PathBuf>,
+    /// RTP: announce the stream by SAP to this group or host, ADDR:PORT, or off (PipeWire's
+    /// module-rtp-source and module-rtp-sap find it so) [default: 224.0.0.56:9875].
+    #[arg(long)]
+    pub(crate) sap: Option<String>,
     #[command(flatten)]
     pub(crate) audio: AudioArgs,
     #[command(flatten)]
@@ -232,6 +236,19 @@ pub(crate) fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
         .ok_or_else(|| {
             format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use resample, slip or off")
         })
+}
+
+/// The SAP target of an RTP sender (`--sap`, `network.sap`); always off in the other modes.
+pub(crate) fn sap_target(
+    cli: &Option<String>,
+    cfg: &rt_config::Config,
+    proto: daemon::Proto,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    match cli.as_deref().or(cfg.network.sap.as_deref()) {
+        _ if proto != daemon::Proto::Rtp => Ok(None),
+        Some(s) => netaudio::sap::parse_target(s),
+        None => Ok(Some(netaudio::sap::DEFAULT_GROUP)),
+    }
 }
 
 pub(crate) fn proto(

@@ -8,7 +8,9 @@
 mod cli;
 
 use clap::Parser;
-use cli::{AudioArgs, Cli, Cmd, RecvArgs, RunArgs, parse_drift_mode, parse_format, proto};
+use cli::{
+    AudioArgs, Cli, Cmd, RecvArgs, RunArgs, parse_drift_mode, parse_format, proto, sap_target,
+};
 use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
@@ -119,6 +121,7 @@ impl RunArgs {
                 None => None,
             },
             proto: daemon::Proto::Native,
+            sap: None,
         })
     }
 
@@ -316,6 +319,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let audio = a.audio.options(&cfg)?;
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
+            run.sap = sap_target(&a.sap, &cfg, run.proto)?;
             let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
                 "no destination: give --dest host:port (e.g. turntable2.local:46000) or \
                  network.dest in the config",

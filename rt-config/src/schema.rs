@@ -158,6 +158,8 @@ schema! {
             "wire protocol (tcp: raw PCM, as the old arecord | nc / nc -l | aplay pipeline)";
         sdp_file: String => Kind::Text,
             "rtp sender: also write the stream's SDP to this file (it is always logged)";
+        sap: String => Kind::Text,
+            "rtp sender: announce the stream by SAP to ADDR:PORT, or off (default 224.0.0.56:9875, PipeWire's)";
     }
     [receiver] Receiver {
         latency_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },

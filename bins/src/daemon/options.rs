@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub key: Option<Key>,
     /// Wire protocol of `send` and `recv` (`demo` always streams native).
     pub proto: Proto,
+    /// RTP: where the sender announces its stream by SAP (None: off).
+    pub sap: Option<std::net::SocketAddr>,
 }
 
 /// The wire protocol (`[network] proto`, `--proto`).
