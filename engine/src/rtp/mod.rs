@@ -24,6 +24,7 @@
 //!   back to little-endian.
 //! * [`write_sdp`] writes the session description (RFC 4566) a receiver such as ffmpeg, VLC or
 //!   PipeWire opens.
+//! * [`SdpStream::parse`] reads one (where an announced stream goes, in which format).
 //! * [`sap`] announces that description (SAP, RFC 2974), as PipeWire's RTP modules expect, and
 //!   reads the announcements of others.
 //!
@@ -39,11 +40,13 @@
 mod packet;
 pub mod sap;
 mod sdp;
+mod sdp_parse;
 mod sender;
 mod translate;
 
 pub use packet::{RtpHeader, RtpPacket};
 pub use sdp::{SdpDirection, SdpParams, write_sdp};
+pub use sdp_parse::{SdpError, SdpStream};
 pub use sender::{RtpSender, RtpSenderError};
 pub use translate::{RtpTranslator, TRACKED_SOURCES};
 
