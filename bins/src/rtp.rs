@@ -56,11 +56,17 @@ pub struct RtpInput {
 }
 
 impl RtpInput {
-    /// Binds `listen` for a receiver playing `format`.
+    /// Binds `listen` for a receiver playing `format`; a multicast address is joined.
     pub fn bind(listen: &str, format: StreamFormat) -> Result<RtpInput, String> {
         let translator = RtpTranslator::new(format).map_err(|e| format!("RTP mode: {e}"))?;
         let sock = UdpReceiver::bind_with_slots(listen, 4 << 20, MAX_RTP_DATAGRAM + 1)
             .map_err(|e| e.to_string())?;
+        // A multicast listen address (a stream announced to a group) joins the group.
+        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        if local.ip().is_multicast() {
+            sock.join_multicast(local.ip())
+                .map_err(|e| format!("cannot join the multicast group {}: {e}", local.ip()))?;
+        }
         Ok(RtpInput {
             sock,
             translator,

@@ -470,6 +470,18 @@ fn known_input(noise_s: f64) -> (Vec<u8>, std::ops::Range<usize>) {
 
 #[test]
 fn pipewire_rtp_sink_plays_into_netaudio_bit_exact() {
+    pipewire_to_netaudio(false);
+}
+
+#[test]
+fn netaudio_follows_a_pipewire_rtp_sink_by_its_sap_announcement() {
+    pipewire_to_netaudio(true);
+}
+
+/// pw-play → `module-rtp-sink` → `netaudio recv`, told the port and format (`follow_sap`
+/// false: the test reads PipeWire's announcement itself), or finding them in PipeWire's SAP
+/// announcement (`--sap`, no `--listen`, no format: the default 44.1 kHz would be wrong).
+fn pipewire_to_netaudio(follow_sap: bool) {
     let _serial = serial();
     if !have_pipewire() {
         return;
@@ -477,6 +489,7 @@ fn pipewire_rtp_sink_plays_into_netaudio_bit_exact() {
     let sap = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sap_port = sap.local_addr().unwrap().port();
     let rtp_port = even_port();
+    let sap = (!follow_sap).then_some(sap); // else netaudio listens there
     let mut pw = PipeWire::start(
         "sink",
         &format!(
@@ -496,19 +509,35 @@ fn pipewire_rtp_sink_plays_into_netaudio_bit_exact() {
         ),
     );
     // PipeWire's own announcement, through the engine's parser.
-    sap.set_read_timeout(Some(STATE_TIMEOUT)).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = sap
-        .recv(&mut buf)
-        .expect("PipeWire's rtp-sink announces its stream by SAP");
-    let m = SapMessage::parse(&buf[..n]).expect("PipeWire's SAP message parses");
-    assert_eq!(m.kind, SapKind::Announce);
-    assert!(
-        m.sdp.contains(&format!("m=audio {rtp_port} RTP/AVP 127"))
-            && m.sdp.contains("a=rtpmap:127 L16/48000/2"),
-        "{}",
-        m.sdp
-    );
+    if let Some(sap) = &sap {
+        sap.set_read_timeout(Some(STATE_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = sap
+            .recv(&mut buf)
+            .expect("PipeWire's rtp-sink announces its stream by SAP");
+        let m = SapMessage::parse(&buf[..n]).expect("PipeWire's SAP message parses");
+        assert_eq!(m.kind, SapKind::Announce);
+        assert!(
+            m.sdp.contains(&format!("m=audio {rtp_port} RTP/AVP 127"))
+                && m.sdp.contains("a=rtpmap:127 L16/48000/2"),
+            "{}",
+            m.sdp
+        );
+    }
+    let route: Vec<String> = if follow_sap {
+        vec!["--sap".into(), format!("127.0.0.1:{sap_port}")]
+    } else {
+        [
+            "--listen",
+            &format!("127.0.0.1:{rtp_port}"),
+            "--rate",
+            "48000",
+        ]
+        .iter()
+        .chain(&["--channels", "2", "--format", "S16_LE"])
+        .map(|s| s.to_string())
+        .collect()
+    };
 
     let d = pw.dir.clone();
     let (known, rec, json, log) = (
@@ -524,9 +553,7 @@ fn pipewire_rtp_sink_plays_into_netaudio_bit_exact() {
         bin()
             .args(["recv", "--proto", "rtp", "--device"])
             .arg(format!("virtual:record={}", rec.display()))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{rtp_port}"))
-            .args(["--rate", "48000", "--channels", "2", "--format", "S16_LE"])
+            .args(&route)
             .args([
                 "--period",
                 "256",
@@ -587,6 +614,12 @@ fn pipewire_rtp_sink_plays_into_netaudio_bit_exact() {
     assert_eq!(j["allocations_rt"], 0, "{j}");
     assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(j["invalid_packets"], 0, "{j}");
+    if follow_sap {
+        assert!(
+            rlog.contains("following the stream") && rlog.contains("L16 payload type 127"),
+            "{rlog}"
+        );
+    }
 
     let played = std::fs::read(&rec).unwrap();
     let noise = &input[noise.clone()];
@@ -615,7 +648,12 @@ fn pipewire_rtp_sink_plays_into_netaudio_bit_exact() {
     let before = played[..at].iter().rposition(|&b| b != 0);
     assert_eq!(before, None, "only silence before the noise: {j}");
     eprintln!(
-        "PipeWire module-rtp-sink → netaudio: {} frames of noise bit-exact ({} packets, payload type 127)",
+        "PipeWire module-rtp-sink → netaudio{}: {} frames of noise bit-exact ({} packets, payload type 127)",
+        if follow_sap {
+            " (port and format from its SAP announcement)"
+        } else {
+            ""
+        },
         noise.len() / 4,
         received(&j)
     );

@@ -113,13 +113,15 @@ fn sap_off_and_bad_values() {
         "[network]\nproto = \"rtp\"\nsap = \"sap.example:9875\"\n",
     )
     .unwrap();
-    let runs: [&[&str]; 2] = [&["--sap", "nowhere"], &["--config", cfg.to_str().unwrap()]];
-    for args in runs {
-        let out = bin()
-            .args(["send", "--proto", "rtp", "--dest", "127.0.0.1:9"])
-            .args(args)
-            .output()
-            .unwrap();
+    let send: &[&str] = &["send", "--proto", "rtp", "--dest", "127.0.0.1:9"];
+    let recv: &[&str] = &["recv", "--proto", "rtp"];
+    let runs: [(&[&str], &[&str]); 3] = [
+        (send, &["--sap", "nowhere"]),
+        (send, &["--config", cfg.to_str().unwrap()]),
+        (recv, &["--sap", "239.1.2.3:port"]),
+    ];
+    for (cmd, args) in runs {
+        let out = bin().args(cmd).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -159,7 +159,7 @@ schema! {
         sdp_file: String => Kind::Text,
             "rtp sender: also write the stream's SDP to this file (it is always logged)";
         sap: String => Kind::Text,
-            "rtp sender: announce the stream by SAP to ADDR:PORT, or off (default 224.0.0.56:9875, PipeWire's)";
+            "rtp: the sender announces its stream by SAP to ADDR:PORT (default 224.0.0.56:9875, PipeWire's), a receiver given one follows the stream announced there; off: no SAP";
     }
     [receiver] Receiver {
         latency_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },

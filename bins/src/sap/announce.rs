@@ -1,11 +1,6 @@
-//! SAP announcements of `netaudio send --proto rtp` (`[network] sap`, `--sap ADDR|off`): the
-//! stream's SDP sent every [`ANNOUNCE_INTERVAL`] to a SAP group, so PipeWire's
-//! `module-rtp-source` (0.3.60-0.3.67) or `module-rtp-sap` (0.3.68 on), VLC and others find the
-//! stream without an SDP file; and a deletion when the sender stops.
+//! The announcer of `netaudio send --proto rtp`: the stream's SDP sent every
+//! [`ANNOUNCE_INTERVAL`] to the SAP group, and a deletion when the sender stops.
 //!
-//! * The default in RTP mode is PipeWire's group, [`SAP_GROUP_PIPEWIRE`]`:9875` (link-local);
-//!   `239.255.255.255:9875` is the usual global one; a unicast address (`127.0.0.1:9875`) sends to
-//!   one host only.
 //! * Multicast leaves through the interface of the RTP stream (`IP_MULTICAST_IF` set to the RTP
 //!   socket's local IPv4 address), with TTL 1 (hop limit 1 for IPv6) — as PipeWire's `net.ttl`
 //!   default — and loopback on, so a PipeWire on the sending host hears it too.
@@ -16,7 +11,7 @@
 
 use crate::net::UdpSender;
 use engine::rtp::RtpSender;
-use engine::rtp::sap::{MAX_SAP_DATAGRAM, SAP_GROUP_PIPEWIRE, SAP_PORT, SapMessage};
+use engine::rtp::sap::{MAX_SAP_DATAGRAM, SapMessage};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc;
@@ -26,27 +21,6 @@ use std::time::Duration;
 /// Time between two announcements. PipeWire drops a session it has not heard of for 90 s and
 /// announces its own every 5 s; RFC 2974's bandwidth rule would give minutes, too slow for it.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The SAP group of RTP mode unless told otherwise: PipeWire's default.
-pub const DEFAULT_GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(SAP_GROUP_PIPEWIRE), SAP_PORT);
-
-/// Parses `network.sap` / `--sap`: `off`, `ADDR:PORT`, `[IPV6]:PORT`, or an address alone
-/// (port 9875). `None` for `off`.
-pub fn parse_target(s: &str) -> Result<Option<SocketAddr>, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
-        return Ok(None);
-    }
-    if let Ok(a) = t.parse::<SocketAddr>() {
-        return Ok(Some(a));
-    }
-    if let Ok(ip) = t.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(Some(SocketAddr::new(ip, SAP_PORT)));
-    }
-    Err(format!(
-        "SAP address {s:?} (network.sap / --sap) is not an IP address with a port: use e.g. \"224.0.0.56:9875\" (PipeWire's default), \"239.255.255.255:9875\", \"127.0.0.1:9875\" or \"off\""
-    ))
-}
 
 /// A running announcer: its thread sends the announcement every [`ANNOUNCE_INTERVAL`] until
 /// [`stop`](Self::stop) (or drop), then the deletion.
@@ -201,26 +175,6 @@ mod tests {
     use super::*;
     use engine::rtp::sap::SapKind;
     use std::net::UdpSocket;
-
-    #[test]
-    fn targets_parse_and_bad_ones_name_the_fix() {
-        assert_eq!(parse_target("off"), Ok(None));
-        assert_eq!(parse_target(" OFF "), Ok(None));
-        assert_eq!(parse_target("224.0.0.56:9875"), Ok(Some(DEFAULT_GROUP)));
-        assert_eq!(
-            parse_target("239.255.255.255"),
-            Ok(Some("239.255.255.255:9875".parse().unwrap()))
-        );
-        assert_eq!(
-            parse_target("[ff02::2:7ffe]"),
-            Ok(Some("[ff02::2:7ffe]:9875".parse().unwrap()))
-        );
-        let e = parse_target("sap.local:9875").unwrap_err();
-        assert!(
-            e.contains("sap.local") && e.contains("224.0.0.56:9875") && e.contains("off"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn announces_then_deletes_on_stop() {
