@@ -378,6 +378,7 @@ fn netaudio_announces_by_sap_and_pipewire_records_the_ramp() {
     );
     let d = pw.dir.clone();
     let (json, rec) = (d.join("send.json"), d.join("rec.raw"));
+    let t0 = Instant::now();
     let mut sender = Reaper(
         bin()
             .args([
@@ -398,6 +399,7 @@ fn netaudio_announces_by_sap_and_pipewire_records_the_ramp() {
     );
     // The node exists only once PipeWire has read the announcement.
     pw.wait_ports("netaudio", "output");
+    let appeared = t0.elapsed();
     pw.spawn(
         pw.cmd("pw-record")
             .args([
@@ -423,15 +425,22 @@ fn netaudio_announces_by_sap_and_pipewire_records_the_ramp() {
     pw.wait("10 s recorded by pw-record", |_| {
         (file_len(&rec) >= want).then_some(())
     });
+    let t1 = Instant::now();
     terminate(&mut sender.0);
     // The deletion removes the node.
     pw.wait("the SAP deletion to remove the node", |pw| {
         let ports = pw.output(&["pw-link", "-o"])?;
         (!ports.contains("netaudio:output_")).then_some(())
     });
+    let gone = t1.elapsed();
     let j = read_json(&json);
     assert_eq!(j["allocations_rt"], 0, "{j}");
     assert_eq!(j["frees_rt"], 0, "{j}");
+    eprintln!(
+        "PipeWire's node appeared {:.0} ms after the sender started, and was gone {:.0} ms after SIGTERM",
+        appeared.as_secs_f64() * 1e3,
+        gone.as_secs_f64() * 1e3
+    );
 
     let recorded = std::fs::read(&rec).unwrap();
     let c = check_ramp(&recorded, 8 * RATE as usize, 1, 64)
