@@ -17,7 +17,8 @@
 //! * The daemons are the native ones ([`daemon::send`](crate::daemon::send),
 //!   [`daemon::recv`](crate::daemon::recv)); [`announce`] logs the sender's SDP and writes it
 //!   to the configured file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or
-//!   `vlc stream.sdp`.
+//!   `vlc stream.sdp`; [`crate::sap`] announces it by SAP (PipeWire) and follows the streams
+//!   others announce.
 //!
 //! Realtime contract (as in [`stream`](crate::stream)): after the first period a loop makes no
 //! allocation and no free, takes no lock and formats nothing; it blocks only in the device's
