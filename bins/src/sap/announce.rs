@@ -124,7 +124,8 @@ impl Drop for SapAnnouncer {
     }
 }
 
-/// Starts announcing the stream `tx` sends through `sock` to `group` (`None`: SAP off).
+/// Starts announcing the stream `tx` sends through `sock` to `group` (`None`: SAP off). A
+/// group that cannot be reached is an error, but for the default group: a warning, and no SAP.
 pub fn announce_stream(
     tx: &RtpSender,
     sock: &UdpSender,
@@ -135,7 +136,16 @@ pub fn announce_stream(
     };
     let sdp = crate::rtp::sdp_for(tx, sock)?;
     let local = sock.local_addr().map_err(|e| e.to_string())?.ip();
-    SapAnnouncer::start(group, &sdp, local).map(Some)
+    match SapAnnouncer::start(group, &sdp, local) {
+        Ok(a) => Ok(Some(a)),
+        // The default serves PipeWire; where it cannot go out (no IPv4 route), the stream
+        // itself still can.
+        Err(e) if group == super::DEFAULT_GROUP => {
+            log::warn!("{e}; streaming without SAP announcements");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn announce_until_stopped(
