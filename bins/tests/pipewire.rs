@@ -302,15 +302,17 @@ fn check_ramp(rec: &[u8], frames: usize, tolerance: i32, guard: u16) -> Result<R
         )
     };
     let total = rec.len() / 4;
-    let start = (0..total)
+    // The ramp begins where 256 frames in a row are the ramp in both channels (before that:
+    // silence, or one channel while the second link is being made).
+    let start = (0..total.saturating_sub(256))
         .find(|&k| {
-            let (l, r) = at(k);
-            r == l.wrapping_add(32_768)
-                && (l, r) != (0, 0)
-                && k + 1 < total
-                && at(k + 1).0 == l.wrapping_add(1)
+            let (l0, _) = at(k);
+            (0..256u16).all(|i| {
+                let (l, r) = at(k + i as usize);
+                l == l0.wrapping_add(i) && r == l.wrapping_add(32_768)
+            })
         })
-        .ok_or("no ramp frame in the recording")?;
+        .ok_or("no ramp in the recording")?;
     if total - start < frames {
         return Err(format!(
             "the ramp starts at frame {start} of {total}: fewer than {frames} frames after it"
@@ -666,4 +668,36 @@ fn pipewire_to_netaudio(follow_sap: bool) {
         noise.len() / 4,
         received(&j)
     );
+}
+
+/// The ramp check itself: it takes rounding, and finds a lost packet and a wrong sample.
+#[test]
+fn the_ramp_check_finds_gaps_and_takes_rounding() {
+    let ramp = |n: std::ops::Range<u32>| -> Vec<u8> {
+        n.flat_map(|n| {
+            let l = n as u16;
+            [l.to_le_bytes(), l.wrapping_add(32_768).to_le_bytes()].concat()
+        })
+        .collect()
+    };
+    let mut rec = vec![0u8; 4000];
+    rec.extend(ramp(1000..200_000));
+    let c = check_ramp(&rec, 150_000, 1, 64).unwrap();
+    assert_eq!(c.exact + c.near_jumps, c.frames);
+    // Rounding: one frame one step off in both channels.
+    let mut off = rec.clone();
+    let k = 4000 + 4 * 5000;
+    let v: u16 = 1000 + 5000 - 1; // the ramp's 6000, rounded down
+    off[k..k + 4].copy_from_slice(&[v.to_le_bytes(), (v + 32_768).to_le_bytes()].concat());
+    assert!(check_ramp(&off, 150_000, 1, 64).is_ok());
+    // A lost packet (256 frames).
+    let mut gap = vec![0u8; 4000];
+    gap.extend(ramp(1000..50_000));
+    gap.extend(ramp(50_256..200_000));
+    let e = check_ramp(&gap, 150_000, 1, 64).unwrap_err();
+    assert!(e.contains("a gap"), "{e}");
+    // A wrong sample.
+    let mut bad = rec.clone();
+    bad[4000 + 4 * 9000] ^= 0x40;
+    assert!(check_ramp(&bad, 150_000, 1, 64).is_err());
 }
