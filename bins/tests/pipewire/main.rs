@@ -9,8 +9,9 @@
 //!   sender stops, its SAP deletion removes the node.
 //! * `pw-play` of a known signal → PipeWire's `module-rtp-sink` (L16, payload type 127, 320
 //!   frames a packet) → `netaudio recv --proto rtp` with a recording virtual card: what is played
-//!   is the signal, bit for bit. PipeWire's own SAP announcement of that stream is read with the
-//!   engine's SAP parser on the way.
+//!   is the signal, bit for bit: once told the port and format (PipeWire's own SAP announcement
+//!   read with the engine's parser on the way), once with `netaudio recv --sap`, which takes
+//!   them from that announcement.
 //!
 //! PipeWire 0.3.65's `module-rtp-source` steers its buffer by resampling its input all the time
 //! (its DLL sets an active rate match, so audioconvert interpolates at ratios like 47994:48000
