@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// The graph's rate.
 pub const RATE: u32 = 48_000;
+/// The graph's quantum: frames per cycle.
+pub const QUANTUM: usize = 256;
 
 pub fn required() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -82,7 +84,7 @@ impl PipeWire {
     core.daemon = true
     core.name = pipewire-0
     default.clock.rate = {RATE}
-    default.clock.quantum = 256
+    default.clock.quantum = {QUANTUM}
     log.level = 2
 }}
 context.spa-libs = {{
@@ -90,6 +92,7 @@ context.spa-libs = {{
     support.*       = support/libspa-support
 }}
 context.modules = [
+    {{ name = libpipewire-module-rt args = {{ rt.prio = 70 }} flags = [ ifexists nofail ] }}
     {{ name = libpipewire-module-protocol-native }}
     {{ name = libpipewire-module-metadata }}
     {{ name = libpipewire-module-spa-node-factory }}
@@ -220,7 +223,7 @@ context.objects = [
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("pipewire.log")).unwrap_or_default()
     }
 }

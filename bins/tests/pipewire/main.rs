@@ -16,8 +16,10 @@
 //! PipeWire 0.3.65's `module-rtp-source` steers its buffer by resampling its input all the time
 //! (its DLL sets an active rate match, so audioconvert interpolates at ratios like 47994:48000
 //! and copies only while the ratio rounds to 1). The ramp it passes on is therefore checked to
-//! one step of rounding, outside the few frames around the ramp's two full-scale jumps where
-//! the interpolation rings; the share of frames that come out bit-exact is printed.
+//! a few steps (its interpolation rounds, and its gain is off by up to about 1e-4 at some
+//! phases: 2 steps near full scale, seen on a loaded machine; a lost packet is 256 steps),
+//! outside the few frames around the ramp's two full-scale jumps where the interpolation rings;
+//! the share of frames that come out bit-exact and the largest deviation are printed.
 //!
 //! Without PipeWire the tests skip with a loud message, unless `CI=true` or
 //! `NETAUDIO_PIPEWIRE=require` (as `ci/test` sets): then a missing PipeWire is a failure.
@@ -33,7 +35,7 @@ mod daemon;
 mod ramp;
 
 use common::*;
-use daemon::{PORTS, PipeWire, RATE, even_port, file_len, have_pipewire};
+use daemon::{PORTS, PipeWire, QUANTUM, RATE, even_port, file_len, have_pipewire};
 use ramp::check_ramp;
 
 #[test]
@@ -124,10 +126,10 @@ fn netaudio_announces_by_sap_and_pipewire_records_the_ramp() {
     );
 
     let recorded = std::fs::read(&rec).unwrap();
-    let c = check_ramp(&recorded, 8 * RATE as usize, 1, 64)
+    let c = check_ramp(&recorded, 8 * RATE as usize, 4, 64)
         .unwrap_or_else(|e| panic!("what PipeWire recorded is not the ramp: {e}"));
     eprintln!(
-        "netaudio → PipeWire module-rtp-source → pw-record: {} frames (8 s) of the ramp in order, no gap; {} bit-exact ({:.1} %), {} skipped next to the ramp's jumps, the rest within {} step of PipeWire's resampling; drift {} frames",
+        "netaudio → PipeWire module-rtp-source → pw-record: {} frames (8 s) of the ramp in order, no gap; {} bit-exact ({:.1} %), {} skipped next to the ramp's jumps, the rest within {} step(s) of PipeWire's resampling; drift {} frames",
         c.frames,
         c.exact,
         100.0 * c.exact as f64 / (c.frames - c.near_jumps) as f64,
@@ -287,8 +289,10 @@ fn pipewire_to_netaudio(follow_sap: bool) {
         pw.clients[player].try_wait().ok().flatten().map(|_| ())
     });
     let concealed = |v: &serde_json::Value| v["concealed_ms"].as_f64().unwrap_or(0.0);
-    let played_enough = |v: &serde_json::Value| received(v) as usize * 320 * 4 >= input.len();
-    let v = wait_status(&mut receiver.0, &sock, "PipeWire's packets", played_enough);
+    // Packets (320 frames each) up to the end of the noise and 0.1 s after it.
+    let enough = noise.end + RATE as usize / 10 * 4;
+    let received_noise = |v: &serde_json::Value| received(v) as usize * 320 * 4 >= enough;
+    let v = wait_status(&mut receiver.0, &sock, "PipeWire's packets", received_noise);
     // pw-play is gone, so the sink's node is no longer scheduled and sends nothing: everything
     // received has been played once the buffer runs dry (concealment begins).
     let c0 = concealed(&v);
@@ -323,28 +327,50 @@ fn pipewire_to_netaudio(follow_sap: bool) {
                 played.len()
             )
         });
+    // pw-play is an ordinary client: when it misses a graph cycle on a busy machine, PipeWire
+    // mixes one quantum of silence into the sink and the signal goes on after it. Such runs of
+    // exactly one quantum inside the noise come from PipeWire, before RTP (netaudio counts no
+    // loss, no late packet, no resync); everything else must be the noise, bit for bit, in
+    // order.
+    for key in ["lost_packets", "late_packets", "resyncs", "invalid_packets"] {
+        assert_eq!(j[key], 0, "{key}: {j}");
+    }
+    let frames = noise.len() / 4;
+    let frame = |n: usize| played.get(n * 4..n * 4 + 4);
+    let (mut i, mut k, mut inserted) = (0, at / 4, Vec::new());
+    while i < frames {
+        let want = &noise[i * 4..i * 4 + 4];
+        match frame(k) {
+            Some(f) if f == want => {
+                i += 1;
+                k += 1;
+            }
+            Some([0, 0, 0, 0]) => {
+                let run = (k..)
+                    .take_while(|&n| frame(n) == Some(&[0u8; 4][..]))
+                    .count();
+                inserted.push((i, run));
+                k += run;
+            }
+            f => panic!(
+                "what netaudio played is not what pw-play played into PipeWire's rtp-sink: noise frame {i} of {frames} is {f:?}, {want:?} was due (silence inserted before it: {inserted:?}): {j}\n{rlog}\npipewire's log:\n{}",
+                pw.log()
+            ),
+        }
+    }
     assert!(
-        played.len() >= at + noise.len(),
-        "played {} bytes, the noise needs {} from {at}: {j}",
-        played.len(),
-        noise.len()
-    );
-    let got = &played[at..at + noise.len()];
-    let bad = (0..noise.len() / 4).find(|&k| got[k * 4..k * 4 + 4] != noise[k * 4..k * 4 + 4]);
-    assert_eq!(
-        bad, None,
-        "what netaudio played is what pw-play played into PipeWire's rtp-sink, bit for bit: {j}"
+        inserted.iter().all(|&(_, run)| run % QUANTUM == 0),
+        "silence inside the noise that is not whole quanta of PipeWire's graph (at noise frame, frames): {inserted:?}: {j}"
     );
     let before = played[..at].iter().rposition(|&b| b != 0);
     assert_eq!(before, None, "only silence before the noise: {j}");
     eprintln!(
-        "PipeWire module-rtp-sink → netaudio{}: {} frames of noise bit-exact ({} packets, payload type 127)",
+        "PipeWire module-rtp-sink → netaudio{}: {frames} frames of noise bit-exact, in order ({} packets, payload type 127); silence PipeWire mixed in where pw-play missed a cycle (at noise frame, frames): {inserted:?}",
         if follow_sap {
             " (port and format from its SAP announcement)"
         } else {
             ""
         },
-        noise.len() / 4,
         received(&j)
     );
 }
