@@ -296,6 +296,9 @@ pub fn effective(cfg: &Config, role: Role) -> String {
     if let (Role::Sender, Some(f)) = (role, &cfg.network.sdp_file) {
         let _ = writeln!(s, "sdp_file = {f:?}");
     }
+    if let (Role::Sender, Some(a)) = (role, &cfg.network.sap) {
+        let _ = writeln!(s, "sap = {a:?}");
+    }
     if role == Role::Receiver {
         let _ = writeln!(s, "[receiver]");
         match cfg.receiver.latency_ms {

@@ -155,6 +155,10 @@ pub(crate) struct SendArgs {
     /// RTP: also write the stream's SDP to this file (it is always logged).
     #[arg(long)]
     pub(crate) sdp: Option<std::path::PathBuf>,
+    /// RTP: announce the stream by SAP to this group or host, ADDR:PORT, or off (PipeWire's
+    /// module-rtp-source and module-rtp-sap find it so) [default: 224.0.0.56:9875].
+    #[arg(long)]
+    pub(crate) sap: Option<String>,
     #[command(flatten)]
     pub(crate) audio: AudioArgs,
     #[command(flatten)]
@@ -204,6 +208,11 @@ pub(crate) struct RecvArgs {
     /// [default: native].
     #[arg(long)]
     pub(crate) proto: Option<String>,
+    /// RTP: wait for a stream announced by SAP on this group or address, ADDR:PORT (e.g.
+    /// 224.0.0.56:9875, PipeWire's), and play it in its announced format on its port [default:
+    /// off].
+    #[arg(long)]
+    pub(crate) sap: Option<String>,
     #[command(flatten)]
     pub(crate) audio: AudioArgs,
     #[command(flatten)]
@@ -252,6 +261,32 @@ pub(crate) fn parse_drift_mode(s: &str) -> Result<DriftMode, String> {
         .ok_or_else(|| {
             format!("unknown drift mode {s:?} (receiver.drift_mode / --drift-mode): use resample, slip or off")
         })
+}
+
+/// The SAP target of an RTP sender (`--sap`, `network.sap`); always off in the other modes.
+pub(crate) fn sap_target(
+    cli: &Option<String>,
+    cfg: &rt_config::Config,
+    proto: daemon::Proto,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    match cli.as_deref().or(cfg.network.sap.as_deref()) {
+        _ if proto != daemon::Proto::Rtp => Ok(None),
+        Some(s) => netaudio::sap::parse_target(s),
+        None => Ok(Some(netaudio::sap::DEFAULT_GROUP)),
+    }
+}
+
+/// The SAP group an RTP receiver follows a stream on (`--sap`, `network.sap`); off unless
+/// given, and always off in the other modes.
+pub(crate) fn recv_sap_target(
+    cli: &Option<String>,
+    cfg: &rt_config::Config,
+    proto: daemon::Proto,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    match cli.as_deref().or(cfg.network.sap.as_deref()) {
+        Some(s) if proto == daemon::Proto::Rtp => netaudio::sap::parse_target(s),
+        _ => Ok(None),
+    }
 }
 
 pub(crate) fn proto(

@@ -13,6 +13,7 @@ pub mod net;
 pub mod pcm;
 pub mod rt;
 pub mod rtp;
+pub mod sap;
 pub mod status;
 pub mod stream;
 pub mod tcp;

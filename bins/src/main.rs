@@ -8,7 +8,10 @@
 mod cli;
 
 use clap::Parser;
-use cli::{AudioArgs, Cli, Cmd, RecvArgs, RunArgs, parse_drift_mode, parse_format, proto};
+use cli::{
+    AudioArgs, Cli, Cmd, RecvArgs, RunArgs, parse_drift_mode, parse_format, proto, recv_sap_target,
+    sap_target,
+};
 use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
 use engine::receiver::DriftMode;
@@ -120,6 +123,7 @@ impl RunArgs {
             },
             proto: daemon::Proto::Native,
             announce_as: None,
+            sap: None,
         })
     }
 
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let audio = a.audio.options(&cfg)?;
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
+            run.sap = sap_target(&a.sap, &cfg, run.proto)?;
             let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
                 "no destination: give --dest host:port (e.g. turntable2.local:46000), a \
                  receiver's name (`netaudio discover` lists them) or auto, or network.dest in \
@@ -352,19 +357,30 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Cmd::Recv(a) => {
             let cfg = load_config(&a.audio)?;
-            let audio = a.audio.options(&cfg)?;
+            let mut audio = a.audio.options(&cfg)?;
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
             run.announce_as = announce_as(&a, &cfg)?;
+            netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
+            // RTP: follow a stream announced by SAP (its port and format).
+            let followed = match recv_sap_target(&a.sap, &cfg, run.proto)? {
+                Some(t) => {
+                    let Some(found) = netaudio::sap::wait_for_stream(t, None)? else {
+                        return Ok(ExitCode::SUCCESS); // stopped while waiting
+                    };
+                    audio.format = found.format;
+                    Some(found.listen.to_string())
+                }
+                None => None,
+            };
             let mode = drift_mode(&a.drift_mode, &cfg)?;
             let latency_ms = check_latency(
                 a.latency_ms
                     .or(cfg.receiver.latency_ms)
                     .unwrap_or_else(|| default_latency(&audio, mode)),
             )?;
-            let listen = a
-                .listen
-                .clone()
+            let listen = followed
+                .or(a.listen.clone())
                 .or(cfg.network.listen.clone())
                 .unwrap_or_else(|| "0.0.0.0:46000".into());
             let r = ReceiveOptions {
@@ -374,7 +390,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 recovery: recovery_mode(&a.recovery, &cfg)?,
                 auto_latency: auto_latency(&a, &cfg, latency_ms)?,
             };
-            netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             if let Err(f) = daemon::recv(&audio, &listen, &r, &run) {
                 return failed(f);
             }

@@ -17,7 +17,8 @@
 //! * The daemons are the native ones ([`daemon::send`](crate::daemon::send),
 //!   [`daemon::recv`](crate::daemon::recv)); [`announce`] logs the sender's SDP and writes it
 //!   to the configured file (`[network] sdp_file`, `--sdp`), for `ffplay stream.sdp` or
-//!   `vlc stream.sdp`.
+//!   `vlc stream.sdp`; [`crate::sap`] announces it by SAP (PipeWire) and follows the streams
+//!   others announce.
 //!
 //! Realtime contract (as in [`stream`](crate::stream)): after the first period a loop makes no
 //! allocation and no free, takes no lock and formats nothing; it blocks only in the device's
@@ -56,11 +57,17 @@ pub struct RtpInput {
 }
 
 impl RtpInput {
-    /// Binds `listen` for a receiver playing `format`.
+    /// Binds `listen` for a receiver playing `format`; a multicast address is joined.
     pub fn bind(listen: &str, format: StreamFormat) -> Result<RtpInput, String> {
         let translator = RtpTranslator::new(format).map_err(|e| format!("RTP mode: {e}"))?;
         let sock = UdpReceiver::bind_with_slots(listen, 4 << 20, MAX_RTP_DATAGRAM + 1)
             .map_err(|e| e.to_string())?;
+        // A multicast listen address (a stream announced to a group) joins the group.
+        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        if local.ip().is_multicast() {
+            sock.join_multicast(local.ip())
+                .map_err(|e| format!("cannot join the multicast group {}: {e}", local.ip()))?;
+        }
         Ok(RtpInput {
             sock,
             translator,

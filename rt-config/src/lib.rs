@@ -20,6 +20,7 @@
 //! key_file = "/etc/netaudio/key"   # optional: authenticate every packet (both machines)
 //! proto = "native"                 # native, rtp (ffmpeg, VLC, PipeWire), tcp
 //! sdp_file = "/run/netaudio/stream.sdp"  # rtp sender: where to write the SDP
+//! sap = "224.0.0.56:9875"          # rtp sender: SAP announcements (PipeWire's group), or "off"
 //!
 //! [receiver]
 //! latency_ms = 20.0
@@ -199,12 +200,13 @@ mod tests {
     #[test]
     fn proto_and_sdp_file_parse_and_bad_protos_name_the_choices() {
         let c = Config::parse(
-            "[network]\nproto = \"rtp\"\nsdp_file = \"stream.sdp\"\n",
+            "[network]\nproto = \"rtp\"\nsdp_file = \"stream.sdp\"\nsap = \"off\"\n",
             "f",
         )
         .unwrap();
         assert_eq!(c.network.proto.as_deref(), Some("rtp"));
         assert_eq!(c.network.sdp_file.as_deref(), Some("stream.sdp"));
+        assert_eq!(c.network.sap.as_deref(), Some("off"));
         assert!(Config::parse("[network]\nproto = \"tcp\"\n", "f").is_ok());
         let e = Config::parse("[network]\nproto = \"udp\"\n", "f").unwrap_err();
         assert!(

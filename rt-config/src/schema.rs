@@ -162,6 +162,8 @@ schema! {
             "receiver: the name it is announced under on the LAN (default: the host name)";
         announce: bool => Kind::Bool,
             "receiver: announce it on the LAN over mDNS/DNS-SD, for `netaudio discover` and dest = NAME or auto";
+        sap: String => Kind::Text,
+            "rtp: the sender announces its stream by SAP to ADDR:PORT (default 224.0.0.56:9875, PipeWire's), a receiver given one follows the stream announced there; off: no SAP";
     }
     [receiver] Receiver {
         latency_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub proto: Proto,
     /// Receiver: announce it on the LAN under this name (`discovery::announce`); None: not.
     pub announce_as: Option<String>,
+    /// RTP: where the sender announces its stream by SAP (None: off).
+    pub sap: Option<std::net::SocketAddr>,
 }
 
 /// The wire protocol (`[network] proto`, `--proto`).

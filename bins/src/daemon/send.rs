@@ -78,12 +78,16 @@ pub fn send(
         AnyCapture::Virtual(_) => None,
     })?;
     let mut rtp_json = None;
+    let mut sap = None;
     let tx = match (&sock, opts.proto) {
         (NetOut::Udp(udp), Proto::Rtp) => {
             let tx = crate::rtp::new_sender(&setup)?;
             crate::rtp::announce(&tx, &setup, udp, sdp_file)?;
-            rtp_json =
-                Some(json!({"proto": "rtp", "payload_type": tx.payload_type(), "ssrc": tx.ssrc()}));
+            sap = crate::sap::announce_stream(&tx, udp, opts.sap)?;
+            let sap_to = sap.as_ref().map(|s| s.group().to_string());
+            rtp_json = Some(
+                json!({"proto": "rtp", "payload_type": tx.payload_type(), "ssrc": tx.ssrc(), "sap": sap_to}),
+            );
             AnyPacketizer::Rtp(Box::new(tx))
         }
         _ => {
@@ -147,6 +151,9 @@ pub fn send(
     }
     STOP.store(true, Ordering::Relaxed);
     let rep = handle.join().map_err(|_| "the capture thread panicked")?;
+    if let Some(s) = sap {
+        s.stop();
+    }
     if let Some(h) = status {
         let _ = h.join();
     }

@@ -433,6 +433,16 @@ impl UdpReceiver {
         self.sock.local_addr()
     }
 
+    /// Joins the multicast `group` on the default interface (the socket is bound to the
+    /// group's address and port, so it takes only that group's datagrams).
+    pub fn join_multicast(&self, group: std::net::IpAddr) -> io::Result<()> {
+        let s = SockRef::from(&self.sock);
+        match group {
+            std::net::IpAddr::V4(g) => s.join_multicast_v4(&g, &std::net::Ipv4Addr::UNSPECIFIED),
+            std::net::IpAddr::V6(g) => s.join_multicast_v6(&g, 0),
+        }
+    }
+
     /// The file descriptor (to poll on).
     pub fn fd(&self) -> i32 {
         self.sock.as_raw_fd()

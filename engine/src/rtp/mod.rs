@@ -24,6 +24,9 @@
 //!   back to little-endian.
 //! * [`write_sdp`] writes the session description (RFC 4566) a receiver such as ffmpeg, VLC or
 //!   PipeWire opens.
+//! * [`SdpStream::parse`] reads one (where an announced stream goes, in which format).
+//! * [`sap`] announces that description (SAP, RFC 2974), as PipeWire's RTP modules expect, and
+//!   reads the announcements of others.
 //!
 //! Payload types: static 10 (L16, 44.1 kHz, stereo) and 11 (L16, 44.1 kHz, mono); dynamic
 //! [`PT_DYNAMIC`] (96) for everything else, described by `a=rtpmap`. A received dynamic payload
@@ -35,12 +38,15 @@
 //! [`write_sdp`] allocates (start-up only).
 
 mod packet;
+pub mod sap;
 mod sdp;
+mod sdp_parse;
 mod sender;
 mod translate;
 
 pub use packet::{RtpHeader, RtpPacket};
 pub use sdp::{SdpDirection, SdpParams, write_sdp};
+pub use sdp_parse::{SdpError, SdpStream};
 pub use sender::{RtpSender, RtpSenderError};
 pub use translate::{RtpTranslator, TRACKED_SOURCES};
 
