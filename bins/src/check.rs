@@ -517,4 +517,34 @@ mod tests {
             .expect("a failure");
         assert!(fail.text.contains("NoSuchCard") && fail.text.contains("netaudio devices"));
     }
+
+    #[test]
+    fn outputs_that_are_not_cards_are_described() {
+        let find = |dev: &str, role: Role| {
+            let cfg = Config::parse(&format!("[audio]\ndevice = {dev:?}\n"), "t").unwrap();
+            host(&cfg, role)
+                .into_iter()
+                .find(|f| f.text.contains("output") || f.text.contains("snapserver"))
+                .unwrap_or_else(|| panic!("no finding for {dev}"))
+        };
+        let f = find("stdout", Role::Receiver);
+        assert_eq!(f.level, Level::Ok, "{f:?}");
+        let f = find("pipe:/tmp/snapfifo", Role::Receiver);
+        assert!(
+            f.level == Level::Ok && f.text.contains("pipe:///tmp/snapfifo"),
+            "{f:?}"
+        );
+        let f = find("pipe:/no/such/folder/fifo", Role::Receiver);
+        assert_eq!(f.level, Level::Fail, "{f:?}");
+        // Nothing listens on port 1 of loopback: the format cannot be checked.
+        let f = find("snapcast:tcp://127.0.0.1:4953?control=1", Role::Receiver);
+        assert!(f.level == Level::Warn && f.text.contains("cannot"), "{f:?}");
+        let f = find("snapcast:tcp://127.0.0.1:4953", Role::Sender);
+        assert_eq!(f.level, Level::Fail, "{f:?}");
+        let f = find("snapcast:udp://x", Role::Receiver);
+        assert!(
+            f.level == Level::Fail && f.text.contains("mode=server"),
+            "{f:?}"
+        );
+    }
 }
