@@ -72,6 +72,9 @@ fn free_tcp_port() -> u16 {
 /// The frame-index ramp as heard: runs of consecutive frames, read times, what else came.
 #[derive(Default)]
 struct Heard {
+    /// Bits per sample as the reader gets them: 16 (S16_LE), 24 (in 4 bytes, Snapcast's) or
+    /// 32 (S32_LE); 0 is 16.
+    bits: u16,
     /// Frames of silence (both channels 0).
     silence: u64,
     /// Frames that are neither silence nor the ramp.
@@ -109,19 +112,30 @@ impl Heard {
     /// Takes what a reader read at `t` (S16_LE stereo).
     fn feed(&mut self, bytes: &[u8], t: Instant) {
         self.rest.extend_from_slice(bytes);
-        let whole = self.rest.len() / 4 * 4;
+        let sb = if self.bits <= 16 { 2 } else { 4 };
+        let whole = self.rest.len() / (2 * sb) * (2 * sb);
         let mut first_of_block = true;
-        for f in self.rest[..whole].chunks_exact(4) {
+        let bits = self.bits;
+        // The top 16 bits of a sample, and whether the rest is what a 16-bit ramp widened gives.
+        let top = |c: &[u8]| -> (u16, bool) {
+            if sb == 2 {
+                return (u16::from_le_bytes([c[0], c[1]]), true);
+            }
+            let v = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let shift = if bits == 24 { 8 } else { 16 };
+            let fits = bits != 24 || (v >> 23 == 0 || v >> 23 == -1);
+            ((v >> shift) as u16, fits && v & ((1 << shift) - 1) == 0)
+        };
+        for f in self.rest[..whole].chunks_exact(2 * sb) {
             self.total += 1;
-            let a = u16::from_le_bytes([f[0], f[1]]);
-            let b = u16::from_le_bytes([f[2], f[3]]);
-            if a == 0 && b == 0 {
+            let ((a, a_ok), (b, b_ok)) = (top(&f[..sb]), top(&f[sb..]));
+            if a == 0 && b == 0 && a_ok && b_ok {
                 self.silence += 1;
                 self.in_run = false;
                 self.pause += 1;
                 continue;
             }
-            if b != a.wrapping_add(32_768) {
+            if b != a.wrapping_add(32_768) || !a_ok || !b_ok {
                 self.other += 1;
                 if self.other_at.len() < 200 {
                     self.other_at.push(self.total - 1);
@@ -211,9 +225,13 @@ struct InOrder {
     broke_at: Option<usize>,
 }
 
-/// Reads `r` into a shared [`Heard`] on a thread until EOF.
-fn listen(mut r: impl Read + Send + 'static) -> Arc<Mutex<Heard>> {
-    let heard = Arc::new(Mutex::new(Heard::default()));
+/// Reads `r` (samples of `bits`, see [`Heard::bits`]) into a shared [`Heard`] on a thread
+/// until EOF.
+fn listen(mut r: impl Read + Send + 'static, bits: u16) -> Arc<Mutex<Heard>> {
+    let heard = Arc::new(Mutex::new(Heard {
+        bits,
+        ..Heard::default()
+    }));
     let h = heard.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 16];
@@ -296,7 +314,14 @@ struct SnapServer {
 }
 
 impl SnapServer {
-    fn start(dir: &Path, source_port: u16, stream: u16, control: u16, http: u16) -> SnapServer {
+    /// Starts one reading `sampleformat` (e.g. `48000:16:2`) from the TCP source on
+    /// `source_port`.
+    fn start(
+        dir: &Path,
+        source_port: u16,
+        [stream, control, http]: [u16; 3],
+        sampleformat: &str,
+    ) -> SnapServer {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!(
             "snapserver-{}.log",
@@ -314,7 +339,7 @@ impl SnapServer {
             .arg(http.to_string())
             .arg("--stream.source")
             .arg(format!(
-                "tcp://127.0.0.1:{source_port}?name=netaudio&mode=server&codec=pcm&sampleformat=48000:16:2"
+                "tcp://127.0.0.1:{source_port}?name=netaudio&mode=server&codec=pcm&sampleformat={sampleformat}"
             ))
             .args(["--logging.sink", "stderr"])
             .stdout(Stdio::null())
@@ -366,7 +391,8 @@ impl SnapServer {
     }
 }
 
-fn snapclient(stream: u16) -> (Reaper, Arc<Mutex<Heard>>) {
+/// A snapclient writing what it plays (samples of `bits`) to its stdout, read into a [`Heard`].
+fn snapclient(stream: u16, bits: u16) -> (Reaper, Arc<Mutex<Heard>>) {
     let mut c = Command::new("snapclient")
         .args(["-h", "127.0.0.1", "-p"])
         .arg(stream.to_string())
@@ -377,7 +403,7 @@ fn snapclient(stream: u16) -> (Reaper, Arc<Mutex<Heard>>) {
         .stderr(Stdio::null())
         .spawn()
         .expect("snapclient");
-    let heard = listen(c.stdout.take().unwrap());
+    let heard = listen(c.stdout.take().unwrap(), bits);
     (Reaper(c), heard)
 }
 
@@ -389,14 +415,10 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
     }
     let _serial = serial();
     let dir = tmp("snapserver");
-    let (source, stream, control, http) = (
-        free_tcp_port(),
-        free_tcp_port(),
-        free_tcp_port(),
-        free_tcp_port(),
-    );
-    let server = SnapServer::start(&dir, source, stream, control, http);
-    let (mut client, heard) = snapclient(stream);
+    let (source, stream, control) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let ports = [stream, control, free_tcp_port()];
+    let server = SnapServer::start(&dir, source, ports, "48000:16:2");
+    let (mut client, heard) = snapclient(stream, 16);
     wait_for("snapclient to play (silence)", STATE_TIMEOUT, || {
         (heard.lock().unwrap().silence > 48_000).then_some(())
     });
@@ -438,7 +460,7 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
     );
     let log1 = server.stop();
     let resyncs1 = log1.matches("onResync").count();
-    let server = SnapServer::start(&dir, source, stream, control, http);
+    let server = SnapServer::start(&dir, source, ports, "48000:16:2");
     wait_for(
         "the receiver to feed the new snapserver",
         STATE_TIMEOUT,
@@ -622,7 +644,7 @@ fn stdout_carries_the_ramp_and_nothing_else() {
     let port = free_port();
     let json = tmp("recv-stdout.json");
     let mut r = recv(port, "stdout", &json, Stdio::piped());
-    let heard = listen(r.stdout.take().unwrap());
+    let heard = listen(r.stdout.take().unwrap(), 16);
     let sock = status_socket(&json);
     wait_status(&mut r, &sock, "the receiver to be ready", |_| true);
     let _s = send(port);
@@ -648,4 +670,73 @@ fn stdout_carries_the_ramp_and_nothing_else() {
     );
     assert_eq!(j["allocations_rt"], 0, "{j}");
     assert_eq!(j["frees_rt"], 0, "{j}");
+}
+
+/// Snapserver reading another rate: the receiver refuses to start, naming both formats and the
+/// fix. Reading wider samples (32 bits, and 24 in 4 bytes): the stream is converted, and
+/// snapclient plays the ramp widened, every frame in order.
+#[test]
+fn snapcast_formats_are_checked_and_the_width_converted() {
+    if !have_snapcast() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tmp("snapserver-formats");
+    let source = free_tcp_port();
+    let ports = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
+    let device = format!("snapcast:tcp://127.0.0.1:{source}?control={}", ports[1]);
+    let server = SnapServer::start(&dir, source, ports, "44100:16:2");
+    let json = tmp("recv-mismatch.json");
+    let mut r = recv(free_port(), &device, &json, Stdio::null());
+    let status = wait_for("the receiver to refuse", STATE_TIMEOUT, || {
+        r.try_wait().unwrap()
+    });
+    let err = log_of(&json);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("44100:16:2")
+            && err.contains("48000:16:2")
+            && err.contains("sampleformat=48000:16:2")
+            && err.contains("--rate 44100"),
+        "{err}"
+    );
+    server.stop();
+    for bits in [32u16, 24] {
+        let server = SnapServer::start(&dir, source, ports, &format!("48000:{bits}:2"));
+        let (_client, heard) = snapclient(ports[0], bits);
+        let json = tmp(&format!("recv-{bits}.json"));
+        let port = free_port();
+        let mut r = recv(port, &device, &json, Stdio::null());
+        wait_for("the receiver to feed snapserver", STATE_TIMEOUT, || {
+            if let Ok(Some(st)) = r.try_wait() {
+                panic!("netaudio recv exited ({st}): {}", log_of(&json));
+            }
+            (server.source_status().as_deref() == Some("playing")).then_some(())
+        });
+        let _s = send(port);
+        wait_for(
+            &format!("5 s of the ramp at {bits} bits"),
+            Duration::from_secs(60),
+            || {
+                let h = heard.lock().unwrap();
+                let o = h.in_order(0);
+                assert!(
+                    o.broke_at.is_none() && h.other <= FADE_IN,
+                    "{bits} bits: {}",
+                    h.describe()
+                );
+                (o.frames as f64 >= 5.0 * RATE).then_some(())
+            },
+        );
+        terminate(&mut r);
+        server.stop();
+        let log = log_of(&json);
+        assert!(
+            log.contains(&format!("reads 48000:{bits}:2")) && log.contains("converted"),
+            "{log}"
+        );
+        let j = read_json(&json);
+        assert_eq!(j["allocations_rt"], 0, "{j}");
+        eprintln!("snapcast at {bits} bits: the 16-bit ramp widened, in order");
+    }
 }
