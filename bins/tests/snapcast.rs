@@ -306,6 +306,13 @@ fn log_of(json: &Path) -> String {
     std::fs::read_to_string(json.with_extension("log")).unwrap_or_default()
 }
 
+/// A TCP source in server mode on `port`, reading `sampleformat` (e.g. `48000:16:2`).
+fn tcp_source(port: u16, sampleformat: &str) -> String {
+    format!(
+        "tcp://127.0.0.1:{port}?name=netaudio&mode=server&codec=pcm&sampleformat={sampleformat}"
+    )
+}
+
 /// A snapserver on private ports with its own data folder, killed when dropped.
 struct SnapServer {
     child: Reaper,
@@ -314,14 +321,8 @@ struct SnapServer {
 }
 
 impl SnapServer {
-    /// Starts one reading `sampleformat` (e.g. `48000:16:2`) from the TCP source on
-    /// `source_port`.
-    fn start(
-        dir: &Path,
-        source_port: u16,
-        [stream, control, http]: [u16; 3],
-        sampleformat: &str,
-    ) -> SnapServer {
+    /// Starts one reading `source` (a snapserver source URI, e.g. [`tcp_source`]).
+    fn start(dir: &Path, source: &str, [stream, control, http]: [u16; 3]) -> SnapServer {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!(
             "snapserver-{}.log",
@@ -338,9 +339,7 @@ impl SnapServer {
             .args(["--http.bind_to_address", "127.0.0.1", "--http.port"])
             .arg(http.to_string())
             .arg("--stream.source")
-            .arg(format!(
-                "tcp://127.0.0.1:{source_port}?name=netaudio&mode=server&codec=pcm&sampleformat={sampleformat}"
-            ))
+            .arg(source)
             .args(["--logging.sink", "stderr"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -417,7 +416,7 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
     let dir = tmp("snapserver");
     let (source, stream, control) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let ports = [stream, control, free_tcp_port()];
-    let server = SnapServer::start(&dir, source, ports, "48000:16:2");
+    let server = SnapServer::start(&dir, &tcp_source(source, "48000:16:2"), ports);
     let (mut client, heard) = snapclient(stream, 16);
     wait_for("snapclient to play (silence)", STATE_TIMEOUT, || {
         (heard.lock().unwrap().silence > 48_000).then_some(())
@@ -460,7 +459,7 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
     );
     let log1 = server.stop();
     let resyncs1 = log1.matches("onResync").count();
-    let server = SnapServer::start(&dir, source, ports, "48000:16:2");
+    let server = SnapServer::start(&dir, &tcp_source(source, "48000:16:2"), ports);
     wait_for(
         "the receiver to feed the new snapserver",
         STATE_TIMEOUT,
@@ -597,8 +596,12 @@ fn a_fifo_output_feeds_a_reader_and_counts_what_a_stalled_one_misses() {
         "the receiver to go on (3 s of packets)",
         |v| received(v) > before + 3 * 48_000 / 256,
     );
-    // The reader goes away; a new one comes and gets the stream again.
+    // The reader goes away (the receiver notices at its next write); a new one comes and gets
+    // the stream again.
     drop(f);
+    wait_for("the receiver to see the reader go", STATE_TIMEOUT, || {
+        log_of(&json).contains("the reader went away").then_some(())
+    });
     let heard2 = Arc::new(Mutex::new(Heard::default()));
     let (h2, path) = (heard2.clone(), fifo.clone());
     std::thread::spawn(move || {
@@ -685,7 +688,7 @@ fn snapcast_formats_are_checked_and_the_width_converted() {
     let source = free_tcp_port();
     let ports = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
     let device = format!("snapcast:tcp://127.0.0.1:{source}?control={}", ports[1]);
-    let server = SnapServer::start(&dir, source, ports, "44100:16:2");
+    let server = SnapServer::start(&dir, &tcp_source(source, "44100:16:2"), ports);
     let json = tmp("recv-mismatch.json");
     let mut r = recv(free_port(), &device, &json, Stdio::null());
     let status = wait_for("the receiver to refuse", STATE_TIMEOUT, || {
@@ -702,7 +705,8 @@ fn snapcast_formats_are_checked_and_the_width_converted() {
     );
     server.stop();
     for bits in [32u16, 24] {
-        let server = SnapServer::start(&dir, source, ports, &format!("48000:{bits}:2"));
+        let server =
+            SnapServer::start(&dir, &tcp_source(source, &format!("48000:{bits}:2")), ports);
         let (_client, heard) = snapclient(ports[0], bits);
         let json = tmp(&format!("recv-{bits}.json"));
         let port = free_port();
@@ -739,4 +743,54 @@ fn snapcast_formats_are_checked_and_the_width_converted() {
         assert_eq!(j["allocations_rt"], 0, "{j}");
         eprintln!("snapcast at {bits} bits: the 16-bit ramp widened, in order");
     }
+}
+
+/// `pipe:` into snapserver's pipe source (which opens the FIFO non-blocking and, finding no
+/// writer, closes it and tries again every 100 ms): the ramp reaches snapclient in order.
+#[test]
+fn snapcast_reads_the_fifo_output() {
+    if !have_snapcast() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tmp("snapserver-fifo");
+    let fifo = dir.join("snapfifo");
+    let ports = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
+    let source = format!(
+        "pipe://{}?name=netaudio&codec=pcm&sampleformat=48000:16:2",
+        fifo.display()
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = SnapServer::start(&dir, &source, ports);
+    let (_client, heard) = snapclient(ports[0], 16);
+    let json = tmp("recv-snapfifo.json");
+    let port = free_port();
+    let mut r = recv(
+        port,
+        &format!("pipe:{}", fifo.display()),
+        &json,
+        Stdio::null(),
+    );
+    wait_for("the receiver to feed snapserver", STATE_TIMEOUT, || {
+        if let Ok(Some(st)) = r.try_wait() {
+            panic!("netaudio recv exited ({st}): {}", log_of(&json));
+        }
+        (server.source_status().as_deref() == Some("playing")).then_some(())
+    });
+    let _s = send(port);
+    wait_for("5 s of the ramp", Duration::from_secs(60), || {
+        let h = heard.lock().unwrap();
+        let o = h.in_order(0);
+        assert!(
+            o.broke_at.is_none() && h.other <= FADE_IN,
+            "{}",
+            h.describe()
+        );
+        (o.frames as f64 >= 5.0 * RATE).then_some(())
+    });
+    terminate(&mut r);
+    server.stop();
+    let j = read_json(&json);
+    assert_eq!(j["output_disconnects"], 0, "{j}");
+    assert_eq!(j["allocations_rt"], 0, "{j}");
 }

@@ -42,18 +42,32 @@ pub(super) struct Plan {
     pub(super) unchecked_said: bool,
     /// Whether stdout was handed over already (it is, once).
     pub(super) stdout_taken: bool,
+    /// The last "waiting for a reader" notice given.
+    pub(super) waiting_said: String,
 }
 
 /// The running connector thread; stopped and joined when dropped.
 pub(super) struct Connector {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    /// A FIFO it may be waiting on in a blocking `open`.
+    fifo: Option<std::path::PathBuf>,
 }
 
 impl Drop for Connector {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
         if let Some(h) = self.handle.take() {
+            // A thread waiting for a FIFO's reader is woken by a reader that comes and goes.
+            while !h.is_finished() {
+                if let Some(p) = &self.fifo {
+                    let _ = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(p);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let _ = h.join();
         }
     }
@@ -76,6 +90,10 @@ pub(super) fn spawn(
 ) -> Result<Connector, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let fifo = match &plan.target {
+        OutputTarget::Pipe(p) => Some(p.clone()),
+        _ => None,
+    };
     let handle = std::thread::Builder::new()
         .name("na-output".into())
         .spawn(move || {
@@ -132,6 +150,7 @@ pub(super) fn spawn(
     Ok(Connector {
         stop,
         handle: Some(handle),
+        fifo,
     })
 }
 
@@ -171,7 +190,7 @@ fn open(plan: &mut Plan) -> Result<File, Failed> {
             }
             connect(&host, port).map_err(Failed::Retry)
         }
-        OutputTarget::Pipe(path) => open_fifo(path),
+        OutputTarget::Pipe(path) => open_fifo(path, &mut plan.waiting_said),
         OutputTarget::Stdout => {
             if plan.stdout_taken {
                 return Err(Failed::Never(
@@ -247,8 +266,32 @@ pub(super) fn make_fifo(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-fn open_fifo(path: &std::path::Path) -> Result<File, Failed> {
+/// Opens the FIFO for writing, non-blocking once open. With a reader there it opens at once;
+/// without, it says so (once) and waits in a blocking `open` until one comes: a writer waiting
+/// there already counts as a writer, so a reader that opens non-blocking and gives up on EOF
+/// (snapserver's pipe source, every 100 ms) finds it and stays.
+fn open_fifo(path: &std::path::Path, said: &mut String) -> Result<File, Failed> {
     make_fifo(path).map_err(Failed::Retry)?;
+    match try_open_fifo(path) {
+        Err(Failed::Retry(why)) if why.starts_with(NO_READER) => {
+            if *said != why {
+                log::info!("{why}");
+                *said = why;
+            }
+        }
+        other => return other,
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Failed::Retry(format!("cannot open the FIFO {}: {e}", path.display())))?;
+    set_nonblocking(&f).map_err(Failed::Retry)?;
+    Ok(f)
+}
+
+const NO_READER: &str = "no reader on the FIFO";
+
+fn try_open_fifo(path: &std::path::Path) -> Result<File, Failed> {
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -256,7 +299,7 @@ fn open_fifo(path: &std::path::Path) -> Result<File, Failed> {
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ENXIO) {
                 Failed::Retry(format!(
-                    "no reader on the FIFO {} yet (frames are dropped until one opens it)",
+                    "{NO_READER} {} yet: waiting for one (frames are dropped meanwhile)",
                     path.display()
                 ))
             } else {
@@ -265,19 +308,24 @@ fn open_fifo(path: &std::path::Path) -> Result<File, Failed> {
         })
 }
 
+fn set_nonblocking(fd: &impl AsFd) -> Result<(), String> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| e.to_string())?;
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// A non-blocking duplicate of standard output.
 fn stdout_nonblocking() -> Result<File, String> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let fd = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| format!("cannot use standard output: {e}"))?;
-    let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| format!("standard output: {e}"))?;
-    fcntl(
-        &fd,
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )
-    .map_err(|e| format!("standard output: {e}"))?;
+    set_nonblocking(&fd).map_err(|e| format!("standard output: {e}"))?;
     Ok(File::from(fd))
 }
 
@@ -292,8 +340,8 @@ mod tests {
         let p = d.join("f");
         make_fifo(&p).unwrap();
         make_fifo(&p).unwrap();
-        // No reader: the open is refused at once, not waited on.
-        match open_fifo(&p) {
+        // No reader: the non-blocking open is refused at once.
+        match try_open_fifo(&p) {
             Err(Failed::Retry(e)) => assert!(e.contains("no reader"), "{e}"),
             _ => panic!("a FIFO without reader opened"),
         }

@@ -92,6 +92,7 @@ impl StreamPlayback {
                         wire,
                         unchecked_said: true,
                         stdout_taken: false,
+                        waiting_said: String::new(),
                     };
                     log::warn!("{}", connector::unchecked_notice(host, *control, &e, &plan));
                     unchecked_said = true;
@@ -128,6 +129,7 @@ impl StreamPlayback {
             wire,
             unchecked_said,
             stdout_taken: false,
+            waiting_said: String::new(),
         };
         let connector = connector::spawn(plan, stats.clone(), give, returned)?;
         Ok(StreamPlayback {

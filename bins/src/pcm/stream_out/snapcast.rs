@@ -176,7 +176,7 @@ pub fn check_format(stream: StreamFormat, src: &SnapSource) -> Result<WireSample
         format!(
             "snapserver's source {:?} reads sampleformat {} but netaudio streams {ours} ({why}): \
              set `sampleformat={}:{}:{}` on that source in snapserver.conf (`source = \
-             tcp://...?name={}&mode=server&sampleformat={}:{}:{}`), or stream {}:{} with \
+             tcp://...?name={}&mode=server&sampleformat={}:{}:{}`), or stream {} Hz, {} channels with \
              netaudio's --rate {} --channels {} (audio.rate, audio.channels) on sender and \
              receiver",
             src.name,
