@@ -145,6 +145,9 @@ pub(super) fn spawn(
                     }
                 }
             }
+            if plan.stdout_taken {
+                restore_stdout();
+            }
         })
         .map_err(|e| format!("cannot start the output's connector thread: {e}"))?;
     Ok(Connector {
@@ -319,7 +322,8 @@ fn set_nonblocking(fd: &impl AsFd) -> Result<(), String> {
     Ok(())
 }
 
-/// A non-blocking duplicate of standard output.
+/// A non-blocking duplicate of standard output (the flag is on the open file description,
+/// shared with whoever gave us stdout: [`restore_stdout`] takes it off again).
 fn stdout_nonblocking() -> Result<File, String> {
     let fd = std::io::stdout()
         .as_fd()
@@ -327,6 +331,18 @@ fn stdout_nonblocking() -> Result<File, String> {
         .map_err(|e| format!("cannot use standard output: {e}"))?;
     set_nonblocking(&fd).map_err(|e| format!("standard output: {e}"))?;
     Ok(File::from(fd))
+}
+
+/// Takes `O_NONBLOCK` off standard output again.
+fn restore_stdout() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let out = std::io::stdout();
+    if let Ok(flags) = fcntl(out.as_fd(), FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            out.as_fd(),
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK),
+        );
+    }
 }
 
 #[cfg(test)]

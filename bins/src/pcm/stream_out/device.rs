@@ -103,7 +103,15 @@ impl StreamPlayback {
                 make_fifo(path)?;
                 (WireSample::Pcm(stream.sample), DEFAULT_CHUNK_MS)
             }
-            OutputTarget::Stdout => (WireSample::Pcm(stream.sample), DEFAULT_CHUNK_MS),
+            OutputTarget::Stdout => {
+                use std::io::IsTerminal;
+                if std::io::stdout().is_terminal() {
+                    return Err("--device stdout writes raw PCM, and standard output is a \
+                         terminal: pipe it into a program (netaudio recv --device stdout | ...)"
+                        .into());
+                }
+                (WireSample::Pcm(stream.sample), DEFAULT_CHUNK_MS)
+            }
         };
         let render = wire.render_format(stream.sample);
         let format = StreamFormat {
