@@ -49,8 +49,9 @@ pub struct StreamPlayback {
 }
 
 impl StreamPlayback {
-    /// Opens an output (`req.name` as in [`parse_name`]); `stream` is the stream's own format
-    /// (`req.format` may ask for a wider sample, which an output decides itself).
+    /// Opens an output (`req.name` as in [`parse_name`]) for a stream in `req.format`; the
+    /// sample format it renders in ([`Playback::setup`]) is the stream's, or wider when its
+    /// reader's is (an output decides that itself, from its reader).
     pub fn open(req: &DeviceRequest) -> Result<StreamPlayback, String> {
         let target = parse_name(&req.name)
             .unwrap_or_else(|| Err(format!("{:?} is not an output", req.name)))?;

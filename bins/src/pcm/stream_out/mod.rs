@@ -8,9 +8,9 @@
 //!   names both formats and the fix), the sample width is converted. When snapserver goes
 //!   away the connection is made again with back-off; meanwhile the receiver keeps rendering
 //!   and its frames are counted as dropped;
-//! * `pipe:PATH`: a FIFO (Snapcast's `pipe://` source, or any reader), created if missing,
-//!   opened non-blocking once a reader has it open; a full pipe or no reader drops frames
-//!   (counted), it never makes the receiver wait;
+//! * `pipe:PATH`: a FIFO (Snapcast's `pipe://` source, or any reader), created if missing;
+//!   the connector thread waits for a reader and hands the descriptor over non-blocking; a
+//!   full pipe or no reader drops frames (counted), it never makes the receiver wait;
 //! * `stdout`: standard output, for `netaudio recv --device stdout | ...` (logs go to stderr).
 //!
 //! The device ([`StreamPlayback`]) is clocked by `CLOCK_MONOTONIC`, so the receiver's jitter
