@@ -3,6 +3,7 @@
 
 use crate::pcm::DeviceRequest;
 use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
+use crate::pcm::stream_out;
 use crate::pcm::virtual_dev::{self, VirtualCapture, VirtualPlayback};
 use crate::rt::{self, RtSpec};
 use engine::format::{SampleFormat, StreamFormat};
@@ -220,6 +221,11 @@ pub fn host(cfg: &Config, role: Role) -> Vec<Finding> {
         Role::Sender => "capture",
         Role::Receiver => "playback",
     };
+    if let Some(target) = stream_out::parse_name(&req.name) {
+        let (level, text) = check_output(role, target, sf);
+        push(&mut out, level, text);
+        return out;
+    }
     let opened = if virtual_dev::parse_name(&req.name).is_some() {
         match role {
             Role::Sender => VirtualCapture::open(&req).map(|_| ()),
@@ -251,6 +257,89 @@ pub fn host(cfg: &Config, role: Role) -> Vec<Finding> {
         ),
     }
     out
+}
+
+/// An output that is not a sound card (`snapcast:`, `pipe:`, `stdout`): what it is and, for
+/// Snapcast, whether snapserver reads the stream's format.
+fn check_output(
+    role: Role,
+    target: Result<stream_out::OutputTarget, String>,
+    sf: StreamFormat,
+) -> (Level, String) {
+    use stream_out::OutputTarget;
+    use stream_out::snapcast::{self, Probe};
+    let t = match target {
+        Ok(t) => t,
+        Err(e) => return (Level::Fail, e),
+    };
+    if role == Role::Sender {
+        return (
+            Level::Fail,
+            format!(
+                "{} is an output: a sender captures from an ALSA device or `virtual`",
+                t.describe()
+            ),
+        );
+    }
+    match &t {
+        OutputTarget::Snapcast {
+            host,
+            port,
+            control,
+        } => match snapcast::probe(host, *control, *port) {
+            Probe::Found(src) => match snapcast::check_format(sf, &src) {
+                Ok(w) => (
+                    Level::Ok,
+                    format!(
+                        "output: {}: its source {:?} reads {}, the stream ({sf}) goes as {}",
+                        t.describe(),
+                        src.name,
+                        src.sampleformat(),
+                        w.name()
+                    ),
+                ),
+                Err(e) => (Level::Fail, e),
+            },
+            Probe::NoSource(e) => (Level::Fail, format!("snapserver at {host}:{control}: {e}")),
+            Probe::Unreachable(e) => (
+                Level::Warn,
+                format!(
+                    "output: {}: its control port does not answer ({e}), so its format cannot \
+                     be checked; netaudio recv connects when snapserver is up",
+                    t.describe()
+                ),
+            ),
+        },
+        OutputTarget::Pipe(p) => {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                (
+                    Level::Fail,
+                    format!(
+                        "output: the folder of the FIFO {} does not exist",
+                        p.display()
+                    ),
+                )
+            } else {
+                (
+                    Level::Ok,
+                    format!(
+                        "output: {} (created if missing), raw {sf}: a reader opens it, e.g. \
+                         snapserver's `source = pipe://{}?name=netaudio&sampleformat={}:{}:{}`",
+                        t.describe(),
+                        p.display(),
+                        sf.rate,
+                        sf.sample.bytes() * 8,
+                        sf.channels
+                    ),
+                )
+            }
+        }
+        OutputTarget::Stdout => (
+            Level::Ok,
+            format!("output: standard output, raw {sf} (logs go to stderr)"),
+        ),
+    }
 }
 
 /// The effective settings, as TOML a person can read (and paste).
@@ -433,5 +522,35 @@ mod tests {
             .find(|f| f.level == Level::Fail)
             .expect("a failure");
         assert!(fail.text.contains("NoSuchCard") && fail.text.contains("netaudio devices"));
+    }
+
+    #[test]
+    fn outputs_that_are_not_cards_are_described() {
+        let find = |dev: &str, role: Role| {
+            let cfg = Config::parse(&format!("[audio]\ndevice = {dev:?}\n"), "t").unwrap();
+            host(&cfg, role)
+                .into_iter()
+                .find(|f| f.text.contains("output") || f.text.contains("snapserver"))
+                .unwrap_or_else(|| panic!("no finding for {dev}"))
+        };
+        let f = find("stdout", Role::Receiver);
+        assert_eq!(f.level, Level::Ok, "{f:?}");
+        let f = find("pipe:/tmp/snapfifo", Role::Receiver);
+        assert!(
+            f.level == Level::Ok && f.text.contains("pipe:///tmp/snapfifo"),
+            "{f:?}"
+        );
+        let f = find("pipe:/no/such/folder/fifo", Role::Receiver);
+        assert_eq!(f.level, Level::Fail, "{f:?}");
+        // Nothing listens on port 1 of loopback: the format cannot be checked.
+        let f = find("snapcast:tcp://127.0.0.1:4953?control=1", Role::Receiver);
+        assert!(f.level == Level::Warn && f.text.contains("cannot"), "{f:?}");
+        let f = find("snapcast:tcp://127.0.0.1:4953", Role::Sender);
+        assert_eq!(f.level, Level::Fail, "{f:?}");
+        let f = find("snapcast:udp://x", Role::Receiver);
+        assert!(
+            f.level == Level::Fail && f.text.contains("mode=server"),
+            "{f:?}"
+        );
     }
 }

@@ -80,7 +80,10 @@ pub(crate) struct CheckArgs {
 #[derive(Args, Clone)]
 pub(crate) struct AudioArgs {
     /// ALSA device (e.g. hw:CARD=CODEC,DEV=0, a dsnoop PCM), or virtual[:ppm=N,sine=HZ]
-    /// [default: virtual].
+    /// [default: virtual]. recv also writes to outputs that are not sound cards:
+    /// snapcast:tcp://HOST:PORT[?control=PORT] (a snapserver TCP source in mode=server; its
+    /// format is read from its control port, default 1705), pipe:PATH (a FIFO, created if
+    /// missing) or stdout.
     #[arg(long)]
     pub(crate) device: Option<String>,
     /// Sample rate, Hz [default: 44100].

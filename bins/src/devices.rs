@@ -130,6 +130,7 @@ pub fn report(cards: &[CardInfo]) -> String {
              and that snd_usb_audio is loaded: `lsmod | grep snd`). Without a card, netaudio \
              runs on virtual devices: device = \"virtual\".\n",
         );
+        s.push_str(OUTPUTS);
         return s;
     }
     for c in cards {
@@ -178,8 +179,15 @@ pub fn report(cards: &[CardInfo]) -> String {
     s.push_str(
         "Names like hw:CARD=CODEC,DEV=0 stay the same across boots; the card number does not.\n",
     );
+    s.push_str(OUTPUTS);
     s
 }
+
+/// The receiver's outputs that are not sound cards, for the report.
+const OUTPUTS: &str = "The receiver also writes to outputs that are not sound cards: \
+     device = \"snapcast:tcp://HOST:4953\" (a snapserver TCP source in mode=server; \
+     ?control=PORT when its JSON-RPC port is not 1705), \"pipe:/tmp/snapfifo\" (a FIFO) or \
+     \"stdout\".\n";
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +197,7 @@ mod tests {
     fn no_cards_says_so_with_a_hint() {
         let r = report(&[]);
         assert!(r.contains("No sound cards found") && r.contains("virtual"));
+        assert!(r.contains("snapcast:tcp://") && r.contains("pipe:") && r.contains("stdout"));
     }
 
     #[test]

@@ -133,7 +133,7 @@ schema! {
     }
     [audio] Audio {
         device: String => Kind::Text,
-            "ALSA device, e.g. hw:CARD=CODEC,DEV=0 (see `netaudio devices`), or virtual";
+            "ALSA device, e.g. hw:CARD=CODEC,DEV=0 (see `netaudio devices`), or virtual; a receiver also snapcast:tcp://HOST:PORT, pipe:PATH or stdout";
         rate: u32 => Kind::Int { min: RATES.0, max: RATES.1 },
             "sample rate in Hz (44100, 48000, 96000 are usual)";
         channels: u8 => Kind::Int { min: 1, max: 32 },

@@ -1,9 +1,11 @@
-//! The daemons' audio devices, ALSA or virtual by name: [`AnyCapture`], [`AnyPlayback`],
-//! opening them, and the sample formats to try for playback.
+//! The daemons' audio devices, ALSA, virtual or (for playback) an output that is not a sound
+//! card, by name: [`AnyCapture`], [`AnyPlayback`], opening them, and the sample formats to try
+//! for playback.
 
 use super::options::{AudioOptions, PlaybackFormat, ReceiveOptions};
 use crate::pcm::Playback;
 use crate::pcm::alsa::{AlsaCapture, AlsaPlayback};
+use crate::pcm::stream_out::{self, StreamPlayback};
 use crate::pcm::virtual_dev::{self, Sink, VirtualCapture, VirtualPlayback};
 use engine::format::SampleFormat;
 use engine::receiver::DriftMode;
@@ -18,6 +20,13 @@ pub enum AnyCapture {
 
 pub(crate) fn open_capture(a: &AudioOptions) -> Result<AnyCapture, String> {
     let req = a.request();
+    if stream_out::parse_name(&a.device).is_some() {
+        return Err(format!(
+            "{:?} is an output (Snapcast, a FIFO or stdout): a sender captures from an ALSA \
+             device or `virtual`; give it to `netaudio recv --device`",
+            a.device
+        ));
+    }
     if virtual_dev::parse_name(&a.device).is_some() {
         Ok(AnyCapture::Virtual(Box::new(VirtualCapture::open(&req)?)))
     } else {
@@ -53,6 +62,8 @@ pub enum AnyPlayback {
     Alsa(Box<AlsaPlayback>),
     /// Virtual.
     Virtual(Box<VirtualPlayback>),
+    /// Snapcast, a FIFO or stdout.
+    Stream(Box<StreamPlayback>),
 }
 
 impl AnyPlayback {
@@ -60,6 +71,15 @@ impl AnyPlayback {
         match self {
             AnyPlayback::Alsa(d) => d.setup().clone(),
             AnyPlayback::Virtual(d) => d.setup().clone(),
+            AnyPlayback::Stream(d) => d.setup().clone(),
+        }
+    }
+
+    /// The counters of an output that is not a sound card.
+    pub(crate) fn output_stats(&self) -> Option<std::sync::Arc<stream_out::OutputStats>> {
+        match self {
+            AnyPlayback::Stream(d) => Some(d.stats()),
+            _ => None,
         }
     }
 }
@@ -73,6 +93,10 @@ pub(crate) fn open_playback(
 ) -> Result<AnyPlayback, String> {
     let mut req = a.request();
     let mut last = String::from("no sample format to try");
+    if stream_out::parse_name(&a.device).is_some() {
+        // An output decides its sample format from its reader's.
+        return Ok(AnyPlayback::Stream(Box::new(StreamPlayback::open(&req)?)));
+    }
     if virtual_dev::parse_name(&a.device).is_some() {
         req.format.sample = formats.first().copied().unwrap_or(a.format.sample);
         return Ok(AnyPlayback::Virtual(Box::new(VirtualPlayback::open(

@@ -70,6 +70,9 @@ pub(super) fn spawn_receiver(
             AnyPlayback::Virtual(d) => {
                 stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
             }
+            AnyPlayback::Stream(d) => {
+                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
+            }
         };
         (rep, dev)
     })
@@ -136,7 +139,7 @@ pub fn recv(
     let setup = dev.setup();
     let gone = device_fault(fault, TestFault::PlaybackGone, || match &dev {
         AnyPlayback::Alsa(d) => Some(d.gone_switch()),
-        AnyPlayback::Virtual(_) => None,
+        AnyPlayback::Virtual(_) | AnyPlayback::Stream(_) => None,
     })?;
     let (producer, mut consumer) = rtlog::queue();
     let rx = with_receiver_key(
@@ -218,6 +221,10 @@ pub fn recv(
     let s = stats.snapshot();
     log::info!("stopped: {}", housekeeping::receiver_line(&s, rate));
     let mut j = stats_json(Side::Receiver, &s, &rep, cpu_seconds() - cpu0, &outcome);
+    if let Some(o) = dev.output_stats() {
+        log::info!("{}", o.line());
+        o.add_json(&mut j);
+    }
     if opts.proto == Proto::Rtp {
         j["proto"] = json!("rtp");
     }

@@ -1,5 +1,6 @@
-//! Audio devices behind one interface: ALSA ([`alsa`]) and the virtual, timer-driven devices
-//! ([`virtual_dev`]) used where there is no sound card.
+//! Audio devices behind one interface: ALSA ([`alsa`]), the virtual, timer-driven devices
+//! ([`virtual_dev`]) used where there is no sound card, and the outputs that are not sound
+//! cards ([`stream_out`]: Snapcast, a FIFO, stdout).
 //!
 //! The interface lends the device's own buffer (the ALSA mmap area) to a closure, so the sender
 //! reads captured frames in place and the receiver renders straight into the playback buffer.
@@ -11,6 +12,7 @@
 //! normal-priority thread per device, started at open, through lock-free rings).
 
 pub mod alsa;
+pub mod stream_out;
 pub mod virtual_dev;
 
 use core::fmt;
@@ -77,6 +79,9 @@ pub enum Access {
     ReadWrite,
     /// A virtual device.
     Virtual,
+    /// An output that is not a sound card (Snapcast, a FIFO, stdout), clocked by
+    /// `CLOCK_MONOTONIC`.
+    Stream,
 }
 
 /// What a device was opened with.
@@ -141,7 +146,7 @@ pub trait Playback {
 /// What to open.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceRequest {
-    /// ALSA device name, or `virtual` (see [`virtual_dev`]).
+    /// ALSA device name, `virtual` (see [`virtual_dev`]), or an output (see [`stream_out`]).
     pub name: String,
     /// Format wanted.
     pub format: StreamFormat,

@@ -24,7 +24,7 @@
 //! `playback` are the two devices, `sink` what a playback device hands what it plays to.
 
 mod capture;
-mod clock;
+pub(crate) mod clock;
 mod names;
 mod playback;
 mod sink;
