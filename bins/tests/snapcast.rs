@@ -205,6 +205,11 @@ fn snapclient(stream: u16, bits: u16) -> (Reaper, Arc<Mutex<Heard>>) {
     (Reaper(c), heard)
 }
 
+/// Runs that this shared machine spoils (the receiver's realtime thread not run for longer
+/// than its device buffer: an xrun, and the gap it leaves in the ramp) are repeated rather
+/// than counted, at most this many; the last one is checked in full.
+const ATTEMPTS: usize = 3;
+
 /// The Snapcast path end to end, with a snapserver restart in the middle.
 #[test]
 fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
@@ -212,6 +217,30 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
         return;
     }
     let _serial = serial();
+    for attempt in 1..=ATTEMPTS {
+        match snapcast_round_trip(attempt == ATTEMPTS) {
+            Ok(()) => return,
+            Err(why) => eprintln!("attempt {attempt} void: {why}"),
+        }
+    }
+}
+
+/// Why a run is void: the receiver counted xruns or gaps of its own (this machine stalled it),
+/// unless it is the `last` attempt, which is checked in full.
+fn stalled(json: &Path, last: bool) -> Option<String> {
+    let st = status(&status_socket(json))?;
+    let n = |k: &str| st[k].as_u64().unwrap_or(0);
+    (!last && n("xruns") + n("gaps") > 0).then(|| {
+        format!(
+            "the receiver stalled ({} xruns, {} gaps)",
+            n("xruns"),
+            n("gaps")
+        )
+    })
+}
+
+/// One run of the round trip; `Err` when the machine spoiled it (see [`stalled`]).
+fn snapcast_round_trip(last: bool) -> Result<(), String> {
     let dir = tmp("snapserver");
     let (source, stream, control) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let ports = [stream, control, free_tcp_port()];
@@ -240,15 +269,20 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
         || {
             let h = heard.lock().unwrap();
             let o = h.in_order(0);
+            if o.broke_at.is_some() || h.other > FADE_IN {
+                if let Some(why) = stalled(&json, last) {
+                    return Some(Err(why));
+                }
+            }
             assert!(
                 o.broke_at.is_none() && h.other <= FADE_IN,
                 "the ramp lost or repeated frames before the restart: {}\n{}",
                 h.describe(),
                 log_of(&json)
             );
-            (o.frames as f64 >= minute).then_some(())
+            (o.frames as f64 >= minute).then_some(Ok(()))
         },
-    );
+    )?;
     let run1 = heard.lock().unwrap().runs[0].clone();
     // The sender started after snapclient played: its first frames are in the first lap.
     let (lat_min, lat_med) = latency(&run1, 0, t0);
@@ -278,14 +312,19 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
             let h = heard.lock().unwrap();
             let before = h.in_order(0);
             let after = h.in_order(before.broke_at?);
+            if after.broke_at.is_some() {
+                if let Some(why) = stalled(&json, last) {
+                    return Some(Err(why));
+                }
+            }
             assert!(
                 after.broke_at.is_none(),
                 "the ramp broke after the restart: {}",
                 h.describe()
             );
-            (after.frames as f64 >= 5.0 * RATE).then_some((before, after))
+            (after.frames as f64 >= 5.0 * RATE).then_some(Ok((before, after)))
         },
-    );
+    )?;
     terminate(&mut r);
     let h = heard.lock().unwrap();
     let after_run = h.runs[before.broke_at.unwrap()].clone();
@@ -331,6 +370,7 @@ fn snapcast_plays_the_ramp_in_order_and_survives_a_snapserver_restart() {
     assert_eq!(j["allocations_rt"], 0, "{j}");
     assert_eq!(j["frees_rt"], 0, "{j}");
     assert_eq!(j["gaps"], 0, "{j}");
+    Ok(())
 }
 
 /// A FIFO read by this test: the ramp in order; a stalled reader costs counted frames, not
