@@ -272,7 +272,8 @@ fn the_model_stays_within_half_the_asymmetry_plus_20_us() {
     let mut failures = Vec::new();
     for case in CASES {
         let r = run(case, 300.0, None);
-        for (from, to) in [(5.0, 60.0), (60.0, 300.0)] {
+        // 1-5 s is shown, not held to the bound.
+        for (from, to) in [(1.0, 5.0), (5.0, 60.0), (60.0, 300.0)] {
             let (abs, beyond) = window(&r, &case, from, to);
             let (a50, a99, amax) = percentiles(abs);
             let (b50, b99, bmax) = percentiles(beyond.clone());
@@ -286,7 +287,7 @@ fn the_model_stays_within_half_the_asymmetry_plus_20_us() {
                 .count() as f64
                 / beyond.len() as f64;
             println!(
-                "{:<38} {:>4}-{:<3} s | {:>7.1} {:>7.1} {:>8.1} | {:>7.1} {:>7.1} {:>8.1} | {:>18.1} % | {:?}",
+                "{:<38} {:>4}-{:<3} s | {:>7.1} {:>7.1} {:>8.1} | {:>7.1} {:>7.1} {:>8.1} | {:>18.1} % | {}",
                 case.name,
                 from,
                 to,
@@ -297,10 +298,11 @@ fn the_model_stays_within_half_the_asymmetry_plus_20_us() {
                 b99,
                 bmax,
                 covered * 100.0,
-                r.locked_at_s,
+                r.locked_at_s
+                    .map_or("never".to_string(), |t| format!("{t:.2} s")),
             );
             let bound = case.half_asymmetry_ns().abs() * 1e-3 + case.beyond_us;
-            if amax > bound {
+            if from >= 5.0 && amax > bound {
                 failures.push(format!(
                     "{} over {from}-{to} s: max |error| {amax:.1} µs above {bound:.1} µs",
                     case.name

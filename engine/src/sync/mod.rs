@@ -25,6 +25,7 @@
 //! a syscall. Time comes in as arguments, bytes go out through the caller's buffers.
 
 pub mod client;
+mod envelope;
 pub mod model;
 pub mod packet;
 pub mod responder;

@@ -35,10 +35,8 @@
 //! fixed-capacity arrays; an exchange costs a pass over at most [`MAX_POINTS`] points per
 //! direction.
 
-use heapless::{Deque, Vec as HVec};
-
-/// Most blocks a direction holds.
-pub const MAX_POINTS: usize = 512;
+pub use super::envelope::MAX_POINTS;
+use super::envelope::{Envelope, Point};
 
 /// Local times of points are rebased when they reach this many ns from the origin, so they
 /// stay exact in an `f64`.
@@ -78,118 +76,6 @@ impl Default for ClockParams {
             step_above_for_ns: 4_000_000_000,
             lock_error_ns: 100_000,
         }
-    }
-}
-
-/// One block's best sample: local time and offset sample, ns from the model's origin (the
-/// backward samples negated).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Point {
-    t: i64,
-    y: i64,
-}
-
-/// One direction's points and their lower hull.
-#[derive(Clone, Debug, Default)]
-struct Envelope {
-    pts: Deque<Point, MAX_POINTS>,
-    hull: HVec<Point, MAX_POINTS>,
-    block_end: i64,
-    sum_t: f64,
-    sum_y: f64,
-}
-
-impl Envelope {
-    fn clear(&mut self) {
-        self.pts.clear();
-        self.hull.clear();
-        self.block_end = i64::MIN;
-    }
-
-    /// Adds `p`, keeping the better (lower after taking the line of slope `s` off) of two
-    /// samples in one block; a sample older than the newest point is dropped.
-    fn add(&mut self, p: Point, block_ns: i64, s: f64) {
-        if let Some(last) = self.pts.back_mut() {
-            if p.t < last.t {
-                return;
-            }
-            if p.t < self.block_end {
-                let score = |q: &Point| q.y as f64 - s * q.t as f64;
-                if score(&p) < score(last) {
-                    *last = p;
-                }
-                return;
-            }
-        }
-        if self.pts.is_full() {
-            self.pts.pop_front();
-        }
-        let _ = self.pts.push_back(p);
-        self.block_end = p.t.saturating_add(block_ns);
-    }
-
-    fn trim(&mut self, newest: i64, window_ns: i64) {
-        while self
-            .pts
-            .front()
-            .is_some_and(|f| newest.saturating_sub(f.t) > window_ns)
-        {
-            self.pts.pop_front();
-        }
-    }
-
-    fn shift(&mut self, dt: i64, dy: i64) {
-        for p in self.pts.iter_mut() {
-            p.t -= dt;
-            p.y -= dy;
-        }
-        self.block_end = self.block_end.saturating_sub(dt);
-    }
-
-    /// The lower hull (monotone chain; the points are in time order) and the sums.
-    fn rebuild(&mut self) {
-        self.hull.clear();
-        self.sum_t = 0.0;
-        self.sum_y = 0.0;
-        for &p in self.pts.iter() {
-            self.sum_t += p.t as f64;
-            self.sum_y += p.y as f64;
-            while self.hull.len() >= 2 {
-                let a = self.hull[self.hull.len() - 2];
-                let b = self.hull[self.hull.len() - 1];
-                let cross = (b.t - a.t) as i128 * (p.y - a.y) as i128
-                    - (b.y - a.y) as i128 * (p.t - a.t) as i128;
-                if cross <= 0 {
-                    self.hull.pop();
-                } else {
-                    break;
-                }
-            }
-            let _ = self.hull.push(p);
-        }
-    }
-
-    /// The highest line of slope `s` no point lies below: its value at t = 0.
-    fn floor(&self, s: f64) -> f64 {
-        self.hull
-            .iter()
-            .map(|p| p.y as f64 - s * p.t as f64)
-            .fold(f64::INFINITY, f64::min)
-    }
-
-    /// Total height of the points over the line of slope `s` at its floor.
-    fn gap(&self, s: f64) -> f64 {
-        let n = self.pts.len() as f64;
-        if n == 0.0 {
-            return 0.0;
-        }
-        self.sum_y - s * self.sum_t - n * self.floor(s)
-    }
-
-    fn edge_slopes(&self) -> impl Iterator<Item = f64> + '_ {
-        self.hull
-            .windows(2)
-            .map(|w| (w[1].y - w[0].y) as f64 / (w[1].t - w[0].t) as f64)
     }
 }
 
