@@ -26,8 +26,11 @@
 //! **Steps.** A sample beyond its line on the side where delay cannot put it (a forward sample
 //! under the floor, a backward one over the ceiling) by more than [`ClockParams::step_ns`] means
 //! the clock stepped (the sender's machine restarted, another sender took over): the fit
-//! restarts, counted ([`ClockModel::restarts`]) when the model was locked; the rate is kept
-//! as a first guess. Before the lock the threshold is [`ClockParams::loose_step_ns`]. Samples
+//! restarts, counted ([`ClockModel::restarts`]) when the model was locked. The rate is kept:
+//! the new fit uses it as long as its points are consistent with it and span less time than
+//! the points it came from (a rebooted sender has the same crystal; another sender taking
+//! over shows a different rate within seconds). Before the lock the threshold is
+//! [`ClockParams::loose_step_ns`]. Samples
 //! above their line by [`ClockParams::step_above_ns`] for [`ClockParams::step_above_for_ns`] on
 //! end (a path that got slower for good) restart it as well.
 //!
@@ -111,8 +114,13 @@ pub struct ClockModel {
     fwd: Envelope,
     bwd: Envelope,
     line: Option<Line>,
-    /// The slope used before the points span enough (the last fitted one).
+    /// The slope used before the points span enough (the last fitted one) ...
     held_slope: f64,
+    /// ... and the span of the points it was fitted to, ns.
+    held_span: f64,
+    /// Restarted after a step: the held slope is kept while the new points are consistent
+    /// with it and span less than it was fitted to.
+    holding: bool,
     above_f: Option<u64>,
     above_b: Option<u64>,
     restarts: u64,
@@ -129,6 +137,8 @@ impl ClockModel {
             bwd: Envelope::default(),
             line: None,
             held_slope: 0.0,
+            held_span: 0.0,
+            holding: false,
             above_f: None,
             above_b: None,
             restarts: 0,
@@ -175,6 +185,7 @@ impl ClockModel {
                 // starts again, but only a locked model's step counts.
                 self.restarts += locked as u64;
                 self.reset();
+                self.holding = locked;
                 outcome = Observed::Restarted;
             }
         }
@@ -268,11 +279,16 @@ impl ClockModel {
         let last = self.fwd.pts.back().map_or(0, |p| p.t);
         let span = (last - first) as f64;
         let spans = span >= self.params.min_span_ns as f64 && span > 0.0;
-        let s = if spans {
-            self.best_slope().unwrap_or(self.held_slope)
-        } else {
-            self.held_slope
-        };
+        let mut s = self.held_slope;
+        if spans {
+            let fitted = self.best_slope().unwrap_or(self.held_slope);
+            self.holding &= span < self.held_span && self.consistent(fitted);
+            if !self.holding {
+                s = fitted;
+                self.held_slope = s;
+                self.held_span = span;
+            }
+        }
         let floor_f = self.fwd.floor(s);
         let floor_b = self.bwd.floor(-s);
         let error = spans.then(|| {
@@ -281,9 +297,6 @@ impl ClockModel {
             let mean_t = self.fwd.sum_t / nf as f64;
             (per_f + per_b) * (1.0 + 2.0 * (last as f64 - mean_t).abs() / span)
         });
-        if spans {
-            self.held_slope = s;
-        }
         self.line = Some(Line {
             c: (floor_f - floor_b) / 2.0,
             s,
@@ -291,6 +304,16 @@ impl ClockModel {
             floor_b,
             error,
         });
+    }
+
+    /// Whether the points are consistent with the held slope as well as with `fitted`, their
+    /// own: the held line's total height over the points exceeds the fitted one's by at most
+    /// two mean heights (for exponential jitter, a log-likelihood ratio of at most 2).
+    fn consistent(&self, fitted: f64) -> bool {
+        let cost = |s: f64| self.fwd.gap(s) + self.bwd.gap(-s);
+        let n = (self.fwd.pts.len() + self.bwd.pts.len()) as f64;
+        let best = cost(fitted);
+        cost(self.held_slope) - best <= 2.0 * best / n
     }
 
     /// The slope that minimises both envelopes' total height over their lines: a convex
@@ -460,6 +483,31 @@ mod tests {
             exchange(&mut m, t, 1e9 + 7e6, 20e-6, 300_000, 300_000),
             Observed::Restarted
         );
+    }
+
+    #[test]
+    fn another_sender_taking_over_brings_its_own_rate() {
+        let mut m = ClockModel::new(ClockParams::default());
+        let mut t = 0u64;
+        let mut rng = crate::rng::Rng::new(4);
+        let mut jitter = || 300_000 + rng.next_u64() % 500_000;
+        for _ in 0..1000 {
+            t += 25_000_000;
+            exchange(&mut m, t, 0.0, 30e-6, jitter(), jitter());
+        }
+        assert!((m.rate_ppm().unwrap() - 30.0).abs() < 0.5);
+        let mut restarted = 0;
+        for _ in 0..400 {
+            t += 25_000_000;
+            let o = exchange(&mut m, t, -2e9, -40e-6, jitter(), jitter());
+            restarted += (o == Observed::Restarted) as u32;
+        }
+        assert_eq!((restarted, m.restarts()), (1, 1));
+        let rate = m.rate_ppm().unwrap();
+        assert!((rate + 40.0).abs() < 2.0, "{rate} ppm");
+        let truth = -2e9 + t as f64 * (1.0 - 40e-6);
+        let err = m.local_to_sender(t).unwrap() as f64 - truth;
+        assert!(err.abs() < 20_000.0, "{err}");
     }
 
     #[test]
