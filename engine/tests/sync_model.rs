@@ -353,6 +353,8 @@ fn a_step_of_the_senders_clock_restarts_the_model_which_starts_afresh() {
     }
 }
 
+/// Diagnostics: the largest error beyond half the asymmetry in each second of two cases, and
+/// the model's estimate (`--ignored --nocapture`).
 #[test]
 #[ignore]
 fn trace() {
