@@ -34,6 +34,7 @@ pub mod sender;
 pub mod session;
 pub mod sim;
 pub mod stats;
+pub mod sync;
 pub mod wire;
 
 pub use format::{SampleFormat, StreamFormat};

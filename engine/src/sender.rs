@@ -10,6 +10,11 @@
 //! stack, payload slice, tag on the stack) for a three-iovec `sendmsg`; the tag is computed
 //! with an incremental keyed BLAKE3 hasher over the two slices, so still nothing is copied.
 //!
+//! With [`Sender::with_capture_time`] each packet also carries its capture time (flag
+//! [`Flags::TIMED`], see [`crate::wire`]): the driver tells the sender when the period's first
+//! frame was captured ([`Sender::set_capture_time`]) and each packet's time follows from its
+//! frame offset at the nominal rate. Off by default.
+//!
 //! A clean stop ends the stream with [`END_COPIES`] END packets ([`Sender::end_packet`]): no
 //! payload, the index where the stream ends, each with its own sequence number (and, with a
 //! key, its own tag), so that one lost datagram does not turn the stop into a gap and no copy is
@@ -19,7 +24,7 @@
 
 use crate::auth::{self, AuthExt, Key};
 use crate::format::StreamFormat;
-use crate::wire::{Flags, HEADER_LEN, MAX_PACKET_LEN, PacketHeader};
+use crate::wire::{CAPTURE_TIME_LEN, Flags, HEADER_LEN, MAX_PACKET_LEN, PacketHeader};
 use core::fmt;
 
 /// Why a sender cannot be made for a format and period.
@@ -55,10 +60,13 @@ pub struct Sender {
     stream_id: u32,
     seq: u32,
     next_frame: u64,
+    period: usize,
     frames_per_packet: usize,
     flags: Flags,
     tag_len: u8,
     auth: Option<SenderAuth>,
+    /// Capture time (sender clock, ns) of frame `capture_frame`, when packets are timed.
+    capture: Option<(u64, u64)>,
 }
 
 /// The key and the wall-clock fields of an authenticated sender.
@@ -68,8 +76,9 @@ struct SenderAuth {
     ext: AuthExt,
 }
 
-/// Header plus authentication extension, the most a sender puts before the payload.
-pub const MAX_HEAD_LEN: usize = HEADER_LEN + auth::EXT_LEN;
+/// Header, capture time and authentication extension, the most a sender puts before the
+/// payload.
+pub const MAX_HEAD_LEN: usize = HEADER_LEN + CAPTURE_TIME_LEN + auth::EXT_LEN;
 
 /// END packets a clean stop sends (see [`Sender::end_packet`]).
 pub const END_COPIES: usize = 3;
@@ -84,27 +93,87 @@ impl Sender {
         stream_id: u32,
         first_seq: u32,
     ) -> Result<Sender, SenderError> {
-        if period == 0 {
-            return Err(SenderError::ZeroPeriod);
-        }
-        let room = MAX_PACKET_LEN - HEADER_LEN - crate::wire::MAX_TAG_LEN;
-        let max_frames = (room / format.frame_bytes()).min(u16::MAX as usize);
-        if max_frames == 0 {
-            return Err(SenderError::FrameTooLarge {
-                frame_bytes: format.frame_bytes(),
-            });
-        }
-        let packets = period.div_ceil(max_frames);
         Ok(Sender {
             format,
             stream_id,
             seq: first_seq,
             next_frame: 0,
-            frames_per_packet: period.div_ceil(packets),
+            period,
+            frames_per_packet: frames_per_packet(format, period, 0)?,
             flags: Flags::default(),
             tag_len: 0,
             auth: None,
+            capture: None,
         })
+    }
+
+    /// Stamps every packet with its capture time ([`Flags::TIMED`]; see
+    /// [`set_capture_time`](Self::set_capture_time)). Packets may hold fewer frames to make
+    /// room for it.
+    pub fn with_capture_time(mut self) -> Result<Sender, SenderError> {
+        self.frames_per_packet = frames_per_packet(self.format, self.period, CAPTURE_TIME_LEN)?;
+        self.flags = self.flags.with(Flags::TIMED);
+        self.capture = Some((0, self.next_frame));
+        Ok(self)
+    }
+
+    /// Whether packets carry their capture time.
+    pub fn is_timed(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// The capture time (sender clock, ns) of the next frame to be packetized, i.e. of the
+    /// first frame of the period about to be handed over; call it once per period. Each
+    /// packet's capture time is this plus its frames' offset at the nominal rate. Does
+    /// nothing unless packets are timed.
+    pub fn set_capture_time(&mut self, capture_ns: u64) {
+        if let Some(c) = self.capture.as_mut() {
+            *c = (capture_ns, self.next_frame);
+        }
+    }
+
+    /// The capture time of frame `frame` by the last [`set_capture_time`](Self::set_capture_time).
+    fn capture_time_of(&self, frame: u64) -> Option<u64> {
+        let (t, base) = self.capture?;
+        let ns = frame.wrapping_sub(base) as u128 * 1_000_000_000 / self.format.rate as u128;
+        Some(t.wrapping_add(ns as u64))
+    }
+
+    /// Bytes of extension each packet carries.
+    fn ext_len(&self) -> usize {
+        let time = if self.capture.is_some() {
+            CAPTURE_TIME_LEN
+        } else {
+            0
+        };
+        let auth = if self.auth.is_some() {
+            auth::EXT_LEN
+        } else {
+            0
+        };
+        time + auth
+    }
+
+    /// Writes the header for `frames` frames (advancing sequence and frame index) and the
+    /// extension into `head`; returns the length written.
+    fn next_head(&mut self, frames: usize, head: &mut [u8; MAX_HEAD_LEN]) -> usize {
+        let time = self.capture_time_of(self.next_frame);
+        let header = if frames == 0 {
+            self.end_header()
+        } else {
+            self.next_header(frames)
+        };
+        head[..HEADER_LEN].copy_from_slice(&header);
+        let mut at = HEADER_LEN;
+        if let Some(t) = time {
+            head[at..at + CAPTURE_TIME_LEN].copy_from_slice(&t.to_be_bytes());
+            at += CAPTURE_TIME_LEN;
+        }
+        if let Some(a) = &self.auth {
+            head[at..at + auth::EXT_LEN].copy_from_slice(&a.ext.to_bytes());
+            at += auth::EXT_LEN;
+        }
+        at
     }
 
     /// Authenticates every packet with `key`. `session_ns` is the wall-clock time of this
@@ -136,7 +205,10 @@ impl Sender {
         stream_id: u32,
         session_ns: u64,
     ) -> Result<Sender, SenderError> {
-        let s = Sender::new(self.format, period, stream_id, self.seq)?;
+        let mut s = Sender::new(self.format, period, stream_id, self.seq)?;
+        if self.is_timed() {
+            s = s.with_capture_time()?;
+        }
         Ok(match &self.auth {
             Some(a) => s.with_auth(a.key.clone(), session_ns),
             None => s,
@@ -188,6 +260,17 @@ impl Sender {
     /// first frame index is where the stream ends (the next frame this sender would have
     /// sent). Each call takes a new sequence number: send [`END_COPIES`] of them.
     pub fn end_packet<F: FnOnce(&[u8], &[u8])>(&mut self, emit: F) {
+        let mut head = [0u8; MAX_HEAD_LEN];
+        let len = self.next_head(0, &mut head);
+        let head = &head[..len];
+        match &self.auth {
+            Some(a) => emit(head, &a.key.tag(&[head])),
+            None => emit(head, &[]),
+        }
+    }
+
+    /// The header of an END packet; advances the sequence number.
+    fn end_header(&mut self) -> [u8; HEADER_LEN] {
         let h = PacketHeader {
             flags: self.flags.with(Flags::END),
             stream_id: self.stream_id,
@@ -195,24 +278,11 @@ impl Sender {
             first_frame: self.next_frame,
             format: self.format,
             frames: 0,
-            ext_len: if self.auth.is_some() {
-                auth::EXT_LEN as u16
-            } else {
-                0
-            },
+            ext_len: self.ext_len() as u16,
             tag_len: self.tag_len,
         };
         self.seq = self.seq.wrapping_add(1);
-        let mut head = [0u8; MAX_HEAD_LEN];
-        head[..HEADER_LEN].copy_from_slice(&h.to_bytes());
-        match &self.auth {
-            Some(a) => {
-                head[HEADER_LEN..].copy_from_slice(&a.ext.to_bytes());
-                let tag = a.key.tag(&[&head]);
-                emit(&head, &tag);
-            }
-            None => emit(&head[..HEADER_LEN], &[]),
-        }
+        h.to_bytes()
     }
 
     /// Skips `frames` frames of the stream (captured audio that was lost, e.g. in an overrun),
@@ -231,11 +301,7 @@ impl Sender {
             first_frame: self.next_frame,
             format: self.format,
             frames: frames as u16,
-            ext_len: if self.auth.is_some() {
-                auth::EXT_LEN as u16
-            } else {
-                0
-            },
+            ext_len: self.ext_len() as u16,
             tag_len: self.tag_len,
         };
         self.seq = self.seq.wrapping_add(1);
@@ -276,16 +342,14 @@ impl Sender {
         let mut head = [0u8; MAX_HEAD_LEN];
         while frames > 0 {
             let take = frames.min(self.frames_per_packet);
-            let header = self.next_header(take);
+            let len = self.next_head(take, &mut head);
             let payload = &captured[at..at + take * fb];
-            head[..HEADER_LEN].copy_from_slice(&header);
             match &self.auth {
                 Some(a) => {
-                    head[HEADER_LEN..].copy_from_slice(&a.ext.to_bytes());
-                    let tag = a.key.tag(&[&head, payload]);
-                    emit(&head, payload, &tag);
+                    let tag = a.key.tag(&[&head[..len], payload]);
+                    emit(&head[..len], payload, &tag);
                 }
-                None => emit(&head[..HEADER_LEN], payload, &[]),
+                None => emit(&head[..len], payload, &[]),
             }
             at += take * fb;
             frames -= take;
@@ -293,6 +357,29 @@ impl Sender {
         }
         n
     }
+}
+
+/// Frames per packet for periods of `period` frames, packets split equally, with `extra`
+/// bytes of extension beyond the authentication's.
+fn frames_per_packet(
+    format: StreamFormat,
+    period: usize,
+    extra: usize,
+) -> Result<usize, SenderError> {
+    if period == 0 {
+        return Err(SenderError::ZeroPeriod);
+    }
+    // Room for the authentication extension and tag (16 + 16) is kept whether or not there
+    // is a key, so a keyed stream splits its periods as an unkeyed one does.
+    let room = MAX_PACKET_LEN - HEADER_LEN - crate::wire::MAX_TAG_LEN - extra;
+    let max_frames = (room / format.frame_bytes()).min(u16::MAX as usize);
+    if max_frames == 0 {
+        return Err(SenderError::FrameTooLarge {
+            frame_bytes: format.frame_bytes(),
+        });
+    }
+    let packets = period.div_ceil(max_frames);
+    Ok(period.div_ceil(packets))
 }
 
 #[cfg(test)]
@@ -416,6 +503,78 @@ mod tests {
             );
             assert!(key.verify(p.authenticated(), p.tag()));
         });
+    }
+
+    #[test]
+    fn timed_packets_carry_their_capture_time_then_the_authentication_extension() {
+        use crate::auth::{AuthExt, EXT_LEN, KEY_LEN, Key, TAG_LEN};
+        let f = StreamFormat::new(48_000, 2, SampleFormat::S32Le).unwrap();
+        for key in [None, Some(Key::from_bytes([3; KEY_LEN]))] {
+            let mut s = Sender::new(f, 1024, 3, 0).unwrap();
+            if let Some(k) = &key {
+                s = s.with_auth(k.clone(), 1000);
+                s.set_wall_clock(2000);
+            }
+            let mut s = s.with_capture_time().unwrap();
+            assert!(s.is_timed());
+            s.skip(480);
+            s.set_capture_time(5_000_000_000);
+            let buf = vec![7u8; 1024 * 8];
+            let mut seen = Vec::new();
+            s.packetize_tagged(&buf, |head, payload, tag| {
+                let whole = [head, payload, tag].concat();
+                assert!(whole.len() <= MAX_PACKET_LEN);
+                let p = Packet::new_checked(&whole[..]).unwrap();
+                let h = *p.header();
+                assert!(h.flags.contains(Flags::TIMED));
+                let expect = 5_000_000_000 + (h.first_frame - 480) * 1_000_000_000 / 48_000;
+                assert_eq!(p.capture_time(), Some(expect));
+                match &key {
+                    Some(k) => {
+                        assert_eq!((head.len(), tag.len()), (MAX_HEAD_LEN, TAG_LEN));
+                        assert_eq!(
+                            AuthExt::parse(p.ext_after_time()),
+                            Some(AuthExt {
+                                session: 1000,
+                                sent_at: 2000
+                            })
+                        );
+                        assert!(k.verify(p.authenticated(), p.tag()));
+                    }
+                    None => assert_eq!(p.ext().len(), CAPTURE_TIME_LEN),
+                }
+                seen.push(h.frames as usize);
+            });
+            assert_eq!(seen.iter().sum::<usize>(), 1024);
+            assert!(seen.len() >= 6, "{seen:?}");
+            let mut end = 0;
+            s.end_packet(|head, tag| {
+                let whole = [head, tag].concat();
+                let p = Packet::new_checked(&whole[..]).unwrap();
+                assert!(p.header().is_end_marker());
+                let expect = 5_000_000_000 + 1024 * 1_000_000_000 / 48_000;
+                assert_eq!(p.capture_time(), Some(expect));
+                assert_eq!(
+                    p.ext_after_time().len(),
+                    key.as_ref().map_or(0, |_| EXT_LEN)
+                );
+                end += 1;
+            });
+            assert_eq!(end, 1);
+            let r = s.restarted(1024, 4, 5000).unwrap();
+            assert!(r.is_timed() && r.is_authenticated() == key.is_some());
+        }
+        // Untimed senders are as before: no flag, no capture time, the same split.
+        let plain = Sender::new(f, 1024, 3, 0).unwrap();
+        assert!(!plain.is_timed());
+        let mut p = plain.clone();
+        p.set_capture_time(1);
+        p.packetize(&[0u8; 1024 * 8], |h, _| {
+            let h = PacketHeader::parse(h).unwrap();
+            assert!(!h.flags.contains(Flags::TIMED) && h.ext_len == 0);
+        });
+        let timed = plain.clone().with_capture_time().unwrap();
+        assert!(timed.frames_per_packet() <= plain.frames_per_packet());
     }
 
     #[test]

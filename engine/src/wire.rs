@@ -13,6 +13,13 @@
 //! ```
 //! Header fields are big-endian (network order). `magic` is `"NA"`, `version` is 1.
 //!
+//! **Capture time.** With [`Flags::TIMED`] the extension area begins with the packet's capture
+//! time: the sender's clock (its `CLOCK_MONOTONIC`, ns, u64 big-endian) when the packet's first
+//! frame entered the ADC ([`Packet::capture_time`]). Whatever else the extension carries (the
+//! authentication extension of a keyed stream) follows it ([`Packet::ext_after_time`]), and
+//! `ext` counts both. A receiver that predates the flag ignores an unkeyed extension. A TIMED
+//! packet whose extension is shorter than the capture time has none (it parses, untimed).
+//!
 //! **END.** A sender that stops cleanly sends END packets: flag [`Flags::END`], no payload
 //! (`frms` = 0, the one case where 0 frames is valid) and `first frame index` = the index one
 //! past the last frame it sent, the frame where the stream ends; with a key they carry the
@@ -37,6 +44,8 @@ pub const MAGIC: u16 = 0x4E41;
 pub const VERSION: u8 = 1;
 /// Largest authentication tag a packet may carry.
 pub const MAX_TAG_LEN: usize = 32;
+/// Bytes of the capture time at the start of a [`Flags::TIMED`] packet's extension.
+pub const CAPTURE_TIME_LEN: usize = 8;
 /// Largest datagram we send or accept (fits an Ethernet MTU with room for IPv6 + UDP headers:
 /// 1500 - 40 - 8).
 pub const MAX_PACKET_LEN: usize = 1452;
@@ -67,6 +76,9 @@ impl Flags {
     /// The sender stopped: the stream ends at `first_frame + frames` (an END packet carries no
     /// frames; see the module documentation).
     pub const END: Flags = Flags(0x02);
+    /// The extension area begins with the capture time ([`CAPTURE_TIME_LEN`] bytes; see the
+    /// module documentation).
+    pub const TIMED: Flags = Flags(0x04);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Flags) -> bool {
@@ -291,6 +303,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[start..start + self.header.ext_len as usize]
     }
 
+    /// The capture time of the first frame (sender clock, ns), for a [`Flags::TIMED`] packet
+    /// whose extension holds one.
+    pub fn capture_time(&self) -> Option<u64> {
+        if !self.header.flags.contains(Flags::TIMED) {
+            return None;
+        }
+        let t: [u8; CAPTURE_TIME_LEN] = self.ext().get(..CAPTURE_TIME_LEN)?.try_into().ok()?;
+        Some(u64::from_be_bytes(t))
+    }
+
+    /// The extension after the capture time: the authentication extension of a keyed stream.
+    /// The whole extension when the packet carries no capture time.
+    pub fn ext_after_time(&self) -> &[u8] {
+        let ext = self.ext();
+        if self.capture_time().is_some() {
+            &ext[CAPTURE_TIME_LEN..]
+        } else {
+            ext
+        }
+    }
+
     /// The PCM payload (or repair data when [`Flags::REPAIR`] is set).
     pub fn payload(&self) -> &[u8] {
         let start = HEADER_LEN + self.header.ext_len as usize;
@@ -444,6 +477,35 @@ mod tests {
             Packet::new_checked(&b[..]).unwrap_err(),
             WireError::NoFrames
         );
+    }
+
+    #[test]
+    fn timed_packets_carry_the_capture_time_before_the_rest_of_the_extension() {
+        let mut h = header();
+        h.flags = Flags::TIMED;
+        h.ext_len = (CAPTURE_TIME_LEN + 16) as u16;
+        h.tag_len = 16;
+        let mut bytes = packet_bytes(&h);
+        bytes[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        assert_eq!(p.capture_time(), Some(0x1122_3344_5566_7788));
+        assert_eq!(p.ext_after_time(), &bytes[HEADER_LEN + 8..HEADER_LEN + 24]);
+        assert_eq!(p.payload().len(), 64 * 6);
+        // Unkeyed: the capture time is the whole extension.
+        h.ext_len = CAPTURE_TIME_LEN as u16;
+        let bytes = packet_bytes(&h);
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        assert!(p.capture_time().is_some() && p.ext_after_time().is_empty());
+        // Too short an extension, or no flag: no capture time, the extension as it is.
+        h.ext_len = 7;
+        let bytes = packet_bytes(&h);
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        assert_eq!((p.capture_time(), p.ext_after_time().len()), (None, 7));
+        h.flags = Flags::default();
+        h.ext_len = 24;
+        let bytes = packet_bytes(&h);
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        assert_eq!((p.capture_time(), p.ext_after_time().len()), (None, 24));
     }
 
     #[test]

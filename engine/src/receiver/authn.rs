@@ -83,13 +83,13 @@ impl Receiver {
         let a = self.auth.as_mut()?;
         let h = packet.header();
         let tagged = h.tag_len as usize == auth::TAG_LEN
-            && h.ext_len as usize == auth::EXT_LEN
+            && packet.ext_after_time().len() == auth::EXT_LEN
             && a.key.verify(packet.authenticated(), packet.tag());
         if !tagged {
             self.counters.auth_failures += 1;
             return Some(PacketOutcome::Unauthenticated);
         }
-        let ext = AuthExt::parse(packet.ext()).unwrap_or_default();
+        let ext = AuthExt::parse(packet.ext_after_time()).unwrap_or_default();
         self.packet_session = ext.session;
         match self.timeline {
             Some(t) if t.stream_id == h.stream_id && t.session == ext.session => {
