@@ -101,6 +101,9 @@ pub struct LoopReport {
     pub frees: u64,
     /// Periods run.
     pub periods: u64,
+    /// A sender serving several receivers: those it heard from, with their NACKs and the
+    /// packets it sent them again.
+    pub peers: PeerTable,
 }
 
 const WAIT_MS: i32 = 100;
@@ -180,9 +183,15 @@ fn answer_nacks<T: Packetizer, S: DatagramOut>(
             }
             None => 0,
         };
+        let mut repairs = 0;
         session.on_nack_from(now, requester, &buf[..n.min(buf.len())], |d| {
-            let _ = sock.send_repair(from, d);
+            if sock.send_repair(from, d).is_ok() {
+                repairs += 1;
+            }
         });
+        if from.is_some() {
+            peers.count(requester, repairs);
+        }
     }
 }
 
@@ -305,6 +314,7 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
         sock.send_tagged(head, &[], tag)
     });
     stats.publish(&session.counters());
+    report.peers = peers;
     report.allocations = alloc_count::this_thread_allocations();
     report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
