@@ -8,6 +8,7 @@
 //!   it did not ask for (the sender's list of receivers says where each repair went: every
 //!   packet the other had twice was sent to it for a NACK of its own — on a busy machine a
 //!   packet can be overdue — and the lossy receiver's repairs all went to the lossy one);
+//!   The same to an IPv6 group (`[ff05::46]:46000`), without a key;
 //! * a list of two unicast receivers on loopback (`--dest A,B`): the same, without namespaces.
 //!
 //! Every realtime thread allocates and frees nothing. Making namespaces needs root and
@@ -238,6 +239,39 @@ fn a_multicast_group_reaches_two_receivers_and_only_the_lossy_one_gets_repairs()
         send_log.contains("multicast to 239.255.46.1:46000 (hop limit 1, interface br0)"),
         "{send_log}"
     );
+}
+
+#[test]
+fn an_ipv6_group_reaches_two_receivers_and_only_the_lossy_one_gets_repairs() {
+    let _serial = serial();
+    let Some(lab) = Lab::star(2, "IPv6 multicast to several receivers") else {
+        return;
+    };
+    let group = "[ff05::46]:46000";
+    let (r0, r1) = (&lab.receivers[0], &lab.receivers[1]);
+    let f0 = Files::new("group6-r0");
+    let mut rx0 = receiver(
+        lab.netaudio(&r0.0),
+        group,
+        &["--interface", r0.1.as_str()],
+        true,
+        &f0,
+    );
+    let addr1 = Lab::receiver_addr6(1);
+    let f1 = Files::new("group6-r1");
+    let mut rx1 = receiver(
+        lab.netaudio(&r1.0),
+        group,
+        &["--interface", addr1.as_str()],
+        false,
+        &f1,
+    );
+    ready(&mut rx0, &f0);
+    ready(&mut rx1, &f1);
+    let fs = Files::new("group6-send");
+    let tx = sender(lab.netaudio(&lab.a), group, &["--interface", "br0"], &fs);
+    let other = format!("[{addr1}]:46000");
+    stream_and_check((rx0, f0), (rx1, f1), (tx, fs), &other, "IPv6 multicast");
 }
 
 #[test]

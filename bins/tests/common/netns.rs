@@ -16,6 +16,9 @@ pub const ADDR_B: &str = "192.0.2.2";
 /// The hub's address on its bridge in [`Lab::star`] (TEST-NET-2); receiver `i` is at
 /// `198.51.100.(11 + i)`.
 pub const HUB_ADDR: &str = "198.51.100.1";
+/// The hub's IPv6 address in [`Lab::star`] (the documentation prefix); receiver `i` is at
+/// `2001:db8:46::(11 + i)`.
+pub const HUB_ADDR6: &str = "2001:db8:46::1";
 
 /// `ip ARGS`; its error output when it fails.
 pub fn ip(args: &[&str]) -> Result<(), String> {
@@ -153,27 +156,13 @@ impl Lab {
 
     fn build_star(&self) -> Result<(), String> {
         let hub = self.a.as_str();
+        let (hub4, hub6) = (format!("{HUB_ADDR}/24"), format!("{HUB_ADDR6}/64"));
         ip(&["netns", "add", hub])?;
-        ip(&[
-            "-n",
-            hub,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        ip(&[
-            "-n",
-            hub,
-            "addr",
-            "add",
-            &format!("{HUB_ADDR}/24"),
-            "dev",
-            "br0",
-        ])?;
+        let bridge = ["type", "bridge", "mcast_snooping", "0"];
+        ip(&[&["-n", hub, "link", "add", "br0"][..], &bridge].concat())?;
+        ip(&["-n", hub, "addr", "add", &hub4, "dev", "br0"])?;
+        // No duplicate address detection: the IPv6 addresses are usable at once.
+        ip(&["-n", hub, "addr", "add", &hub6, "dev", "br0", "nodad"])?;
         ip(&["-n", hub, "link", "set", "lo", "up"])?;
         ip(&["-n", hub, "link", "set", "br0", "up"])?;
         ip(&["-n", hub, "route", "add", "224.0.0.0/4", "dev", "br0"])?;
@@ -186,6 +175,8 @@ impl Lab {
             ip(&["-n", hub, "link", "set", hub_end, "up"])?;
             let addr = format!("{}/24", Self::receiver_addr(i));
             ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
+            let addr6 = format!("{}/64", Self::receiver_addr6(i));
+            ip(&["-n", ns, "addr", "add", &addr6, "dev", dev, "nodad"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])?;
@@ -196,6 +187,11 @@ impl Lab {
     /// Receiver `i`'s address in a [`star`](Self::star).
     pub fn receiver_addr(i: usize) -> String {
         format!("198.51.100.{}", 11 + i)
+    }
+
+    /// Receiver `i`'s IPv6 address in a [`star`](Self::star).
+    pub fn receiver_addr6(i: usize) -> String {
+        format!("2001:db8:46::{}", 11 + i)
     }
 
     /// `netaudio` run in namespace `ns` (`ip netns exec`, which `exec`s it: a signal to the
