@@ -361,7 +361,11 @@ pub fn effective(cfg: &Config, role: Role) -> String {
     let _ = writeln!(s, "[network]");
     match role {
         Role::Sender => {
-            let _ = writeln!(s, "dest = {}", q(&cfg.network.dest, "(not set)"));
+            let _ = writeln!(
+                s,
+                "dest = {}",
+                q(&cfg.network.dest.as_ref().map(|d| d.joined()), "(not set)")
+            );
         }
         Role::Receiver => {
             let _ = writeln!(s, "listen = {}", q(&cfg.network.listen, "0.0.0.0:46000"));

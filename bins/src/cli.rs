@@ -151,6 +151,13 @@ pub(crate) struct SendArgs {
     /// DSCP for the packets (46: expedited forwarding).
     #[arg(long)]
     pub(crate) dscp: Option<u8>,
+    /// Multicast destination: hop limit of the packets [default: 1, the LAN].
+    #[arg(long)]
+    pub(crate) ttl: Option<u32>,
+    /// Multicast destination: the interface the packets leave by, a name (eth0) or one of its
+    /// addresses [default: the routing table's choice].
+    #[arg(long)]
+    pub(crate) interface: Option<String>,
     /// Wire protocol: native, rtp (L16/L24 for ffmpeg, VLC, PipeWire) or tcp (raw PCM into
     /// `nc -l PORT | aplay ...`) [default: native].
     #[arg(long)]
@@ -170,9 +177,14 @@ pub(crate) struct SendArgs {
 
 #[derive(Args)]
 pub(crate) struct RecvArgs {
-    /// Address to listen on (e.g. 0.0.0.0:46000 or [::]:46000) [default: 0.0.0.0:46000].
+    /// Address to listen on (e.g. 0.0.0.0:46000 or [::]:46000), or a multicast group to join
+    /// (e.g. 239.255.46.1:46000) [default: 0.0.0.0:46000].
     #[arg(long)]
     pub(crate) listen: Option<String>,
+    /// Multicast listen address: the interface to join the group on, a name (eth0) or one of
+    /// its addresses [default: the routing table's choice].
+    #[arg(long)]
+    pub(crate) interface: Option<String>,
     /// The name this receiver is announced under on the LAN [default: the host name].
     #[arg(long)]
     pub(crate) name: Option<String>,
@@ -248,6 +260,28 @@ pub(crate) struct DemoArgs {
     pub(crate) audio: AudioArgs,
     #[command(flatten)]
     pub(crate) run: RunArgs,
+}
+
+/// The multicast options from the command line, else the configuration.
+pub(crate) fn multicast_options(
+    ttl: Option<u32>,
+    interface: &Option<String>,
+    cfg: &rt_config::Config,
+) -> Result<netaudio::net::MulticastOptions, String> {
+    let ttl = ttl.or(cfg.network.ttl);
+    if let Some(t) = ttl
+        && !(1..=255).contains(&t)
+    {
+        return Err(format!(
+            "--ttl {t} is out of range; use 1..=255 (1: the LAN, routers do not forward it)"
+        ));
+    }
+    let interface = interface
+        .clone()
+        .or(cfg.network.interface.clone())
+        .map(|i| netaudio::net::Interface::parse(&i))
+        .transpose()?;
+    Ok(netaudio::net::MulticastOptions { ttl, interface })
 }
 
 pub(crate) fn parse_format(s: &str) -> Result<SampleFormat, String> {

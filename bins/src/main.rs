@@ -9,8 +9,8 @@ mod cli;
 
 use clap::Parser;
 use cli::{
-    AudioArgs, Cli, Cmd, RecvArgs, RunArgs, parse_drift_mode, parse_format, proto, recv_sap_target,
-    sap_target,
+    AudioArgs, Cli, Cmd, RecvArgs, RunArgs, multicast_options, parse_drift_mode, parse_format,
+    proto, recv_sap_target, sap_target,
 };
 use engine::alloc_count::CountingAlloc;
 use engine::format::{SampleFormat, StreamFormat};
@@ -124,6 +124,7 @@ impl RunArgs {
             proto: daemon::Proto::Native,
             announce_as: None,
             sap: None,
+            multicast: Default::default(),
         })
     }
 
@@ -340,13 +341,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
             run.sap = sap_target(&a.sap, &cfg, run.proto)?;
-            let dest = a.dest.clone().or(cfg.network.dest.clone()).ok_or(
-                "no destination: give --dest host:port (e.g. turntable2.local:46000), a \
+            let dest = a
+                .dest
+                .clone()
+                .or(cfg.network.dest.as_ref().map(|d| d.joined()))
+                .ok_or(
+                    "no destination: give --dest host:port (e.g. turntable2.local:46000), a \
                  receiver's name (`netaudio discover` lists them) or auto, or network.dest in \
                  the config",
-            )?;
+                )?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             let dscp = a.dscp.or(cfg.network.dscp);
+            run.multicast = multicast_options(a.ttl, &a.interface, &cfg)?;
             let sdp = a
                 .sdp
                 .clone()
@@ -361,6 +367,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let mut run = a.run.options(&cfg, None)?;
             run.proto = proto(&a.proto, &cfg)?;
             run.announce_as = announce_as(&a, &cfg)?;
+            run.multicast = multicast_options(None, &a.interface, &cfg)?;
             netaudio::housekeeping::init_logging(a.run.log_level(&cfg), cfg.log.file.as_deref())?;
             // RTP: follow a stream announced by SAP (its port and format).
             let followed = match recv_sap_target(&a.sap, &cfg, run.proto)? {

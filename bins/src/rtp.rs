@@ -65,7 +65,7 @@ impl RtpInput {
         // A multicast listen address (a stream announced to a group) joins the group.
         let local = sock.local_addr().map_err(|e| e.to_string())?;
         if local.ip().is_multicast() {
-            sock.join_multicast(local.ip())
+            sock.join_multicast(local.ip(), None)
                 .map_err(|e| format!("cannot join the multicast group {}: {e}", local.ip()))?;
         }
         Ok(RtpInput {

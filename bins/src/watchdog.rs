@@ -26,7 +26,10 @@
 //! [`FAULT_AFTER_FEEDS`] times, and the armed loop stalls forever (never beats again) or
 //! panics at its next beat. `capture-gone` and `playback-gone` are armed the same way in the
 //! daemon's ALSA device instead ([`crate::pcm::alsa::GoneSwitch`]): it reports ENODEV, as an
-//! unplugged USB device does, and is then really closed and opened again.
+//! unplugged USB device does, and is then really closed and opened again. `rx-drop-every=N`
+//! is no fault of a loop: a receiver's socket drops every N-th datagram from the start, a lossy
+//! link in front of that receiver alone (for the tests of loss recovery with several
+//! receivers).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -107,7 +110,9 @@ impl Heartbeat {
         let code = match fault {
             TestFault::Stall => FAULT_STALL,
             TestFault::Panic => FAULT_PANIC,
-            TestFault::CaptureGone | TestFault::PlaybackGone => return,
+            TestFault::CaptureGone | TestFault::PlaybackGone | TestFault::RxDropEvery(_) => {
+                return;
+            }
         };
         self.fault.store(code, Ordering::Relaxed);
     }
@@ -150,6 +155,9 @@ pub enum TestFault {
     CaptureGone,
     /// The ALSA playback device reports ENODEV (as when unplugged), once.
     PlaybackGone,
+    /// A receiver drops every n-th datagram on arrival, from the start (a lossy link in front
+    /// of it alone): `rx-drop-every=N`.
+    RxDropEvery(u32),
 }
 
 impl std::fmt::Display for TestFault {
@@ -159,13 +167,14 @@ impl std::fmt::Display for TestFault {
             TestFault::Panic => "rt-panic",
             TestFault::CaptureGone => "capture-gone",
             TestFault::PlaybackGone => "playback-gone",
+            TestFault::RxDropEvery(n) => return write!(f, "rx-drop-every={n}"),
         })
     }
 }
 
 impl TestFault {
-    /// `NETAUDIO_TEST_FAULT`: unset or empty for none, `rt-stall`, `rt-panic`, `capture-gone`
-    /// or `playback-gone`.
+    /// `NETAUDIO_TEST_FAULT`: unset or empty for none, `rt-stall`, `rt-panic`, `capture-gone`,
+    /// `playback-gone` or `rx-drop-every=N` (N ≥ 2).
     pub fn from_env() -> Result<Option<TestFault>, String> {
         match std::env::var("NETAUDIO_TEST_FAULT") {
             Err(_) => Ok(None),
@@ -180,10 +189,13 @@ impl TestFault {
             "rt-panic" => Ok(Some(TestFault::Panic)),
             "capture-gone" => Ok(Some(TestFault::CaptureGone)),
             "playback-gone" => Ok(Some(TestFault::PlaybackGone)),
-            _ => Err(format!(
-                "NETAUDIO_TEST_FAULT={v:?}: use rt-stall, rt-panic, capture-gone or playback-gone \
-                 (for tests only), or unset it"
-            )),
+            _ => match v.strip_prefix("rx-drop-every=").map(str::parse::<u32>) {
+                Some(Ok(n)) if n >= 2 => Ok(Some(TestFault::RxDropEvery(n))),
+                _ => Err(format!(
+                    "NETAUDIO_TEST_FAULT={v:?}: use rt-stall, rt-panic, capture-gone, \
+                     playback-gone or rx-drop-every=N (N ≥ 2) (for tests only), or unset it"
+                )),
+            },
         }
     }
 }
@@ -558,9 +570,12 @@ mod tests {
             TestFault::Panic,
             TestFault::CaptureGone,
             TestFault::PlaybackGone,
+            TestFault::RxDropEvery(20),
         ] {
             assert_eq!(TestFault::parse(&f.to_string()), Ok(Some(f)));
         }
+        assert!(TestFault::parse("rx-drop-every=1").is_err());
+        assert!(TestFault::parse("rx-drop-every=x").is_err());
         let e = TestFault::parse("rt-crash").unwrap_err();
         assert!(
             e.contains("rt-stall") && e.contains("rt-panic") && e.contains("capture-gone"),

@@ -12,108 +12,18 @@
 //! unless `CI=true` or `NETAUDIO_NETNS=require` (as `ci/test` sets), which makes it a failure.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::Command;
 
 mod common;
+use common::netns::{ADDR_A, Lab, ip};
 use common::*;
 
-/// The receiver's and the sender's addresses on the veth pair (TEST-NET-1, inside the
-/// namespaces only).
-const ADDR_A: &str = "192.0.2.1";
-const ADDR_B: &str = "192.0.2.2";
 /// The receiver's address after it moved.
 const ADDR_MOVED: &str = "192.0.2.3";
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Two namespaces joined by a veth pair, deleted when dropped (with the veth pair).
-struct Lab {
-    a: String,
-    b: String,
-    /// The veth end in A.
-    va: String,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.a]);
-        let _ = ip(&["netns", "del", &self.b]);
-        // A pair that never made it into the namespaces (a failed set-up) is left in this
-        // one: deleting one end deletes both.
-        let _ = ip(&["link", "del", &self.va]);
-    }
-}
-
-static LABS: AtomicU32 = AtomicU32::new(0);
-
+/// The daemons of these tests in a [`Lab::pair`]: the receiver in A, the sender in B.
 impl Lab {
-    /// A fresh lab, names unique to this process; `None` (skipped) when namespaces cannot be
-    /// made here and they are not required.
-    fn new() -> Option<Lab> {
-        let n = LABS.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}{n}", std::process::id());
-        let lab = Lab {
-            a: format!("na-disco-{id}-a"),
-            b: format!("na-disco-{id}-b"),
-            va: format!("nv{id}a"),
-        };
-        match lab.build(&lab.va, &format!("nv{id}b")) {
-            Ok(()) => Some(lab),
-            Err(e) => {
-                let required = std::env::var("CI").as_deref() == Ok("true")
-                    || std::env::var("NETAUDIO_NETNS").as_deref() == Ok("require");
-                assert!(
-                    !required,
-                    "network namespaces are required (CI=true or NETAUDIO_NETNS=require) but cannot be made: {e} (run as root with iproute2 installed; ci/rig-setup installs it)"
-                );
-                eprintln!(
-                    "\n*** SKIPPED: cannot make network namespaces ({e}); discovery NOT tested \
-                     (run as root; NETAUDIO_NETNS=require makes this a failure) ***\n"
-                );
-                None
-            }
-        }
-    }
-
-    fn build(&self, va: &str, vb: &str) -> Result<(), String> {
-        let (a, b) = (self.a.as_str(), self.b.as_str());
-        ip(&["netns", "add", a])?;
-        ip(&["netns", "add", b])?;
-        ip(&["link", "add", va, "type", "veth", "peer", "name", vb])?;
-        ip(&["link", "set", va, "netns", a])?;
-        ip(&["link", "set", vb, "netns", b])?;
-        for (ns, dev, addr) in [(a, va, ADDR_A), (b, vb, ADDR_B)] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])?;
-        }
-        Ok(())
-    }
-
-    /// `netaudio ARGS` in namespace `ns`.
-    fn netaudio(&self, ns: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_netaudio")]);
-        c
-    }
-
     /// `netaudio recv` in namespace A with its host name set to `host` (a UTS namespace of its
     /// own, so the machine's name is left alone); it answers mDNS for `host.local`.
     fn receiver(&self, host: &str, extra: &[&str], json: &Path, log: &Path) -> Reaper {
@@ -146,6 +56,7 @@ impl Lab {
         Reaper(spawn_logged(c, log))
     }
 
+    /// `netaudio send` in namespace B.
     fn sender(&self, dest: &str, extra: &[&str], json: &Path, log: &Path) -> Reaper {
         let mut c = self.netaudio(&self.b);
         c.args(["send", "--device", "virtual", "--dest", dest])
@@ -158,24 +69,6 @@ impl Lab {
             .arg(json);
         Reaper(spawn_logged(c, log))
     }
-}
-
-fn spawn_logged(mut c: Command, log: &Path) -> std::process::Child {
-    let f = std::fs::File::create(log).unwrap();
-    c.stdout(Stdio::null()).stderr(f).spawn().unwrap()
-}
-
-fn text(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-/// A key file both sides share (mode 600, as the daemons require).
-fn key_file(name: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = tmp(name);
-    std::fs::write(&p, format!("{}\n", "5a".repeat(32))).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
 }
 
 /// Stops both daemons (SIGTERM through `ip netns exec`, which `exec`s them) and checks the
@@ -195,7 +88,9 @@ fn stop_and_check(mut r: Reaper, mut s: Reaper, rj: &Path, sj: &Path) -> (Value,
 #[test]
 fn a_receiver_announced_in_one_namespace_is_discovered_and_streamed_to_by_name_from_another() {
     let _serial = serial();
-    let Some(lab) = Lab::new() else { return };
+    let Some(lab) = Lab::pair("discovery") else {
+        return;
+    };
     let key = key_file("disco.key");
     let key_arg = key.to_str().unwrap();
     let (rj, sj) = (tmp("named-recv.json"), tmp("named-send.json"));
@@ -315,7 +210,9 @@ fn a_receiver_announced_in_one_namespace_is_discovered_and_streamed_to_by_name_f
 #[test]
 fn a_sender_started_before_its_receiver_retries_its_local_name_and_streams_once_it_answers() {
     let _serial = serial();
-    let Some(lab) = Lab::new() else { return };
+    let Some(lab) = Lab::pair("discovery") else {
+        return;
+    };
     let host = format!("na-late-{}", std::process::id());
     let (rj, sj) = (tmp("late-recv.json"), tmp("late-send.json"));
     let (rlog, slog) = (tmp("late-recv.log"), tmp("late-send.log"));
@@ -361,7 +258,9 @@ fn a_sender_started_before_its_receiver_retries_its_local_name_and_streams_once_
 #[test]
 fn a_receiver_whose_address_changes_is_followed_by_its_name() {
     let _serial = serial();
-    let Some(lab) = Lab::new() else { return };
+    let Some(lab) = Lab::pair("discovery") else {
+        return;
+    };
     let (rj, sj) = (tmp("move-recv.json"), tmp("move-send.json"));
     let (rlog, slog) = (tmp("move-recv.log"), tmp("move-send.log"));
     let mut r = lab.receiver(

@@ -47,7 +47,7 @@ pub mod duration;
 pub mod schema;
 
 pub use duration::parse_duration;
-pub use schema::{Audio, Config, Log, Network, Receiver, Rt};
+pub use schema::{Audio, Config, Log, Network, Receiver, Rt, TextList};
 
 use std::path::Path;
 
@@ -165,7 +165,10 @@ mod tests {
     #[test]
     fn the_shipped_examples_parse() {
         let s = Config::parse(include_str!("../examples/sender.toml"), "sender.toml").unwrap();
-        assert_eq!(s.network.dest.as_deref(), Some("turntable2.local:46000"));
+        assert_eq!(
+            s.network.dest.map(|d| d.joined()).as_deref(),
+            Some("turntable2.local:46000")
+        );
         let r = Config::parse(include_str!("../examples/receiver.toml"), "receiver.toml").unwrap();
         assert_eq!(r.receiver.latency_ms, Some(30.0));
     }

@@ -29,6 +29,28 @@ pub enum Kind {
     },
     /// `true` or `false`.
     Bool,
+    /// A string, or an array of strings.
+    TextList,
+}
+
+/// A string, or an array of strings (`dest = ["kitchen:46000", "hall:46000"]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TextList {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl TextList {
+    /// The strings joined with commas, as the command line gives a list.
+    pub fn joined(&self) -> String {
+        match self {
+            TextList::One(s) => s.clone(),
+            TextList::Many(v) => v.join(","),
+        }
+    }
 }
 
 /// One key of the schema.
@@ -146,10 +168,14 @@ schema! {
             "periods in the device buffer (3 or 4 are typical)";
     }
     [network] Network {
-        dest: String => Kind::Text,
-            "where the sender sends: host:port, a host name (the default port), a receiver's announced name, or auto (the only receiver announced on the LAN)";
+        dest: TextList => Kind::TextList,
+            "where the sender sends: host:port, a host name (the default port), a receiver's announced name, auto (the only receiver announced on the LAN), a multicast group:port (e.g. 239.255.46.1:46000), or an array of receivers' host:port";
         listen: String => Kind::Text,
-            "where the receiver listens, addr:port (e.g. 0.0.0.0:46000)";
+            "where the receiver listens, addr:port (e.g. 0.0.0.0:46000), or a multicast group:port to join";
+        ttl: u32 => Kind::Int { min: 1, max: 255 },
+            "multicast sender: hop limit of the packets (default 1: the LAN, routers do not forward them)";
+        interface: String => Kind::Text,
+            "multicast: the interface (name or address) the sender sends the group out of, or the receiver joins it on (default: the routing table's choice)";
         dscp: u8 => Kind::Int { min: 0, max: 63 },
             "DSCP of sent packets (46: expedited forwarding)";
         key_file: String => Kind::Text,
@@ -261,6 +287,7 @@ fn describe(kind: Kind) -> String {
         Kind::Int { min, max } => format!("a whole number in {min}..={max}"),
         Kind::Number { min, max } => format!("a number in {min}..={max}"),
         Kind::Bool => "true or false".into(),
+        Kind::TextList => "a string or an array of strings".into(),
     }
 }
 
@@ -313,6 +340,12 @@ pub fn check_value(spec: &KeySpec, v: &toml::Value) -> Option<String> {
             }
         }
         (Kind::Bool, toml::Value::Boolean(_)) => None,
+        (Kind::TextList, toml::Value::String(_)) => None,
+        (Kind::TextList, toml::Value::Array(a))
+            if !a.is_empty() && a.iter().all(toml::Value::is_str) =>
+        {
+            None
+        }
         _ => wrong(),
     }
 }
@@ -491,6 +524,7 @@ mod tests {
                 Kind::Int { min, .. } => min.to_string(),
                 Kind::Number { max, .. } => format!("{max:?}"),
                 Kind::Bool => "true".to_string(),
+                Kind::TextList => "[\"a\", \"b\"]".to_string(),
             };
             let text = if spec.section.is_empty() {
                 format!("{} = {value}\n", spec.key)
@@ -499,6 +533,26 @@ mod tests {
             };
             let c = crate::Config::parse(&text, "t.toml").unwrap();
             assert_ne!(c, crate::Config::default(), "{text}");
+        }
+    }
+
+    #[test]
+    fn dest_is_one_receiver_or_an_array_of_them() {
+        let c = crate::Config::parse(
+            "[network]\ndest = [\"kitchen:46000\", \"hall:46000\"]\nttl = 4\ninterface = \"eth0\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let d = c.network.dest.unwrap();
+        assert_eq!(d.joined(), "kitchen:46000,hall:46000");
+        assert_eq!(
+            (c.network.ttl, c.network.interface.as_deref()),
+            (Some(4), Some("eth0"))
+        );
+        assert!(check("[network]\ndest = \"239.255.46.1:46000\"\n", "t.toml").is_empty());
+        for bad in ["dest = [1, 2]", "dest = []", "ttl = 0"] {
+            let p = check(&format!("[network]\n{bad}\n"), "t.toml");
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
         }
     }
 }

@@ -24,6 +24,7 @@ proptest! {
             Kind::Choice(_) => format!("\"nope{by}\""),
             Kind::Bool => format!("{by}"),
             Kind::Text => by.to_string(),
+            Kind::TextList => format!("[{by}]"),
         };
         let (text, line) = doc(spec.section, spec.key, &value);
         let problems = check(&text, "t.toml");
@@ -45,6 +46,8 @@ proptest! {
             Kind::Choice(c) => format!("\"{}\"", c[(x * (c.len() - 1) as f64).round() as usize]),
             Kind::Bool => (x > 0.5).to_string(),
             Kind::Text => "\"hw:CARD=CODEC,DEV=0\"".to_string(),
+            Kind::TextList if x > 0.5 => "[\"kitchen:46000\", \"hall:46000\"]".to_string(),
+            Kind::TextList => "\"turntable2.local:46000\"".to_string(),
         };
         let (text, _) = doc(spec.section, spec.key, &value);
         let problems = check(&text, "t.toml");

@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub announce_as: Option<String>,
     /// RTP: where the sender announces its stream by SAP (None: off).
     pub sap: Option<std::net::SocketAddr>,
+    /// A multicast destination's hop limit and interface (sender), the interface a receiver
+    /// listening on a group joins it on (`network.ttl`, `network.interface`).
+    pub multicast: crate::net::MulticastOptions,
 }
 
 /// The wire protocol (`[network] proto`, `--proto`).

@@ -104,9 +104,14 @@ pub fn recv(
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
     let mut tcp_stats = None;
     let sock = match opts.proto {
-        Proto::Native => NetIn::Udp(Box::new(
-            UdpReceiver::bind(listen, 4 << 20).map_err(|e| e.to_string())?,
-        )),
+        Proto::Native => {
+            let mut s = UdpReceiver::listen(listen, 4 << 20, opts.multicast.interface.as_ref())?;
+            if let Some(TestFault::RxDropEvery(n)) = fault {
+                log::warn!("test fault: every {n}th datagram is dropped on arrival");
+                s.drop_every(n);
+            }
+            NetIn::Udp(Box::new(s))
+        }
         Proto::Tcp => {
             let s = TcpPcmReceiver::bind(listen, audio.format, audio.period, tcp_producer)
                 .map_err(|e| e.to_string())?;

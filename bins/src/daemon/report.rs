@@ -15,7 +15,9 @@ pub(crate) fn write_json(path: &Option<std::path::PathBuf>, v: &Value) -> Result
     Ok(())
 }
 
-/// A daemon's `--stats-json`: every counter of its side, and what its realtime thread reported.
+/// A daemon's `--stats-json`: every counter of its side, and what its realtime thread reported;
+/// a sender serving several receivers also lists those it heard from (`receivers`: address,
+/// NACKs taken, packets sent again to it).
 pub(crate) fn stats_json(
     side: Side,
     s: &StatsSnapshot,
@@ -23,7 +25,7 @@ pub(crate) fn stats_json(
     cpu: f64,
     outcome: &rt::RtOutcome,
 ) -> Value {
-    with_fields(
+    let mut j = with_fields(
         json!(s.side(side)),
         json!({
             "role": match side {
@@ -37,7 +39,16 @@ pub(crate) fn stats_json(
             "rt_fifo": outcome.fifo,
             "rt_pinned": outcome.pinned,
         }),
-    )
+    );
+    if !rep.peers.is_empty() {
+        let peers: Vec<Value> = rep
+            .peers
+            .iter()
+            .map(|p| json!({"address": p.addr.to_string(), "nacks": p.nacks, "repairs": p.repairs}))
+            .collect();
+        j["receivers"] = json!(peers);
+    }
+    j
 }
 
 pub(super) fn finite(v: f64) -> Value {
@@ -61,6 +72,7 @@ mod tests {
             allocations: 0,
             frees: 0,
             periods: 100,
+            ..Default::default()
         };
         let outcome = rt::RtOutcome {
             fifo: true,
@@ -85,5 +97,14 @@ mod tests {
         );
         // A sender plays nothing: readers take its xruns for its gaps.
         assert!(tx.get("gaps").is_none(), "{tx}");
+        assert!(tx.get("receivers").is_none(), "one receiver: no list");
+        let mut rep = rep;
+        let (i, _) = rep.peers.index("192.0.2.1:46000".parse().unwrap(), 1);
+        rep.peers.count(i, 3);
+        let tx = stats_json(Side::Sender, &s, &rep, 0.5, &outcome);
+        assert_eq!(
+            tx["receivers"],
+            json!([{"address": "192.0.2.1:46000", "nacks": 1, "repairs": 3}])
+        );
     }
 }

@@ -11,6 +11,7 @@ use super::sockets::NetOut;
 use super::{Failure, realtime_failure};
 use crate::discovery::{dest, follow};
 use crate::housekeeping::{self, STOP};
+use crate::net::{DEFAULT_TTL, MAX_PEERS, UdpSender};
 use crate::pcm::Capture;
 use crate::rt;
 use crate::status::{Meter, with_fields};
@@ -39,17 +40,61 @@ pub fn send(
     housekeeping::install_signal_handlers();
     refuse_key_unless_native(opts)?;
     let fault = TestFault::from_env()?;
+    if let Some(f @ TestFault::RxDropEvery(_)) = fault {
+        return Err(format!("NETAUDIO_TEST_FAULT={f} is for netaudio recv").into());
+    }
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
     let mut tcp_stats = None;
+    // Several receivers: a multicast group, or a list.
+    let targets = dest::fanout_targets(dest)?;
+    if targets.is_none() && opts.multicast != Default::default() {
+        log::warn!(
+            "network.ttl / network.interface apply to a multicast destination; {dest} is not one"
+        );
+    }
     // A destination given by name is followed while streaming (discovery::follow).
     let mut _follower = None;
-    let sock = match opts.proto {
-        Proto::Native | Proto::Rtp => {
+    let sock = match (opts.proto, &targets) {
+        (Proto::Tcp, Some(_)) => {
+            return Err(format!(
+                "raw TCP mode (proto = \"tcp\") sends to one receiver, not to {dest}: give one \
+                 host:port, or use proto = \"native\" for a group or a list"
+            )
+            .into());
+        }
+        (Proto::Rtp, Some(t)) if t.len() > 1 => {
+            return Err(format!(
+                "RTP mode sends to one address (its SDP names it), not to the list {dest}: give \
+                 a multicast group every receiver joins, or use proto = \"native\""
+            )
+            .into());
+        }
+        (Proto::Native | Proto::Rtp, Some(t)) => {
+            let s = UdpSender::fanout(t, dscp, &opts.multicast)?;
+            if t[0].ip().is_multicast() {
+                log::info!(
+                    "multicast to {} (hop limit {}{}); NACKs answered by unicast to each receiver",
+                    t[0],
+                    opts.multicast.ttl.unwrap_or(DEFAULT_TTL),
+                    opts.multicast
+                        .interface
+                        .as_ref()
+                        .map_or(String::new(), |i| format!(", interface {i}"))
+                );
+            } else {
+                log::info!(
+                    "sending every packet to each of {} receivers (one sendmmsg per packet)",
+                    t.len()
+                );
+            }
+            NetOut::Udp(s)
+        }
+        (Proto::Native | Proto::Rtp, None) => {
             let (s, f) = follow::open(dest, dscp, opts.proto == Proto::Native)?;
             _follower = f;
             NetOut::Udp(s)
         }
-        Proto::Tcp => {
+        (Proto::Tcp, None) => {
             let dest = dest::resolve_once(dest)?;
             let s = TcpPcmSender::connect(&dest, audio.format, dscp, tcp_producer)
                 .map_err(|e| e.to_string())?;
@@ -64,6 +109,7 @@ pub fn send(
     };
     // A destination given by name is shown by its name in the status: its address may change.
     let (to, shown) = match (&_follower, sock.peer()) {
+        (None, _) if targets.as_ref().is_some_and(|t| t.len() > 1) => (dest.into(), dest.into()),
         (None, p) => (p.to_string(), p.to_string()),
         (Some(_), p) if p.port() == 0 => (format!("{dest} (not resolved yet)"), dest.into()),
         (Some(_), p) => (format!("{p} ({dest})"), dest.into()),
@@ -113,8 +159,11 @@ pub fn send(
     let (st, me) = (stats.clone(), meter.clone());
     // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;
     // RTP receivers send no NACKs).
+    // Several receivers: each one's requests and nonces are kept apart (see
+    // `stream::answer_nacks`).
+    let requesters = if sock.fans_out() { MAX_PEERS } else { 1 };
     let mut history = match &tx {
-        AnyPacketizer::Native(t) => Some(history_for(t, opts)),
+        AnyPacketizer::Native(t) => Some(history_for(t, opts).with_requesters(requesters)),
         AnyPacketizer::Rtp(_) => None,
     };
     let cpu0 = cpu_seconds();

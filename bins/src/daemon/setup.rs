@@ -147,7 +147,7 @@ pub(super) fn device_fault(
     switch: impl FnOnce() -> Option<GoneSwitch>,
 ) -> Result<Option<GoneSwitch>, String> {
     match fault {
-        None | Some(TestFault::Stall | TestFault::Panic) => Ok(None),
+        None | Some(TestFault::Stall | TestFault::Panic | TestFault::RxDropEvery(_)) => Ok(None),
         Some(f) if f == want => switch().map(Some).ok_or_else(|| {
             format!(
                 "NETAUDIO_TEST_FAULT={f} needs an ALSA device (virtual devices simulate an \

@@ -28,6 +28,11 @@ impl NetOut {
             NetOut::Tcp(s) => s.peer(),
         }
     }
+
+    /// Whether packets go to several receivers (a multicast group or a list).
+    pub(super) fn fans_out(&self) -> bool {
+        matches!(self, NetOut::Udp(s) if s.fans_out())
+    }
 }
 
 // Every method forwarded: a default here would silently turn off tagging or NACKs.
@@ -52,6 +57,20 @@ impl DatagramOut for NetOut {
         match self {
             NetOut::Udp(s) => s.recv_nack(buf),
             NetOut::Tcp(s) => s.recv_nack(buf),
+        }
+    }
+
+    fn recv_nack_from(&self, buf: &mut [u8]) -> Option<(usize, Option<std::net::SocketAddr>)> {
+        match self {
+            NetOut::Udp(s) => s.recv_nack_from(buf),
+            NetOut::Tcp(s) => s.recv_nack_from(buf),
+        }
+    }
+
+    fn send_repair(&self, to: Option<std::net::SocketAddr>, datagram: &[u8]) -> Result<usize, i32> {
+        match self {
+            NetOut::Udp(s) => s.send_repair(to, datagram),
+            NetOut::Tcp(s) => s.send_repair(to, datagram),
         }
     }
 

@@ -244,6 +244,46 @@ impl Drop for Resolver {
     }
 }
 
+/// Where a destination that names several receivers sends: a multicast group (one address),
+/// or each receiver of a comma-separated list of addresses and host names (`a:46000,b:46000`;
+/// a `network.dest` array comes here joined so). Host names in a list are resolved once, at
+/// start: following a name that moves is for a single receiver. `None`: one unicast receiver
+/// (an address or any name, see [`Dest`]); a name containing a comma whose first part is not
+/// an address or host name stays a receiver's announced name.
+pub fn fanout_targets(text: &str) -> Result<Option<Vec<SocketAddr>>, String> {
+    let is_host = |d: &Dest| matches!(d, Dest::Addr(_) | Dest::Host { .. });
+    if !text.contains(',') {
+        return Ok(match Dest::parse(text)? {
+            Dest::Addr(a) if a.ip().is_multicast() => Some(vec![a]),
+            _ => None,
+        });
+    }
+    let pieces: Vec<&str> = text.split(',').map(str::trim).collect();
+    if !Dest::parse(pieces[0]).is_ok_and(|d| is_host(&d)) {
+        return Ok(None);
+    }
+    let mut resolver = Resolver::default();
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let d = Dest::parse(p).ok().filter(is_host).ok_or_else(|| {
+            format!(
+                "{p:?} in the list of receivers {text:?} (--dest / network.dest): each must \
+                     be host:port or an address (e.g. 192.168.1.21:46000,192.168.1.22:46000)"
+            )
+        })?;
+        let a = resolver
+            .resolve(&d)
+            .map_err(|e| format!("{e} (in the list of receivers {text:?})"))?;
+        if out.contains(&a) {
+            return Err(format!(
+                "{p:?} ({a}) is listed twice in --dest / network.dest {text:?}"
+            ));
+        }
+        out.push(a);
+    }
+    Ok(Some(out))
+}
+
 /// Resolves `dest` once, at start (raw TCP mode connects to one address); `host:port` text.
 pub fn resolve_once(dest: &str) -> Result<String, String> {
     let d = Dest::parse(dest)?;
@@ -337,5 +377,33 @@ mod tests {
         );
         assert_eq!(r.resolve(&p("localhost")).unwrap().port(), DEFAULT_PORT);
         assert!(r.mdns.is_none(), "no mDNS responder was needed");
+    }
+
+    #[test]
+    fn groups_and_lists_name_several_receivers() {
+        let g: SocketAddr = "239.255.46.1:46000".parse().unwrap();
+        assert_eq!(fanout_targets("239.255.46.1:46000"), Ok(Some(vec![g])));
+        let g6: SocketAddr = "[ff02::46]:46000".parse().unwrap();
+        assert_eq!(fanout_targets("[ff02::46]:46000"), Ok(Some(vec![g6])));
+        assert_eq!(fanout_targets("10.0.0.2:5000"), Ok(None));
+        assert_eq!(fanout_targets("turntable2.local"), Ok(None));
+        assert_eq!(
+            fanout_targets("127.0.0.1:46001, localhost:46002"),
+            Ok(Some(vec![
+                "127.0.0.1:46001".parse().unwrap(),
+                "127.0.0.1:46002".parse().unwrap()
+            ]))
+        );
+        // An announced name with a comma stays a name.
+        assert_eq!(fanout_targets("Living room, upstairs"), Ok(None));
+        let e = fanout_targets("127.0.0.1:46001,Living room").unwrap_err();
+        assert!(
+            e.contains("\"Living room\"") && e.contains("host:port"),
+            "{e}"
+        );
+        let e = fanout_targets("127.0.0.1:46001,127.0.0.1:46001").unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = fanout_targets("127.0.0.1:46001,").unwrap_err();
+        assert!(e.contains("\"\""), "{e}");
     }
 }

@@ -10,9 +10,13 @@
 //!
 //! * Loss recovery: the receiver remembers where the stream comes from and sends NACKs back
 //!   there ([`UdpReceiver::send_nack`], one non-blocking `sendto`); the sender reads them from
-//!   its connected socket ([`DatagramOut::recv_nack`], one non-blocking `recv`). Either side can
-//!   wait for its socket with [`wait_readable`] (one `ppoll`) instead of sleeping through a
+//!   its socket ([`DatagramOut::recv_nack_from`], one non-blocking `recvfrom`) and answers
+//!   each with repairs to the receiver that asked ([`DatagramOut::send_repair`]). Either side
+//!   can wait for its socket with [`wait_readable`] (one `ppoll`) instead of sleeping through a
 //!   whole period, so a NACK or a packet is handled when it arrives.
+//! * Several receivers: the sender's socket serves a multicast group or a list of receivers
+//!   ([`UdpSender::fanout`]); a receiver whose listen address is a group joins it
+//!   ([`UdpReceiver::listen`], `multicast`).
 //!
 //! Set-up goes through `socket2` (buffer sizes, DSCP); the one option it has no setter for,
 //! `SO_TIMESTAMPNS`, is set by [`enable_timestamps`]. The realtime data path is written by
@@ -29,17 +33,21 @@
 use core::borrow::BorrowMut;
 use engine::receiver::Receiver;
 use engine::rtlog::EventSink;
-use engine::session::ReceiverSession;
+use engine::session::{FaultInjector, ReceiverSession};
 use engine::wire::MAX_PACKET_LEN;
 use socket2::SockRef;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+mod multicast;
+mod peers;
+mod sender;
 mod sys;
 
+pub use multicast::{DEFAULT_TTL, Interface, MulticastOptions};
+pub use peers::{MAX_PEERS, PeerTable};
+pub use sender::{MAX_RECEIVERS, UdpSender, reconnect};
 pub(crate) use sys::{StampClock, arrival_stamp, enable_timestamps, errno, set_dscp, syscall_len};
 pub use sys::{clock_ns, monotonic_ns, resolve, wait_readable};
 /// Where the sender's packets go: one datagram per call, header and payload gathered.
@@ -63,42 +71,22 @@ pub trait DatagramOut {
         None
     }
 
+    /// As [`recv_nack`](Self::recv_nack), with the receiver it came from when the socket
+    /// serves several ([`UdpSender::fanout`]); `None` for a socket with one peer.
+    fn recv_nack_from(&self, buf: &mut [u8]) -> Option<(usize, Option<SocketAddr>)> {
+        self.recv_nack(buf).map(|n| (n, None))
+    }
+
+    /// Sends a repair (a packet sent again) to `to`, the receiver whose NACK asked for it, or
+    /// where packets go when `None`. The default sends it as a packet.
+    fn send_repair(&self, to: Option<SocketAddr>, datagram: &[u8]) -> Result<usize, i32> {
+        let _ = to;
+        self.send_gather(datagram, &[])
+    }
+
     /// The socket to wait on for datagrams coming back, if any.
     fn fd(&self) -> Option<i32> {
         None
-    }
-}
-
-impl DatagramOut for UdpSender {
-    #[inline]
-    fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
-        UdpSender::send_gather(self, header, payload)
-    }
-
-    #[inline]
-    fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
-        UdpSender::send_tagged(self, header, payload, tag)
-    }
-    fn recv_nack(&self, buf: &mut [u8]) -> Option<usize> {
-        // SAFETY: recv writes at most `buf.len()` bytes into a live, writable buffer.
-        let n = unsafe {
-            libc::recv(
-                self.sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        // Errors mean nothing to take: EAGAIN, or ECONNREFUSED while nobody listens, which
-        // the next send reports instead.
-        if n < 0 && errno() == libc::ECONNREFUSED {
-            self.refused.store(true, Ordering::Relaxed);
-        }
-        (n >= 0).then_some(n as usize)
-    }
-
-    fn fd(&self) -> Option<i32> {
-        Some(self.sock.as_raw_fd())
     }
 }
 
@@ -204,160 +192,6 @@ impl DatagramIn for UdpReceiver {
     }
 }
 
-/// The sending socket, connected to one destination (or not yet: see
-/// [`unconnected`](Self::unconnected)).
-pub struct UdpSender {
-    sock: UdpSocket,
-    peer: SocketAddr,
-    /// A refusal (ICMP port unreachable) that reading NACKs took off the socket: the next
-    /// send reports it, so a peer that is not listening is still counted in `send_errors`.
-    refused: std::sync::atomic::AtomicBool,
-    /// Raised by a failed send (not a full socket buffer): whoever follows the destination's
-    /// name resolves it again (see [`failure_flag`](Self::failure_flag)).
-    failed: Arc<AtomicBool>,
-}
-
-impl UdpSender {
-    /// Resolves `dest` (`host:port`) and connects a UDP socket to it, with `dscp` if given.
-    pub fn connect(dest: &str, dscp: Option<u8>) -> io::Result<UdpSender> {
-        Self::connect_addr(resolve(dest)?, dscp)
-    }
-
-    /// Connects a UDP socket to `peer`, with `dscp` if given.
-    pub fn connect_addr(peer: SocketAddr, dscp: Option<u8>) -> io::Result<UdpSender> {
-        let bind: SocketAddr = if peer.is_ipv6() {
-            "[::]:0".parse().expect("literal")
-        } else {
-            "0.0.0.0:0".parse().expect("literal")
-        };
-        let sock = UdpSocket::bind(bind)?;
-        sock.connect(peer)?;
-        if let Some(d) = dscp {
-            set_dscp(&sock, peer.is_ipv6(), d)?;
-        }
-        Ok(UdpSender {
-            sock,
-            peer,
-            refused: Default::default(),
-            failed: Default::default(),
-        })
-    }
-
-    /// A socket with no destination yet (its name does not resolve yet): IPv6 that also
-    /// reaches IPv4 (mapped) addresses, or IPv4 where the system has no IPv6. Sends fail
-    /// (`EDESTADDRREQ`, counted) until [`reconnect`] gives it a peer.
-    pub fn unconnected(dscp: Option<u8>) -> io::Result<UdpSender> {
-        use socket2::{Domain, Socket, Type};
-        let dual = Socket::new(Domain::IPV6, Type::DGRAM, None).and_then(|s| {
-            s.set_only_v6(false)?;
-            s.bind(&"[::]:0".parse::<SocketAddr>().expect("literal").into())?;
-            Ok(s)
-        });
-        let (sock, v6) = match dual {
-            Ok(s) => (UdpSocket::from(s), true),
-            Err(_) => (UdpSocket::bind("0.0.0.0:0")?, false),
-        };
-        if let Some(d) = dscp {
-            set_dscp(&sock, v6, d)?;
-            if v6 {
-                // IPv4 packets of a dual-stack socket take their DSCP from IP_TOS.
-                set_dscp(&sock, false, d)?;
-            }
-        }
-        let peer = sock.local_addr()?;
-        Ok(UdpSender {
-            sock,
-            peer: SocketAddr::new(peer.ip(), 0),
-            refused: Default::default(),
-            failed: Default::default(),
-        })
-    }
-
-    /// Where packets went when the socket was made (unspecified, port 0, while unconnected;
-    /// [`reconnect`] may have moved it since).
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// A second handle on the same socket, for [`reconnect`] from another thread.
-    pub fn try_clone_socket(&self) -> io::Result<UdpSocket> {
-        self.sock.try_clone()
-    }
-
-    /// The flag a failed send raises (a peer refusing, a network unreachable, no peer yet):
-    /// the thread following the destination's name clears it and resolves the name again.
-    pub fn failure_flag(&self) -> Arc<AtomicBool> {
-        self.failed.clone()
-    }
-
-    /// The local address packets leave from (the route to the peer).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.local_addr()
-    }
-
-    /// Sends `header` and `payload` as one datagram with one `sendmsg` (gather write).
-    /// Returns the bytes sent, or the errno (`EAGAIN` when the socket buffer is full,
-    /// `ECONNREFUSED` while nobody listens — both harmless for a datagram stream).
-    #[inline]
-    pub fn send_gather(&self, header: &[u8], payload: &[u8]) -> Result<usize, i32> {
-        self.send_tagged(header, payload, &[])
-    }
-
-    /// Sends `header`, `payload` and `tag` as one datagram with one `sendmsg` of three
-    /// iovecs (two when the tag is empty). Errors as [`send_gather`](Self::send_gather).
-    #[inline]
-    pub fn send_tagged(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> Result<usize, i32> {
-        if self.refused.swap(false, Ordering::Relaxed) {
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(libc::ECONNREFUSED);
-        }
-        let part = |b: &[u8]| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        };
-        let mut iov = [part(header), part(payload), part(tag)];
-        let parts = if tag.is_empty() { 2 } else { 3 };
-        // SAFETY: an all-zero msghdr is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = parts as _;
-        // By hand on purpose: this is the capture thread's send, one `sendmsg` gathering slices
-        // that are borrowed, not copied (the payload is the capture device's mmap buffer),
-        // with MSG_DONTWAIT and the errno handed back as is. It allocates, locks and formats
-        // nothing, and stays beside `recvmmsg` so the realtime data path reads in one place.
-        // SAFETY: `msg` points at `parts` iovecs that describe live, readable slices for the
-        // duration of the call; the kernel only reads them.
-        let sent =
-            syscall_len(unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) });
-        if let Err(e) = sent
-            && e != libc::EAGAIN
-        {
-            // One relaxed store: the follower of the destination's name looks at it.
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        sent
-    }
-}
-
-/// Points `sock` (a clone of a [`UdpSender`]'s socket) at `peer`: one `connect`, which the
-/// kernel applies atomically for the thread sending on the other handle. An IPv4 `peer` of a
-/// dual-stack IPv6 socket is given as its mapped address. Not for realtime threads.
-pub fn reconnect(sock: &UdpSocket, peer: SocketAddr) -> io::Result<()> {
-    let to = match (sock.local_addr()?, peer) {
-        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
-            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-        }
-        (SocketAddr::V4(_), SocketAddr::V6(_)) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("{peer} is IPv6 and the socket IPv4 (the system has no IPv6)"),
-            ));
-        }
-        _ => peer,
-    };
-    sock.connect(to)
-}
-
 /// Datagrams one `recv_batch` call takes at most.
 pub const BATCH: usize = 32;
 const CMSG_SPACE: usize = 64;
@@ -372,6 +206,8 @@ pub struct UdpReceiver {
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     source: Option<(libc::sockaddr_storage, libc::socklen_t)>,
+    /// Tests only: datagrams dropped on arrival, as a lossy link would lose them.
+    fault: FaultInjector,
 }
 
 // SAFETY: the raw pointers inside `iov` and `msgs` point into `bufs`, `control`, `names` and
@@ -417,6 +253,7 @@ impl UdpReceiver {
             // SAFETY: an all-zero mmsghdr is a valid empty header.
             msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
             source: None,
+            fault: FaultInjector::off(),
         };
         for i in 0..BATCH {
             r.iov.push(libc::iovec {
@@ -433,14 +270,15 @@ impl UdpReceiver {
         self.sock.local_addr()
     }
 
-    /// Joins the multicast `group` on the default interface (the socket is bound to the
-    /// group's address and port, so it takes only that group's datagrams).
-    pub fn join_multicast(&self, group: std::net::IpAddr) -> io::Result<()> {
-        let s = SockRef::from(&self.sock);
-        match group {
-            std::net::IpAddr::V4(g) => s.join_multicast_v4(&g, &std::net::Ipv4Addr::UNSPECIFIED),
-            std::net::IpAddr::V6(g) => s.join_multicast_v6(&g, 0),
-        }
+    /// Drops every `n`-th datagram on arrival, before the receiver sees it (tests: a lossy
+    /// link in front of this receiver alone, `NETAUDIO_TEST_FAULT=rx-drop-every=N`).
+    pub fn drop_every(&mut self, n: u32) {
+        self.fault = FaultInjector::drop_every(n);
+    }
+
+    /// Datagrams dropped by [`drop_every`](Self::drop_every) so far.
+    pub fn dropped(&self) -> u64 {
+        self.fault.dropped()
     }
 
     /// The file descriptor (to poll on).
@@ -509,6 +347,9 @@ impl UdpReceiver {
             let len = self.msgs[i].msg_len as usize;
             // SAFETY: the kernel filled this header; its control buffer is in `self.control`.
             let t = clock.monotonic(unsafe { arrival_stamp(&self.msgs[i].msg_hdr) });
+            if self.fault.drops() {
+                continue;
+            }
             let base = i * self.slot;
             if f(&self.bufs[base..base + len.min(self.slot)], t) {
                 self.source = Some((self.names[i], self.msgs[i].msg_hdr.msg_namelen));

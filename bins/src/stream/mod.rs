@@ -26,7 +26,10 @@
 //!
 //! Loss recovery: [`run_sender_with_history`] keeps a copy of every packet in a
 //! [`RetransmitHistory`] and answers the receiver's NACKs from it, within the history's limits
-//! (a rate cap it reports through the event queue when reached); the receiver writes NACKs
+//! (a rate cap it reports through the event queue when reached). A sender serving several
+//! receivers (a group, a list) answers each NACK by unicast to the receiver that sent it, the
+//! history keeping each receiver's limits and nonces apart (the receivers are told apart by
+//! source address, [`PeerTable`]); the receiver writes NACKs
 //! (see [`Receiver::poll_nack`]) and sends them back to the stream's source. Between device
 //! periods both loops wait on their socket too (one `ppoll` up to the time the device is due,
 //! or the loss tracker's next deadline), so a NACK is answered, and a packet taken, when it
@@ -70,7 +73,9 @@
 //! period` frames), i.e. past halfway to an underrun, counts in `late_renders` ([`Stats`]); an
 //! underrun itself counts as an xrun.
 
-use crate::net::{BATCH, DatagramOut, StreamInput, clock_ns, monotonic_ns, wait_readable};
+use crate::net::{
+    BATCH, DatagramOut, PeerTable, StreamInput, clock_ns, monotonic_ns, wait_readable,
+};
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
 use crate::watchdog::Heartbeat;
@@ -96,6 +101,9 @@ pub struct LoopReport {
     pub frees: u64,
     /// Periods run.
     pub periods: u64,
+    /// A sender serving several receivers: those it heard from, with their NACKs and the
+    /// packets it sent them again.
+    pub peers: PeerTable,
 }
 
 const WAIT_MS: i32 = 100;
@@ -150,20 +158,40 @@ pub use engine::session::{AnyPacketizer, Packetizer};
 /// device (the caller checks the device between calls).
 const MAX_NACKS_PER_TURN: usize = 64;
 
-/// Answers the NACKs waiting on `sock` through the session (at most [`MAX_NACKS_PER_TURN`]).
+/// Answers the NACKs waiting on `sock` through the session (at most [`MAX_NACKS_PER_TURN`]),
+/// each with repairs to the receiver that sent it. A socket serving several receivers says
+/// which one ([`DatagramOut::recv_nack_from`]): `peers` gives it the index under which the
+/// history keeps its own limits and nonces.
 fn answer_nacks<T: Packetizer, S: DatagramOut>(
     sock: &S,
     session: &mut TxSession<'_, T>,
     buf: &mut [u8],
+    peers: &mut PeerTable,
 ) {
     let now = monotonic_ns();
     for _ in 0..MAX_NACKS_PER_TURN {
-        let Some(n) = sock.recv_nack(buf) else {
+        let Some((n, from)) = sock.recv_nack_from(buf) else {
             break;
         };
-        session.on_nack(now, &buf[..n.min(buf.len())], |d| {
-            let _ = sock.send_gather(d, &[]);
+        let requester = match from {
+            Some(a) => {
+                let (i, new) = peers.index(a, now);
+                if new {
+                    session.forget_requester(i);
+                }
+                i
+            }
+            None => 0,
+        };
+        let mut repairs = 0;
+        session.on_nack_from(now, requester, &buf[..n.min(buf.len())], |d| {
+            if sock.send_repair(from, d).is_ok() {
+                repairs += 1;
+            }
         });
+        if from.is_some() {
+            peers.count(requester, repairs);
+        }
     }
 }
 
@@ -208,6 +236,7 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
     let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
     let mut report = LoopReport::default();
     let mut nack_buf = [0u8; MAX_NACK_LEN + 64];
+    let mut peers = PeerTable::default();
     let mut next_period_ns = 0u64;
     let _ = dev.start();
     while !stop.load(Ordering::Relaxed) {
@@ -219,7 +248,7 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
         if let (true, Some(fd)) = (session.answers_nacks(), sock.fd()) {
             // Until the device is due, wake for NACKs and answer them at once.
             loop {
-                answer_nacks(sock, session, &mut nack_buf);
+                answer_nacks(sock, session, &mut nack_buf, &mut peers);
                 match dev.wait(0) {
                     Ok(0) => {}
                     _ => break,
@@ -272,6 +301,7 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
             let away = Away {
                 sock,
                 nack_buf: &mut nack_buf,
+                peers: &mut peers,
                 stats,
             };
             handle_capture_error(dev, session, e, stop, heartbeat, buffer, away);
@@ -284,6 +314,7 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
         sock.send_tagged(head, &[], tag)
     });
     stats.publish(&session.counters());
+    report.peers = peers;
     report.allocations = alloc_count::this_thread_allocations();
     report.frees = alloc_count::this_thread_frees();
     alloc_count::track_this_thread(false);
@@ -294,6 +325,7 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
 struct Away<'a, S> {
     sock: &'a S,
     nack_buf: &'a mut [u8],
+    peers: &'a mut PeerTable,
     /// Where the loss shows at once (`device_lost`).
     stats: &'a Stats,
 }
@@ -339,7 +371,7 @@ fn handle_capture_error<C: Capture, T: Packetizer, S: DatagramOut>(
                     break;
                 }
                 if session.answers_nacks() {
-                    answer_nacks(away.sock, session, away.nack_buf);
+                    answer_nacks(away.sock, session, away.nack_buf, away.peers);
                 }
                 wait_socket_or_idle(fd, AWAY_WAIT_MS * 1_000_000);
             }

@@ -3,11 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod netns;
 pub mod ramp;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -172,4 +173,24 @@ pub fn wait_status(
 /// Packets a receiver has counted (0 when the snapshot has none).
 pub fn received(v: &Value) -> u64 {
     v["packets_received"].as_u64().unwrap_or(0)
+}
+
+/// Starts `c` with its stderr in `log` (stdout discarded).
+pub fn spawn_logged(mut c: Command, log: &Path) -> std::process::Child {
+    let f = std::fs::File::create(log).unwrap();
+    c.stdout(Stdio::null()).stderr(f).spawn().unwrap()
+}
+
+/// A file's text, empty when it cannot be read (yet).
+pub fn text(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// A key file both sides share (mode 600, as the daemons require).
+pub fn key_file(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = tmp(name);
+    std::fs::write(&p, format!("{}\n", "5a".repeat(32))).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
 }

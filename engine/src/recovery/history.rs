@@ -106,16 +106,26 @@ const EMPTY: u64 = u64::MAX;
 /// With a key ([`with_auth`](Self::with_auth)) a NACK must be sealed with it and carry a
 /// nonce not taken before ([`NonceWindow`]), else it is refused (and counted) before it costs
 /// anything.
+///
+/// Several receivers (a multicast group, a list of receivers): each asks for its own losses,
+/// with its own rounds and its own nonces. With [`with_requesters`](Self::with_requesters) the
+/// history keeps the per-packet limits and the nonce window per requester (an index the driver
+/// gives each NACK's source, [`on_nack_from`](Self::on_nack_from)), so one receiver's requests
+/// neither use up another's answers nor make its nonces look like replays. The rate cap stays
+/// one for all: it bounds what loss recovery adds to the network, whoever asks.
 pub struct RetransmitHistory {
     slots: u32,
     bytes: Vec<u8>,
     lens: Vec<u16>,
     tags: Vec<u64>,
-    /// Requests answered for each slot's packet.
+    /// Requesters told apart (1: every NACK is one receiver's).
+    requesters: usize,
+    /// Requests answered for each slot's packet, per requester (`r * slots + slot`).
     requests: Vec<u8>,
-    /// Answers to the last request answered, per slot.
+    /// Answers to the last request answered, per requester and slot.
     copies: Vec<u8>,
-    /// The round of the last request answered, per slot (0: none, or not numbered).
+    /// The round of the last request answered, per requester and slot (0: none, or not
+    /// numbered).
     rounds: Vec<u16>,
     stream_id: u32,
     newest: Option<u32>,
@@ -124,7 +134,8 @@ pub struct RetransmitHistory {
     tokens: u64,
     bucket_cap: u64,
     key: Option<Key>,
-    nonces: NonceWindow,
+    /// One window per requester.
+    nonces: Vec<NonceWindow>,
     capped_unreported: u64,
     last_cap_report_ns: Option<u64>,
     event: Option<Record>,
@@ -138,6 +149,7 @@ impl RetransmitHistory {
         let slots = slots.clamp(4, 1 << 16);
         RetransmitHistory {
             slots: slots as u32,
+            requesters: 1,
             bytes: vec![0; slots * MAX_PACKET_LEN],
             lens: vec![0; slots],
             tags: vec![EMPTY; slots],
@@ -150,7 +162,7 @@ impl RetransmitHistory {
             tokens: 0,
             bucket_cap: 0,
             key: None,
-            nonces: NonceWindow::default(),
+            nonces: vec![NonceWindow::default()],
             capped_unreported: 0,
             last_cap_report_ns: None,
             event: None,
@@ -168,6 +180,40 @@ impl RetransmitHistory {
     pub fn with_auth(mut self, key: Key) -> RetransmitHistory {
         self.key = Some(key);
         self
+    }
+
+    /// Tells `n` requesters apart (at least 1; see [`on_nack_from`](Self::on_nack_from)): the
+    /// per-packet limits and the nonce window are kept for each. Allocates; call it before
+    /// streaming.
+    pub fn with_requesters(mut self, n: usize) -> RetransmitHistory {
+        let n = n.clamp(1, 256);
+        let slots = self.slots as usize;
+        self.requesters = n;
+        self.requests = vec![0; slots * n];
+        self.copies = vec![0; slots * n];
+        self.rounds = vec![0; slots * n];
+        self.nonces = vec![NonceWindow::default(); n];
+        self
+    }
+
+    /// Requesters told apart.
+    pub fn requesters(&self) -> usize {
+        self.requesters
+    }
+
+    /// Forgets what requester `r` asked so far (its index now stands for another receiver):
+    /// its nonce window and its per-packet counts. Bounded by the history's size; no
+    /// allocation.
+    pub fn forget_requester(&mut self, r: usize) {
+        if r >= self.requesters {
+            return;
+        }
+        let slots = self.slots as usize;
+        let span = r * slots..(r + 1) * slots;
+        self.requests[span.clone()].fill(0);
+        self.copies[span.clone()].fill(0);
+        self.rounds[span].fill(0);
+        self.nonces[r].reset();
     }
 
     /// Other limits than the defaults.
@@ -221,7 +267,7 @@ impl RetransmitHistory {
             // A new stream: nothing kept, no NACK taken, a full bucket.
             self.tags.fill(EMPTY);
             self.stream_id = stream_id;
-            self.nonces.reset();
+            self.nonces.iter_mut().for_each(NonceWindow::reset);
             self.bucket_cap = burst;
             self.tokens = burst;
         }
@@ -236,9 +282,12 @@ impl RetransmitHistory {
         self.bytes[base + h + p..base + len].copy_from_slice(tag);
         self.lens[slot] = len as u16;
         self.tags[slot] = seq as u64;
-        self.requests[slot] = 0;
-        self.copies[slot] = 0;
-        self.rounds[slot] = 0;
+        for r in 0..self.requesters {
+            let i = r * self.slots as usize + slot;
+            self.requests[i] = 0;
+            self.copies[i] = 0;
+            self.rounds[i] = 0;
+        }
         self.newest = Some(seq);
     }
 
@@ -261,8 +310,24 @@ impl RetransmitHistory {
         &mut self,
         now_ns: u64,
         bytes: &[u8],
+        send: F,
+    ) -> Result<usize, NackError> {
+        self.on_nack_from(now_ns, 0, bytes, send)
+    }
+
+    /// As [`on_nack`](Self::on_nack) for a NACK from requester `requester` (an index below
+    /// [`requesters`](Self::requesters), given by the driver to each receiver it tells apart,
+    /// e.g. by source address; larger ones count as the last): its own per-packet limits and
+    /// nonce window apply.
+    pub fn on_nack_from<F: FnMut(&[u8])>(
+        &mut self,
+        now_ns: u64,
+        requester: usize,
+        bytes: &[u8],
         mut send: F,
     ) -> Result<usize, NackError> {
+        let r = requester.min(self.requesters - 1);
+        let base_r = r * self.slots as usize;
         let nack = match Nack::new_checked(bytes) {
             Ok(n) => n,
             Err(e) => {
@@ -276,7 +341,7 @@ impl RetransmitHistory {
                 return Ok(0);
             }
             // Authentic, so sealed: the nonce is there.
-            if !self.nonces.take(nack.nonce().unwrap_or(0)) {
+            if !self.nonces[r].take(nack.nonce().unwrap_or(0)) {
                 self.counters.nack_replays += 1;
                 return Ok(0);
             }
@@ -330,9 +395,10 @@ impl RetransmitHistory {
                     self.counters.not_in_history += 1;
                     continue;
                 }
-                let same_request = round != 0 && self.rounds[slot] == round;
-                if same_request && self.copies[slot] >= self.limits.max_copies
-                    || !same_request && self.requests[slot] >= self.limits.max_requests
+                let i = base_r + slot;
+                let same_request = round != 0 && self.rounds[i] == round;
+                if same_request && self.copies[i] >= self.limits.max_copies
+                    || !same_request && self.requests[i] >= self.limits.max_requests
                 {
                     self.counters.resends_over_limit += 1;
                     continue;
@@ -344,11 +410,11 @@ impl RetransmitHistory {
                 }
                 self.tokens -= len as u64;
                 if same_request {
-                    self.copies[slot] += 1;
+                    self.copies[i] += 1;
                 } else {
-                    self.requests[slot] += 1;
-                    self.copies[slot] = 1;
-                    self.rounds[slot] = round;
+                    self.requests[i] += 1;
+                    self.copies[i] = 1;
+                    self.rounds[i] = round;
                 }
                 let base = slot * MAX_PACKET_LEN;
                 send(&self.bytes[base..base + len]);
@@ -431,5 +497,49 @@ mod tests {
         }; MAX_NACK_RUNS];
         let n = emit_nack(9, &big, &mut nack).unwrap();
         assert_eq!(hist.on_nack(0, &nack[..n], |_| {}), Ok(0));
+    }
+
+    #[test]
+    fn each_requester_has_its_own_limits_and_nonces() {
+        use crate::nack::{emit_nack_round, seal_nack};
+        let key = Key::from_bytes([3; 32]);
+        let mut tx = Sender::new(fmt(), 64, 9, 100).unwrap();
+        let mut hist = RetransmitHistory::new(8)
+            .with_auth(key.clone())
+            .with_requesters(2);
+        assert_eq!(hist.requesters(), 2);
+        let capture = vec![7u8; 64 * 4];
+        for _ in 0..4 {
+            tx.packetize(&capture, |h, p| hist.record(h, p));
+        }
+        let runs = [NackRun {
+            first: 101,
+            count: 1,
+        }];
+        // Round 1 from each of two receivers, three copies each, their nonces far apart (each
+        // receiver starts its nonces at its own wall clock).
+        let mut answered = [0usize; 2];
+        for (r, start) in [(0usize, 1_000u64), (1, 9_000_000_000)] {
+            for copy in 0..3 {
+                let mut nack = [0u8; MAX_NACK_LEN];
+                emit_nack_round(9, 1, &runs, &mut nack).unwrap();
+                let n = seal_nack(&key, start + copy, &mut nack[..]).unwrap();
+                answered[r] += hist.on_nack_from(0, r, &nack[..n], |_| {}).unwrap();
+            }
+        }
+        assert_eq!(answered, [3, 3], "each receiver's copies answered");
+        assert_eq!(hist.counters().nack_replays, 0);
+        assert_eq!(hist.counters().resends_over_limit, 0);
+        // Requester 0 asks once more in the same round: over its limit, not requester 1's.
+        let mut nack = [0u8; MAX_NACK_LEN];
+        emit_nack_round(9, 1, &runs, &mut nack).unwrap();
+        let n = seal_nack(&key, 1_010, &mut nack[..]).unwrap();
+        assert_eq!(hist.on_nack_from(0, 0, &nack[..n], |_| {}), Ok(0));
+        assert_eq!(hist.counters().resends_over_limit, 1);
+        // Its index given to another receiver: a fresh start, whose nonces are its own.
+        hist.forget_requester(0);
+        emit_nack_round(9, 1, &runs, &mut nack).unwrap();
+        let n = seal_nack(&key, 5, &mut nack[..]).unwrap();
+        assert_eq!(hist.on_nack_from(0, 0, &nack[..n], |_| {}), Ok(1));
     }
 }

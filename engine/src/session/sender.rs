@@ -60,6 +60,14 @@ impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession
         &mut self.tx
     }
 
+    /// A requester's index now stands for another receiver: its state in the history is
+    /// forgotten (see [`RetransmitHistory::forget_requester`]).
+    pub fn forget_requester(&mut self, requester: usize) {
+        if let Some(h) = self.history.as_mut() {
+            h.borrow_mut().forget_requester(requester);
+        }
+    }
+
     /// Whether NACKs are answered (a history is kept).
     pub fn answers_nacks(&self) -> bool {
         self.history.is_some()
@@ -106,11 +114,23 @@ impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession
     /// A datagram from the receiver at `now_ns`: if it is a NACK for this stream, the packets
     /// it asks for that are still kept go to `send` again (within the history's limits).
     pub fn on_nack<F: FnMut(&[u8])>(&mut self, now_ns: u64, bytes: &[u8], send: F) {
+        self.on_nack_from(now_ns, 0, bytes, send);
+    }
+
+    /// As [`on_nack`](Self::on_nack) for a NACK from requester `requester`, one of several
+    /// receivers the driver tells apart (see [`RetransmitHistory::on_nack_from`]).
+    pub fn on_nack_from<F: FnMut(&[u8])>(
+        &mut self,
+        now_ns: u64,
+        requester: usize,
+        bytes: &[u8],
+        send: F,
+    ) {
         let Some(h) = self.history.as_mut() else {
             return;
         };
         let h = h.borrow_mut();
-        let _ = h.on_nack(now_ns, bytes, send);
+        let _ = h.on_nack_from(now_ns, requester, bytes, send);
         if let Some(r) = h.poll_event() {
             self.events.push_event(r.t_ns, r.event);
         }
