@@ -17,8 +17,7 @@ use super::names::{OutputTarget, WireSample, parse_name};
 use super::snapcast::{self, Probe};
 use super::stats::OutputStats;
 use super::writer::{FdWriter, rings};
-use crate::net::monotonic_ns;
-use crate::pcm::virtual_dev::clock::{DeviceClock, sleep_until};
+use crate::pcm::virtual_dev::clock::{DeviceClock, PlayQueue};
 use crate::pcm::{Access, DeviceRequest, DeviceSetup, PcmError, Playback};
 use engine::format::{SampleFormat, StreamFormat};
 use std::sync::Arc;
@@ -30,12 +29,8 @@ pub const DEFAULT_CHUNK_MS: u32 = 20;
 pub struct StreamPlayback {
     setup: DeviceSetup,
     target: OutputTarget,
-    clock: DeviceClock,
+    queue: PlayQueue,
     area: Vec<u8>,
-    written: u64,
-    /// Frames counted as played when the clock last started.
-    base: u64,
-    running: bool,
     wire: WireSample,
     /// Samples of the area, decoded (only when the output's encoding differs).
     samples: Vec<i32>,
@@ -142,11 +137,8 @@ impl StreamPlayback {
         };
         let connector = connector::spawn(plan, stats.clone(), give, returned)?;
         Ok(StreamPlayback {
-            clock: DeviceClock::new(format, 0.0),
+            queue: PlayQueue::new(DeviceClock::new(format, 0.0)),
             area: vec![0; setup.buffer * format.frame_bytes()],
-            written: 0,
-            base: 0,
-            running: false,
             wire,
             samples: if wire == WireSample::Pcm(render) {
                 Vec::new()
@@ -183,14 +175,6 @@ impl StreamPlayback {
         self.chunk.len() / (self.setup.format.channels as usize * self.wire.bytes())
     }
 
-    fn played(&self) -> u64 {
-        if self.running {
-            self.base + self.clock.frames_at(monotonic_ns())
-        } else {
-            self.base
-        }
-    }
-
     /// Moves `frames` frames of the area into chunks, handing each full one to the writer.
     fn push(&mut self, frames: usize) {
         let ch = self.setup.format.channels as usize;
@@ -225,33 +209,13 @@ impl Playback for StreamPlayback {
     }
 
     fn start(&mut self) -> Result<(), PcmError> {
-        self.clock.t0_ns = monotonic_ns();
-        self.running = true;
+        self.queue.start();
         Ok(())
     }
 
     fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
-        let buffer = self.setup.buffer as u64;
-        let period = self.setup.period as u64;
-        let played = self.played();
-        if played > self.written {
-            return Err(PcmError::Xrun);
-        }
-        let room = buffer.saturating_sub(self.written - played);
-        if room >= period || !self.running {
-            return Ok(room as usize);
-        }
-        let ready = self
-            .clock
-            .time_of((self.written + period).saturating_sub(buffer + self.base));
-        let limit = monotonic_ns() + timeout_ms.max(0) as u64 * 1_000_000;
-        sleep_until(ready.min(limit));
-        let played = self.played();
-        if played > self.written {
-            return Err(PcmError::Xrun);
-        }
-        let room = buffer.saturating_sub(self.written - played);
-        Ok(if room >= period { room as usize } else { 0 })
+        self.queue
+            .wait(self.setup.buffer, self.setup.period, timeout_ms)
     }
 
     fn write<F: FnOnce(&mut [u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
@@ -259,19 +223,18 @@ impl Playback for StreamPlayback {
         let n = frames.min(self.setup.buffer);
         f(&mut self.area[..n * fb]);
         self.push(n);
-        self.written += n as u64;
+        self.queue.written += n as u64;
         Ok(n)
     }
 
     fn delay(&mut self) -> Result<i64, PcmError> {
-        Ok(self.written as i64 - self.played() as i64)
+        Ok(self.queue.delay())
     }
 
     fn recover(&mut self, _err: PcmError) -> Result<(), PcmError> {
         // The loop came late: the clock stops; what was written counts as played, and it
         // starts again after priming (the reader got no frames meanwhile).
-        self.running = false;
-        self.base = self.written;
+        self.queue.stop();
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! never allocates or locks; `poll_reopen` reads the clock and resets the counters. Saving
 //! the recording (file I/O) happens after the stream stopped.
 
-use super::clock::{DeviceClock, sleep_until};
+use super::clock::{DeviceClock, PlayQueue};
 use super::names::{RECORD_SECONDS, Unplug, parse_name, record_path};
 use super::setup;
 use super::sink::Sink;
@@ -16,12 +16,8 @@ use crate::pcm::{DeviceRequest, DeviceSetup, PcmError, Playback};
 /// A virtual playback device.
 pub struct VirtualPlayback {
     setup: DeviceSetup,
-    clock: DeviceClock,
+    queue: PlayQueue,
     buf: Vec<u8>,
-    written: u64,
-    /// Frames counted as played when the clock last started.
-    base: u64,
-    running: bool,
     sink: Option<Sink>,
     unplug: Unplug,
     record: Option<Recording>,
@@ -51,11 +47,8 @@ impl VirtualPlayback {
             len: 0,
         });
         Ok(VirtualPlayback {
-            clock: DeviceClock::new(req.format, opts.ppm),
+            queue: PlayQueue::new(DeviceClock::new(req.format, opts.ppm)),
             buf: vec![0; setup.buffer * fb],
-            written: 0,
-            base: 0,
-            running: false,
             sink,
             unplug: Unplug::new(&opts),
             record,
@@ -81,14 +74,6 @@ impl VirtualPlayback {
             r.len / self.setup.format.frame_bytes(),
         )))
     }
-
-    fn played(&self) -> u64 {
-        if self.running {
-            self.base + self.clock.frames_at(monotonic_ns())
-        } else {
-            self.base
-        }
-    }
 }
 
 impl Playback for VirtualPlayback {
@@ -97,40 +82,21 @@ impl Playback for VirtualPlayback {
     }
 
     fn start(&mut self) -> Result<(), PcmError> {
-        self.clock.t0_ns = monotonic_ns();
-        self.running = true;
+        self.queue.start();
         Ok(())
     }
 
     fn wait(&mut self, timeout_ms: i32) -> Result<usize, PcmError> {
         self.unplug.check()?;
-        let buffer = self.setup.buffer as u64;
-        let period = self.setup.period as u64;
-        let played = self.played();
-        if played > self.written {
-            return Err(PcmError::Xrun);
-        }
-        let room = buffer.saturating_sub(self.written - played);
-        if room >= period || !self.running {
-            return Ok(room as usize);
-        }
-        let ready = self
-            .clock
-            .time_of((self.written + period).saturating_sub(buffer + self.base));
-        let limit = monotonic_ns() + timeout_ms.max(0) as u64 * 1_000_000;
-        sleep_until(ready.min(limit));
-        let played = self.played();
-        if played > self.written {
-            return Err(PcmError::Xrun);
-        }
-        let room = buffer.saturating_sub(self.written - played);
-        Ok(if room >= period { room as usize } else { 0 })
+        self.queue
+            .wait(self.setup.buffer, self.setup.period, timeout_ms)
     }
 
     fn write<F: FnOnce(&mut [u8])>(&mut self, frames: usize, f: F) -> Result<usize, PcmError> {
         self.unplug.check()?;
         let fb = self.setup.format.frame_bytes();
-        let at = (self.written % self.setup.buffer as u64) as usize;
+        let q = self.queue;
+        let at = (q.written % self.setup.buffer as u64) as usize;
         let n = frames.min(self.setup.buffer - at);
         let area = &mut self.buf[at * fb..(at + n) * fb];
         f(area);
@@ -141,28 +107,27 @@ impl Playback for VirtualPlayback {
         }
         if let Some(sink) = self.sink.as_mut() {
             // Frame `written` leaves the device when the device clock reaches it.
-            let t_play = if self.running {
-                self.clock.time_of(self.written - self.base) as f64 / 1e9
+            let t_play = if q.running {
+                q.clock.time_of(q.written - q.base) as f64 / 1e9
             } else {
                 // Primed before start: played right after start.
-                let queued = (self.written - self.base) as f64;
-                (monotonic_ns() as f64 + queued * 1e9 / self.clock.rate) / 1e9
+                let queued = (q.written - q.base) as f64;
+                (monotonic_ns() as f64 + queued * 1e9 / q.clock.rate) / 1e9
             };
-            sink.played(area, t_play, 1.0 / self.clock.rate);
+            sink.played(area, t_play, 1.0 / q.clock.rate);
         }
-        self.written += n as u64;
+        self.queue.written += n as u64;
         Ok(n)
     }
 
     fn delay(&mut self) -> Result<i64, PcmError> {
-        Ok(self.written as i64 - self.played() as i64)
+        Ok(self.queue.delay())
     }
 
     fn recover(&mut self, _err: PcmError) -> Result<(), PcmError> {
         // An underrun: the device played silence meanwhile. It stops; what was written counts
         // as played, and it starts again after priming.
-        self.running = false;
-        self.base = self.written;
+        self.queue.stop();
         Ok(())
     }
 
