@@ -286,9 +286,14 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         cfg.drift_ppm,
         cfg.drift_mode
     );
+    let gaps_text = if several {
+        let all: u64 = r.receivers.iter().map(|x| x.analyzer.gaps).sum();
+        format!("{} gaps (receiver 0; {all} on all)", r.analyzer.gaps)
+    } else {
+        format!("{} gaps", r.analyzer.gaps)
+    };
     let mut subtitle = format!(
-        "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
-        r.analyzer.gaps,
+        "{gaps_text} · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
         r.latency_p50_ms,
         r.latency_p99_ms,
         r.engine.lost_packets,
