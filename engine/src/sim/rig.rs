@@ -1,5 +1,6 @@
 //! The prepared rig ([`Sim`]) and its discrete-event loop: capture ticks, packet and NACK
-//! arrivals and playback ticks in virtual time, through the same sessions the daemons drive.
+//! arrivals and playback ticks in virtual time, through the same sessions the daemons drive:
+//! one sender, one or more receivers ([`Node`]s), each receiver with its own links and clock.
 //!
 //! Everything is allocated in [`Sim::new`]; the loop in [`Sim::run`] runs under an allocation
 //! and free counter and reports what it counted.
