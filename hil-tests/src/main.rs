@@ -12,6 +12,7 @@ mod markers;
 mod pi;
 mod plot;
 mod progress;
+mod receivers;
 mod report;
 mod rig;
 
@@ -22,7 +23,7 @@ use engine::receiver::DriftMode;
 use engine::recovery::RecoveryMode;
 use engine::sim::net::NetConfig;
 use engine::sim::signal::SourceKind;
-use engine::sim::{Restart, SimConfig};
+use engine::sim::{MAX_RECEIVERS, Restart, SimConfig, SimReceiver};
 use rt_config::parse_duration;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -142,6 +143,11 @@ struct SimArgs {
     /// Seed for the network model and stream ids.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Receivers of the one stream (up to 16): clocks spread over -100..+100 ppm, one-way
+    /// delays over 0.3..5 ms (instead of --delay-ms), reverse paths up to 1 ms longer or
+    /// shorter, each with the given jitter and loss; the skew between them is reported.
+    #[arg(long, default_value_t = 1)]
+    receivers: usize,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -312,6 +318,7 @@ fn run_pi(a: &PiCli) -> Result<(), String> {
             gaps: &gaps,
             target_latency_ms: a.latency_ms,
             fidelity: None,
+            skew: None,
         });
         std::fs::write(p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
@@ -415,6 +422,15 @@ impl SimArgs {
         self.source.check(format.rate)?;
         cfg.source = self.source;
         cfg.seed = self.seed;
+        if !(1..=MAX_RECEIVERS).contains(&self.receivers) {
+            return Err(format!(
+                "--receivers {}: simulate 1..={MAX_RECEIVERS} receivers",
+                self.receivers
+            ));
+        }
+        if self.receivers > 1 {
+            cfg.receivers = SimReceiver::spread(self.receivers);
+        }
         cfg.clean_stops = self.clean_stop;
         cfg.restarts = self
             .restart_at

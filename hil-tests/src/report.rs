@@ -1,6 +1,7 @@
 //! The report of a run: JSON for scripts, a summary for people, an SVG plot.
 
 use crate::plot::{self, PlotInput, TracePoint};
+use crate::receivers;
 use engine::sim::fidelity::FidelityReport;
 use engine::sim::{SimConfig, SimReport};
 use engine::stats::Side;
@@ -11,7 +12,8 @@ pub fn cpu_seconds() -> f64 {
     crate::rig::proc::cpu_seconds(std::process::id())
 }
 
-fn finite(v: f64) -> Value {
+/// `v` rounded to a thousandth, or null when it is not finite.
+pub fn finite(v: f64) -> Value {
     if v.is_finite() {
         json!((v * 1000.0).round() / 1000.0)
     } else {
@@ -56,6 +58,19 @@ pub fn fidelity_line(f: &FidelityReport) -> String {
 
 /// The JSON report.
 pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
+    let mut v = build_one(cfg, r, wall_s, cpu_s);
+    if r.receivers.len() > 1 {
+        v["receivers"] = receivers::receivers_json(cfg, r);
+        v["skew"] = r
+            .skew
+            .as_ref()
+            .map_or(Value::Null, |s| receivers::skew_json(cfg, s));
+    }
+    v
+}
+
+/// The report of a one-receiver run (receiver 0's of several).
+fn build_one(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
     let rate = cfg.format.rate as f64;
     let a = &r.analyzer;
     let e = &r.engine;
@@ -81,7 +96,7 @@ pub fn build(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Value {
         "recovered_packets": e.recovered_packets,
         "concealed_frames": e.concealed_frames,
         "drift_ppm_estimated": finite(r.drift_ppm_estimated),
-        "drift_ppm_actual": finite(cfg.drift_ppm),
+        "drift_ppm_actual": finite(receivers::drift_actual(cfg, 0)),
         "drift_lock_s": r.drift_lock_s.map(finite),
         "bit_exact_frames": a.bit_exact,
         "checked_frames": a.frames,
@@ -213,7 +228,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         r.recovery.resends_capped,
         recovery_cpu_percent(r),
         r.recovery.cpu_s,
-        cfg.drift_ppm,
+        receivers::drift_actual(cfg, 0),
         r.drift_ppm_estimated,
         r.drift_lock_s.map_or_else(
             || "never".to_string(),
@@ -236,6 +251,9 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
     if let Some(f) = &r.fidelity {
         text += &fidelity_line(f);
     }
+    if r.receivers.len() > 1 {
+        text += &receivers::summary(cfg, r);
+    }
     text
 }
 
@@ -251,7 +269,13 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
             ratio_ppm: p.ratio_ppm,
         })
         .collect();
-    let gaps = plot::gap_marks(r.gaps.iter().map(|g| (g.t_s, g.frames)), cfg.format.rate);
+    let several = r.receivers.len() > 1;
+    // With several receivers, every receiver's gaps are marked.
+    let gaps = if several {
+        plot::gap_marks(receivers::all_gaps(r), cfg.format.rate)
+    } else {
+        plot::gap_marks(r.gaps.iter().map(|g| (g.t_s, g.frames)), cfg.format.rate)
+    };
     let title = format!(
         "netaudio sim: {} of audio, {} Hz {} ch {}, period {}, drift {:+} ppm, {} mode",
         crate::progress::fmt_audio_ms((r.audio_seconds * 1000.0) as u64),
@@ -262,15 +286,27 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         cfg.drift_ppm,
         cfg.drift_mode
     );
+    let gaps_text = if several {
+        let all: u64 = r.receivers.iter().map(|x| x.analyzer.gaps).sum();
+        format!("{} gaps (receiver 0; {all} on all)", r.analyzer.gaps)
+    } else {
+        format!("{} gaps", r.analyzer.gaps)
+    };
     let mut subtitle = format!(
-        "{} gaps · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
-        r.analyzer.gaps,
+        "{gaps_text} · latency p50 {:.2} ms, p99 {:.2} ms · {} lost packets · loss {}% jitter {} ms",
         r.latency_p50_ms,
         r.latency_p99_ms,
         r.engine.lost_packets,
         cfg.net.loss * 100.0,
         cfg.net.jitter_ms
     );
+    if let Some(s) = r.skew.as_ref().filter(|_| several) {
+        subtitle += &format!(
+            " · {} receivers, skew p99 {:.0} µs",
+            r.receivers.len(),
+            s.spread.percentile_us(0.99)
+        );
+    }
     let fidelity = r.fidelity.map(|f| {
         subtitle += &fidelity_subtitle(&f);
         (
@@ -284,13 +320,21 @@ pub fn plot(cfg: &SimConfig, r: &SimReport) -> String {
         subtitle: &subtitle,
         trace: &trace,
         gaps: &gaps,
-        target_latency_ms: Some(cfg.latency_ms + cfg.net.delay_ms),
+        target_latency_ms: Some(cfg.latency_ms + cfg.forward_link(&cfg.receivers[0]).delay_ms),
         fidelity: fidelity
             .as_ref()
             .map(|(points, median_db, tones)| plot::FidelityPanel {
                 points,
                 median_db: *median_db,
                 tones,
+            }),
+        skew: r
+            .skew
+            .as_ref()
+            .filter(|_| several)
+            .map(|s| plot::SkewPanel {
+                points: &s.series,
+                receivers: s.receivers,
             }),
     })
 }

@@ -244,3 +244,72 @@ fn bad_arguments_are_named_with_a_fix() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("raise latency_ms"), "{err}");
 }
+
+/// Several receivers: each one's figures and the skew between them, in the JSON, the text and
+/// a panel of the plot.
+#[test]
+fn several_receivers_report_their_skew() {
+    let dir = std::env::temp_dir().join(format!("hil-cli-rx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let svg = dir.join("report.svg");
+    let out = hil()
+        .args(["sim", "--duration", "2m", "--receivers", "3"])
+        .args(["--jitter-ms", "0.5", "--quiet", "--json"])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("gaps: 0 "), "{stdout}");
+    assert!(stdout.contains("receivers: 3"), "{stdout}");
+    assert!(
+        stdout.contains("skew_us (DAC output of the same frame"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  rx 2 - rx 0: mean"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rx = v["receivers"].as_array().expect("receivers");
+    assert_eq!(rx.len(), 3);
+    let ppm: Vec<f64> = rx
+        .iter()
+        .map(|x| x["clock_ppm"].as_f64().unwrap())
+        .collect();
+    assert_eq!(ppm, [-100.0, 0.0, 100.0]);
+    for x in rx {
+        assert_eq!(x["gaps"], 0, "{x}");
+        assert!(x["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{x}");
+        let d = x["delay_ms"].as_f64().unwrap();
+        assert!((0.3..=5.0).contains(&d), "{x}");
+    }
+    let s = &v["skew"];
+    assert!(s["frames_compared"].as_u64().unwrap() > 80 * 48_000, "{s}");
+    for key in ["p50", "p99", "max"] {
+        assert!(s["spread_us"][key].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert_eq!(s["per_receiver"].as_array().unwrap().len(), 2, "{s}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.contains("skew against receiver 0"));
+    assert!(plot.contains("height=\"772\""), "taller by the skew panel");
+    // Receivers 1 and 2, each in its colour.
+    assert!(has_line(&plot, "#2E9D48") && has_line(&plot, "#D64DA8"));
+    // Out of range: named, with the range.
+    let out = hil()
+        .args(["sim", "--duration", "10s", "--receivers", "17", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--receivers 17") && err.contains("1..=16"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

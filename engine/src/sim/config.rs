@@ -1,5 +1,6 @@
 //! What a simulation run is asked to do: the format, the devices' clocks, the network, the
-//! source signal, and the sender restarts and machine stalls to schedule.
+//! source signal, the receivers (each with its own clock and link), and the sender restarts and
+//! machine stalls to schedule.
 
 use super::net::NetConfig;
 use super::signal::SourceKind;
@@ -30,6 +31,86 @@ pub struct Stall {
 
 /// Most sender restarts one run can schedule.
 pub const MAX_RESTARTS: usize = 16;
+
+/// Most receivers one run can simulate.
+pub const MAX_RECEIVERS: usize = 16;
+
+/// One receiver of the stream: its playback device's clock and its own link to and from the
+/// sender. One sender feeds every receiver, as a multicast group does: each packet goes through
+/// each receiver's forward link; a receiver's NACKs go back through its reverse link, and the
+/// packets sent again for it go to it alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimReceiver {
+    /// The playback device's clock offset against true time, ppm (the sender's capture clock
+    /// is [`SimConfig::drift_ppm`] off true time).
+    pub clock_ppm: f64,
+    /// When its playback device starts ticking (its phase), seconds.
+    pub start_s: f64,
+    /// One-way delay from the sender, ms (`None`: the run's [`NetConfig::delay_ms`]).
+    pub delay_ms: Option<f64>,
+    /// The reverse path's one-way delay minus the forward path's, ms (the NACKs' way back).
+    pub asymmetry_ms: f64,
+    /// Jitter of its link, ms (`None`: the run's).
+    pub jitter_ms: Option<f64>,
+    /// Random loss of its link (`None`: the run's).
+    pub loss: Option<f64>,
+}
+
+impl Default for SimReceiver {
+    /// The receiver of a one-receiver run: a true clock, the run's link.
+    fn default() -> Self {
+        SimReceiver {
+            clock_ppm: 0.0,
+            start_s: 0.000_37,
+            delay_ms: None,
+            asymmetry_ms: 0.0,
+            jitter_ms: None,
+            loss: None,
+        }
+    }
+}
+
+impl SimReceiver {
+    /// `n` receivers spread over a room's worth of differences: clocks evenly over
+    /// −100..+100 ppm, one-way delays evenly over 0.3..5 ms (in another order than the clocks),
+    /// reverse paths up to 1 ms longer or shorter, and unrelated device phases; jitter and loss
+    /// are the run's.
+    pub fn spread(n: usize) -> Vec<SimReceiver> {
+        let n = n.clamp(1, MAX_RECEIVERS);
+        if n == 1 {
+            return vec![SimReceiver::default()];
+        }
+        let step = 1.0 / (n - 1) as f64;
+        (0..n)
+            .map(|i| {
+                // Delays in the order (3i + 1) mod n, a permutation of 0..n when 3 does not
+                // divide n (reversed otherwise), so that clock and delay are unrelated.
+                let k = if n % 3 != 0 {
+                    (i * 3 + 1) % n
+                } else {
+                    n - 1 - i
+                };
+                let delay_ms = 0.3 + 4.7 * k as f64 * step;
+                // Asymmetry from 1 ms down to 0, alternately longer and shorter (longer where
+                // the path is too short to be shorter still).
+                let mag = (n - 1 - i) as f64 * step;
+                let sign = if i % 2 == 0 || delay_ms <= mag {
+                    1.0
+                } else {
+                    -1.0
+                };
+                SimReceiver {
+                    clock_ppm: -100.0 + 200.0 * i as f64 * step,
+                    start_s: 0.000_37 + 0.001_31 * i as f64,
+                    delay_ms: Some(delay_ms),
+                    asymmetry_ms: sign * mag,
+                    jitter_ms: None,
+                    loss: None,
+                }
+            })
+            .collect()
+    }
+}
 
 /// A simulation run.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +158,9 @@ pub struct SimConfig {
     pub trace_points: usize,
     /// Seed for stream ids and the network.
     pub seed: u64,
+    /// The receivers (at least one, at most [`MAX_RECEIVERS`]); the first one's figures are
+    /// the report's own, the skew is measured against it.
+    pub receivers: Vec<SimReceiver>,
 }
 
 impl SimConfig {
@@ -103,6 +187,27 @@ impl SimConfig {
             settle_s: 60.0_f64.min(duration_s / 4.0),
             trace_points: 2000,
             seed: 1,
+            receivers: vec![SimReceiver::default()],
+        }
+    }
+
+    /// Receiver `r`'s forward link (sender to receiver).
+    pub fn forward_link(&self, r: &SimReceiver) -> NetConfig {
+        NetConfig {
+            delay_ms: r.delay_ms.unwrap_or(self.net.delay_ms),
+            jitter_ms: r.jitter_ms.unwrap_or(self.net.jitter_ms),
+            loss: r.loss.unwrap_or(self.net.loss),
+            ..self.net
+        }
+    }
+
+    /// Receiver `r`'s reverse link (its NACKs to the sender): the forward link with the
+    /// asymmetry added to its delay.
+    pub fn reverse_link(&self, r: &SimReceiver) -> NetConfig {
+        let fwd = self.forward_link(r);
+        NetConfig {
+            delay_ms: (fwd.delay_ms + r.asymmetry_ms).max(0.0),
+            ..fwd
         }
     }
 

@@ -7,6 +7,13 @@
 //! period, which the [`signal::Analyzer`] checks frame by frame) and, with loss recovery,
 //! NACK arrivals on a return path (a second seeded network with the same impairments).
 //!
+//! Several receivers ([`SimConfig::receivers`]) each have their own playback clock, forward
+//! link and return path: one sender feeds them all, as a multicast group would (each packet
+//! goes through every receiver's link), a receiver's NACKs reach the sender through its own
+//! return path and the packets sent again go to it alone. The [`skew::SkewMeter`] pairs the
+//! frames they play and measures, in virtual time, how far apart the same frame leaves their
+//! DACs.
+//!
 //! Loss recovery is modelled as the daemons do it: the receiver's realtime thread waits on its
 //! socket as well as on its device, so it takes each packet as it arrives, and it also wakes
 //! when its [`crate::recovery::LossTracker`] has a packet overdue or a request due again; it
@@ -23,13 +30,27 @@ pub mod clock;
 mod config;
 pub mod fidelity;
 pub mod net;
+mod node;
 mod report;
 mod rig;
 pub mod signal;
+pub mod skew;
 
-pub use config::{MAX_RESTARTS, Restart, SimConfig, Stall, default_latency_ms};
-pub use report::{RecoveryReport, SimReport, TracePoint};
+pub use config::{
+    MAX_RECEIVERS, MAX_RESTARTS, Restart, SimConfig, SimReceiver, Stall, default_latency_ms,
+};
+pub use report::{ReceiverReport, RecoveryReport, SimReport, TracePoint};
 pub use rig::Sim;
+
+/// Seconds of virtual time as nanoseconds.
+fn ns(t: f64) -> u64 {
+    (t * 1e9).round().max(0.0) as u64
+}
+
+/// Whether the source is the frame-index ramp (which names every played frame).
+fn source_is_ramp(s: signal::SourceKind) -> bool {
+    matches!(s, signal::SourceKind::Ramp)
+}
 
 use std::sync::atomic::AtomicU64;
 

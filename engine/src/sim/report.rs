@@ -1,13 +1,19 @@
 //! What a simulation run reports: the analyzer's findings, the engine's counters, loss
-//! recovery's costs and a trace of the drift loop.
+//! recovery's costs and a trace of the drift loop; with several receivers, each one's figures
+//! and the skew between them.
 
+use super::config::SimReceiver;
 use super::fidelity;
 use super::net::NetCounters;
 use super::signal::{AnalyzerCounts, GapRecord};
+use super::skew::SkewReport;
 use crate::recovery::RecoveryMode;
 use crate::stats::StatsSnapshot;
 
-/// What a run measured.
+/// What a run measured. The analyzer's and the receiver's figures are receiver 0's (the only
+/// one's in a one-receiver run; every receiver's are in `receivers`). Of loss recovery, the
+/// traffic (NACKs sent and delivered, packets sent again, their bytes) is all receivers'
+/// together, the outcome (recovered, expired, round trip) receiver 0's.
 #[derive(Clone, Debug)]
 pub struct SimReport {
     /// Audio streamed, seconds.
@@ -47,6 +53,44 @@ pub struct SimReport {
     pub drift_lock_s: Option<f64>,
     /// The same over time, for a plot (empty without a tone).
     pub fidelity_series: Vec<fidelity::WindowPoint>,
+    /// Every receiver's figures, receiver 0 first.
+    pub receivers: Vec<ReceiverReport>,
+    /// The skew between the receivers' outputs of the same frame (two or more receivers and
+    /// the frame-index ramp for a source).
+    pub skew: Option<SkewReport>,
+}
+
+/// One receiver's figures in a run with several.
+#[derive(Clone, Debug)]
+pub struct ReceiverReport {
+    /// Its clock and link.
+    pub spec: SimReceiver,
+    /// What its analyzer saw.
+    pub analyzer: AnalyzerCounts,
+    /// Gaps its analyzer saw (at most 10 000 kept).
+    pub gaps: Vec<GapRecord>,
+    /// Latency (capture to DAC) percentiles after settling, ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile.
+    pub latency_p99_ms: f64,
+    /// Highest.
+    pub latency_max_ms: f64,
+    /// The receiver's own counters.
+    pub engine: StatsSnapshot,
+    /// What its forward link did.
+    pub net: NetCounters,
+    /// Its drift estimate at the end, ppm.
+    pub drift_ppm_estimated: f64,
+    /// As [`SimReport::drift_lock_s`].
+    pub drift_lock_s: Option<f64>,
+    /// NACK datagrams it sent.
+    pub nacks_sent: u64,
+    /// Of those, delivered to the sender.
+    pub nacks_delivered: u64,
+    /// Packets it asked for that arrived in time.
+    pub recovered: u64,
+    /// Packets it gave up on.
+    pub expired: u64,
 }
 
 /// What loss recovery cost and did in a run.

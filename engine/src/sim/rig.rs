@@ -1,59 +1,101 @@
 //! The prepared rig ([`Sim`]) and its discrete-event loop: capture ticks, packet and NACK
-//! arrivals and playback ticks in virtual time, through the same sessions the daemons drive.
+//! arrivals and playback ticks in virtual time, through the same sessions the daemons drive:
+//! one sender, one or more receivers ([`Node`]s), each receiver with its own links and clock.
 //!
 //! Everything is allocated in [`Sim::new`]; the loop in [`Sim::run`] runs under an allocation
 //! and free counter and reports what it counted.
 
 use super::clock::VirtualClock;
-use super::fidelity;
-use super::net::Network;
-use super::signal::{Analyzer, CaptureHistory, Source, StepTolerance};
-use super::{MAX_RESTARTS, RecoveryReport, Restart, SimConfig, SimReport, TracePoint};
+use super::node::Node;
+use super::signal::{CaptureHistory, Source};
+use super::skew::SkewMeter;
+use super::source_is_ramp;
+use super::{
+    MAX_RECEIVERS, MAX_RESTARTS, RecoveryReport, Restart, SimConfig, SimReport, TracePoint, ns,
+};
 use crate::alloc_count::{self, AllocScope};
-use crate::autolatency::AutoLatency;
-use crate::format::StreamFormat;
-use crate::nack::MAX_NACK_LEN;
-use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
 use crate::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use crate::rng::Rng;
 use crate::sender::Sender;
-use crate::session::{ReceiverSession, SenderSession};
+use crate::session::SenderSession;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A prepared run.
 pub struct Sim {
     cfg: SimConfig,
-    /// The same sessions the daemon's realtime loops drive.
+    /// The same session the daemon's capture loop drives.
     tx: SenderSession<Sender, RetransmitHistory, ()>,
-    rx: ReceiverSession<Receiver, ()>,
-    net: Network,
-    back: Network,
-    nack_buf: Vec<u8>,
+    /// The receivers, each with its links, clock and analyzers.
+    nodes: Vec<Node>,
+    skew: Option<SkewMeter>,
     recovery: RecoveryReport,
     recovery_cpu_ns: u64,
     now_ns: u64,
     source: Source,
-    analyzer: Analyzer,
-    fidelity: Option<fidelity::FidelityAnalyzer>,
     history: CaptureHistory,
     cap_clock: VirtualClock,
-    play_clock: VirtualClock,
     capture_buf: Vec<u8>,
-    play_buf: Vec<u8>,
-    /// The played period in the stream's format, for the signal analyzer (when the device is
-    /// wider), and the samples between.
-    check_buf: Vec<u8>,
-    samples: Vec<i32>,
-    out_format: StreamFormat,
     trace: Vec<TracePoint>,
     rng: Rng,
     restarts: heapless::Vec<Restart, MAX_RESTARTS>,
     down_until: f64,
 }
 
-fn ns(t: f64) -> u64 {
-    (t * 1e9).round().max(0.0) as u64
+/// What the event loop does next.
+enum Event {
+    /// A packet reaches receiver `i`.
+    Packet(usize),
+    /// A NACK of receiver `i` reaches the sender, at the time given.
+    Nack(usize, u64),
+    /// Receiver `i`'s timer (a packet overdue, a request due again), at the time given.
+    Timer(usize, u64),
+    /// The capture device's period.
+    Capture,
+    /// Receiver `i`'s playback device's period.
+    Play(usize),
+}
+
+fn check_receivers(cfg: &SimConfig) -> Result<(), String> {
+    let n = cfg.receivers.len();
+    if !(1..=MAX_RECEIVERS).contains(&n) {
+        return Err(format!(
+            "{n} receivers: simulate 1..={MAX_RECEIVERS} receivers"
+        ));
+    }
+    for (i, r) in cfg.receivers.iter().enumerate() {
+        let fwd = cfg.forward_link(r);
+        if !(-5000.0..=5000.0).contains(&r.clock_ppm) {
+            return Err(format!(
+                "receiver {i}: clock {} ppm is out of range; use -5000..=5000",
+                r.clock_ppm
+            ));
+        }
+        if !(0.0..=1.0).contains(&r.start_s) {
+            return Err(format!(
+                "receiver {i}: device start {} s is out of range; use 0..=1",
+                r.start_s
+            ));
+        }
+        if !(0.0..=10_000.0).contains(&fwd.delay_ms)
+            || !(0.0..=10_000.0).contains(&fwd.jitter_ms)
+            || !(0.0..=1.0).contains(&fwd.loss)
+        {
+            return Err(format!(
+                "receiver {i}: delay {} ms, jitter {} ms, loss {}: use 0..=10000 ms and a loss \
+                 of 0..=1",
+                fwd.delay_ms, fwd.jitter_ms, fwd.loss
+            ));
+        }
+        if !(r.asymmetry_ms.abs() <= 10_000.0 && fwd.delay_ms + r.asymmetry_ms >= 0.0) {
+            return Err(format!(
+                "receiver {i}: asymmetry {} ms makes the reverse path's delay negative; use at \
+                 least -{} ms",
+                r.asymmetry_ms, fwd.delay_ms
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Sim {
@@ -81,60 +123,38 @@ impl Sim {
         if cfg.restarts.len() > MAX_RESTARTS {
             return Err(format!("at most {MAX_RESTARTS} restarts per run"));
         }
+        check_receivers(&cfg)?;
         let mut rng = Rng::new(cfg.seed);
         let sender = Sender::new(f, cfg.period, rng.next_u64() as u32, rng.next_u64() as u32)
             .map_err(|e| e.to_string())?;
-        let mut rc = ReceiverConfig::new(f, cfg.period, cfg.latency_ms);
-        rc.output_delay_frames = cfg.output_delay_frames();
-        rc.drift_mode = cfg.drift_mode;
-        rc.output_sample = cfg.playback_sample.unwrap_or(f.sample);
-        rc.recovery = cfg.recovery;
-        rc.auto_latency = cfg
-            .auto_latency
-            .map(|(lo, hi)| AutoLatency::from_ms(f.rate, lo, hi));
-        let out_format = StreamFormat {
-            sample: rc.output_sample,
-            ..f
-        };
-        let receiver = Receiver::new(rc).map_err(|e| e.to_string())?;
         let period_s = cfg.period as f64 / f.rate as f64;
         let packets_per_period = cfg.period.div_ceil(sender.frames_per_packet());
-        let in_flight_s =
-            cfg.net.delay_ms / 1000.0 + cfg.net.max_jitter_ms() / 1000.0 + 4.0 * period_s;
-        let slots = ((in_flight_s / period_s).ceil() as usize + 8) * packets_per_period * 2 + 64;
-        let net = Network::new(
-            cfg.net,
-            cfg.seed,
-            period_s / packets_per_period as f64,
-            slots,
-        );
-        // The return path: same impairments, its own seed; NACKs are few, so a small pool.
-        let back = Network::new(
-            cfg.net,
-            cfg.seed ^ 0x7265_7475_726E,
-            period_s / packets_per_period as f64,
-            256,
-        );
+        let interval = period_s / packets_per_period as f64;
+        let nodes = cfg
+            .receivers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Node::new(&cfg, i, *r, interval, packets_per_period))
+            .collect::<Result<Vec<_>, _>>()?;
         let retransmit = (cfg.recovery == RecoveryMode::Nack).then(|| {
             RetransmitHistory::for_span(f.rate, sender.frames_per_packet(), DEFAULT_HISTORY_MS)
         });
-        let tolerance = match cfg.drift_mode {
-            DriftMode::Off => StepTolerance::EXACT,
-            DriftMode::Slip => StepTolerance::SLIP,
-            DriftMode::Resample => StepTolerance::RESAMPLE,
-        };
-        let analyzer = Analyzer::new(f, tolerance, 10_000);
         // Keep capture times for 4 s of audio (the analyzer anchors within one ramp lap).
         let history = CaptureHistory::new(cfg.period, (4.0 / period_s) as usize + 16);
-        let cap_clock = VirtualClock::new(f.rate, cfg.period, cfg.drift_ppm, 0.0)
+        let mut cap_clock = VirtualClock::new(f.rate, cfg.period, cfg.drift_ppm, 0.0)
             .with_wander(cfg.wander_ppm, cfg.wander_period_s);
-        // The playback device starts a little later, at an unrelated phase.
-        let mut play_clock = VirtualClock::new(f.rate, cfg.period, 0.0, 0.000_37);
-        let mut cap_clock = cap_clock;
         if let Some(st) = cfg.stall {
             cap_clock.pause_at(st.at_s, st.ms / 1000.0);
-            play_clock.pause_at(st.at_s, st.ms / 1000.0);
         }
+        let skew = (nodes.len() >= 2 && source_is_ramp(cfg.source)).then(|| {
+            SkewMeter::new(
+                nodes.len(),
+                f.rate,
+                cfg.settle_s,
+                cfg.duration_s,
+                cfg.trace_points,
+            )
+        });
         let trace_cap = cfg.trace_points.max(2) + 2;
         let mut restarts = heapless::Vec::new();
         for r in &cfg.restarts {
@@ -143,10 +163,8 @@ impl Sim {
         restarts.sort_unstable_by(|a: &Restart, b: &Restart| b.at_s.total_cmp(&a.at_s));
         Ok(Sim {
             tx: SenderSession::new(sender, retransmit, ()),
-            rx: ReceiverSession::new(receiver, ()),
-            net,
-            back,
-            nack_buf: vec![0; MAX_NACK_LEN],
+            nodes,
+            skew,
             recovery: RecoveryReport {
                 mode: cfg.recovery,
                 ..RecoveryReport::default()
@@ -154,17 +172,9 @@ impl Sim {
             recovery_cpu_ns: 0,
             now_ns: 0,
             source: Source::new(cfg.source, f),
-            analyzer,
             history,
             cap_clock,
-            play_clock,
             capture_buf: vec![0; cfg.period * f.frame_bytes()],
-            play_buf: vec![0; cfg.period * out_format.frame_bytes()],
-            check_buf: vec![0; cfg.period * f.frame_bytes()],
-            samples: vec![0; cfg.period * f.channels as usize],
-            out_format,
-            fidelity: fidelity::FidelityAnalyzer::for_source(out_format, cfg.source, cfg.settle_s)
-                .map(|a| a.expecting(cfg.duration_s)),
             trace: Vec::with_capacity(trace_cap),
             rng,
             restarts,
@@ -178,119 +188,143 @@ impl Sim {
         &mut self.tx
     }
 
-    /// Runs to the end; `progress` receives audio milliseconds done.
-    pub fn run(mut self, progress: Option<&AtomicU64>) -> SimReport {
-        let f = self.cfg.format;
-        let rate = f.rate as f64;
-        let duration = self.cfg.duration_s;
-        let trace_every = duration / self.cfg.trace_points.max(1) as f64;
-        let mut next_trace = trace_every;
-        let mut settled = false;
-        let play_delay_s = self.cfg.output_delay_frames() as f64 / rate;
-        let mut first_packet: Option<f64> = None;
-        let mut off_since: Option<f64> = None;
-        let mut unlocked_at_end = true;
-        let scope = AllocScope::begin();
-        let mut ticks = 0u64;
-        loop {
-            let t_cap = self.cap_clock.next_tick();
-            let t_play = self.play_clock.next_tick();
-            let t_net = self.net.next_arrival();
-            let first_device = ns(t_cap.min(t_play));
-            if t_net.is_some_and(|t| t <= ns(t_cap) && t <= ns(t_play)) {
-                let rx = &mut self.rx;
-                let mut at = 0;
-                self.net.deliver_next(|t, bytes| {
-                    rx.handle_datagram(t, bytes);
-                    at = t;
-                });
-                self.now_ns = self.now_ns.max(at);
-                self.nack_turn(at);
-                continue;
+    /// The next event, earliest first. Packets reaching a receiver come first when they
+    /// arrive before both devices' next periods (or with them); then NACKs reaching the
+    /// sender, then receivers' timers, both before the devices' next periods; then the
+    /// capture period, if not after every playback period; ties between receivers go to the
+    /// lowest index. (With one receiver: the order the one-receiver rig always had.)
+    fn next_event(&self) -> Event {
+        let t_cap = self.cap_clock.next_tick();
+        let (mut play, mut t_play) = (0, f64::INFINITY);
+        let (mut pkt, mut t_net) = (0, None::<u64>);
+        for (i, n) in self.nodes.iter().enumerate() {
+            let t = n.clock.next_tick();
+            if t < t_play {
+                (play, t_play) = (i, t);
             }
-            if self.cfg.recovery == RecoveryMode::Nack {
-                // A NACK reaches the sender: it wakes and answers at once.
-                if let Some(tb) = self.back.next_arrival()
+            if let Some(a) = n.net.next_arrival()
+                && t_net.is_none_or(|b| a < b)
+            {
+                (pkt, t_net) = (i, Some(a));
+            }
+        }
+        let first_device = ns(t_cap.min(t_play));
+        if t_net.is_some_and(|t| t <= first_device) {
+            return Event::Packet(pkt);
+        }
+        if self.cfg.recovery == RecoveryMode::Nack {
+            let mut nack: Option<(usize, u64)> = None;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(tb) = n.back.next_arrival()
                     && tb <= first_device
+                    && nack.is_none_or(|(_, b)| tb < b)
                 {
-                    self.now_ns = self.now_ns.max(tb);
-                    let clock = Instant::now();
-                    let (net, tx) = (&mut self.net, &mut self.tx);
-                    self.back.deliver_next(|_, nack| {
-                        tx.on_nack(tb, nack, |d| net.send_datagram(tb, d));
-                    });
-                    self.recovery.nacks_delivered += 1;
-                    self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
-                    continue;
+                    nack = Some((i, tb));
                 }
-                // The receiver's timer: a packet became overdue or a request is due again.
-                if let Some(due) = self.rx.poll_timeout() {
+            }
+            if let Some((i, tb)) = nack {
+                return Event::Nack(i, tb);
+            }
+            let mut timer: Option<(usize, u64)> = None;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(due) = n.rx.poll_timeout() {
                     let at = due.max(self.now_ns);
-                    if at <= first_device && t_net.is_none_or(|t| at < t) {
-                        self.now_ns = at;
-                        self.nack_turn(at);
-                        continue;
+                    if at <= first_device
+                        && n.net.next_arrival().is_none_or(|t| at < t)
+                        && timer.is_none_or(|(_, b)| at < b)
+                    {
+                        timer = Some((i, at));
                     }
                 }
             }
-            if t_cap <= t_play {
-                self.capture_tick();
-                continue;
+            if let Some((i, at)) = timer {
+                return Event::Timer(i, at);
             }
-            // Playback tick.
-            let t = self.play_clock.advance();
-            if t >= duration {
-                break;
-            }
-            self.now_ns = self.now_ns.max(ns(t));
-            self.rx.render(ns(t), &mut self.play_buf);
-            if self.rx.receiver().stream_id().is_some() {
-                let first = *first_packet.get_or_insert(t);
-                let truth = (self.cap_clock.rate_at(t) / rate - 1.0) * 1e6;
-                if (self.rx.receiver().drift_ppm() - truth).abs() >= 1.0 {
-                    off_since = Some(t - first);
-                    unlocked_at_end = true;
-                } else {
-                    unlocked_at_end = false;
-                }
-            }
-            self.nack_turn(ns(t));
-            let dt = 1.0 / rate;
-            let played = if self.out_format == f {
-                &self.play_buf[..]
-            } else {
-                // The ramp analyzer checks the stream's samples: round the device's back.
-                self.out_format
-                    .sample
-                    .decode_slice(&self.play_buf, &mut self.samples);
-                f.sample.encode_slice(&self.samples, &mut self.check_buf);
-                &self.check_buf[..]
-            };
-            self.analyzer
-                .played(played, t + play_delay_s, dt, &self.history);
-            if let Some(fa) = &mut self.fidelity {
-                fa.feed(&self.play_buf);
-            }
-            if !settled && t >= self.cfg.settle_s {
-                settled = true;
-                self.analyzer.reset_latency();
-            }
-            if t >= next_trace {
-                next_trace += trace_every;
-                if self.trace.len() < self.trace.capacity() {
-                    self.trace.push(TracePoint {
-                        t_s: t,
-                        latency_ms: self.analyzer.take_mean_latency_ms(),
-                        level_ms: f.ms_for_frames(self.rx.receiver().level_frames()),
-                        ratio_ppm: self.rx.receiver().correction_ppm(),
+        }
+        if t_cap <= t_play {
+            Event::Capture
+        } else {
+            Event::Play(play)
+        }
+    }
+
+    /// Runs to the end; `progress` receives audio milliseconds done.
+    pub fn run(mut self, progress: Option<&AtomicU64>) -> SimReport {
+        let f = self.cfg.format;
+        let duration = self.cfg.duration_s;
+        let trace_every = duration / self.cfg.trace_points.max(1) as f64;
+        let mut next_trace = trace_every;
+        let scope = AllocScope::begin();
+        let mut ticks = 0u64;
+        loop {
+            match self.next_event() {
+                Event::Packet(i) => {
+                    let node = &mut self.nodes[i];
+                    let rx = &mut node.rx;
+                    let mut at = 0;
+                    node.net.deliver_next(|t, bytes| {
+                        rx.handle_datagram(t, bytes);
+                        at = t;
                     });
+                    self.now_ns = self.now_ns.max(at);
+                    self.nack_turn(i, at);
                 }
-            }
-            ticks += 1;
-            if ticks % 4096 == 0
-                && let Some(p) = progress
-            {
-                p.store((t * 1000.0) as u64, Ordering::Relaxed);
+                Event::Nack(i, tb) => {
+                    // A NACK reaches the sender: it wakes and answers at once, to this
+                    // receiver alone.
+                    self.now_ns = self.now_ns.max(tb);
+                    let clock = Instant::now();
+                    let node = &mut self.nodes[i];
+                    let (net, tx) = (&mut node.net, &mut self.tx);
+                    node.back.deliver_next(|_, nack| {
+                        tx.on_nack(tb, nack, |d| net.send_datagram(tb, d));
+                    });
+                    node.nacks_delivered += 1;
+                    self.recovery.nacks_delivered += 1;
+                    self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
+                }
+                Event::Timer(i, at) => {
+                    self.now_ns = at;
+                    self.nack_turn(i, at);
+                }
+                Event::Capture => self.capture_tick(),
+                Event::Play(i) => {
+                    let t = self.nodes[i].clock.advance();
+                    if t >= duration {
+                        break;
+                    }
+                    self.now_ns = self.now_ns.max(ns(t));
+                    let node = &mut self.nodes[i];
+                    node.play(
+                        t,
+                        &self.cfg,
+                        &self.cap_clock,
+                        &self.history,
+                        self.skew.as_mut(),
+                    );
+                    self.nack_turn(i, ns(t));
+                    if i != 0 {
+                        continue;
+                    }
+                    if t >= next_trace {
+                        next_trace += trace_every;
+                        if self.trace.len() < self.trace.capacity() {
+                            let node = &mut self.nodes[0];
+                            self.trace.push(TracePoint {
+                                t_s: t,
+                                latency_ms: node.analyzer.take_mean_latency_ms(),
+                                level_ms: f.ms_for_frames(node.rx.receiver().level_frames()),
+                                ratio_ppm: node.rx.receiver().correction_ppm(),
+                            });
+                        }
+                    }
+                    ticks += 1;
+                    if ticks % 4096 == 0
+                        && let Some(p) = progress
+                    {
+                        p.store((t * 1000.0) as u64, Ordering::Relaxed);
+                    }
+                }
             }
         }
         let allocations = alloc_count::installed().then(|| scope.allocations());
@@ -299,14 +333,19 @@ impl Sim {
         if let Some(p) = progress {
             p.store((duration * 1000.0) as u64, Ordering::Relaxed);
         }
+        let receivers: Vec<_> = self.nodes.iter().map(Node::report).collect();
         let mut recovery = self.recovery;
-        if let Some(tr) = self.rx.receiver().loss_tracker() {
-            let c = tr.counters();
-            recovery.nacks_sent = c.nacks_sent;
-            recovery.nack_bytes = c.nack_bytes;
-            recovery.recovered = c.recovered;
-            recovery.expired = c.expired;
-            recovery.rtt_ms = tr.rtt_ns() / 1e6;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(tr) = n.rx.receiver().loss_tracker() {
+                let c = tr.counters();
+                recovery.nacks_sent += c.nacks_sent;
+                recovery.nack_bytes += c.nack_bytes;
+                if i == 0 {
+                    recovery.recovered = c.recovered;
+                    recovery.expired = c.expired;
+                    recovery.rtt_ms = tr.rtt_ns() / 1e6;
+                }
+            }
         }
         let h = self.tx.counters();
         recovery.retransmits = h.retransmits_sent;
@@ -314,37 +353,42 @@ impl Sim {
         recovery.resends_over_limit = h.resends_over_limit;
         recovery.resends_capped = h.resends_capped;
         recovery.cpu_s = self.recovery_cpu_ns as f64 * 1e-9;
+        let r0 = &receivers[0];
+        let n0 = &self.nodes[0];
         SimReport {
             recovery,
             audio_seconds: duration,
-            analyzer: self.analyzer.counts,
-            gaps: self.analyzer.gap_records().to_vec(),
-            latency_p50_ms: self.analyzer.latency_percentile_ms(0.5),
-            latency_p99_ms: self.analyzer.latency_percentile_ms(0.99),
-            latency_max_ms: self.analyzer.latency_max_ms(),
-            engine: self.rx.counters(0),
-            net: self.net.counters(),
-            analyzer_slip_frames: self.analyzer.slip_frames(),
-            drift_ppm_estimated: self.rx.receiver().drift_ppm(),
+            analyzer: r0.analyzer,
+            gaps: r0.gaps.clone(),
+            latency_p50_ms: r0.latency_p50_ms,
+            latency_p99_ms: r0.latency_p99_ms,
+            latency_max_ms: r0.latency_max_ms,
+            engine: r0.engine,
+            net: r0.net,
+            analyzer_slip_frames: n0.analyzer.slip_frames(),
+            drift_ppm_estimated: r0.drift_ppm_estimated,
             allocations_steady_state: allocations,
             frees_steady_state: frees,
             trace: self.trace,
-            packets_sent: self.net.counters().sent,
-            fidelity: self.fidelity.as_ref().map(|f| f.report()),
-            drift_lock_s: (!unlocked_at_end).then(|| off_since.unwrap_or(0.0)),
-            fidelity_series: self.fidelity.as_ref().map_or_else(Vec::new, |f| f.series()),
+            packets_sent: r0.net.sent,
+            fidelity: n0.fidelity.as_ref().map(|f| f.report()),
+            drift_lock_s: r0.drift_lock_s,
+            fidelity_series: n0.fidelity.as_ref().map_or_else(Vec::new, |f| f.series()),
+            skew: self.skew.map(SkewMeter::finish),
+            receivers,
         }
     }
 
-    /// The receiver's loss recovery at `now`: a NACK, if any, goes onto the return path.
-    fn nack_turn(&mut self, now: u64) {
+    /// Receiver `i`'s loss recovery at `now`: a NACK, if any, goes onto its return path.
+    fn nack_turn(&mut self, i: usize, now: u64) {
         if self.cfg.recovery == RecoveryMode::Off {
             return;
         }
         let clock = Instant::now();
-        let back = &mut self.back;
-        self.rx
-            .poll_transmit(now, &mut self.nack_buf, |d| back.send_datagram(now, d));
+        let node = &mut self.nodes[i];
+        let back = &mut node.back;
+        node.rx
+            .poll_transmit(now, &mut node.nack_buf, |d| back.send_datagram(now, d));
         self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
     }
 
@@ -362,12 +406,16 @@ impl Sim {
             if self.cfg.clean_stops {
                 // A clean stop: the END packets go out after the last period, and the source
                 // the analyzer follows ends at the first frame not sent.
-                let (net, now) = (&mut self.net, ns(t));
+                let (nodes, now) = (&mut self.nodes, ns(t));
                 self.tx.end(now, |head, tag| {
-                    net.send_parts(now, head, tag);
+                    for n in nodes.iter_mut() {
+                        n.net.send_parts(now, head, tag);
+                    }
                     Ok(head.len() + tag.len())
                 });
-                self.analyzer.source_ended(first);
+                for n in &mut self.nodes {
+                    n.analyzer.source_ended(first);
+                }
             }
             // A new sender process: a new stream (the history forgets the old one when the
             // first packet of the new one is kept).
@@ -384,7 +432,7 @@ impl Sim {
         }
         let now = ns(t);
         self.now_ns = self.now_ns.max(now);
-        let net = &mut self.net;
+        let nodes = &mut self.nodes;
         let audio = &mut self.recovery.audio_bytes;
         let timed = self.cfg.recovery != RecoveryMode::Off;
         let mut net_ns = 0u64;
@@ -392,7 +440,10 @@ impl Sim {
         let send = |head: &[u8], payload: &[u8], tag: &[u8]| {
             debug_assert!(tag.is_empty());
             let clock = timed.then(Instant::now);
-            net.send_parts(now, head, payload);
+            // One packet to the group: each receiver's link carries a copy.
+            for n in nodes.iter_mut() {
+                n.net.send_parts(now, head, payload);
+            }
             if let Some(c) = clock {
                 net_ns += c.elapsed().as_nanos() as u64;
             }

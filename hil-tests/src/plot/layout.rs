@@ -88,9 +88,23 @@ const TIME_LABELS: i32 = 48;
 /// Blank left of the value axis' title.
 const TITLE_MARGIN: i32 = 14;
 
-/// Document height: the fidelity panels make it taller.
-pub(super) fn height(fidelity: bool) -> u32 {
-    let last = if fidelity { DEV } else { BOTTOM };
+/// The skew panel, under all the others.
+pub(super) fn skew_rows(fidelity: bool) -> Rows {
+    let above = if fidelity { DEV } else { BOTTOM };
+    let gap = THDN.y0 - BOTTOM.y1;
+    Rows {
+        y0: above.y1 + gap,
+        y1: above.y1 + gap + (BOTTOM.y1 - BOTTOM.y0),
+    }
+}
+
+/// Document height: the fidelity and skew panels make it taller.
+pub(super) fn height(fidelity: bool, skew: bool) -> u32 {
+    let last = match (fidelity, skew) {
+        (f, true) => skew_rows(f),
+        (true, false) => DEV,
+        (false, false) => BOTTOM,
+    };
     (last.y1 + FOOTER) as u32
 }
 

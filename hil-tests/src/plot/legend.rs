@@ -111,6 +111,11 @@ pub(super) fn top_row(
     ))
 }
 
+/// A small legend entry at `x`, its baseline near `y`: a colour sample and a short text.
+pub(super) fn swatch(root: &Root<'_>, x: i32, y: i32, color: RGBColor, text: &str) -> DrawResult {
+    entry(root, x, y, color, false, text).map(|_| ())
+}
+
 /// Caption above a lower panel (whose top is at `top`), with its series' colour.
 pub(super) fn caption(root: &Root<'_>, top: i32, color: RGBColor, text: &str) -> DrawResult {
     entry(root, PLOT_LEFT, top - 8, color, false, &printable(text)).map(|_| ())

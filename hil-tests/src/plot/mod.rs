@@ -12,7 +12,8 @@
 //!
 //! The pieces: `axis` (ranges and ticks), `decimate` (what a pixel column keeps), `layout`
 //! (geometry, colours, the panels' charts), `series` (lines and reference lines), `gaps` (the
-//! markers and their tooltips) and `legend` (title, legend row, captions).
+//! markers and their tooltips), `legend` (title, legend row, captions) and `skew` (the panel
+//! of the receivers' skew, under all the others, in a run with several receivers).
 
 mod axis;
 mod decimate;
@@ -20,6 +21,9 @@ mod gaps;
 mod layout;
 mod legend;
 mod series;
+mod skew;
+
+pub use skew::SkewPanel;
 
 use plotters::prelude::*;
 
@@ -117,12 +121,17 @@ pub struct PlotInput<'a> {
     pub target_latency_ms: Option<f64>,
     /// THD+N and the tone's frequency over time, when a tone was measured.
     pub fidelity: Option<FidelityPanel<'a>>,
+    /// The skew between receivers over time, in a run with several.
+    pub skew: Option<SkewPanel<'a>>,
 }
 
 /// Renders a standalone SVG document (width 1000 px, height 620 px; 924 px with the fidelity
-/// panels).
+/// panels; 152 px more with the skew panel).
 pub fn render_svg(input: &PlotInput<'_>) -> String {
-    let size = (WIDTH, layout::height(input.fidelity.is_some()));
+    let size = (
+        WIDTH,
+        layout::height(input.fidelity.is_some(), input.skew.is_some()),
+    );
     let mut svg = String::with_capacity(64 * 1024);
     let mut titles = Vec::new();
     {
@@ -201,7 +210,8 @@ fn draw(root: &Root<'_>, input: &PlotInput<'_>, titles: &mut Vec<String>) -> Dra
         value_range(trace.iter().map(|p| p.ratio_ppm)),
         MAX_BOTTOM_TICKS,
     );
-    let mut bottom = layout::panel(root, BOTTOM, &time, &bottom_axis, "ppm", fidelity.is_none())?;
+    let lowest = fidelity.is_none() && input.skew.is_none();
+    let mut bottom = layout::panel(root, BOTTOM, &time, &bottom_axis, "ppm", lowest)?;
     let ratio = decimate(trace.iter().map(|p| (p.t_s, p.ratio_ppm)), columns(&bottom));
     simple_panel(
         root,
@@ -220,7 +230,11 @@ fn draw(root: &Root<'_>, input: &PlotInput<'_>, titles: &mut Vec<String>) -> Dra
     )?;
 
     if let Some(f) = fidelity {
-        draw_fidelity(root, f, &time, input.gaps, titles)?;
+        draw_fidelity(root, f, &time, input.gaps, titles, input.skew.is_none())?;
+    }
+    if let Some(s) = &input.skew {
+        let rows = layout::skew_rows(fidelity.is_some());
+        skew::draw(root, s, rows, &time, input.gaps, titles)?;
     }
     Ok(())
 }
@@ -252,6 +266,7 @@ fn draw_fidelity(
     time: &TimeAxis,
     gaps: &[GapMark],
     titles: &mut Vec<String>,
+    lowest: bool,
 ) -> DrawResult {
     let median = Some(f.median_db).filter(|v| v.is_finite());
     let thdn_axis = nice_axis(
@@ -280,7 +295,7 @@ fn draw_fidelity(
         value_range(f.points.iter().flat_map(|p| [p.dev_lo_ppm, p.dev_hi_ppm])),
         MAX_BOTTOM_TICKS,
     );
-    let mut dev = layout::panel(root, DEV, time, &dev_axis, "ppm", true)?;
+    let mut dev = layout::panel(root, DEV, time, &dev_axis, "ppm", lowest)?;
     let line = decimate(
         f.points
             .iter()
@@ -318,6 +333,7 @@ mod tests {
             gaps,
             target_latency_ms: target,
             fidelity: None,
+            skew: None,
         })
     }
 
@@ -624,6 +640,7 @@ mod tests {
             gaps: &[],
             target_latency_ms: None,
             fidelity: None,
+            skew: None,
         });
         check(&svg);
         assert!(svg.contains("a &lt; b &amp;&amp; c &gt; &quot;d&quot; &apos;e&apos;"));
@@ -662,6 +679,7 @@ mod tests {
                 median_db: -92.0,
                 tones: "997 Hz",
             }),
+            skew: None,
         });
         check(&svg);
         assert!(svg.contains("height=\"924\""), "taller");
@@ -717,6 +735,7 @@ mod tests {
                 median_db: f64::NAN,
                 tones: "997 Hz",
             }),
+            skew: None,
         });
         check(&svg);
         assert_eq!(svg.matches("no data").count(), 4);

@@ -385,5 +385,6 @@ pub fn plot(args: &RigArgs, leg: &Leg, baseline: Option<&Leg>) -> String {
                 median_db: *median_db,
                 tones,
             }),
+        skew: None,
     })
 }

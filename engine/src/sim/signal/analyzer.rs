@@ -290,6 +290,21 @@ impl Analyzer {
     /// Checks played frames `bytes` (wire format), the first played at `t_play` seconds,
     /// one every `dt` seconds, given the capture history. Measures latency once per call.
     pub fn played<C: CaptureTimes>(&mut self, bytes: &[u8], t_play: f64, dt: f64, capture: &C) {
+        self.played_with(bytes, t_play, dt, capture, |_, _| {});
+    }
+
+    /// [`Analyzer::played`], also handing `on_frame` the source position (capture-device
+    /// frames, fractional if interpolated) and play time of every frame that continued the
+    /// source; a frame that anchors after silence or a gap is not handed over (the next one,
+    /// continuing it, is).
+    pub fn played_with<C: CaptureTimes, F: FnMut(f64, f64)>(
+        &mut self,
+        bytes: &[u8],
+        t_play: f64,
+        dt: f64,
+        capture: &C,
+        mut on_frame: F,
+    ) {
         let fb = self.format.frame_bytes();
         let sample = self.format.sample;
         let mut latency_done = false;
@@ -304,6 +319,7 @@ impl Analyzer {
                     self.pos = next;
                     self.counts.bit_exact += 1;
                     self.counts.in_sync += 1;
+                    on_frame(next, t_play + k as f64 * dt);
                     if !latency_done {
                         latency_done = self.measure(t_play + k as f64 * dt, capture);
                     }
@@ -336,6 +352,7 @@ impl Analyzer {
                             if exact {
                                 self.counts.bit_exact += 1;
                             }
+                            on_frame(abs, t);
                         }
                         _ if self.source_end.is_some_and(|e| {
                             self.pos < e && self.pos + self.tolerance.max >= e
