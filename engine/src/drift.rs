@@ -332,6 +332,9 @@ pub struct DriftController {
     seen_restarts: u64,
     /// The uncertainty of the estimate when it was last measured (fraction).
     estimate_uncertainty: f64,
+    /// Presentation time: a frame and the receiver-clock instant it was captured at (see
+    /// [`set_reference`](Self::set_reference)).
+    reference: Option<(u64, f64)>,
 }
 
 impl DriftController {
@@ -350,6 +353,37 @@ impl DriftController {
             hold: false,
             seen_restarts: 0,
             estimate_uncertainty: f64::INFINITY,
+            reference: None,
+        }
+    }
+
+    /// Presentation time: `Some((t_ns, frame))` says the stream's frame `frame` was captured
+    /// at `t_ns` on the receiver's clock (the sender's capture time through the model of its
+    /// clock). The level is then measured from capture instead of from arrival: the frames
+    /// captured by now (that frame, plus the stream's rate as the arrival line measures it
+    /// times the time since) less the frame being played. Held at a target that is the
+    /// latency less what plays after the read, it plays every frame at its capture time plus
+    /// the latency, on every receiver that does the same. `None`: from arrival again.
+    pub fn set_reference(&mut self, reference: Option<(u64, f64)>) {
+        self.reference = reference.filter(|&(_, f)| f.is_finite());
+    }
+
+    /// Whether the level is measured from capture ([`set_reference`](Self::set_reference)).
+    pub fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// The frame count the level is measured from at `t_ns`: captured by then (with a
+    /// reference), or arrived by then (the arrival line), once known.
+    fn frames_at(&self, t_ns: u64) -> Option<f64> {
+        match self.reference {
+            Some((t0, f0)) => {
+                // The stream's rate on this clock; the distance is tens of ms, so the
+                // nominal rate is within nanoseconds until the line exists.
+                let r = self.rate * (1.0 + self.arrivals.skew().unwrap_or(0.0));
+                Some(f0 + (t_ns as f64 - t0 as f64) * 1e-9 * r)
+            }
+            None => self.arrivals.frames_at(t_ns),
         }
     }
 
@@ -394,7 +428,7 @@ impl DriftController {
     /// The level by the arrival line at `t_ns` with `position` being played, once the line
     /// exists.
     pub fn line_level(&self, t_ns: u64, position: f64) -> Option<f64> {
-        Some(self.arrivals.frames_at(t_ns)? - position)
+        Some(self.frames_at(t_ns)? - position)
     }
 
     /// One render's update at `t_ns`: `position` is the stream frame being played (fractional),
@@ -421,7 +455,7 @@ impl DriftController {
             return self.correction;
         }
         self.refresh_estimate();
-        let level = match self.arrivals.frames_at(t_ns) {
+        let level = match self.frames_at(t_ns) {
             Some(f) => f - position,
             None => {
                 if !self.primed {

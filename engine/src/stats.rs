@@ -171,6 +171,13 @@ stats! {
     ratio_ppm: real in receiver,
     /// Long-term drift estimate, ppm.
     drift_ppm: real in receiver,
+    /// Presentation error with presentation time (multiroom sync): how much later than its
+    /// capture time plus the common latency the frame being played leaves, µs (0 without).
+    presentation_error_us: real in receiver,
+    /// The sender's clock minus this receiver's by the time exchange, µs (0 without).
+    sync_offset_us: real in receiver,
+    /// The clock model's error estimate, µs (0 without; not counting the paths' asymmetry).
+    sync_model_error_us: real in receiver,
 }
 
 #[cfg(test)]

@@ -148,6 +148,16 @@ struct SimArgs {
     /// shorter, each with the given jitter and loss; the skew between them is reported.
     #[arg(long, default_value_t = 1)]
     receivers: usize,
+    /// Presentation time: packets carry their capture time, each receiver models the
+    /// sender's clock by a time exchange over its links and plays every frame at its capture
+    /// time plus --latency-ms (then measured from capture, transit included). Default: on
+    /// with several receivers.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    sync: Option<bool>,
+    /// With several receivers: the largest difference between a receiver's two one-way
+    /// delays, ms (the time exchange cannot see it: it costs half of it in sync).
+    #[arg(long, default_value_t = 1.0)]
+    asymmetry_ms: f64,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -429,8 +439,12 @@ impl SimArgs {
             ));
         }
         if self.receivers > 1 {
-            cfg.receivers = SimReceiver::spread(self.receivers);
+            if !(0.0..=100.0).contains(&self.asymmetry_ms) {
+                return Err(format!("--asymmetry-ms {}: use 0..=100", self.asymmetry_ms));
+            }
+            cfg.receivers = SimReceiver::spread_with(self.receivers, self.asymmetry_ms);
         }
+        cfg.sync = self.sync.unwrap_or(self.receivers > 1);
         cfg.clean_stops = self.clean_stop;
         cfg.restarts = self
             .restart_at
@@ -522,6 +536,15 @@ fn main() -> ExitCode {
             eprintln!("hil-tests: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}': use on or off")),
     }
 }
 

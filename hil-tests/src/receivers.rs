@@ -42,6 +42,16 @@ pub fn receivers_json(cfg: &SimConfig, r: &SimReport) -> Value {
                 "drift_lock_s": x.drift_lock_s.map(finite),
                 "in_sync_frames": x.analyzer.in_sync,
                 "checked_frames": x.analyzer.frames,
+                "sync": x.sync.map(|s| json!({
+                    "requests": s.requests,
+                    "responses": s.responses,
+                    "model_error_us": s.model_error_us.map(finite),
+                    "model_restarts": s.model_restarts,
+                    "presentation_error_us": {
+                        "rms": finite(s.presentation_error_rms_us),
+                        "max": finite(s.presentation_error_max_us),
+                    },
+                })),
             })
         })
         .collect()
@@ -131,6 +141,17 @@ pub fn summary(cfg: &SimConfig, r: &SimReport) -> String {
             x.engine.recovered_packets,
             x.drift_ppm_estimated,
         );
+        if let Some(s) = x.sync {
+            text += &format!(
+                "        sync: {} requests, {} answers, model error {:.1} µs, {} restarts; presentation error (own view) rms {:.2} max {:.2} µs\n",
+                s.requests,
+                s.responses,
+                s.model_error_us.unwrap_or(f64::NAN),
+                s.model_restarts,
+                s.presentation_error_rms_us,
+                s.presentation_error_max_us,
+            );
+        }
     }
     match &r.skew {
         None => text += "skew: not measured (needs the ramp source)\n",

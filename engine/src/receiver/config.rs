@@ -83,6 +83,12 @@ pub struct ReceiverConfig {
     pub recovery: RecoveryMode,
     /// Loss tracker tuning.
     pub recovery_params: TrackerParams,
+    /// Presentation time (several receivers in sync): `target_frames` is the latency from
+    /// the sender's capture of a frame to its leaving this receiver's converter, and the
+    /// level is measured from capture once the driver gives the capture times on this
+    /// receiver's clock ([`Receiver::set_presentation`](super::Receiver::set_presentation));
+    /// the first stream's warm-up also waits for them.
+    pub presentation: bool,
 }
 
 impl ReceiverConfig {
@@ -105,6 +111,7 @@ impl ReceiverConfig {
             auto_latency: None,
             recovery: RecoveryMode::Nack,
             recovery_params: TrackerParams::default(),
+            presentation: false,
         }
     }
 

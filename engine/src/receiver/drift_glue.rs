@@ -92,7 +92,11 @@ impl Receiver {
             // Warming up, nothing heard yet: hold the level a margin above its target, moving
             // the read position only forward (frames behind it were not stored), and at the
             // end step forward onto the target, so the stream starts there.
-            let done = self.drift.trusted() || now_ns.saturating_sub(since) >= WARMUP_MAX_NS;
+            // With presentation time the start waits for the capture times too, so the stream
+            // starts in step with the others.
+            let timed = !self.cfg.presentation || self.drift.has_reference();
+            let done =
+                (self.drift.trusted() && timed) || now_ns.saturating_sub(since) >= WARMUP_MAX_NS;
             let margin = if done { 0.0 } else { self.warmup_margin() };
             let jump = (excess - margin).round().max(0.0);
             self.read_pos += jump as i64;
@@ -119,6 +123,9 @@ impl Receiver {
             .drift
             .update(now_ns, position, fallback, target, self.moving.velocity, dt);
         self.counters.level_frames = self.level_frames();
+        if self.drift.has_reference() {
+            self.counters.presentation_error_us = (self.drift.level() - target) / rate * 1e6;
+        }
         self.counters.ratio_ppm = c * 1e6;
         self.counters.drift_ppm = self.drift.drift_ppm();
         c

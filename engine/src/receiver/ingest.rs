@@ -55,7 +55,18 @@ impl Receiver {
             return dropped;
         }
         let h = *packet.header();
-        self.on_frames(now_ns, &h, packet.payload())
+        let outcome = self.on_frames(now_ns, &h, packet.payload());
+        if let Some(capture) = packet.capture_time()
+            && matches!(outcome, PacketOutcome::Accepted | PacketOutcome::Resynced)
+        {
+            let first = h.first_frame as i64;
+            if outcome == PacketOutcome::Resynced
+                || self.capture_stamp.is_none_or(|(f, _)| f < first)
+            {
+                self.capture_stamp = Some((first, capture));
+            }
+        }
+        outcome
     }
 
     /// Handles the frames of one packet that arrived at `now_ns`, described by `h` (format,

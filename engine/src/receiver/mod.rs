@@ -80,6 +80,9 @@ pub const WARMUP_MAX_NS: u64 = 3_000_000_000;
 /// Margin over the target while the receiver warms up, ms.
 pub const WARMUP_MARGIN_MS: f64 = 5.0;
 
+/// With presentation time, the span of points after which the clocks' lines are taken, s.
+pub const PRESENTATION_SPAN_S: f64 = 0.5;
+
 /// Consecutive packets a new stream must deliver before it takes over.
 pub const SWITCH_PACKETS: u32 = 3;
 
@@ -123,6 +126,8 @@ pub struct Receiver {
     /// `latency = auto`: the jitter seen and the level target moving after it.
     jitter: JitterTracker,
     moving: MovingTarget,
+    /// The newest capture time of the stream playing: its frame and the sender-clock ns.
+    capture_stamp: Option<(i64, u64)>,
 }
 
 impl Receiver {
@@ -161,6 +166,11 @@ impl Receiver {
         let mut conceal = Concealer::new(ch, cfg.fade_frames);
         conceal.reset_silent();
         let mut cfg = cfg;
+        if cfg.presentation {
+            // A receiver joining others starts in step within a second: half a second of
+            // points measures the clocks well enough to start (the estimate goes on improving).
+            cfg.drift.min_span_s = cfg.drift.min_span_s.min(PRESENTATION_SPAN_S);
+        }
         cfg.slip_window = cfg.slip_window.clamp(2, 1 << 16).next_power_of_two();
         let counters = StatsSnapshot {
             target_frames: cfg.target_frames as f64,
@@ -205,6 +215,7 @@ impl Receiver {
             },
             jitter: JitterTracker::new(cfg.format.rate),
             moving: MovingTarget::new(cfg.level_target(resampler_delay)),
+            capture_stamp: None,
             cfg,
         })
     }
@@ -235,6 +246,12 @@ impl Receiver {
         self.timeline.map(|t| t.stream_id)
     }
 
+    /// Whether a stream is playing: taken up, warmed up, not ended.
+    pub fn is_playing(&self) -> bool {
+        self.timeline
+            .is_some_and(|t| t.warmup_from.is_none() && t.end.is_none())
+    }
+
     /// Filtered receive-buffer level in frames (what the drift loop holds at its target),
     /// plus the playback device's share.
     pub fn level_frames(&self) -> f64 {
@@ -249,6 +266,36 @@ impl Receiver {
     /// Long-term drift estimate, ppm.
     pub fn drift_ppm(&self) -> f64 {
         self.drift.drift_ppm()
+    }
+
+    /// The newest capture time the stream playing carried ([`Flags::TIMED`](crate::wire::Flags::TIMED)
+    /// packets): a frame index and its capture instant on the sender's clock, ns.
+    pub fn capture_stamp(&self) -> Option<(i64, u64)> {
+        self.capture_stamp
+    }
+
+    /// Presentation time: `Some((frame, local_ns))` says frame `frame` of the stream playing
+    /// was captured at `local_ns` on the driver's clock (a capture stamp through the model of
+    /// the sender's clock); `None` while there is no model. Once given, the level is measured
+    /// from capture (see [`DriftController::set_reference`]) for as long as the stream plays.
+    pub fn set_presentation(&mut self, anchor: Option<(i64, u64)>) {
+        self.drift
+            .set_reference(anchor.map(|(frame, t)| (t, frame as f64)));
+    }
+
+    /// The time exchange's figures for the counters: the sender's clock minus this one's and
+    /// the model's error estimate, µs.
+    pub fn set_sync_figures(&mut self, offset_us: f64, model_error_us: f64) {
+        self.counters.sync_offset_us = offset_us;
+        self.counters.sync_model_error_us = model_error_us;
+    }
+
+    /// How late the frame being played leaves against its capture time plus the latency, µs,
+    /// with presentation time.
+    pub fn presentation_error_us(&self) -> Option<f64> {
+        self.drift
+            .has_reference()
+            .then_some(self.counters.presentation_error_us)
     }
 
     /// The playback device restarted: an xrun recovered, or the device came back after it

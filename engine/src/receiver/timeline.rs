@@ -119,6 +119,9 @@ impl Receiver {
         self.slip_acc = 0.0;
         self.drift.restart_arrivals();
         self.drift.on_arrival(now_ns, end);
+        // Another stream's frames: its capture times are given afresh.
+        self.capture_stamp = None;
+        self.drift.set_reference(None);
         self.last_lost_packet = i64::MIN;
         match old {
             Some(from) => {

@@ -9,6 +9,8 @@
 use crate::receiver::{PacketOutcome, Receiver};
 use crate::rtlog::{Event, EventSink};
 use crate::stats::StatsSnapshot;
+use crate::sync::SyncClient;
+use crate::sync::packet::{MAX_TS_LEN, is_time_packet};
 use crate::wire::PacketHeader;
 use core::borrow::BorrowMut;
 
@@ -22,6 +24,10 @@ pub struct ReceiverSession<R: BorrowMut<Receiver>, E: EventSink> {
     xruns: u64,
     device_lost: u64,
     net_errors: u64,
+    /// The time exchange with the sender (presentation time), when on.
+    sync: Option<Box<SyncClient>>,
+    /// Its model has been locked once: from then on it maps capture times.
+    sync_ready: bool,
 }
 
 impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
@@ -34,7 +40,26 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
             xruns: 0,
             device_lost: 0,
             net_errors: 0,
+            sync: None,
+            sync_ready: false,
         }
+    }
+
+    /// Plays by presentation time with `client`'s model of the sender's clock (built
+    /// before, boxed: it is about 33 kB): its time requests go out with the NACKs
+    /// ([`poll_transmit`](Self::poll_transmit)), its answers come in with the stream
+    /// ([`handle_datagram`](Self::handle_datagram)), and before each render the newest
+    /// capture time is mapped to this clock for the receiver (see
+    /// [`Receiver::set_presentation`]). The receiver should be configured with
+    /// [`presentation`](crate::receiver::ReceiverConfig::presentation).
+    pub fn with_sync(mut self, client: Box<SyncClient>) -> Self {
+        self.sync = Some(client);
+        self
+    }
+
+    /// The time exchange's client, when on.
+    pub fn sync(&self) -> Option<&SyncClient> {
+        self.sync.as_deref()
     }
 
     /// The receiver.
@@ -64,6 +89,13 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// One datagram that arrived at `now_ns`. Returns whether it was the stream's (taken:
     /// its source is where NACKs go), as opposed to junk or another stream's.
     pub fn handle_datagram(&mut self, now_ns: u64, bytes: &[u8]) -> bool {
+        if let Some(sync) = self.sync.as_mut()
+            && is_time_packet(bytes)
+        {
+            // The sender's answer to a time request (`now_ns` is its t4).
+            sync.handle_response(now_ns, bytes);
+            return false;
+        }
         is_the_streams(self.rx.borrow_mut().on_packet(bytes, now_ns))
     }
 
@@ -82,7 +114,30 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// Writes one period for the playback device at `now_ns` (frames in
     /// [`crate::receiver::ReceiverConfig::output_sample`]).
     pub fn render(&mut self, now_ns: u64, out: &mut [u8]) {
+        if let Some(sync) = self.sync.as_mut() {
+            let rx = self.rx.borrow_mut();
+            self.sync_ready |= sync.locked();
+            if self.sync_ready
+                && let Some((frame, capture)) = rx.capture_stamp()
+                && let Some(local) = sync.sender_to_local(capture)
+            {
+                rx.set_presentation(Some((frame, local)));
+            }
+            let offset_us = sync
+                .model()
+                .offset_at(now_ns)
+                .map_or(0.0, |o| o as f64 / 1000.0);
+            let error_us = sync.error_ns().map_or(0.0, |e| e as f64 / 1000.0);
+            rx.set_sync_figures(offset_us, error_us);
+        }
         self.rx.borrow_mut().render(out, now_ns);
+        if let Some(sync) = self.sync.as_mut() {
+            let rx = self.rx.borrow();
+            let error = rx
+                .presentation_error_us()
+                .map(|e| e.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32);
+            sync.set_report(error, rx.is_playing());
+        }
     }
 
     /// A period went to the device past halfway to an underrun.
@@ -91,13 +146,29 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     }
 
     /// The NACK due at `now_ns`, if any, to `send` (each copy the receiver asks for).
-    pub fn poll_transmit<F: FnMut(&[u8])>(&mut self, now_ns: u64, buf: &mut [u8], send: F) {
-        self.rx.borrow_mut().poll_nack_copies(now_ns, buf, send);
+    /// With presentation time the time request due, if any, goes to `send` too (`buf` must
+    /// hold [`MAX_TS_LEN`] bytes as well; `now_ns` becomes its t1: read it just before).
+    pub fn poll_transmit<F: FnMut(&[u8])>(&mut self, now_ns: u64, buf: &mut [u8], mut send: F) {
+        self.rx
+            .borrow_mut()
+            .poll_nack_copies(now_ns, buf, |d| send(d));
+        if let Some(sync) = self.sync.as_mut()
+            && buf.len() >= MAX_TS_LEN
+            && let Some(n) = sync.poll_transmit(now_ns, buf)
+        {
+            send(&buf[..n]);
+        }
     }
 
-    /// When [`poll_transmit`](Self::poll_transmit) next has something to send.
+    /// When [`poll_transmit`](Self::poll_transmit) next has something to send (with
+    /// presentation time the first request is due at once: `Some(0)`).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.receiver().next_nack_due()
+        let nack = self.receiver().next_nack_due();
+        let Some(sync) = self.sync.as_deref() else {
+            return nack;
+        };
+        let due = sync.poll_timeout().unwrap_or(0);
+        Some(nack.map_or(due, |n| n.min(due)))
     }
 
     /// The playback device underran (or was suspended) at `now_ns`.

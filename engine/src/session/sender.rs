@@ -11,6 +11,8 @@ use super::packetizer::Packetizer;
 use crate::recovery::RetransmitHistory;
 use crate::rtlog::{Event, EventSink};
 use crate::stats::StatsSnapshot;
+use crate::sync::packet::{MAX_TS_LEN, is_time_packet};
+use crate::sync::{RefusedRequest, SyncResponder};
 use core::borrow::BorrowMut;
 
 /// How often a failing send is told to the log at most, ns.
@@ -25,6 +27,8 @@ pub struct SenderSession<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: Even
     counters: StatsSnapshot,
     last_fail_ns: Option<u64>,
     fault: FaultInjector,
+    /// Answers receivers' time requests (presentation time), when on.
+    sync: Option<Box<SyncResponder>>,
 }
 
 impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession<P, H, E> {
@@ -37,7 +41,50 @@ impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession
             counters: StatsSnapshot::default(),
             last_fail_ns: None,
             fault: FaultInjector::off(),
+            sync: None,
         }
+    }
+
+    /// Answers receivers' time requests with `responder` (built before, boxed: it is a few
+    /// kB), so they can play in step (see [`crate::sync`]).
+    pub fn with_sync(mut self, responder: Box<SyncResponder>) -> Self {
+        self.sync = Some(responder);
+        self
+    }
+
+    /// The time responder, when on: its table lists the receivers heard from.
+    pub fn sync(&self) -> Option<&SyncResponder> {
+        self.sync.as_deref()
+    }
+
+    /// The time responder, to expire its table.
+    pub fn sync_mut(&mut self) -> Option<&mut SyncResponder> {
+        self.sync.as_deref_mut()
+    }
+
+    /// A time request from requester `requester` (an index the driver keeps for its address)
+    /// that arrived at `t2` (the sender's clock, the kernel's receive time where there is
+    /// one): the answer, with `t3` read by `clock` just before it goes, to `send`. Refused
+    /// requests (malformed, unsealed with a key, replayed) are counted by the responder and
+    /// not answered.
+    pub fn on_time_request<C: FnOnce() -> u64, F: FnOnce(&[u8])>(
+        &mut self,
+        t2: u64,
+        requester: usize,
+        bytes: &[u8],
+        clock: C,
+        send: F,
+    ) -> Result<(), RefusedRequest> {
+        let Some(r) = self.sync.as_mut() else {
+            return Err(RefusedRequest::NotARequest);
+        };
+        let pending = r.accept(bytes, requester, t2)?;
+        let mut out = [0u8; MAX_TS_LEN];
+        let n = r
+            .respond(&pending, clock(), &mut out)
+            .map_err(RefusedRequest::Malformed)?;
+        send(&out[..n]);
+        Ok(())
     }
 
     /// Sets a fault to inject into what this session sends (see [`FaultInjector`]).
@@ -124,8 +171,15 @@ impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession
         now_ns: u64,
         requester: usize,
         bytes: &[u8],
-        send: F,
+        mut send: F,
     ) {
+        if is_time_packet(bytes) {
+            // A time request on the NACKs' way: answered at once (the sender's clock read
+            // again as the answer goes is `now_ns` here; a daemon reads it with
+            // `on_time_request`).
+            let _ = self.on_time_request(now_ns, requester, bytes, || now_ns, |d| send(d));
+            return;
+        }
         let Some(h) = self.history.as_mut() else {
             return;
         };

@@ -54,6 +54,17 @@ pub struct SimReceiver {
     pub jitter_ms: Option<f64>,
     /// Random loss of its link (`None`: the run's).
     pub loss: Option<f64>,
+    /// Its host's own monotonic clock, which every time it reads runs on (arrivals, renders,
+    /// the time exchange): its rate against true time, less one, ppm ...
+    pub system_ppm: f64,
+    /// ... and its reading at true time 0, seconds.
+    pub system_offset_s: f64,
+    /// When it joins, seconds: before, it is not running (it gets no packets and asks
+    /// nothing; its device plays silence).
+    pub join_s: f64,
+    /// When its process restarts, seconds: a fresh receiver takes over at once, knowing
+    /// nothing (no stream, no clocks, no model).
+    pub restart_s: Option<f64>,
 }
 
 impl Default for SimReceiver {
@@ -66,6 +77,10 @@ impl Default for SimReceiver {
             asymmetry_ms: 0.0,
             jitter_ms: None,
             loss: None,
+            system_ppm: 0.0,
+            system_offset_s: 0.0,
+            join_s: 0.0,
+            restart_s: None,
         }
     }
 }
@@ -73,10 +88,22 @@ impl Default for SimReceiver {
 impl SimReceiver {
     /// `n` receivers spread over a room's worth of differences: clocks evenly over
     /// −100..+100 ppm, one-way delays evenly over 0.3..5 ms (in another order than the clocks),
-    /// reverse paths up to 1 ms longer or shorter, and unrelated device phases; jitter and loss
-    /// are the run's.
+    /// reverse paths up to 1 ms longer or shorter, unrelated device phases, and host clocks
+    /// of their own (up to ±50 ppm off true time, read from unrelated origins); jitter and
+    /// loss are the run's.
     pub fn spread(n: usize) -> Vec<SimReceiver> {
+        Self::spread_with(n, 1.0)
+    }
+
+    /// As [`spread`](Self::spread), with reverse paths up to `asymmetry_ms` longer or shorter
+    /// (at least 0).
+    pub fn spread_with(n: usize, asymmetry_ms: f64) -> Vec<SimReceiver> {
         let n = n.clamp(1, MAX_RECEIVERS);
+        let asymmetry_ms = if asymmetry_ms.is_finite() {
+            asymmetry_ms.max(0.0)
+        } else {
+            0.0
+        };
         if n == 1 {
             return vec![SimReceiver::default()];
         }
@@ -93,7 +120,7 @@ impl SimReceiver {
                 let delay_ms = 0.3 + 4.7 * k as f64 * step;
                 // Asymmetry from 1 ms down to 0, alternately longer and shorter (longer where
                 // the path is too short to be shorter still).
-                let mag = (n - 1 - i) as f64 * step;
+                let mag = asymmetry_ms * (n - 1 - i) as f64 * step;
                 let sign = if i % 2 == 0 || delay_ms <= mag {
                     1.0
                 } else {
@@ -106,6 +133,11 @@ impl SimReceiver {
                     asymmetry_ms: sign * mag,
                     jitter_ms: None,
                     loss: None,
+                    // Host clocks unrelated to the devices': a crystal of their own.
+                    system_ppm: 50.0 - 100.0 * k as f64 * step,
+                    system_offset_s: 1000.0 + 317.3 * i as f64,
+                    join_s: 0.0,
+                    restart_s: None,
                 }
             })
             .collect()
@@ -129,8 +161,8 @@ pub struct SimConfig {
     pub wander_period_s: f64,
     /// The link.
     pub net: NetConfig,
-    /// Target end-to-end latency, ms (network transit comes on top); with `auto_latency`,
-    /// where the target starts.
+    /// Target end-to-end latency, ms (network transit comes on top, except with
+    /// [`sync`](Self::sync)); with `auto_latency`, where the target starts.
     pub latency_ms: f64,
     /// `latency = auto` between these bounds, ms.
     pub auto_latency: Option<(f64, f64)>,
@@ -161,6 +193,11 @@ pub struct SimConfig {
     /// The receivers (at least one, at most [`MAX_RECEIVERS`]); the first one's figures are
     /// the report's own, the skew is measured against it.
     pub receivers: Vec<SimReceiver>,
+    /// Presentation time: the sender stamps its packets with their capture time and answers
+    /// time requests; each receiver models the sender's clock by the exchange over its own
+    /// links and plays every frame at its capture time plus `latency_ms` (which is then from
+    /// capture, network transit included).
+    pub sync: bool,
 }
 
 impl SimConfig {
@@ -188,6 +225,7 @@ impl SimConfig {
             trace_points: 2000,
             seed: 1,
             receivers: vec![SimReceiver::default()],
+            sync: false,
         }
     }
 

@@ -39,7 +39,7 @@ pub mod skew;
 pub use config::{
     MAX_RECEIVERS, MAX_RESTARTS, Restart, SimConfig, SimReceiver, Stall, default_latency_ms,
 };
-pub use report::{ReceiverReport, RecoveryReport, SimReport, TracePoint};
+pub use report::{ReceiverReport, RecoveryReport, SimReport, SyncFigures, TracePoint};
 pub use rig::Sim;
 
 /// Seconds of virtual time as nanoseconds.

@@ -8,7 +8,7 @@ use super::clock::VirtualClock;
 use super::config::SimReceiver;
 use super::fidelity::FidelityAnalyzer;
 use super::net::Network;
-use super::report::ReceiverReport;
+use super::report::{ReceiverReport, SyncFigures};
 use super::signal::{Analyzer, CaptureHistory, StepTolerance};
 use super::skew::SkewMeter;
 use super::{SimConfig, ns};
@@ -17,6 +17,32 @@ use crate::format::StreamFormat;
 use crate::nack::MAX_NACK_LEN;
 use crate::receiver::{DriftMode, Receiver, ReceiverConfig};
 use crate::session::ReceiverSession;
+use crate::sync::{SyncClient, SyncParams};
+
+/// A host's monotonic clock: local ns = true ns · `scale` + `offset_ns`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HostClock {
+    scale: f64,
+    offset_ns: f64,
+}
+
+impl HostClock {
+    /// The clock's reading at true time `t_ns`.
+    pub(super) fn local(&self, t_ns: u64) -> u64 {
+        (t_ns as f64 * self.scale + self.offset_ns).round().max(0.0) as u64
+    }
+
+    /// The earliest true time at which the clock reads `local` or later.
+    pub(super) fn true_of(&self, local: u64) -> u64 {
+        let mut t = ((local as f64 - self.offset_ns) / self.scale)
+            .ceil()
+            .max(0.0) as u64;
+        while self.local(t) < local {
+            t += 1;
+        }
+        t
+    }
+}
 
 /// One receiver and everything around it.
 pub(super) struct Node {
@@ -35,15 +61,23 @@ pub(super) struct Node {
     /// NACKs of this receiver its reverse link delivered to the sender.
     pub(super) nacks_delivered: u64,
     play_buf: Vec<u8>,
-    /// The played period in the stream's format, for the signal analyzer (when the device is
-    /// wider), and the samples between.
-    check_buf: Vec<u8>,
-    samples: Vec<i32>,
-    out_format: StreamFormat,
     settled: bool,
     first_packet: Option<f64>,
     off_since: Option<f64>,
     unlocked_at_end: bool,
+    /// Its host clock.
+    pub(super) host: HostClock,
+    /// The receiver that takes over at [`SimReceiver::restart_s`] (built here; the one it
+    /// replaces is kept in its place, so nothing is freed in the loop).
+    spare: Option<ReceiverSession<Receiver, ()>>,
+    restarted: bool,
+    /// When it joins, ns.
+    pub(super) join_ns: u64,
+    /// Presentation error seen at the renders after settling, µs: sum of squares, largest
+    /// magnitude, count.
+    pe_sq: f64,
+    pe_max: f64,
+    pe_n: u64,
 }
 
 impl Node {
@@ -65,11 +99,19 @@ impl Node {
         rc.auto_latency = cfg
             .auto_latency
             .map(|(lo, hi)| AutoLatency::from_ms(f.rate, lo, hi));
+        rc.presentation = cfg.sync;
         let out_format = StreamFormat {
             sample: rc.output_sample,
             ..f
         };
-        let receiver = Receiver::new(rc).map_err(|e| e.to_string())?;
+        let session = |seed: u64| -> Result<ReceiverSession<Receiver, ()>, String> {
+            let mut rx = ReceiverSession::new(Receiver::new(rc).map_err(|e| e.to_string())?, ());
+            if cfg.sync {
+                let id = (seed ^ 0x7379_6E63) as u32 | 1;
+                rx = rx.with_sync(Box::new(SyncClient::new(id, None, SyncParams::default())));
+            }
+            Ok(rx)
+        };
         let period_s = cfg.period as f64 / f.rate as f64;
         let fwd = cfg.forward_link(&spec);
         let in_flight_s = fwd.delay_ms / 1000.0 + fwd.max_jitter_ms() / 1000.0 + 4.0 * period_s;
@@ -101,26 +143,43 @@ impl Node {
             .then(|| FidelityAnalyzer::for_source(out_format, cfg.source, cfg.settle_s))
             .flatten()
             .map(|a| a.expecting(cfg.duration_s));
+        let rx = session(seed)?;
+        let spare = match spec.restart_s {
+            Some(_) => Some(session(seed ^ 0x5245_5354)?),
+            None => None,
+        };
         Ok(Node {
             index,
             spec,
-            rx: ReceiverSession::new(receiver, ()),
+            rx,
             net,
             back,
             clock,
-            analyzer: Analyzer::new(f, tolerance, 10_000),
+            analyzer: Analyzer::new(f, tolerance, 10_000).with_input(out_format.sample),
             fidelity,
             nack_buf: vec![0; MAX_NACK_LEN],
             nacks_delivered: 0,
             play_buf: vec![0; cfg.period * out_format.frame_bytes()],
-            check_buf: vec![0; cfg.period * f.frame_bytes()],
-            samples: vec![0; cfg.period * f.channels as usize],
-            out_format,
             settled: false,
             first_packet: None,
             off_since: None,
             unlocked_at_end: true,
+            spare,
+            restarted: false,
+            join_ns: ns(spec.join_s),
+            host: HostClock {
+                scale: 1.0 + spec.system_ppm * 1e-6,
+                offset_ns: spec.system_offset_s * 1e9,
+            },
+            pe_sq: 0.0,
+            pe_max: 0.0,
+            pe_n: 0,
         })
+    }
+
+    /// This receiver's host clock at true time `t_ns`.
+    pub(super) fn local(&self, t_ns: u64) -> u64 {
+        self.host.local(t_ns)
     }
 
     /// The receiver renders the period of the device tick at `t`, and the analyzers check
@@ -134,8 +193,25 @@ impl Node {
         history: &CaptureHistory,
         skew: Option<&mut SkewMeter>,
     ) {
-        let f = cfg.format;
-        self.rx.render(ns(t), &mut self.play_buf);
+        if let (Some(at), Some(spare)) = (self.spec.restart_s, self.spare.as_mut())
+            && t >= at
+            && !self.restarted
+        {
+            // The process restarts: a fresh receiver, from this period on (the old one is
+            // kept where the fresh one was: nothing is freed in the loop).
+            std::mem::swap(&mut self.rx, spare);
+            self.restarted = true;
+        }
+        let local = self.local(ns(t));
+        self.rx.render(local, &mut self.play_buf);
+        if self.settled
+            && self.rx.receiver().is_playing()
+            && let Some(e) = self.rx.receiver().presentation_error_us()
+        {
+            self.pe_sq += e * e;
+            self.pe_max = self.pe_max.max(e.abs());
+            self.pe_n += 1;
+        }
         let play_rate = self.clock.rate_at(t);
         if self.rx.receiver().stream_id().is_some() {
             let first = *self.first_packet.get_or_insert(t);
@@ -150,16 +226,8 @@ impl Node {
         // The period's first frame leaves the DAC once the device has played what it holds.
         let dt = 1.0 / play_rate;
         let t_dac = t + cfg.output_delay_frames() as f64 / play_rate;
-        let played = if self.out_format == f {
-            &self.play_buf[..]
-        } else {
-            // The ramp analyzer checks the stream's samples: round the device's back.
-            self.out_format
-                .sample
-                .decode_slice(&self.play_buf, &mut self.samples);
-            f.sample.encode_slice(&self.samples, &mut self.check_buf);
-            &self.check_buf[..]
-        };
+        // At the device's width: a resampled frame's position to a fraction of a frame.
+        let played = &self.play_buf[..];
         match skew {
             None => self.analyzer.played(played, t_dac, dt, history),
             Some(m) => {
@@ -203,6 +271,18 @@ impl Node {
             nacks_delivered: self.nacks_delivered,
             recovered: tracker.map_or(0, |t| t.counters().recovered),
             expired: tracker.map_or(0, |t| t.counters().expired),
+            sync: self.rx.sync().map(|c| SyncFigures {
+                requests: c.counters().requests,
+                responses: c.counters().responses,
+                model_error_us: c.error_ns().map(|e| e as f64 / 1000.0),
+                model_restarts: c.restarts(),
+                presentation_error_rms_us: if self.pe_n > 0 {
+                    (self.pe_sq / self.pe_n as f64).sqrt()
+                } else {
+                    f64::NAN
+                },
+                presentation_error_max_us: if self.pe_n > 0 { self.pe_max } else { f64::NAN },
+            }),
         }
     }
 }

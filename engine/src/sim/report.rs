@@ -91,6 +91,27 @@ pub struct ReceiverReport {
     pub recovered: u64,
     /// Packets it gave up on.
     pub expired: u64,
+    /// With presentation time: the time exchange and how close to its presentation time it
+    /// played.
+    pub sync: Option<SyncFigures>,
+}
+
+/// A receiver's time exchange and presentation error over a run with presentation time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyncFigures {
+    /// Time requests sent.
+    pub requests: u64,
+    /// Answers taken.
+    pub responses: u64,
+    /// The clock model's error estimate at the end, µs.
+    pub model_error_us: Option<f64>,
+    /// Times the model restarted (a clock step).
+    pub model_restarts: u64,
+    /// The presentation error at the renders after settling (what the receiver itself
+    /// measured: its model's view, not the truth; the skew meter has the truth), RMS, µs ...
+    pub presentation_error_rms_us: f64,
+    /// ... and the largest magnitude.
+    pub presentation_error_max_us: f64,
 }
 
 /// What loss recovery cost and did in a run.

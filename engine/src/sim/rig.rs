@@ -18,6 +18,8 @@ use crate::recovery::{DEFAULT_HISTORY_MS, RecoveryMode, RetransmitHistory};
 use crate::rng::Rng;
 use crate::sender::Sender;
 use crate::session::SenderSession;
+use crate::sync::SyncResponder;
+use crate::sync::packet::is_time_packet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -125,8 +127,11 @@ impl Sim {
         }
         check_receivers(&cfg)?;
         let mut rng = Rng::new(cfg.seed);
-        let sender = Sender::new(f, cfg.period, rng.next_u64() as u32, rng.next_u64() as u32)
+        let mut sender = Sender::new(f, cfg.period, rng.next_u64() as u32, rng.next_u64() as u32)
             .map_err(|e| e.to_string())?;
+        if cfg.sync {
+            sender = sender.with_capture_time().map_err(|e| e.to_string())?;
+        }
         let period_s = cfg.period as f64 / f.rate as f64;
         let packets_per_period = cfg.period.div_ceil(sender.frames_per_packet());
         let interval = period_s / packets_per_period as f64;
@@ -161,8 +166,12 @@ impl Sim {
             let _ = restarts.push(*r);
         }
         restarts.sort_unstable_by(|a: &Restart, b: &Restart| b.at_s.total_cmp(&a.at_s));
+        let mut tx = SenderSession::new(sender, retransmit, ());
+        if cfg.sync {
+            tx = tx.with_sync(Box::new(SyncResponder::new(None)));
+        }
         Ok(Sim {
-            tx: SenderSession::new(sender, retransmit, ()),
+            tx,
             nodes,
             skew,
             recovery: RecoveryReport {
@@ -212,7 +221,7 @@ impl Sim {
         if t_net.is_some_and(|t| t <= first_device) {
             return Event::Packet(pkt);
         }
-        if self.cfg.recovery == RecoveryMode::Nack {
+        if self.cfg.recovery == RecoveryMode::Nack || self.cfg.sync {
             let mut nack: Option<(usize, u64)> = None;
             for (i, n) in self.nodes.iter().enumerate() {
                 if let Some(tb) = n.back.next_arrival()
@@ -228,7 +237,8 @@ impl Sim {
             let mut timer: Option<(usize, u64)> = None;
             for (i, n) in self.nodes.iter().enumerate() {
                 if let Some(due) = n.rx.poll_timeout() {
-                    let at = due.max(self.now_ns);
+                    // Due on the receiver's own clock (and not before it runs).
+                    let at = n.host.true_of(due).max(self.now_ns).max(n.join_ns);
                     if at <= first_device
                         && n.net.next_arrival().is_none_or(|t| at < t)
                         && timer.is_none_or(|(_, b)| at < b)
@@ -260,10 +270,10 @@ impl Sim {
             match self.next_event() {
                 Event::Packet(i) => {
                     let node = &mut self.nodes[i];
-                    let rx = &mut node.rx;
+                    let (rx, host) = (&mut node.rx, node.host);
                     let mut at = 0;
                     node.net.deliver_next(|t, bytes| {
-                        rx.handle_datagram(t, bytes);
+                        rx.handle_datagram(host.local(t), bytes);
                         at = t;
                     });
                     self.now_ns = self.now_ns.max(at);
@@ -276,11 +286,17 @@ impl Sim {
                     let clock = Instant::now();
                     let node = &mut self.nodes[i];
                     let (net, tx) = (&mut node.net, &mut self.tx);
-                    node.back.deliver_next(|_, nack| {
-                        tx.on_nack(tb, nack, |d| net.send_datagram(tb, d));
+                    let mut nack = false;
+                    node.back.deliver_next(|_, d| {
+                        // A time request is answered on the same way (the sender's clock is
+                        // true time).
+                        nack = !is_time_packet(d);
+                        tx.on_nack(tb, d, |d| net.send_datagram(tb, d));
                     });
-                    node.nacks_delivered += 1;
-                    self.recovery.nacks_delivered += 1;
+                    if nack {
+                        node.nacks_delivered += 1;
+                        self.recovery.nacks_delivered += 1;
+                    }
                     self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
                 }
                 Event::Timer(i, at) => {
@@ -381,14 +397,18 @@ impl Sim {
 
     /// Receiver `i`'s loss recovery at `now`: a NACK, if any, goes onto its return path.
     fn nack_turn(&mut self, i: usize, now: u64) {
-        if self.cfg.recovery == RecoveryMode::Off {
+        if self.cfg.recovery == RecoveryMode::Off && !self.cfg.sync {
             return;
         }
         let clock = Instant::now();
         let node = &mut self.nodes[i];
+        if now < node.join_ns {
+            return;
+        }
         let back = &mut node.back;
+        let local = node.host.local(now);
         node.rx
-            .poll_transmit(now, &mut node.nack_buf, |d| back.send_datagram(now, d));
+            .poll_transmit(local, &mut node.nack_buf, |d| back.send_datagram(now, d));
         self.recovery_cpu_ns += clock.elapsed().as_nanos() as u64;
     }
 
@@ -419,19 +439,31 @@ impl Sim {
             }
             // A new sender process: a new stream (the history forgets the old one when the
             // first packet of the new one is kept).
-            *self.tx.packetizer_mut() = Sender::new(
+            let mut sender = Sender::new(
                 self.cfg.format,
                 self.cfg.period,
                 self.rng.next_u64() as u32,
                 self.rng.next_u64() as u32,
             )
             .expect("same parameters as at start");
+            if self.cfg.sync {
+                sender = sender
+                    .with_capture_time()
+                    .expect("same parameters as at start");
+            }
+            *self.tx.packetizer_mut() = sender;
         }
         if t < self.down_until {
             return;
         }
         let now = ns(t);
         self.now_ns = self.now_ns.max(now);
+        if self.cfg.sync {
+            // The period's first frame entered the converter a period before its end (what
+            // a sender reads off the device's timestamps).
+            let first = t - self.cfg.period as f64 / rate_now;
+            self.tx.packetizer_mut().set_capture_time(ns(first));
+        }
         let nodes = &mut self.nodes;
         let audio = &mut self.recovery.audio_bytes;
         let timed = self.cfg.recovery != RecoveryMode::Off;
@@ -440,8 +472,9 @@ impl Sim {
         let send = |head: &[u8], payload: &[u8], tag: &[u8]| {
             debug_assert!(tag.is_empty());
             let clock = timed.then(Instant::now);
-            // One packet to the group: each receiver's link carries a copy.
-            for n in nodes.iter_mut() {
+            // One packet to the group: each receiver's link carries a copy (a receiver that
+            // has not joined yet gets none).
+            for n in nodes.iter_mut().filter(|n| now >= n.join_ns) {
                 n.net.send_parts(now, head, payload);
             }
             if let Some(c) = clock {

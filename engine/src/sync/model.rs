@@ -72,7 +72,7 @@ impl Default for ClockParams {
         ClockParams {
             block_ns: 125_000_000,
             window_ns: 60_000_000_000,
-            min_span_ns: 1_000_000_000,
+            min_span_ns: 500_000_000,
             step_ns: 1_000_000,
             loose_step_ns: 20_000_000,
             step_above_ns: 5_000_000,

@@ -103,6 +103,8 @@ pub struct Analyzer {
     source_end: Option<f64>,
     expected: Vec<i32>,
     got: Vec<i32>,
+    /// The format the played frames come in.
+    input: SampleFormat,
 }
 
 /// What the analyzer counted.
@@ -151,7 +153,19 @@ impl Analyzer {
             source_end: None,
             expected: vec![0; ch],
             got: vec![0; ch],
+            input: format.sample,
         }
+    }
+
+    /// The played frames come in `sample`, wider than the stream's (a device that takes the
+    /// resampler's output at full resolution): exact frames are the stream's samples
+    /// left-justified, and an interpolated frame's bits below the stream's width tell its
+    /// position to a fraction of a frame (the stream's own rounding would lose it).
+    pub fn with_input(mut self, sample: SampleFormat) -> Analyzer {
+        if sample.bytes() >= self.format.sample.bytes() {
+            self.input = sample;
+        }
+        self
     }
 
     /// The source stopped cleanly: device frame `end` and those after it were never sent. Once
@@ -305,8 +319,9 @@ impl Analyzer {
         capture: &C,
         mut on_frame: F,
     ) {
-        let fb = self.format.frame_bytes();
-        let sample = self.format.sample;
+        let fb = self.input.bytes() * self.format.channels as usize;
+        let sample = self.input;
+        let stream = self.format.sample;
         let mut latency_done = false;
         for (k, frame) in bytes.chunks_exact(fb).enumerate() {
             self.counts.frames += 1;
@@ -314,7 +329,7 @@ impl Analyzer {
             if self.state == State::Sync {
                 let next = self.pos + 1.0;
                 let n = next as u64;
-                if next.fract() == 0.0 && frame_is_ramp(sample, frame, n, &mut self.got) {
+                if next.fract() == 0.0 && frame_is_ramp(sample, stream, frame, n, &mut self.got) {
                     self.tentative = false;
                     self.pos = next;
                     self.counts.bit_exact += 1;
@@ -505,10 +520,17 @@ impl Analyzer {
     }
 }
 
-/// Decodes `frame` into `got` and says whether it is exactly ramp frame `n`.
+/// Decodes `frame` (in `sample`) into `got` and says whether it is exactly ramp frame `n` of a
+/// `stream`-format source.
 #[inline]
-fn frame_is_ramp(sample: SampleFormat, frame: &[u8], n: u64, got: &mut [i32]) -> bool {
-    if sample == SampleFormat::S16Le && got.len() == 2 {
+fn frame_is_ramp(
+    sample: SampleFormat,
+    stream: SampleFormat,
+    frame: &[u8],
+    n: u64,
+    got: &mut [i32],
+) -> bool {
+    if sample == SampleFormat::S16Le && stream == sample && got.len() == 2 {
         let a = u16::from_le_bytes([frame[0], frame[1]]);
         let b = u16::from_le_bytes([frame[2], frame[3]]);
         if a == n as u16 && b == (n + 32_768) as u16 {
@@ -522,7 +544,7 @@ fn frame_is_ramp(sample: SampleFormat, frame: &[u8], n: u64, got: &mut [i32]) ->
     sample.decode_slice(frame, got);
     got.iter()
         .enumerate()
-        .all(|(c, &v)| v == ramp_sample(sample, n, c))
+        .all(|(c, &v)| v == ramp_sample(stream, n, c))
 }
 
 #[cfg(test)]
