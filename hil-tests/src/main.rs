@@ -96,6 +96,8 @@ struct SimArgs {
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
     /// Target latency, ms (default: 4 periods + 2 ms); with --latency auto, where it starts.
+    /// With --sync on it counts from capture (default: 5 periods + 2 ms + the slowest
+    /// receiver's delay and jitter, and one round trip of its path with NACKs).
     #[arg(long)]
     latency_ms: Option<f64>,
     /// fixed, or auto: the target follows the jitter between --latency-min-ms and
@@ -445,6 +447,10 @@ impl SimArgs {
             cfg.receivers = SimReceiver::spread_with(self.receivers, self.asymmetry_ms);
         }
         cfg.sync = self.sync.unwrap_or(self.receivers > 1);
+        if cfg.sync && self.latency_ms.is_none() {
+            // From capture: the network's delay is part of it.
+            cfg.latency_ms = cfg.presentation_latency_ms();
+        }
         cfg.clean_stops = self.clean_stop;
         cfg.restarts = self
             .restart_at

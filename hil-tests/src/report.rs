@@ -190,7 +190,7 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
     let mut text = format!(
         "gaps: {} (engine: {}{})\n\
          gap_frames: {}  max_gap_ms: {:.2}\n\
-         latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {} + network)\n\
+         latency_ms: p50 {:.2}  p99 {:.2}  max {:.2}  (target {})\n\
          lost_packets: {}  recovered: {}  concealed_frames: {}\n\
          recovery: {}  overhead: {:.2} % of the audio bytes ({} packets sent again, {} NACKs; refused: {} over the per-packet limit, {} by the rate cap)  cpu: {:.4} % of realtime ({:.2} s)\n\
          drift_ppm: actual {:+.1}  estimated {:+.1}  locked to 1 ppm {}  ({} mode, played as {}: {} slips dropped, {} inserted)\n\
@@ -210,9 +210,10 @@ pub fn summary(cfg: &SimConfig, r: &SimReport, wall_s: f64, cpu_s: f64) -> Strin
         r.latency_p99_ms,
         r.latency_max_ms,
         match cfg.auto_latency {
-            None => format!("{:.2}", cfg.latency_ms),
+            None if cfg.sync => format!("{:.2} from capture", cfg.latency_ms),
+            None => format!("{:.2} + network", cfg.latency_ms),
             Some((lo, hi)) => format!(
-                "auto in {lo:.0}..{hi:.0} ms: {:.2} at the start, {:.2} at the end",
+                "auto in {lo:.0}..{hi:.0} ms: {:.2} at the start, {:.2} at the end, + network",
                 cfg.latency_ms,
                 e.target_frames * 1000.0 / rate
             ),

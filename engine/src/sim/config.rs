@@ -249,6 +249,29 @@ impl SimConfig {
         }
     }
 
+    /// A latency for presentation time ([`sync`](Self::sync)), which counts from capture:
+    /// the default's ([`default_latency_ms`]), plus the capture period, plus the slowest
+    /// receiver's path (delay and jitter) and, with loss recovery, one round trip of its.
+    pub fn presentation_latency_ms(&self) -> f64 {
+        let slowest = self
+            .receivers
+            .iter()
+            .map(|r| {
+                let (f, b) = (self.forward_link(r), self.reverse_link(r));
+                let path = f.delay_ms + f.max_jitter_ms();
+                match self.recovery {
+                    crate::recovery::RecoveryMode::Nack => {
+                        path + f.delay_ms + f.max_jitter_ms() + b.delay_ms + b.max_jitter_ms()
+                    }
+                    crate::recovery::RecoveryMode::Off => path,
+                }
+            })
+            .fold(0.0, f64::max);
+        default_latency_ms(self.format, self.period)
+            + self.format.ms_for_frames(self.period as f64)
+            + slowest
+    }
+
     /// Frames the playback device holds after a render.
     pub fn output_delay_frames(&self) -> usize {
         self.playback_periods.saturating_sub(1) * self.period
