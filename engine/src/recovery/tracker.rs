@@ -43,7 +43,7 @@ impl Default for TrackerParams {
             retry_max_ns: 20_000_000,
             initial_rtt_ns: 2_000_000,
             arrival_decay: 0.002,
-            retry_rttvar_factor: 0.0,
+            retry_rttvar_factor: -1.0,
             nack_copies: 3,
         }
     }
@@ -216,12 +216,20 @@ impl LossTracker {
                     t.newest_seq = h.seq;
                     t.newest_frame = first;
                 }
+                let sample = now_ns.saturating_sub(p.first_request_ns) as f64;
                 if p.requests == 1 && !original {
                     // One request, one answer: a clean round-trip sample.
-                    let sample = now_ns.saturating_sub(p.first_request_ns) as f64;
                     let err = sample - self.srtt_ns;
                     self.srtt_ns += err / 8.0;
                     self.rttvar_ns += (err.abs() - self.rttvar_ns) / 4.0;
+                } else if !original && sample > self.srtt_ns {
+                    // Asked more than once: which request this answers is not known, so it is
+                    // no sample. But a round trip estimated short asks again before any answer
+                    // can come, so every packet is asked for twice and no clean sample would
+                    // ever correct it: the answer came no earlier than a round trip after the
+                    // first request could be answered, so the estimate moves up towards it
+                    // (never down), until requests are answered before they are repeated.
+                    self.srtt_ns += (sample - self.srtt_ns) / 8.0;
                 }
                 if stored {
                     self.counters.recovered += 1;
