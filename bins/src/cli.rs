@@ -139,6 +139,11 @@ pub(crate) struct RunArgs {
     /// packet is authenticated. Both sides need the same key.
     #[arg(long)]
     pub(crate) key_file: Option<std::path::PathBuf>,
+    /// Presentation time: how receivers know the sender's clock, exchange (a time exchange
+    /// over the stream's sockets) or system (host clocks kept together by PTP or chrony; give
+    /// it to the sender and every receiver) [default: exchange].
+    #[arg(long)]
+    pub(crate) sync_clock: Option<String>,
 }
 
 #[derive(Args)]
@@ -218,6 +223,15 @@ pub(crate) struct RecvArgs {
     /// Loss recovery: nack (ask the sender again for lost packets) or off [default: nack].
     #[arg(long)]
     pub(crate) recovery: Option<String>,
+    /// Several receivers in step: play every frame this long after the sender captured it
+    /// (the same on every receiver; the network's delay is part of it), ms. Replaces
+    /// --latency-ms [default: off].
+    #[arg(long)]
+    pub(crate) sync_latency_ms: Option<f64>,
+    /// With --sync-latency-ms: the delay after the sound card (converter, amplifier DSP), µs;
+    /// this receiver plays that much earlier [default: 0].
+    #[arg(long)]
+    pub(crate) output_delay_us: Option<f64>,
     /// Wire protocol: native, rtp (from ffmpeg, PipeWire, ...) or tcp (raw PCM from
     /// `arecord ... | nc HOST PORT`)
     /// [default: native].

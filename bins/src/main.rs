@@ -125,6 +125,10 @@ impl RunArgs {
             announce_as: None,
             sap: None,
             multicast: Default::default(),
+            sync_clock: match self.sync_clock.as_deref().or(cfg.sync.clock.as_deref()) {
+                Some(c) => daemon::SyncClock::from_name(c)?,
+                None => daemon::SyncClock::Exchange,
+            },
         })
     }
 
@@ -134,6 +138,33 @@ impl RunArgs {
             .or(cfg.log.level.as_deref())
             .unwrap_or("info")
     }
+}
+
+/// Presentation time, when `--sync-latency-ms` or `sync.latency_ms` asks for it.
+fn sync_options(
+    cli: Option<f64>,
+    cfg: &rt_config::Config,
+    clock: daemon::SyncClock,
+) -> Result<Option<daemon::SyncOptions>, String> {
+    let Some(latency_ms) = cli.or(cfg.sync.latency_ms) else {
+        return Ok(None);
+    };
+    if !(latency_ms.is_finite() && (1.0..=2000.0).contains(&latency_ms)) {
+        return Err(format!(
+            "sync latency {latency_ms} ms (sync.latency_ms / --sync-latency-ms) is out of range; use 1..=2000 ms, the same on every receiver of the stream"
+        ));
+    }
+    Ok(Some(daemon::SyncOptions { latency_ms, clock }))
+}
+
+fn output_delay_us(cli: Option<f64>, cfg: &rt_config::Config) -> Result<f64, String> {
+    let us = cli.or(cfg.receiver.output_delay_us).unwrap_or(0.0);
+    if !(us.is_finite() && (0.0..=100_000.0).contains(&us)) {
+        return Err(format!(
+            "output delay {us} µs (receiver.output_delay_us / --output-delay-us) is out of range; use 0..=100000"
+        ));
+    }
+    Ok(us)
 }
 
 fn drift_mode(cli: &Option<String>, cfg: &rt_config::Config) -> Result<DriftMode, String> {
@@ -396,6 +427,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 playback_format: playback_format(&a.playback_format, &cfg, audio.format.sample)?,
                 recovery: recovery_mode(&a.recovery, &cfg)?,
                 auto_latency: auto_latency(&a, &cfg, latency_ms)?,
+                sync: sync_options(a.sync_latency_ms, &cfg, run.sync_clock)?,
+                output_delay_us: output_delay_us(a.output_delay_us, &cfg)?,
             };
             if let Err(f) = daemon::recv(&audio, &listen, &r, &run) {
                 return failed(f);
@@ -436,6 +469,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     playback_format: playback,
                     recovery: recovery_mode(&None, &cfg)?,
                     auto_latency: None,
+                    sync: None,
+                    output_delay_us: 0.0,
                 },
                 sender_rt: RtSpec {
                     priority: run.rt.priority,

@@ -67,6 +67,8 @@ pub struct Sender {
     auth: Option<SenderAuth>,
     /// Capture time (sender clock, ns) of frame `capture_frame`, when packets are timed.
     capture: Option<(u64, u64)>,
+    /// Smooths the capture instants the driver reads.
+    capture_dll: crate::sync::CaptureDll,
 }
 
 /// The key and the wall-clock fields of an authenticated sender.
@@ -104,6 +106,7 @@ impl Sender {
             tag_len: 0,
             auth: None,
             capture: None,
+            capture_dll: crate::sync::CaptureDll::new(format.rate),
         })
     }
 
@@ -126,9 +129,12 @@ impl Sender {
     /// first frame of the period about to be handed over; call it once per period. Each
     /// packet's capture time is this plus its frames' offset at the nominal rate. Does
     /// nothing unless packets are timed.
+    /// The instants given are smoothed by a delay-locked loop ([`crate::sync::capture`]):
+    /// the capture clock is steady, single readings of it are not.
     pub fn set_capture_time(&mut self, capture_ns: u64) {
-        if let Some(c) = self.capture.as_mut() {
-            *c = (capture_ns, self.next_frame);
+        if self.capture.is_some() {
+            let t = self.capture_dll.smooth(self.next_frame, capture_ns);
+            self.capture = Some((t, self.next_frame));
         }
     }
 

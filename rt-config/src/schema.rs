@@ -206,6 +206,14 @@ schema! {
             "sample format the playback device is opened in (auto: the widest it takes when resampling)";
         recovery: String => Kind::Choice(&["nack", "off"]),
             "loss recovery: nack asks the sender to send lost packets again";
+        output_delay_us: f64 => Kind::Number { min: 0.0, max: 100_000.0 },
+            "with sync.latency_ms: the delay after the sound card (the converter's filter, an amplifier's DSP), in µs; the receiver plays that much earlier";
+    }
+    [sync] Sync {
+        latency_ms: f64 => Kind::Number { min: 1.0, max: 2000.0 },
+            "receiver: play every frame this long after the sender captured it, the same on every receiver of the stream, so they all play in step (presentation time; the network's delay is part of it)";
+        clock: String => Kind::Choice(&["exchange", "system"]),
+            "how receivers know the sender's clock: exchange (a time exchange over the stream's own sockets, default) or system (the hosts' clocks, kept together by PTP/linuxptp or chrony; set it on the sender and on every receiver)";
     }
     [rt] Rt {
         cpu: usize => Kind::Int { min: 0, max: 1023 },

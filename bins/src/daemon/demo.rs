@@ -188,6 +188,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let (rh, r_out) = spawn_receiver(
         dev,
         rx,
+        crate::stream::Presentation::Off,
         NetIn::Udp(Box::new(sock_rx)),
         rx_beat.clone(),
         rx_stats.clone(),

@@ -16,7 +16,9 @@ mod sockets;
 
 pub use demo::{DemoOptions, DemoReport, demo};
 pub use devices::{AnyCapture, AnyPlayback};
-pub use options::{AudioOptions, PlaybackFormat, Proto, ReceiveOptions, RunOptions};
+pub use options::{
+    AudioOptions, PlaybackFormat, Proto, ReceiveOptions, RunOptions, SyncClock, SyncOptions,
+};
 pub use recv::recv;
 pub use send::send;
 pub(crate) use setup::new_stream_id;

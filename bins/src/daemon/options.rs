@@ -62,6 +62,50 @@ pub struct RunOptions {
     /// A multicast destination's hop limit and interface (sender), the interface a receiver
     /// listening on a group joins it on (`network.ttl`, `network.interface`).
     pub multicast: crate::net::MulticastOptions,
+    /// How receivers know the sender's clock (`sync.clock`): a sender stamps capture times on
+    /// its wall clock for `System`.
+    pub sync_clock: SyncClock,
+}
+
+/// How receivers playing by presentation time know the sender's clock (`sync.clock`,
+/// `--sync-clock`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncClock {
+    /// A time exchange over the stream's own sockets.
+    #[default]
+    Exchange,
+    /// The hosts' wall clocks, kept together by PTP (linuxptp) or chrony.
+    System,
+}
+
+impl SyncClock {
+    /// Parses a configuration name.
+    pub fn from_name(s: &str) -> Result<SyncClock, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exchange" => Ok(SyncClock::Exchange),
+            "system" => Ok(SyncClock::System),
+            _ => Err(format!(
+                "unknown sync clock {s:?} (sync.clock / --sync-clock): use exchange (the built-in time exchange) or system (host clocks kept together by PTP or chrony)"
+            )),
+        }
+    }
+
+    /// Its configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncClock::Exchange => "exchange",
+            SyncClock::System => "system",
+        }
+    }
+}
+
+/// Presentation time: several receivers in step (`[sync]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyncOptions {
+    /// From a frame's capture to its leaving the converter, ms, the same on every receiver.
+    pub latency_ms: f64,
+    /// How the sender's clock is known.
+    pub clock: SyncClock,
 }
 
 /// The wire protocol (`[network] proto`, `--proto`).
@@ -112,6 +156,11 @@ pub struct ReceiveOptions {
     pub recovery: RecoveryMode,
     /// `latency = auto` between these bounds (ms); `latency_ms` is where the target starts.
     pub auto_latency: Option<(f64, f64)>,
+    /// Presentation time (several receivers in step): then `latency_ms` is not used.
+    pub sync: Option<SyncOptions>,
+    /// The delay after the sound card, µs (`receiver.output_delay_us`): presentation time
+    /// plays that much earlier.
+    pub output_delay_us: f64,
 }
 
 /// The sample format a playback device is opened in.

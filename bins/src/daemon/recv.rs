@@ -2,7 +2,9 @@
 //! `netaudio demo` shares.
 
 use super::devices::{AnyPlayback, open_playback, playback_candidates};
-use super::options::{AudioOptions, Proto, ReceiveOptions, RunOptions, refuse_key_unless_native};
+use super::options::{
+    AudioOptions, Proto, ReceiveOptions, RunOptions, SyncClock, refuse_key_unless_native,
+};
 use super::report::{stats_json, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, report_rt, setup_rt, start_status, with_receiver_key,
@@ -16,7 +18,7 @@ use crate::pcm::virtual_dev::{self, Sink};
 use crate::rt::{self, RtSpec};
 use crate::rtp::RtpInput;
 use crate::status::Meter;
-use crate::stream::{self, LoopReport};
+use crate::stream::{self, LoopReport, Presentation};
 use crate::tcp::TcpPcmReceiver;
 use crate::watchdog::{Heartbeat, TestFault};
 use engine::format::StreamFormat;
@@ -24,6 +26,7 @@ use engine::receiver::{Receiver, ReceiverConfig};
 use engine::recovery::RecoveryMode;
 use engine::rtlog;
 use engine::stats::{Side, Stats};
+use engine::sync::{SyncClient, SyncParams};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,7 +39,14 @@ pub(crate) fn receiver_for(
     stream: StreamFormat,
     r: &ReceiveOptions,
 ) -> Result<Receiver, String> {
-    let mut cfg = ReceiverConfig::new(stream, setup.period, r.latency_ms);
+    // Presentation time counts from capture to the converter's output: the card is reached
+    // the converter's delay earlier.
+    let latency_ms = match r.sync {
+        Some(s) => s.latency_ms - r.output_delay_us / 1000.0,
+        None => r.latency_ms,
+    };
+    let mut cfg = ReceiverConfig::new(stream, setup.period, latency_ms);
+    cfg.presentation = r.sync.is_some();
     cfg.output_sample = setup.format.sample;
     cfg.output_delay_frames = setup.buffer.saturating_sub(setup.period);
     cfg.drift_mode = r.drift_mode;
@@ -44,7 +54,15 @@ pub(crate) fn receiver_for(
     cfg.auto_latency = r
         .auto_latency
         .map(|(lo, hi)| engine::autolatency::AutoLatency::from_ms(setup.format.rate, lo, hi));
-    Receiver::new(cfg).map_err(|e| e.to_string())
+    Receiver::new(cfg).map_err(|e| match (r.sync, e) {
+        (Some(s), engine::receiver::ReceiverError::TargetTooSmall { minimum, .. }) => format!(
+            "sync latency {} ms leaves the receive buffer less than the {minimum} frames it needs beyond the sound card's {} (and the converter's {} µs): raise sync.latency_ms (--sync-latency-ms) on every receiver; it counts from capture, the network's delay included",
+            s.latency_ms,
+            cfg.output_delay_frames,
+            r.output_delay_us
+        ),
+        (_, e) => e.to_string(),
+    })
 }
 
 pub(super) type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
@@ -53,6 +71,7 @@ pub(super) type RecvThread = std::thread::JoinHandle<(LoopReport, AnyPlayback)>;
 pub(super) fn spawn_receiver(
     dev: AnyPlayback,
     mut rx: Receiver,
+    presentation: Presentation,
     mut sock: NetIn,
     heartbeat: Arc<Heartbeat>,
     stats: Arc<Stats>,
@@ -63,15 +82,16 @@ pub(super) fn spawn_receiver(
     rt::spawn("na-playback", spec, move || {
         let mut dev = dev;
         let (hb, st, me, p) = (&*heartbeat, &*stats, &*meter, &mut producer);
+        let pr = presentation;
         let rep = match &mut dev {
             AnyPlayback::Alsa(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
+                stream::run_receiver_timed(&mut **d, &mut rx, pr, &mut sock, &STOP, hb, st, me, p)
             }
             AnyPlayback::Virtual(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
+                stream::run_receiver_timed(&mut **d, &mut rx, pr, &mut sock, &STOP, hb, st, me, p)
             }
             AnyPlayback::Stream(d) => {
-                stream::run_receiver(&mut **d, &mut rx, &mut sock, &STOP, hb, st, me, p)
+                stream::run_receiver_timed(&mut **d, &mut rx, pr, &mut sock, &STOP, hb, st, me, p)
             }
         };
         (rep, dev)
@@ -101,6 +121,13 @@ pub fn recv(
     } else {
         r
     };
+    if r.sync.is_some() && opts.proto != Proto::Native {
+        return Err(format!(
+            "sync.latency_ms (--sync-latency-ms) needs proto = \"native\": {} packets carry no capture time; remove it, or use native on the sender and every receiver",
+            opts.proto.name()
+        )
+        .into());
+    }
     let (tcp_producer, mut tcp_consumer) = rtlog::queue();
     let mut tcp_stats = None;
     let sock = match opts.proto {
@@ -152,6 +179,31 @@ pub fn recv(
         opts,
     );
     let (producer2, mut consumer2) = rtlog::queue();
+    let presentation = match r.sync {
+        None => Presentation::Off,
+        Some(s) if s.clock == SyncClock::System => {
+            log::info!(
+                "presentation time: every frame {} ms after its capture on the system clock (keep it with the sender's by PTP or chrony)",
+                s.latency_ms
+            );
+            Presentation::System
+        }
+        Some(s) => {
+            log::info!(
+                "presentation time: every frame {} ms after its capture, the sender's clock measured by a time exchange",
+                s.latency_ms
+            );
+            let id =
+                (engine::rng::mix64(crate::net::monotonic_ns() ^ (std::process::id() as u64) << 32)
+                    as u32)
+                    | 1;
+            Presentation::Exchange(Box::new(SyncClient::new(
+                id,
+                opts.key.clone(),
+                SyncParams::default(),
+            )))
+        }
+    };
     log::info!(
         "receiving on {} into {:?}: {}{} (period {}, buffer {} frames, {:?} access), latency {} ms, drift {}, recovery {}",
         sock.local_addr().map_err(|e| e.to_string())?,
@@ -196,6 +248,7 @@ pub fn recv(
     let (handle, outcome) = spawn_receiver(
         dev,
         rx,
+        presentation,
         sock,
         heartbeat.clone(),
         stats.clone(),
@@ -247,6 +300,9 @@ pub fn recv(
         j["heard_bit_exact"] = json!(c.bit_exact);
         j["heard_leading_silence"] = json!(c.leading_frames);
         j["heard_gap_frames"] = json!(c.gap_frames);
+        // When the ramp's laps began here (CLOCK_MONOTONIC, s): receivers of one stream on
+        // one host compare them.
+        j["heard_laps_s"] = json!(sink.laps());
         log::info!("heard: {} gaps in {} frames checked", c.gaps, c.frames);
     }
     save_recording(&dev)?;

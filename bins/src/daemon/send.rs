@@ -1,7 +1,7 @@
 //! `netaudio send`: the sender daemon.
 
 use super::devices::{AnyCapture, open_capture};
-use super::options::{AudioOptions, Proto, RunOptions, refuse_key_unless_native};
+use super::options::{AudioOptions, Proto, RunOptions, SyncClock, refuse_key_unless_native};
 use super::report::{stats_json, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
@@ -15,12 +15,13 @@ use crate::net::{DEFAULT_TTL, MAX_PEERS, UdpSender};
 use crate::pcm::Capture;
 use crate::rt;
 use crate::status::{Meter, with_fields};
-use crate::stream::{self, AnyPacketizer};
+use crate::stream::{self, AnyPacketizer, SenderTiming};
 use crate::tcp::TcpPcmSender;
 use crate::watchdog::{Heartbeat, TestFault};
 use engine::rtlog;
 use engine::sender::Sender;
 use engine::stats::{Side, Stats};
+use engine::sync::SyncResponder;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -148,9 +149,23 @@ pub fn send(
                 setup.access,
                 to
             );
+            // Every packet carries its capture time, for receivers that play by
+            // presentation time (several in step); others ignore it.
+            let tx = tx.with_capture_time().map_err(|e| e.to_string())?;
             AnyPacketizer::Native(with_sender_key(tx, opts))
         }
     };
+    // Answers receivers' time requests (the responder allocated here, before the thread).
+    let timing = SenderTiming {
+        responder: matches!(tx, AnyPacketizer::Native(_))
+            .then(|| Box::new(SyncResponder::new(opts.key.clone()))),
+        wall_clock: opts.sync_clock == SyncClock::System,
+    };
+    if timing.wall_clock {
+        log::info!(
+            "capture times on the system clock (sync.clock = \"system\"): receivers map them by theirs, kept with this one by PTP or chrony"
+        );
+    }
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
@@ -172,13 +187,13 @@ pub fn send(
     let (handle, outcome) = rt::spawn("na-capture", opts.rt, move || {
         let mut tx = tx;
         let h = history.as_mut();
-        let (p, hb) = (&mut producer, &*hb);
+        let (p, hb, tm) = (&mut producer, &*hb, timing);
         match dev {
             AnyCapture::Alsa(mut d) => {
-                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, hb, &st, &me, p)
+                stream::run_sender_timed(&mut *d, &mut tx, &sock, h, tm, &STOP, hb, &st, &me, p)
             }
             AnyCapture::Virtual(mut d) => {
-                stream::run_sender_with_history(&mut *d, &mut tx, &sock, h, &STOP, hb, &st, &me, p)
+                stream::run_sender_timed(&mut *d, &mut tx, &sock, h, tm, &STOP, hb, &st, &me, p)
             }
         }
     })

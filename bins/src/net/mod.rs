@@ -77,6 +77,15 @@ pub trait DatagramOut {
         self.recv_nack(buf).map(|n| (n, None))
     }
 
+    /// As [`recv_nack_from`](Self::recv_nack_from), with the kernel's arrival stamp
+    /// (`CLOCK_REALTIME`, see [`arrival_stamp`]) where the socket gives one.
+    fn recv_nack_stamped(
+        &self,
+        buf: &mut [u8],
+    ) -> Option<(usize, Option<SocketAddr>, Option<u64>)> {
+        self.recv_nack_from(buf).map(|(n, from)| (n, from, None))
+    }
+
     /// Sends a repair (a packet sent again) to `to`, the receiver whose NACK asked for it, or
     /// where packets go when `None`. The default sends it as a packet.
     fn send_repair(&self, to: Option<SocketAddr>, datagram: &[u8]) -> Result<usize, i32> {

@@ -25,7 +25,7 @@
 
 use super::DatagramOut;
 use super::multicast::{MulticastOptions, set_sender_options};
-use super::sys::{errno, resolve, set_dscp, syscall_len};
+use super::sys::{arrival_stamp, enable_timestamps, errno, resolve, set_dscp, syscall_len};
 use socket2::SockAddr;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -172,6 +172,9 @@ impl UdpSender {
                 set_dscp(&sock, false, d)?;
             }
         }
+        // The kernel's arrival time of what comes back (time requests are answered with it);
+        // without it the time is read on waking, which only adds to the exchange's noise.
+        let _ = enable_timestamps(&sock);
         let peer = sock.local_addr()?;
         Ok(UdpSender {
             sock,
@@ -337,21 +340,32 @@ impl DatagramOut for UdpSender {
     }
 
     fn recv_nack_from(&self, buf: &mut [u8]) -> Option<(usize, Option<SocketAddr>)> {
+        self.recv_nack_stamped(buf).map(|(n, from, _)| (n, from))
+    }
+
+    fn recv_nack_stamped(
+        &self,
+        buf: &mut [u8],
+    ) -> Option<(usize, Option<SocketAddr>, Option<u64>)> {
         // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
         let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: recvfrom writes at most `buf.len()` bytes into a live, writable buffer and
-        // at most `len` bytes of address into a live local of that size.
-        let n = unsafe {
-            libc::recvfrom(
-                self.sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut from as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
+        // Room for one SCM_TIMESTAMPNS message (a timespec), 8-byte aligned.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // SAFETY: an all-zero msghdr is valid; its pointers are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control) as _;
+        // SAFETY: every pointer in `msg` refers to a live local or to `buf`, with its length,
+        // for the duration of the call; the kernel writes within those lengths.
+        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
         // Errors mean nothing to take: EAGAIN, or ECONNREFUSED while nobody listens, which
         // the next send reports instead.
         if n < 0 {
@@ -360,13 +374,15 @@ impl DatagramOut for UdpSender {
             }
             return None;
         }
+        // SAFETY: the kernel filled `msg` in; its control buffer is `control`, live.
+        let stamp = unsafe { arrival_stamp(&msg) };
         // Connected: the peer's (repairs go where packets go). Unconnected: the receiver's.
         let source = if self.fans_out() {
-            socket_addr(&from, len)
+            socket_addr(&from, msg.msg_namelen)
         } else {
             None
         };
-        Some((n as usize, source))
+        Some((n as usize, source, stamp))
     }
 
     fn send_repair(&self, to: Option<SocketAddr>, datagram: &[u8]) -> Result<usize, i32> {

@@ -74,7 +74,7 @@
 //! underrun itself counts as an xrun.
 
 use crate::net::{
-    BATCH, DatagramOut, PeerTable, StreamInput, clock_ns, monotonic_ns, wait_readable,
+    BATCH, DatagramOut, PeerTable, StampClock, StreamInput, clock_ns, monotonic_ns, wait_readable,
 };
 use crate::pcm::{Capture, PcmError, Playback};
 use crate::status::Meter;
@@ -86,6 +86,8 @@ use engine::recovery::RetransmitHistory;
 use engine::rtlog::EventProducer;
 use engine::session::{ReceiverSession, SenderSession};
 use engine::stats::Stats;
+use engine::sync::packet::is_time_packet;
+use engine::sync::{SyncClient, SyncResponder};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod deadline;
@@ -170,7 +172,7 @@ fn answer_nacks<T: Packetizer, S: DatagramOut>(
 ) {
     let now = monotonic_ns();
     for _ in 0..MAX_NACKS_PER_TURN {
-        let Some((n, from)) = sock.recv_nack_from(buf) else {
+        let Some((n, from, stamp)) = sock.recv_nack_stamped(buf) else {
             break;
         };
         let requester = match from {
@@ -183,8 +185,18 @@ fn answer_nacks<T: Packetizer, S: DatagramOut>(
             }
             None => 0,
         };
+        let data = &buf[..n.min(buf.len())];
+        if is_time_packet(data) {
+            // A time request: answered at once, with the kernel's arrival time (t2) and the
+            // clock read again just before the answer goes (t3).
+            let t2 = StampClock::now().monotonic(stamp);
+            let _ = session.on_time_request(t2, requester, data, monotonic_ns, |d| {
+                let _ = sock.send_repair(from, d);
+            });
+            continue;
+        }
         let mut repairs = 0;
-        session.on_nack_from(now, requester, &buf[..n.min(buf.len())], |d| {
+        session.on_nack_from(now, requester, data, |d| {
             if sock.send_repair(from, d).is_ok() {
                 repairs += 1;
             }
@@ -213,7 +225,51 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    run_sender_timed(
+        dev,
+        tx,
+        sock,
+        history,
+        SenderTiming::default(),
+        stop,
+        heartbeat,
+        stats,
+        meter,
+        events,
+    )
+}
+
+/// What a sender does for receivers that play by presentation time.
+#[derive(Default)]
+pub struct SenderTiming {
+    /// Answers their time requests (built before the thread starts).
+    pub responder: Option<Box<SyncResponder>>,
+    /// Stamps capture times on the wall clock (`sync.clock = "system"`).
+    pub wall_clock: bool,
+}
+
+/// [`run_sender_with_history`], answering time requests and stamping capture times as
+/// `timing` says.
+#[allow(clippy::too_many_arguments)]
+pub fn run_sender_timed<C: Capture, T: Packetizer, S: DatagramOut>(
+    dev: &mut C,
+    tx: &mut T,
+    sock: &S,
+    history: Option<&mut RetransmitHistory>,
+    timing: SenderTiming,
+    stop: &AtomicBool,
+    heartbeat: &Heartbeat,
+    stats: &Stats,
+    meter: &Meter,
+    events: &mut EventProducer,
+) -> LoopReport {
     let mut session = SenderSession::new(tx, history, events);
+    if let Some(r) = timing.responder {
+        session = session.with_sync(r);
+    }
+    if timing.wall_clock {
+        session = session.with_wall_clock_stamps();
+    }
     run_sender_session(dev, &mut session, sock, stop, heartbeat, stats, meter)
 }
 
@@ -272,6 +328,13 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
                 while avail >= period && budget > 0 {
                     budget -= 1;
                     let wall = clock_ns(libc::CLOCK_REALTIME);
+                    // The oldest frame waiting (the period's first) was captured `avail`
+                    // frames before the wake-up.
+                    let waiting_ns = avail as u64 * 1_000_000_000 / format.rate as u64;
+                    session.set_capture_time(
+                        woke_ns.saturating_sub(waiting_ns),
+                        wall as i64 - woke_ns as i64,
+                    );
                     let r = dev.read(period, |frames| {
                         meter.measure(format, frames);
                         session.on_capture(monotonic_ns(), wall, frames, |head, payload, tag| {
@@ -379,6 +442,18 @@ fn handle_capture_error<C: Capture, T: Packetizer, S: DatagramOut>(
     }
 }
 
+/// How a receiver plays by presentation time (several receivers in step).
+pub enum Presentation {
+    /// Each frame when it arrives, plus the latency (one receiver).
+    Off,
+    /// At its capture time plus the latency, the sender's clock modelled by the time
+    /// exchange (the client built before the thread starts).
+    Exchange(Box<SyncClient>),
+    /// At its capture time plus the latency, on the wall clock, which PTP or chrony keep
+    /// with the sender's.
+    System,
+}
+
 /// Runs the receiver until `stop` is set.
 #[allow(clippy::too_many_arguments)]
 pub fn run_receiver<P: Playback, S: StreamInput>(
@@ -391,12 +466,44 @@ pub fn run_receiver<P: Playback, S: StreamInput>(
     meter: &Meter,
     events: &mut EventProducer,
 ) -> LoopReport {
+    run_receiver_timed(
+        dev,
+        rx,
+        Presentation::Off,
+        sock,
+        stop,
+        heartbeat,
+        stats,
+        meter,
+        events,
+    )
+}
+
+/// [`run_receiver`] with presentation time.
+#[allow(clippy::too_many_arguments)]
+pub fn run_receiver_timed<P: Playback, S: StreamInput>(
+    dev: &mut P,
+    rx: &mut Receiver,
+    presentation: Presentation,
+    sock: &mut S,
+    stop: &AtomicBool,
+    heartbeat: &Heartbeat,
+    stats: &Stats,
+    meter: &Meter,
+    events: &mut EventProducer,
+) -> LoopReport {
     let _running = heartbeat.running();
     let period = dev.setup().period;
     let format = dev.setup().format;
     let period_ns = period as u64 * 1_000_000_000 / format.rate as u64;
-    let mut session = ReceiverSession::new(rx, events);
-    let recovery = session.recovers();
+    let timed = !matches!(presentation, Presentation::Off);
+    let mut session = match presentation {
+        Presentation::Off => ReceiverSession::new(rx, events),
+        Presentation::Exchange(c) => ReceiverSession::new(rx, events).with_sync(c),
+        Presentation::System => ReceiverSession::new(rx, events).with_system_clock(),
+    };
+    // Time requests go out between periods as NACKs do.
+    let recovery = session.recovers() || session.sync().is_some();
     let mut report = LoopReport::default();
     let mut nack_buf = [0u8; MAX_NACK_LEN];
     let mut next_period_ns = 0u64;
@@ -447,8 +554,17 @@ pub fn run_receiver<P: Playback, S: StreamInput>(
                 let mut done = 0u64;
                 while room >= period && budget > 0 {
                     budget -= 1;
+                    // With presentation time the render's time is when the device would
+                    // have asked for this period on time: the frames written now play after
+                    // what it still holds (`buffer - room`), which a late wake-up shortens.
+                    let at = if timed {
+                        let late = (room - period) as u64 * 1_000_000_000 / format.rate as u64;
+                        now.saturating_sub(late)
+                    } else {
+                        now
+                    };
                     let written = dev.write(period, |area| {
-                        session.render(now, area);
+                        session.render(at, area);
                         meter.measure(format, area);
                     });
                     match written {
@@ -540,9 +656,8 @@ fn wall_offset_ns() -> i64 {
 /// allows: under a flood of junk the stream's own packets must not be pushed out of the socket
 /// buffer. Bounded, so a flood cannot keep the thread from the device.
 fn take_packets<S: StreamInput>(sock: &mut S, session: &mut RxSession<'_>, until_ns: u64) -> usize {
-    if session.receiver().is_authenticated() {
-        session.set_wall_offset(wall_offset_ns());
-    }
+    // For the freshness check of keyed streams and capture times on the wall clock.
+    session.set_wall_offset(wall_offset_ns());
     let mut total = 0;
     for i in 0..MAX_BATCHES {
         if i > 0 && monotonic_ns() >= until_ns {

@@ -83,6 +83,9 @@ pub const WARMUP_MARGIN_MS: f64 = 5.0;
 /// With presentation time, the span of points after which the clocks' lines are taken, s.
 pub const PRESENTATION_SPAN_S: f64 = 0.5;
 
+/// With presentation time, the time over which a level (presentation) error is paid back, s.
+pub const PRESENTATION_LEVEL_TIME_S: f64 = 5.0;
+
 /// Consecutive packets a new stream must deliver before it takes over.
 pub const SWITCH_PACKETS: u32 = 3;
 
@@ -170,6 +173,10 @@ impl Receiver {
             // A receiver joining others starts in step within a second: half a second of
             // points measures the clocks well enough to start (the estimate goes on improving).
             cfg.drift.min_span_s = cfg.drift.min_span_s.min(PRESENTATION_SPAN_S);
+            // The presentation error is paid back in seconds, not tens of seconds: it is tens
+            // of µs (a few ppm for a few seconds, far below what pitch can hear), and every
+            // second it lasts is skew between rooms.
+            cfg.drift.level_time_s = cfg.drift.level_time_s.min(PRESENTATION_LEVEL_TIME_S);
         }
         cfg.slip_window = cfg.slip_window.clamp(2, 1 << 16).next_power_of_two();
         let counters = StatsSnapshot {

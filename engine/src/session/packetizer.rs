@@ -24,6 +24,9 @@ pub trait Packetizer {
     fn restart_stream(&mut self, period: usize, seed: u64, wall_ns: u64);
     /// Once per period, before packetizing, with the wall clock (ns since the Unix epoch).
     fn before_period(&mut self, _wall_ns: u64) {}
+    /// Once per period, before packetizing: when the period's first frame was captured (the
+    /// sender's clock, ns), for packets that carry their capture time. Nothing by default.
+    fn set_capture_time(&mut self, _capture_ns: u64) {}
     /// The sender stops cleanly: hands each datagram that ends the stream to `emit` as (header
     /// and extension, tag; no payload) and returns how many. None by default (RTP receivers
     /// know no END).
@@ -53,6 +56,10 @@ impl<T: Packetizer + ?Sized> Packetizer for &mut T {
     #[inline]
     fn before_period(&mut self, wall_ns: u64) {
         (**self).before_period(wall_ns)
+    }
+    #[inline]
+    fn set_capture_time(&mut self, capture_ns: u64) {
+        (**self).set_capture_time(capture_ns)
     }
     fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, wall_ns: u64, emit: F) -> usize {
         (**self).end_stream(wall_ns, emit)
@@ -89,6 +96,11 @@ impl Packetizer for Sender {
         if self.is_authenticated() {
             self.set_wall_clock(wall_ns);
         }
+    }
+
+    #[inline]
+    fn set_capture_time(&mut self, capture_ns: u64) {
+        Sender::set_capture_time(self, capture_ns);
     }
 
     fn end_stream<F: FnMut(&[u8], &[u8])>(&mut self, wall_ns: u64, mut emit: F) -> usize {
@@ -171,6 +183,13 @@ impl Packetizer for AnyPacketizer {
         match self {
             AnyPacketizer::Native(t) => t.before_period(wall_ns),
             AnyPacketizer::Rtp(t) => t.before_period(wall_ns),
+        }
+    }
+
+    #[inline]
+    fn set_capture_time(&mut self, capture_ns: u64) {
+        if let AnyPacketizer::Native(t) = self {
+            Packetizer::set_capture_time(t, capture_ns);
         }
     }
 

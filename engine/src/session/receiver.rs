@@ -28,6 +28,11 @@ pub struct ReceiverSession<R: BorrowMut<Receiver>, E: EventSink> {
     sync: Option<Box<SyncClient>>,
     /// Its model has been locked once: from then on it maps capture times.
     sync_ready: bool,
+    /// Presentation time on the system clock (disciplined by PTP or chrony on both hosts):
+    /// capture times are wall-clock times, mapped by the wall clock's offset.
+    system_clock: bool,
+    /// `CLOCK_REALTIME` − the driver's clock, ns, as last given.
+    wall_offset: Option<i64>,
 }
 
 impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
@@ -42,7 +47,18 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
             net_errors: 0,
             sync: None,
             sync_ready: false,
+            system_clock: false,
+            wall_offset: None,
         }
+    }
+
+    /// Plays by presentation time on the system clock: the sender stamps capture times on its
+    /// wall clock, and both hosts' wall clocks are kept together by PTP (linuxptp) or chrony,
+    /// so no time exchange is needed; capture times map through the wall clock's offset from
+    /// the driver's clock ([`set_wall_offset`](Self::set_wall_offset), before each batch).
+    pub fn with_system_clock(mut self) -> Self {
+        self.system_clock = true;
+        self
     }
 
     /// Plays by presentation time with `client`'s model of the sender's clock (built
@@ -80,6 +96,7 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// Before a batch of datagrams: the wall clock's offset from the driver's clock
     /// (`CLOCK_REALTIME` − `CLOCK_MONOTONIC`, ns), for the freshness check of keyed streams.
     pub fn set_wall_offset(&mut self, offset_ns: i64) {
+        self.wall_offset = Some(offset_ns);
         let rx = self.rx.borrow_mut();
         if rx.is_authenticated() {
             rx.set_wall_offset(offset_ns);
@@ -114,12 +131,24 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// Writes one period for the playback device at `now_ns` (frames in
     /// [`crate::receiver::ReceiverConfig::output_sample`]).
     pub fn render(&mut self, now_ns: u64, out: &mut [u8]) {
+        if self.system_clock
+            && let Some(offset) = self.wall_offset
+        {
+            let rx = self.rx.borrow_mut();
+            if let Some((frame, capture)) = rx.capture_stamp() {
+                let local = capture as i128 - offset as i128;
+                if plausible(local, now_ns) {
+                    rx.set_presentation(Some((frame, local as u64)));
+                }
+            }
+        }
         if let Some(sync) = self.sync.as_mut() {
             let rx = self.rx.borrow_mut();
             self.sync_ready |= sync.locked();
             if self.sync_ready
                 && let Some((frame, capture)) = rx.capture_stamp()
                 && let Some(local) = sync.sender_to_local(capture)
+                && plausible(local as i128, now_ns)
             {
                 rx.set_presentation(Some((frame, local)));
             }
@@ -208,6 +237,13 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
         c.invalid_packets += self.net_errors + rejected;
         c
     }
+}
+
+/// Whether a frame captured at `local` (this receiver's clock) can be playing at `now`: within
+/// a minute. Further off, the sender stamps on another clock than the one mapped (one host
+/// on `sync.clock = "system"`, the other not): the stamps are not used.
+fn plausible(local: i128, now: u64) -> bool {
+    (local - now as i128).abs() < 60_000_000_000
 }
 
 /// Whether a packet with this outcome was the stream's (its source is where NACKs go), as

@@ -29,6 +29,8 @@ pub struct SenderSession<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: Even
     fault: FaultInjector,
     /// Answers receivers' time requests (presentation time), when on.
     sync: Option<Box<SyncResponder>>,
+    /// Capture times on the wall clock.
+    wall_stamps: bool,
 }
 
 impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession<P, H, E> {
@@ -42,7 +44,29 @@ impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession
             last_fail_ns: None,
             fault: FaultInjector::off(),
             sync: None,
+            wall_stamps: false,
         }
+    }
+
+    /// Capture times go out on the wall clock ([`set_capture_time`](Self::set_capture_time)
+    /// adds the offset the driver gives): for receivers on `sync.clock = "system"`, whose
+    /// wall clocks PTP or chrony keep with this one.
+    pub fn with_wall_clock_stamps(mut self) -> Self {
+        self.wall_stamps = true;
+        self
+    }
+
+    /// When the next period's first frame was captured, on the driver's clock, ns;
+    /// `wall_offset_ns` is the wall clock less the driver's clock (used with
+    /// [`with_wall_clock_stamps`](Self::with_wall_clock_stamps)). Packets carry it when the
+    /// packetizer stamps capture times.
+    pub fn set_capture_time(&mut self, capture_ns: u64, wall_offset_ns: i64) {
+        let t = if self.wall_stamps {
+            (capture_ns as i128 + wall_offset_ns as i128).clamp(0, u64::MAX as i128) as u64
+        } else {
+            capture_ns
+        };
+        self.tx.set_capture_time(t);
     }
 
     /// Answers receivers' time requests with `responder` (built before, boxed: it is a few
@@ -115,9 +139,10 @@ impl<P: Packetizer, H: BorrowMut<RetransmitHistory>, E: EventSink> SenderSession
         }
     }
 
-    /// Whether NACKs are answered (a history is kept).
+    /// Whether datagrams from receivers are answered: NACKs (a history is kept) or time
+    /// requests (a responder is on).
     pub fn answers_nacks(&self) -> bool {
-        self.history.is_some()
+        self.history.is_some() || self.sync.is_some()
     }
 
     /// One captured period at `now_ns` (the driver's clock; `wall_ns` the wall clock): cuts it

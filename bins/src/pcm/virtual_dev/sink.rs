@@ -101,13 +101,19 @@ pub struct Sink {
     live: Arc<SinkLive>,
     settle_frames: u64,
     stream: StreamFormat,
-    /// A device wider than the stream: its samples, rounded back to the stream's for the
-    /// analyzer (buffers sized when the device opens).
+    /// A device wider than the stream (the analyzer reads its samples at that width: an
+    /// interpolated frame's position to a fraction of a frame).
     device: Option<engine::format::SampleFormat>,
-    samples: Vec<i32>,
-    narrowed: Vec<u8>,
     tap: Option<Tap>,
+    /// When the ramp's laps began (the instant its frame 0 mod 65536 played, interpolated),
+    /// on `CLOCK_MONOTONIC`, s: receivers of one stream on one host compare them
+    /// (presentation time). Allocated here; the oldest are kept when it is full.
+    laps: Vec<f64>,
+    last_heard: Option<(f64, f64)>,
 }
+
+/// Lap starts a sink keeps (about 90 minutes of a 48 kHz ramp).
+pub const MAX_LAPS: usize = 4096;
 
 impl Sink {
     /// A sink for `format`; `capture` gives the source's capture times when the source is in
@@ -120,9 +126,9 @@ impl Sink {
             settle_frames,
             stream: format,
             device: None,
-            samples: Vec::new(),
-            narrowed: Vec::new(),
             tap: None,
+            laps: Vec::with_capacity(MAX_LAPS),
+            last_heard: None,
         }
     }
 
@@ -133,16 +139,24 @@ impl Sink {
             _ => StepTolerance::SLIP,
         };
         self.analyzer = Analyzer::new(self.stream, tolerance, 10_000);
+        if let Some(d) = self.device {
+            self.analyzer.set_input(d);
+        }
         self
+    }
+
+    /// When the ramp's laps began (see [`MAX_LAPS`]), s on `CLOCK_MONOTONIC`.
+    pub fn laps(&self) -> &[f64] {
+        &self.laps
     }
 
     /// The device plays `device` samples, up to `max_frames` a write (at open, not on a
     /// realtime thread).
     pub(super) fn prepare(&mut self, device: engine::format::SampleFormat, max_frames: usize) {
+        let _ = max_frames;
         if device != self.stream.sample {
             self.device = Some(device);
-            self.samples = vec![0; max_frames * self.stream.channels as usize];
-            self.narrowed = vec![0; max_frames * self.stream.frame_bytes()];
+            self.analyzer.set_input(device);
         }
     }
 
@@ -177,23 +191,27 @@ impl Sink {
             tap.push(device, played);
         }
         let bytes = played;
-        let bytes = match self.device {
-            Some(d) => {
-                let n = (bytes.len() / (d.bytes() * self.stream.channels as usize))
-                    .min(self.narrowed.len() / self.stream.frame_bytes());
-                let ch = self.stream.channels as usize;
-                d.decode_slice(bytes, &mut self.samples[..n * ch]);
-                self.stream.sample.encode_slice(
-                    &self.samples[..n * ch],
-                    &mut self.narrowed[..n * self.stream.frame_bytes()],
-                );
-                &self.narrowed[..n * self.stream.frame_bytes()]
+        let (laps, last) = (&mut self.laps, &mut self.last_heard);
+        let mut lap = |pos: f64, t: f64| {
+            const LAP: f64 = 65_536.0;
+            if let Some((p0, t0)) = *last
+                && pos > p0
+                && pos - p0 < 2.0
+                && (pos / LAP).floor() > (p0 / LAP).floor()
+            {
+                let k = (pos / LAP).floor() * LAP;
+                let at = t0 + (k - p0) / (pos - p0) * (t - t0);
+                if laps.len() < laps.capacity() {
+                    laps.push(at);
+                }
             }
-            None => bytes,
+            *last = Some((pos, t));
         };
         match self.capture {
-            Some(c) => self.analyzer.played(bytes, t_play_s, dt, &c),
-            None => self.analyzer.played(bytes, t_play_s, dt, &Unanchored),
+            Some(c) => self.analyzer.played_with(bytes, t_play_s, dt, &c, &mut lap),
+            None => self
+                .analyzer
+                .played_with(bytes, t_play_s, dt, &Unanchored, &mut lap),
         }
         let c = self.analyzer.counts;
         if self.settle_frames > 0 && c.frames >= self.settle_frames {

@@ -162,10 +162,15 @@ impl Analyzer {
     /// left-justified, and an interpolated frame's bits below the stream's width tell its
     /// position to a fraction of a frame (the stream's own rounding would lose it).
     pub fn with_input(mut self, sample: SampleFormat) -> Analyzer {
+        self.set_input(sample);
+        self
+    }
+
+    /// As [`with_input`](Self::with_input), in place.
+    pub fn set_input(&mut self, sample: SampleFormat) {
         if sample.bytes() >= self.format.sample.bytes() {
             self.input = sample;
         }
-        self
     }
 
     /// The source stopped cleanly: device frame `end` and those after it were never sent. Once
