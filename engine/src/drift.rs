@@ -409,6 +409,13 @@ impl DriftController {
         self.playout.restart();
     }
 
+    /// The arrival line is fitted to other points from now on (capture instants instead of
+    /// arrivals, see [`Receiver::on_capture_point`](crate::receiver::Receiver::on_capture_point)):
+    /// it starts afresh, the estimate held until the new line is as certain.
+    pub fn restart_arrival_line(&mut self) {
+        self.arrivals.restart();
+    }
+
     /// A new stream: its frame indices start afresh, so the arrival fit does too.
     pub fn restart_arrivals(&mut self) {
         self.arrivals.reset();

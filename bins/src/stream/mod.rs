@@ -688,15 +688,23 @@ fn nack_turn<S: StreamInput>(sock: &S, session: &mut RxSession<'_>, buf: &mut [u
 }
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.
+///
+/// Each period is rendered at the time the device, started now, will have asked for it: the
+/// k-th plays k periods after the start, and a render's frames play a buffer less a period
+/// after it. (Rendered all at the time of priming, a buffer's worth of frames would look taken
+/// at one instant, a point the drift loop's playback line would be fitted through.)
 fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>) {
     let period = dev.setup().period;
+    let (buffer, rate) = (dev.setup().buffer, dev.setup().format.rate as u64);
     let now = monotonic_ns();
-    let mut guard = 0;
+    let lead = buffer.saturating_sub(period) as u64 * 1_000_000_000 / rate;
+    let mut guard = 0u64;
     while let Ok(room) = dev.wait(0) {
         if room < period || guard > 64 {
             break;
         }
-        if dev.write(period, |area| session.render(now, area)).is_err() {
+        let at = (now + guard * period as u64 * 1_000_000_000 / rate).saturating_sub(lead);
+        if dev.write(period, |area| session.render(at, area)).is_err() {
             break;
         }
         guard += 1;

@@ -64,6 +64,12 @@ impl Receiver {
                 || self.capture_stamp.is_none_or(|(f, _)| f < first)
             {
                 self.capture_stamp = Some((first, capture));
+                if !self.capture_clock {
+                    if self.stamps.is_full() {
+                        self.stamps.pop_front();
+                    }
+                    let _ = self.stamps.push_back((first, capture));
+                }
             }
         }
         outcome
@@ -184,7 +190,9 @@ impl Receiver {
                 }
                 t.newest_end = first + frames;
                 t.newest_t = now_ns;
-                self.drift.on_arrival(now_ns, first + frames);
+                if !self.capture_clock {
+                    self.drift.on_arrival(now_ns, first + frames);
+                }
             }
         }
         outcome

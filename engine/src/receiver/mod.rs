@@ -131,7 +131,15 @@ pub struct Receiver {
     moving: MovingTarget,
     /// The newest capture time of the stream playing: its frame and the sender-clock ns.
     capture_stamp: Option<(i64, u64)>,
+    /// The stream's clock is followed by its capture instants, not by arrivals.
+    capture_clock: bool,
+    /// The stream's recent capture stamps (frame, sender ns), oldest first: when they can
+    /// first be mapped to this clock, the capture line starts from all of them at once.
+    stamps: heapless::Deque<(i64, u64), STAMPS>,
 }
+
+/// Capture stamps a receiver keeps for the start of its capture line.
+pub const STAMPS: usize = 1024;
 
 impl Receiver {
     /// Builds a receiver; everything it will use is allocated here.
@@ -223,6 +231,8 @@ impl Receiver {
             jitter: JitterTracker::new(cfg.format.rate),
             moving: MovingTarget::new(cfg.level_target(resampler_delay)),
             capture_stamp: None,
+            capture_clock: false,
+            stamps: heapless::Deque::new(),
             cfg,
         })
     }
@@ -288,6 +298,43 @@ impl Receiver {
     pub fn set_presentation(&mut self, anchor: Option<(i64, u64)>) {
         self.drift
             .set_reference(anchor.map(|(frame, t)| (t, frame as f64)));
+    }
+
+    /// Presentation time: frame `frame` of the stream playing was captured at `local_ns` on
+    /// the driver's clock. From the first such point on, the stream's clock (the drift
+    /// estimate's sender side) is fitted to capture instants instead of arrival times: the
+    /// sender smooths them, while arrivals carry its wake-ups' and the network's jitter, so
+    /// the drift is measured in a fraction of the time.
+    ///
+    /// `map` turns a capture stamp into this clock's time: the first time, the stamps of the
+    /// last packets (up to [`STAMPS`]) are mapped too, so the line starts with their span.
+    pub fn on_capture_point<M: Fn(u64) -> Option<u64>>(
+        &mut self,
+        local_ns: u64,
+        frame: i64,
+        map: M,
+    ) {
+        if self.timeline.is_none() {
+            return;
+        }
+        if !self.capture_clock {
+            self.capture_clock = true;
+            self.drift.restart_arrival_line();
+            for &(f, stamp) in self.stamps.iter() {
+                if f < frame
+                    && let Some(t) = map(stamp)
+                {
+                    self.drift.on_arrival(t, f);
+                }
+            }
+            self.stamps.clear();
+        }
+        self.drift.on_arrival(local_ns, frame);
+    }
+
+    /// Whether the stream's clock is followed by capture instants.
+    pub fn follows_capture_clock(&self) -> bool {
+        self.capture_clock
     }
 
     /// The time exchange's figures for the counters: the sender's clock minus this one's and

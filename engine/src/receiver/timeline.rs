@@ -121,6 +121,8 @@ impl Receiver {
         self.drift.on_arrival(now_ns, end);
         // Another stream's frames: its capture times are given afresh.
         self.capture_stamp = None;
+        self.capture_clock = false;
+        self.stamps.clear();
         self.drift.set_reference(None);
         self.last_lost_packet = i64::MIN;
         match old {

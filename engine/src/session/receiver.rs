@@ -113,7 +113,40 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
             sync.handle_response(now_ns, bytes);
             return false;
         }
-        is_the_streams(self.rx.borrow_mut().on_packet(bytes, now_ns))
+        let before = self.receiver().capture_stamp();
+        let taken = is_the_streams(self.rx.borrow_mut().on_packet(bytes, now_ns));
+        let stamp = self.receiver().capture_stamp();
+        if stamp != before
+            && let Some((frame, capture)) = stamp
+            && let Some(local) = self.map_capture(capture, now_ns)
+        {
+            let map = Mapper {
+                system_clock: self.system_clock,
+                wall_offset: self.wall_offset,
+                sync: self.sync.as_deref(),
+                now_ns,
+            };
+            self.rx
+                .borrow_mut()
+                .on_capture_point(local, frame, |c| map.map(c));
+        }
+        taken
+    }
+
+    /// A capture instant (the sender's clock) on this one, once it can be mapped.
+    fn map_capture(&self, capture: u64, now_ns: u64) -> Option<u64> {
+        if let Some(sync) = self.sync.as_deref()
+            && !(self.sync_ready || sync.locked())
+        {
+            return None;
+        }
+        Mapper {
+            system_clock: self.system_clock,
+            wall_offset: self.wall_offset,
+            sync: self.sync.as_deref(),
+            now_ns,
+        }
+        .map(capture)
     }
 
     /// The frames of one packet from an input that is not netaudio's own (RTP, a raw PCM
@@ -131,27 +164,16 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
     /// Writes one period for the playback device at `now_ns` (frames in
     /// [`crate::receiver::ReceiverConfig::output_sample`]).
     pub fn render(&mut self, now_ns: u64, out: &mut [u8]) {
-        if self.system_clock
-            && let Some(offset) = self.wall_offset
+        if let Some(sync) = self.sync.as_deref() {
+            self.sync_ready |= sync.locked();
+        }
+        if let Some((frame, capture)) = self.receiver().capture_stamp()
+            && let Some(local) = self.map_capture(capture, now_ns)
         {
-            let rx = self.rx.borrow_mut();
-            if let Some((frame, capture)) = rx.capture_stamp() {
-                let local = capture as i128 - offset as i128;
-                if plausible(local, now_ns) {
-                    rx.set_presentation(Some((frame, local as u64)));
-                }
-            }
+            self.rx.borrow_mut().set_presentation(Some((frame, local)));
         }
         if let Some(sync) = self.sync.as_mut() {
             let rx = self.rx.borrow_mut();
-            self.sync_ready |= sync.locked();
-            if self.sync_ready
-                && let Some((frame, capture)) = rx.capture_stamp()
-                && let Some(local) = sync.sender_to_local(capture)
-                && plausible(local as i128, now_ns)
-            {
-                rx.set_presentation(Some((frame, local)));
-            }
             let offset_us = sync
                 .model()
                 .offset_at(now_ns)
@@ -236,6 +258,26 @@ impl<R: BorrowMut<Receiver>, E: EventSink> ReceiverSession<R, E> {
         c.device_lost = self.device_lost;
         c.invalid_packets += self.net_errors + rejected;
         c
+    }
+}
+
+/// Maps the sender's capture instants to the driver's clock: by the wall clock's offset
+/// (`sync.clock = "system"`), or by the time exchange's model.
+struct Mapper<'a> {
+    system_clock: bool,
+    wall_offset: Option<i64>,
+    sync: Option<&'a SyncClient>,
+    now_ns: u64,
+}
+
+impl Mapper<'_> {
+    fn map(&self, capture: u64) -> Option<u64> {
+        let local = if self.system_clock {
+            capture as i128 - self.wall_offset? as i128
+        } else {
+            self.sync?.sender_to_local(capture)? as i128
+        };
+        plausible(local, self.now_ns).then_some(local as u64)
     }
 }
 
