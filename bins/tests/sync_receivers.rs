@@ -13,7 +13,7 @@
 //! Every realtime thread allocates and frees nothing.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
@@ -141,7 +141,7 @@ fn void_if_xruns(j: &Value, who: &str) -> Result<(), Void> {
     }
 }
 
-fn clean(j: &Value, who: &str, log: &PathBuf) {
+fn clean(j: &Value, who: &str, log: &Path) {
     assert_eq!(j["allocations_rt"], 0, "{who}: {j}");
     assert_eq!(j["frees_rt"], 0, "{who}: {j}");
     assert_eq!(j["gaps"], 0, "{who}: {j}\n{}", text(log));
@@ -265,8 +265,7 @@ fn late_joiner() -> Result<(), Void> {
             "joined: (s after, µs) {:?}",
             skews(&la, &lb, 0.0)
                 .iter()
-                .map(|(t, us)| ((t - at) * 100.0).round() / 100.0)
-                .zip(skews(&la, &lb, 0.0).iter().map(|x| x.1.round()))
+                .map(|(t, us)| (((t - at) * 100.0).round() / 100.0, us.round()))
                 .collect::<Vec<_>>()
         );
         for (t, us) in &d {
