@@ -438,3 +438,60 @@ fn idle_connections_and_a_huge_request_do_not_disturb_the_stream() {
         "{j}"
     );
 }
+
+/// The first update of the page's event stream.
+fn first_event(port: u16) -> Option<Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(rest) = text.split("\ndata: ").nth(1)
+            && let Some((data, _)) = rest.split_once("\n\n")
+        {
+            return serde_json::from_str(data).ok();
+        }
+    }
+}
+
+#[test]
+fn a_keyed_daemons_page_says_so_and_shows_no_key() {
+    let _serial = serial();
+    let key = key_file("page.key");
+    let secret = std::fs::read_to_string(&key).unwrap().trim().to_string();
+    let json = tmp("keyed.json");
+    let log = tmp("keyed.log");
+    let mut c = bin();
+    c.args(["demo", "--duration", "0", "--stats-interval", "0"])
+        .args(["--http", "127.0.0.1:0", "--key-file"])
+        .arg(&key)
+        .args(FMT)
+        .arg("--stats-json")
+        .arg(&json);
+    let mut child = Reaper(spawn_logged(c, &log));
+    let port = wait_for("the status page address in the log", STATE_TIMEOUT, || {
+        let t = text(&log);
+        let rest = t.split("status page: http://127.0.0.1:").nth(1)?;
+        rest.split('/').next()?.parse::<u16>().ok()
+    });
+    let v = wait_for("a keyed stream playing", STATE_TIMEOUT, || {
+        snapshot(port).filter(|v| received(v) > 0)
+    });
+    assert_eq!(v["keyed"], true, "{v}");
+    let ev = wait_for("the first update", STATE_TIMEOUT, || first_event(port));
+    assert_eq!(ev["status"]["keyed"], true);
+    let (code, page) = get(port, "/").unwrap();
+    assert_eq!(code, 200);
+    for shown in [v.to_string(), ev.to_string(), page, text(&log)] {
+        assert!(!shown.contains(&secret), "the key is shown");
+        assert!(!shown.contains(&secret[..16]), "part of the key is shown");
+    }
+    terminate(&mut child);
+}

@@ -13,7 +13,7 @@
 //! ahead (`Resync` overflow: "stall"); otherwise packets were missing and could not be
 //! recovered: "loss". A sender's clean stop is no gap (the receiver plays silence until the
 //! next stream), but a listener hears it: it is listed as "sender stopped" with `gap: false`,
-//! lasting until the next stream starts. A sender has no gaps of its own: its xruns and lost
+//! lasting until the next stream starts (`StreamStart`, or `Resync` to a new stream). A sender has no gaps of its own: its xruns and lost
 //! devices are listed instead.
 
 use engine::rtlog::{Event, Record, ResyncReason};
@@ -242,7 +242,11 @@ impl Journal {
                 push(inner, entry("sender stopped", false));
                 inner.open_stop = true;
             }
-            Event::StreamStart { .. } if inner.open_stop => {
+            Event::StreamStart { .. }
+            | Event::Resync {
+                reason: ResyncReason::NewStream,
+                ..
+            } if inner.open_stop => {
                 if let Some(e) = inner.log.iter_mut().rev().find(|e| !e.gap) {
                     e.ms = Some(r.t_ns.saturating_sub(e.t_ns) as f64 / 1e6);
                     e.settled = true;
@@ -355,6 +359,22 @@ mod tests {
                 channels: 2,
             },
         ));
+        // ... or until another sender's stream takes over.
+        j.record(&rec(
+            40_000,
+            Event::StreamEnd {
+                stream_id: 2,
+                frame: 9,
+            },
+        ));
+        j.record(&rec(
+            41_000,
+            Event::Resync {
+                from: 2,
+                to: 3,
+                reason: ResyncReason::NewStream,
+            },
+        ));
         let (log, _) = j.log_json(10);
         let got: Vec<(String, Value, bool)> = log
             .as_array()
@@ -371,6 +391,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
+                ("sender stopped".into(), json!(1000.0), false),
                 ("sender stopped".into(), json!(2500.0), false),
                 ("loss".into(), json!(1.0), true),
                 ("device lost".into(), Value::Null, true),
