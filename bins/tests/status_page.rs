@@ -55,6 +55,11 @@ struct Demo {
 }
 
 fn start_demo(name: &str) -> Demo {
+    start_demo_with(name, |_| {})
+}
+
+/// A demo as [`start_demo`], with more arguments or environment from `more`.
+fn start_demo_with(name: &str, more: impl FnOnce(&mut Command)) -> Demo {
     let json = tmp(&format!("{name}.json"));
     let log = tmp(&format!("{name}.log"));
     let _ = std::fs::remove_file(&json);
@@ -64,6 +69,7 @@ fn start_demo(name: &str) -> Demo {
         .args(FMT)
         .arg("--stats-json")
         .arg(&json);
+    more(&mut c);
     let mut child = Reaper(spawn_logged(c, &log));
     let port = wait_for(
         "the demo's status page address in its log",
@@ -282,7 +288,14 @@ fn the_page_shows_the_live_stream_in_a_browser() {
     if !have_chromium() {
         return;
     }
-    let mut demo = start_demo("browser");
+    // A lossy link without loss recovery: gaps, for the count and the log to show.
+    let config = tmp("lossy.toml");
+    std::fs::write(&config, "[receiver]\nrecovery = \"off\"\n").unwrap();
+    let mut demo = start_demo_with("browser", |c| {
+        c.arg("--config")
+            .arg(&config)
+            .env("NETAUDIO_TEST_FAULT", "rx-drop-every=150");
+    });
     let url = format!("http://127.0.0.1:{}/", demo.port);
     let (_browser, devtools) = start_browser(&url);
     let mut cdp = Cdp::connect(devtools, &url);
@@ -318,21 +331,20 @@ fn the_page_shows_the_live_stream_in_a_browser() {
     assert_eq!(moved["state"], "live", "{moved}");
 
     // The gap count shown is the daemon's own (read between two of its snapshots, so that a
-    // gap in between cannot make them differ).
-    wait_for(
-        "the page's gap count to equal the daemon's",
-        Duration::from_secs(10),
+    // gap in between cannot make them differ), and the gap log lists them, with their cause.
+    let gaps = wait_for(
+        "the page's gap count to equal the daemon's, gaps heard",
+        Duration::from_secs(15),
         || {
             let before = snapshot(demo.port)?["gaps"].as_u64()?;
             let page: u64 = shown()["gaps"].as_str()?.parse().ok()?;
             let after = snapshot(demo.port)?["gaps"].as_u64()?;
-            (before == after && page == after).then_some(())
+            (before == after && page == after && page > 0).then_some(page)
         },
     );
     let v = shown();
-    if v["gaps"] == "0" {
-        assert!(v["log"].as_str().unwrap().contains("no gaps"), "{v}");
-    }
+    assert!(v["log"].as_str().unwrap().contains("loss"), "{v}");
+    eprintln!("the page shows {gaps} gaps, as the daemon counts them");
 
     let shot = cdp.call("Page.captureScreenshot", json!({"format": "png"}));
     let png = base64_decode(shot["data"].as_str().unwrap());
@@ -341,13 +353,20 @@ fn the_page_shows_the_live_stream_in_a_browser() {
     std::fs::write(&path, &png).unwrap();
     eprintln!("screenshot: {} ({} bytes)", path.display(), png.len());
 
-    terminate(&mut demo.child);
+    // Gaps were made on purpose: the demo exits 1 for them (not 0), cleanly.
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(demo.child.id() as i32, libc::SIGTERM) };
+    let status = wait_for("the demo to stop", STATE_TIMEOUT, || {
+        demo.child.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(1), "gaps heard: exit 1");
     let j = read_json(&demo.json);
     assert_eq!(
         (j["allocations_rt"].clone(), j["frees_rt"].clone()),
         (json!(0), json!(0)),
         "{j}"
     );
+    assert!(j["engine_gaps"].as_u64().unwrap() >= gaps, "{j}");
 }
 
 #[test]

@@ -111,7 +111,11 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let fault = TestFault::from_env()?;
     // Virtual devices only: no device fault applies (they have virtual:unplug=AT+FOR).
     let gone = device_fault(fault, TestFault::PlaybackGone, || None)?;
-    let sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
+    let mut sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
+    if let Some(TestFault::RxDropEvery(n)) = fault {
+        log::warn!("test fault: every {n}th datagram is dropped on arrival");
+        sock_rx.drop_every(n);
+    }
     let port = sock_rx.local_addr().map_err(|e| e.to_string())?.port();
     let sock_tx =
         UdpSender::connect(&format!("127.0.0.1:{port}"), None).map_err(|e| e.to_string())?;

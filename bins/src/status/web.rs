@@ -15,8 +15,12 @@
 //! (else 431), and without a body (else 413); GET and HEAD only (else 405). A response a
 //! client does not read within [`REQUEST_TIMEOUT`] is dropped, and an event stream whose
 //! client has not taken the last update when the next one is due is closed: writes never
-//! block. Requests are parsed by `httparse`; one connection serves one request
-//! (`Connection: close`), except the event stream.
+//! block. Requests are parsed by `httparse` (hyper's parser); one connection serves one
+//! request (`Connection: close`), except the event stream. The connection handling is this
+//! file's own because the small synchronous server crates do not bound what this must bound
+//! (tiny_http gives every connection a pooled thread of its own, with no limit, and reads a
+//! header line however long it is), and the async ones would bring a runtime into a daemon
+//! that has none.
 //!
 //! The realtime threads never see any of this: updates are computed here from the counters
 //! and the meter they publish (atomics) and from the [`Journal`] the housekeeping thread keeps.
