@@ -514,3 +514,37 @@ fn a_keyed_daemons_page_says_so_and_shows_no_key() {
     }
     terminate(&mut child);
 }
+
+#[test]
+fn a_bad_page_address_names_the_value_and_the_fix() {
+    let out = bin()
+        .args([
+            "demo",
+            "--duration",
+            "1s",
+            "--http",
+            "no-such-host.invalid:80",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"nonsense\"") && err.contains("0.0.0.0:8080"),
+        "{err}"
+    );
+    // A port another program holds.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let out = bin()
+        .args(["demo", "--duration", "1s", "--http"])
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("choose another port"),
+        "{err}"
+    );
+}

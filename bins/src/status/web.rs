@@ -671,6 +671,82 @@ mod tests {
         );
     }
 
+    fn server() -> Server {
+        let format = engine::StreamFormat::new(48_000, 2, engine::format::SampleFormat::S16Le)
+            .expect("a valid format");
+        Server {
+            source: Source {
+                role: "receiver",
+                format,
+                device: "virtual".into(),
+                address: "127.0.0.1:46000".into(),
+                stats: Default::default(),
+                meter: Default::default(),
+                started: Instant::now(),
+                keyed: false,
+            },
+            journal: Arc::new(Journal::new(true, 48_000, Instant::now())),
+            slots: (0..MAX_CLIENTS).map(|_| Slot::new()).collect(),
+            refused: 0,
+        }
+    }
+
+    #[test]
+    fn an_event_stream_that_is_not_read_is_dropped_without_blocking() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        conn.set_nonblocking(true).unwrap();
+        let mut srv = server();
+        srv.slots[0].conn = Some(conn);
+        srv.slots[0].mode = Mode::Events;
+        // Updates far bigger than the socket buffers, never read: each broadcast returns at
+        // once, and the client is let go after a second's worth of missed updates.
+        let event = sse_event(&json!({"x": "y".repeat(4 << 20)}));
+        let t0 = Instant::now();
+        let mut sent = 0;
+        while srv.slots[0].conn.is_some() {
+            srv.broadcast(&event);
+            sent += 1;
+            assert!(
+                sent <= 1 + UPDATES_PER_S,
+                "still served after {sent} updates"
+            );
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        // A client that keeps up is served every update.
+        drop(client);
+        let _reader = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        conn.set_nonblocking(true).unwrap();
+        srv.slots[1].conn = Some(conn);
+        srv.slots[1].mode = Mode::Events;
+        for _ in 0..10 {
+            srv.broadcast("data: {}\n\n");
+            assert!(srv.slots[1].conn.is_some());
+        }
+    }
+
+    #[test]
+    fn connections_beyond_the_bound_are_refused() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut srv = server();
+        let clients: Vec<TcpStream> = (0..MAX_CLIENTS + 3)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        while srv.slots.iter().any(|s| s.conn.is_none()) || srv.refused < 3 {
+            srv.accept(&l);
+        }
+        assert_eq!(srv.refused, 3);
+        let mut answer = String::new();
+        let mut last = &clients[MAX_CLIENTS + 2];
+        last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = last.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    }
+
     #[test]
     fn the_page_is_self_contained() {
         for external in ["http://", "https://", "//cdn", "src=\"http"] {
