@@ -117,7 +117,7 @@ impl RunArgs {
                 .http
                 .as_deref()
                 .or(cfg.status.http.as_deref())
-                .map(netaudio::status::web::listen_addr)
+                .map(netaudio::status::http::listen_addr)
                 .transpose()?,
             key: match self
                 .key_file

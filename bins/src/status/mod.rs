@@ -10,6 +10,7 @@
 //! The one part they call is the level meter (`meter`): [`Meter::measure`], once per period,
 //! with its own realtime contract (no allocation, no lock, no syscall).
 
+pub mod http;
 pub mod journal;
 mod meter;
 pub mod web;
