@@ -24,8 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Entries the gap log keeps (the oldest go first).
 pub const GAP_LOG_LEN: usize = 100;
-/// Points of history kept: ten minutes at the page's 4 updates a second.
-pub const HISTORY_LEN: usize = 2400;
+/// Points of history kept: the page's five minutes at its 4 updates a second.
+pub const HISTORY_LEN: usize = 1200;
 /// Events within this much of a gap's start explain it.
 const WINDOW_NS: u64 = 1_000_000_000;
 /// Recent events kept for explaining gaps.
