@@ -393,13 +393,25 @@ fn idle_connections_and_a_huge_request_do_not_disturb_the_stream() {
         .unwrap();
     let mut request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ".to_vec();
     request.resize(10 << 20, b'a');
+    // The kernel's socket buffers may take much of it before the server reads its first 8 KB;
+    // the server then answers 431 and closes, which resets a connection with data unread: the
+    // client sees the answer, a failed write or a reset read, but never waits.
     let written = big.write_all(&request);
     let mut answer = Vec::new();
-    let _ = big.read_to_end(&mut answer);
+    let read = big.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
+    let reset = matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
     assert!(
-        answer.starts_with("HTTP/1.1 431") || written.is_err(),
-        "a 10 MB request head is refused: wrote {written:?}, read {answer:?}"
+        answer.starts_with("HTTP/1.1 431") || written.is_err() || reset,
+        "a 10 MB request head is refused: wrote {written:?}, read {read:?} {answer:?}"
+    );
+    eprintln!(
+        "10 MB request: write {}, answer {:?}",
+        if written.is_ok() { "whole" } else { "cut off" },
+        answer
+            .lines()
+            .next()
+            .unwrap_or(if reset { "(reset)" } else { "" })
     );
     drop(big);
 
