@@ -14,8 +14,8 @@
 //! arrive whole within [`REQUEST_TIMEOUT`] (else 408), its head within [`MAX_REQUEST`] bytes
 //! (else 431), and without a body (else 413); GET and HEAD only (else 405). A response a
 //! client does not read within [`REQUEST_TIMEOUT`] is dropped, and an event stream whose
-//! client has not taken the last update when the next one is due is closed: writes never
-//! block. Requests are parsed by `httparse` (hyper's parser); one connection serves one
+//! client has not taken an update when the next one is due skips it, and is closed when it
+//! stays a second behind: writes never block. Requests are parsed by `httparse` (hyper's parser); one connection serves one
 //! request (`Connection: close`), except the event stream. The connection handling is this
 //! file's own because the small synchronous server crates do not bound what this must bound
 //! (tiny_http gives every connection a pooled thread of its own, with no limit, and reads a
