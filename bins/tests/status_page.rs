@@ -1,11 +1,14 @@
 //! The status page (`--http`), as a person and as a hostile client see it:
-//! * in a real browser: `netaudio demo` serves the page, headless Chromium (Debian's
-//!   `chromium`) opens it and is driven over the DevTools protocol; the live updates arrive,
-//!   the meters move, the gap count shown is the daemon's own, and a screenshot is saved to
+//! * in a real browser: `netaudio demo` over a lossy link without recovery serves the page,
+//!   headless Chromium (Debian's `chromium`) opens it and is driven over the DevTools protocol
+//!   (`tungstenite`); the live updates arrive, the meters move, the gap count shown is the
+//!   daemon's own and the gap log says why, and a screenshot is saved to
 //!   `target/test-output/status_page.png`;
 //! * under abuse: one 10 MB request and 200 idle connections while a demo streams: the stream
 //!   keeps going without a gap the machine did not cause, the daemon's memory stays flat, and
-//!   the page answers again afterwards.
+//!   the page answers again afterwards;
+//! * a keyed daemon's page says so and shows no key; the JSON endpoint gives what `netaudio
+//!   status --json` prints; a bad address is refused naming it.
 //!
 //! Without Chromium the browser test skips with a loud message, unless `CI=true` or
 //! `NETAUDIO_CHROMIUM=require` (as `ci/test` sets), which make it a failure.
@@ -553,4 +556,54 @@ fn a_bad_page_address_names_the_value_and_the_fix() {
         err.contains(&format!("127.0.0.1:{port}")) && err.contains("choose another port"),
         "{err}"
     );
+}
+
+#[test]
+fn the_json_endpoint_gives_what_status_json_prints() {
+    let _serial = serial();
+    let sock = tmp("recv.sock");
+    let log = tmp("recv.log");
+    let mut c = bin();
+    c.args([
+        "recv",
+        "--device",
+        "virtual",
+        "--no-announce",
+        "--stats-interval",
+        "0",
+    ])
+    .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+    .args(["--http", "127.0.0.1:0", "--status-socket"])
+    .arg(&sock)
+    .args(FMT);
+    let mut child = Reaper(spawn_logged(c, &log));
+    let port = wait_for(
+        "the receiver's status page address in its log",
+        STATE_TIMEOUT,
+        || {
+            let t = text(&log);
+            let rest = t.split("status page: http://127.0.0.1:").nth(1)?;
+            rest.split('/').next()?.parse::<u16>().ok()
+        },
+    );
+    let page = wait_for("the JSON endpoint", STATE_TIMEOUT, || snapshot(port));
+    let out = bin()
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&page), keys(&cli));
+    for k in [
+        "role", "address", "device", "rate", "channels", "format", "keyed",
+    ] {
+        assert_eq!(page[k], cli[k], "{k}");
+    }
+    terminate(&mut child);
 }
