@@ -135,6 +135,11 @@ pub(crate) struct RunArgs {
     /// Serve Prometheus metrics on this localhost address (e.g. 127.0.0.1:9101); off by default.
     #[arg(long)]
     pub(crate) metrics: Option<String>,
+    /// Serve the status page (live levels, buffer against target, drift, loss, the gap log;
+    /// read-only, no key material) on ADDR:PORT, e.g. 0.0.0.0:8080 for the LAN; a bare PORT
+    /// serves localhost only. Also `[status] http`. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
     /// Pre-shared key file (64 hex characters, mode 600; `netaudio keygen` makes one): every
     /// packet is authenticated. Both sides need the same key.
     #[arg(long)]

@@ -3,8 +3,9 @@
 //! realtime threads' heartbeats advance (see [`crate::watchdog`]).
 
 use crate::pcm::alsa::GoneSwitch;
+use crate::status::Journal;
 use crate::watchdog::{self, FAULT_AFTER_FEEDS, Heartbeat, TestFault, Verdict, Watch};
-use engine::rtlog::EventConsumer;
+use engine::rtlog::{EventConsumer, log_record};
 use engine::stats::StatsSnapshot;
 use sd_notify::NotifyState;
 use std::io::Write;
@@ -153,8 +154,9 @@ pub fn sender_line(s: &StatsSnapshot, rate: u32) -> String {
     )
 }
 
-/// Drains realtime events into the log, prints a stats line every `interval`, and feeds the
-/// watchdog while every one of `heartbeats` advances, until [`STOP`] or `until` (when given).
+/// Drains realtime events into the log (and into `journal`, the status page's gap log, when
+/// given), prints a stats line every `interval`, and feeds the watchdog while every one of
+/// `heartbeats` advances, until [`STOP`] or `until` (when given).
 /// `line` makes the stats line. `fault` (tests only) is armed after [`FAULT_AFTER_FEEDS`]
 /// feeds: in the first heartbeat's loop, or, for a device fault, through `gone` (the daemon's
 /// ALSA device).
@@ -162,8 +164,10 @@ pub fn sender_line(s: &StatsSnapshot, rate: u32) -> String {
 /// Returns why, when a realtime thread stopped (panicked, returned, or stuck past the stall
 /// limit): that has been logged and told systemd (`STATUS=`), and the watchdog is no longer
 /// fed; the daemon must exit with code 3.
+#[allow(clippy::too_many_arguments)]
 pub fn run<F: FnMut() -> String>(
     events: &mut [&mut EventConsumer],
+    journal: Option<&Journal>,
     heartbeats: &[&Heartbeat],
     fault: Option<TestFault>,
     gone: Option<&GoneSwitch>,
@@ -178,9 +182,7 @@ pub fn run<F: FnMut() -> String>(
     let mut outcome = Ok(());
     while !STOP.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
         std::thread::sleep(Duration::from_millis(50));
-        for q in events.iter_mut() {
-            q.drain_to_log();
-        }
+        drain(events, journal);
         let now = Instant::now();
         match watch.tick(now, heartbeats, &STOP) {
             Verdict::Feed => {
@@ -223,12 +225,24 @@ pub fn run<F: FnMut() -> String>(
     if outcome.is_ok() {
         notify(NotifyState::Stopping);
     }
+    drain(events, journal);
     for q in events.iter_mut() {
-        q.drain_to_log();
         let dropped = q.dropped();
         if dropped > 0 {
             log::warn!("{dropped} realtime events were dropped (queue full)");
         }
     }
     outcome
+}
+
+/// Logs every queued realtime event, and hands it to `journal` when given.
+fn drain(events: &mut [&mut EventConsumer], journal: Option<&Journal>) {
+    for q in events.iter_mut() {
+        while let Some(r) = q.pop() {
+            log_record(&r);
+            if let Some(j) = journal {
+                j.record(&r);
+            }
+        }
+    }
 }

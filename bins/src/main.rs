@@ -113,6 +113,12 @@ impl RunArgs {
             duration,
             status_socket: self.status_socket.clone(),
             metrics: self.metrics.clone(),
+            http: self
+                .http
+                .as_deref()
+                .or(cfg.status.http.as_deref())
+                .map(netaudio::status::http::listen_addr)
+                .transpose()?,
             key: match self
                 .key_file
                 .clone()

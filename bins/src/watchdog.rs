@@ -27,9 +27,9 @@
 //! panics at its next beat. `capture-gone` and `playback-gone` are armed the same way in the
 //! daemon's ALSA device instead ([`crate::pcm::alsa::GoneSwitch`]): it reports ENODEV, as an
 //! unplugged USB device does, and is then really closed and opened again. `rx-drop-every=N`
-//! is no fault of a loop: a receiver's socket drops every N-th datagram from the start, a lossy
-//! link in front of that receiver alone (for the tests of loss recovery with several
-//! receivers).
+//! is no fault of a loop: a receiver's socket (`recv`'s, or `demo`'s) drops every N-th
+//! datagram from the start, a lossy link in front of that receiver alone (for the tests of
+//! loss recovery with several receivers, and of the status page's gap log).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

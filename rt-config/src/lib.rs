@@ -39,6 +39,9 @@
 //! [log]
 //! level = "info"
 //! stats_interval_s = 10
+//!
+//! [status]
+//! http = "0.0.0.0:8080"             # the status page, for the LAN (a bare port: localhost)
 //! ```
 
 #![forbid(unsafe_code)]
@@ -47,7 +50,7 @@ pub mod duration;
 pub mod schema;
 
 pub use duration::parse_duration;
-pub use schema::{Audio, Config, Log, Network, Receiver, Rt, TextList};
+pub use schema::{Audio, Config, Log, Network, Receiver, Rt, Status, TextList};
 
 use std::path::Path;
 

@@ -231,6 +231,10 @@ schema! {
         file: String => Kind::Text,
             "also append the log to this file (for those who tail -f)";
     }
+    [status] Status {
+        http: String => Kind::Text,
+            "serve the status page (levels, buffer, drift, loss, gap log) on ADDR:PORT, e.g. 0.0.0.0:8080 for the LAN, or a bare PORT for localhost only (default: off)";
+    }
 }
 
 /// One problem found in a file.

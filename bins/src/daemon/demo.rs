@@ -8,7 +8,7 @@ use super::recv::{receiver_for, spawn_receiver};
 use super::report::{finite, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
-    with_receiver_key, with_sender_key,
+    start_page, status_source, with_receiver_key, with_sender_key,
 };
 use super::sockets::NetIn;
 use super::{Failure, realtime_failure};
@@ -111,7 +111,11 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let fault = TestFault::from_env()?;
     // Virtual devices only: no device fault applies (they have virtual:unplug=AT+FOR).
     let gone = device_fault(fault, TestFault::PlaybackGone, || None)?;
-    let sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
+    let mut sock_rx = UdpReceiver::bind("127.0.0.1:0", 4 << 20).map_err(|e| e.to_string())?;
+    if let Some(TestFault::RxDropEvery(n)) = fault {
+        log::warn!("test fault: every {n}th datagram is dropped on arrival");
+        sock_rx.drop_every(n);
+    }
     let port = sock_rx.local_addr().map_err(|e| e.to_string())?.port();
     let sock_tx =
         UdpSender::connect(&format!("127.0.0.1:{port}"), None).map_err(|e| e.to_string())?;
@@ -185,6 +189,16 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
         Arc::new(Heartbeat::new("na-playback")),
         Arc::new(Heartbeat::new("na-capture")),
     );
+    // The status page, when asked, shows the receiving side.
+    let source = status_source(
+        opts,
+        "receiver",
+        &setup,
+        format!("127.0.0.1:{port}"),
+        &rx_stats,
+        &meter,
+    );
+    let journal = start_page(opts, &source)?;
     let (rh, r_out) = spawn_receiver(
         dev,
         rx,
@@ -232,6 +246,7 @@ pub fn demo(d: &DemoOptions, opts: &RunOptions) -> Result<DemoReport, Failure> {
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
     let watched = housekeeping::run(
         &mut [&mut c1, &mut c2, &mut c3],
+        journal.as_deref(),
         &[&rx_beat, &tx_beat],
         fault,
         gone.as_ref(),

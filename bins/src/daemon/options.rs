@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub status_socket: Option<std::path::PathBuf>,
     /// Serve Prometheus text on this localhost address (off when None).
     pub metrics: Option<String>,
+    /// Serve the status page on this address (`[status] http`, `--http`; off when None).
+    pub http: Option<std::net::SocketAddr>,
     /// Pre-shared key: authenticate every packet (see `engine::auth`).
     pub key: Option<Key>,
     /// Wire protocol of `send` and `recv` (`demo` always streams native).

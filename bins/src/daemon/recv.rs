@@ -7,7 +7,8 @@ use super::options::{
 };
 use super::report::{stats_json, write_json};
 use super::setup::{
-    cpu_seconds, deadline, device_fault, report_rt, setup_rt, start_status, with_receiver_key,
+    cpu_seconds, deadline, device_fault, report_rt, setup_rt, start_page, start_status,
+    status_source, with_receiver_key,
 };
 use super::sockets::NetIn;
 use super::{Failure, realtime_failure};
@@ -228,7 +229,9 @@ pub fn recv(
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let status = start_status(opts, "receiver", &setup, local.to_string(), &stats, &meter);
+    let source = status_source(opts, "receiver", &setup, local.to_string(), &stats, &meter);
+    let journal = start_page(opts, &source)?;
+    let status = start_status(opts, &source);
     // On the LAN for `netaudio discover` and senders' `dest = NAME` / `auto`, until the end.
     let _announcer = opts.announce_as.as_deref().and_then(|name| {
         let a = Announcement::new(
@@ -261,6 +264,7 @@ pub fn recv(
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
     let watched = housekeeping::run(
         &mut [&mut consumer, &mut consumer2, &mut tcp_consumer],
+        journal.as_deref(),
         &[&heartbeat],
         fault,
         gone.as_ref(),

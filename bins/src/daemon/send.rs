@@ -5,7 +5,7 @@ use super::options::{AudioOptions, Proto, RunOptions, SyncClock, refuse_key_unle
 use super::report::{stats_json, write_json};
 use super::setup::{
     cpu_seconds, deadline, device_fault, history_for, new_stream_id, report_rt, setup_rt,
-    start_status, with_sender_key,
+    start_page, start_status, status_source, with_sender_key,
 };
 use super::sockets::NetOut;
 use super::{Failure, realtime_failure};
@@ -169,7 +169,9 @@ pub fn send(
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
-    let status = start_status(opts, "sender", &setup, shown, &stats, &meter);
+    let source = status_source(opts, "sender", &setup, shown, &stats, &meter);
+    let journal = start_page(opts, &source)?;
+    let status = start_status(opts, &source);
     let (mut producer, mut consumer) = rtlog::queue();
     let (st, me) = (stats.clone(), meter.clone());
     // Copies of the last packets, for the receiver's NACKs (allocated here, before the thread;
@@ -203,6 +205,7 @@ pub fn send(
     let interval = Duration::from_secs_f64(opts.stats_interval.max(0.0));
     let watched = housekeeping::run(
         &mut [&mut consumer, &mut tcp_consumer],
+        journal.as_deref(),
         &[&heartbeat],
         fault,
         gone.as_ref(),

@@ -7,7 +7,7 @@ use crate::housekeeping::STOP;
 use crate::net::monotonic_ns;
 use crate::pcm::alsa::GoneSwitch;
 use crate::rt;
-use crate::status::{self, Meter};
+use crate::status::{self, Journal, Meter};
 use crate::watchdog::TestFault;
 use engine::receiver::Receiver;
 use engine::recovery::{DEFAULT_HISTORY_MS, RetransmitHistory};
@@ -16,19 +16,16 @@ use engine::stats::Stats;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) fn start_status(
+/// What the status servers of a daemon of `role` show.
+pub(crate) fn status_source(
     opts: &RunOptions,
     role: &'static str,
     setup: &crate::pcm::DeviceSetup,
     address: String,
     stats: &Arc<Stats>,
     meter: &Arc<Meter>,
-) -> Option<std::thread::JoinHandle<()>> {
-    let path = opts
-        .status_socket
-        .clone()
-        .unwrap_or_else(|| status::default_socket(role));
-    let source = status::Source {
+) -> status::Source {
+    status::Source {
         role,
         format: setup.format,
         device: setup.name.clone(),
@@ -36,8 +33,21 @@ pub(crate) fn start_status(
         stats: stats.clone(),
         meter: meter.clone(),
         started: Instant::now(),
-    };
-    match status::serve(source, path.clone(), opts.metrics.clone(), &STOP) {
+        keyed: opts.key.is_some(),
+    }
+}
+
+/// The status socket (and the Prometheus port when asked): a warning, not a failure, when it
+/// cannot be opened.
+pub(crate) fn start_status(
+    opts: &RunOptions,
+    source: &status::Source,
+) -> Option<std::thread::JoinHandle<()>> {
+    let path = opts
+        .status_socket
+        .clone()
+        .unwrap_or_else(|| status::default_socket(source.role));
+    match status::serve(source.clone(), path.clone(), opts.metrics.clone(), &STOP) {
         Ok(h) => {
             log::info!("status: `netaudio status --socket {}`", path.display());
             Some(h)
@@ -47,6 +57,26 @@ pub(crate) fn start_status(
             None
         }
     }
+}
+
+/// The status page (`[status] http`, `--http`) when asked: its journal, for the housekeeping
+/// thread to feed. An address that cannot be served is a failure (it was asked for).
+pub(crate) fn start_page(
+    opts: &RunOptions,
+    source: &status::Source,
+) -> Result<Option<Arc<Journal>>, String> {
+    let Some(addr) = opts.http else {
+        return Ok(None);
+    };
+    let journal = Arc::new(Journal::new(
+        source.role != "sender",
+        source.format.rate,
+        source.started,
+    ));
+    let (_thread, bound) = status::web::serve_page(source.clone(), journal.clone(), addr, &STOP)
+        .map_err(|e| e.to_string())?;
+    log::info!("status page: http://{bound}/");
+    Ok(Some(journal))
 }
 
 /// The sender, authenticated when a key is configured (its session: the wall clock now).

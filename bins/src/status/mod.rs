@@ -2,14 +2,20 @@
 //!
 //! The daemon serves a snapshot of its counters as one JSON line to every client that connects
 //! to its unix socket (and, when asked, as Prometheus text on a localhost TCP port). `netaudio
-//! status` connects, and either prints the JSON (`--json`) or redraws a one-screen meter.
+//! status` connects, and either prints the JSON (`--json`) or redraws a one-screen meter. When
+//! asked (`[status] http`), it also serves a page a person reads at a glance (`web`), with the
+//! gap log and the plot's history the housekeeping side keeps (`journal`).
 //!
 //! The server runs on a normal thread and only loads atomics: the realtime threads never see it.
 //! The one part they call is the level meter (`meter`): [`Meter::measure`], once per period,
 //! with its own realtime contract (no allocation, no lock, no syscall).
 
+pub mod http;
+pub mod journal;
 mod meter;
+pub mod web;
 
+pub use journal::Journal;
 pub use meter::{METER_CHANNELS, Meter};
 
 use engine::stats::{Stats, StatsSnapshot};
@@ -39,6 +45,7 @@ pub fn default_socket(role: &str) -> PathBuf {
 }
 
 /// What the status server knows.
+#[derive(Clone)]
 pub struct Source {
     /// `sender` or `receiver`.
     pub role: &'static str,
@@ -54,6 +61,8 @@ pub struct Source {
     pub meter: Arc<Meter>,
     /// When the daemon started.
     pub started: Instant,
+    /// Packets are authenticated with a key file (only this is shown of it, never the key).
+    pub keyed: bool,
 }
 
 impl Source {
@@ -73,6 +82,8 @@ impl Source {
             "channels": self.format.channels,
             "format": self.format.sample.name(),
             "peaks_dbfs": self.meter.peaks_db(self.format.channels as usize),
+            "rms_dbfs": self.meter.rms_db(self.format.channels as usize),
+            "keyed": self.keyed,
             "buffer_ms": s.level_frames * 1000.0 / rate,
             "target_ms": s.target_frames * 1000.0 / rate,
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
@@ -320,6 +331,7 @@ mod tests {
             stats,
             meter: Arc::new(Meter::default()),
             started: Instant::now(),
+            keyed: true,
         };
         let v = source.snapshot();
         assert_eq!(v["role"], "receiver");
@@ -331,6 +343,9 @@ mod tests {
         assert_eq!(v["target_ms"], 10.0);
         assert_eq!(v["concealed_ms"], 1.0);
         assert_eq!(v["correction_ppm"], -3.5);
+        // Of a key, only that there is one.
+        assert_eq!(v["keyed"], true);
+        assert_eq!(v["rms_dbfs"], json!([-120.0, -120.0]));
         // Every counter, by its name.
         assert_eq!(v["slip_drops"], 1);
         assert_eq!(v["device_lost"], 0);
