@@ -181,6 +181,36 @@ fn two_receivers() -> Result<(), Void> {
     // Ten laps of the ramp.
     let va = played(&mut a, &fa, 14.0, "receiver a's stream");
     played(&mut b, &fb, 14.0, "receiver b's stream");
+    // The sender's status lists both, playing, with the presentation errors they report.
+    let vs = wait_status(
+        &mut s,
+        &fs.sock(),
+        "the sender to list both receivers",
+        |v| {
+            v["receivers"].as_array().is_some_and(|l| {
+                l.len() == 2
+                    && l.iter()
+                        .all(|r| r["playing"] == true && r["presentation_error_us"].is_i64())
+            })
+        },
+    );
+    for r in vs["receivers"].as_array().unwrap() {
+        assert!(
+            r["presentation_error_us"].as_i64().unwrap().abs() < 1000,
+            "{vs}"
+        );
+        assert!(r["time_requests"].as_u64().unwrap() > 10, "{vs}");
+    }
+    let shown = bin()
+        .args(["status", "--once", "--socket"])
+        .arg(fs.sock())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("to 127.0.0.1:{pa}")) && shown.contains("presentation error"),
+        "{shown}"
+    );
     // Its status shows the time exchange: an offset from a clock it shares (a few µs of the
     // two paths' difference) and the model's error.
     assert!(va["sync_offset_us"].as_f64().unwrap().abs() < 100.0, "{va}");

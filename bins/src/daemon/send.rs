@@ -14,7 +14,7 @@ use crate::housekeeping::{self, STOP};
 use crate::net::{DEFAULT_TTL, MAX_PEERS, UdpSender};
 use crate::pcm::Capture;
 use crate::rt;
-use crate::status::{Meter, with_fields};
+use crate::status::{LiveReceivers, Meter, with_fields};
 use crate::stream::{self, AnyPacketizer, SenderTiming};
 use crate::tcp::TcpPcmSender;
 use crate::watchdog::{Heartbeat, TestFault};
@@ -155,11 +155,14 @@ pub fn send(
             AnyPacketizer::Native(with_sender_key(tx, opts))
         }
     };
-    // Answers receivers' time requests (the responder allocated here, before the thread).
+    // Answers receivers' time requests (the responder allocated here, before the thread), and
+    // shows the receivers it serves in the status.
+    let live = Arc::new(LiveReceivers::default());
     let timing = SenderTiming {
         responder: matches!(tx, AnyPacketizer::Native(_))
             .then(|| Box::new(SyncResponder::new(opts.key.clone()))),
         wall_clock: opts.sync_clock == SyncClock::System,
+        live: Some(live.clone()),
     };
     if timing.wall_clock {
         log::info!(
@@ -169,7 +172,8 @@ pub fn send(
     setup_rt(opts);
     let stats = Arc::new(Stats::default());
     let meter = Arc::new(Meter::default());
-    let source = status_source(opts, "sender", &setup, shown, &stats, &meter);
+    let mut source = status_source(opts, "sender", &setup, shown, &stats, &meter);
+    source.receivers = Some(live.clone());
     let journal = start_page(opts, &source)?;
     let status = start_status(opts, &source);
     let (mut producer, mut consumer) = rtlog::queue();

@@ -34,6 +34,7 @@ pub(crate) fn status_source(
         meter: meter.clone(),
         started: Instant::now(),
         keyed: opts.key.is_some(),
+        receivers: None,
     }
 }
 

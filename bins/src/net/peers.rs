@@ -79,6 +79,11 @@ impl PeerTable {
         }
     }
 
+    /// The receiver at `index`, if any.
+    pub fn get(&self, index: usize) -> Option<&Peer> {
+        self.peers.get(index)?.as_ref()
+    }
+
     /// The receivers heard from.
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
         self.peers.iter().flatten()

@@ -13,10 +13,12 @@
 pub mod http;
 pub mod journal;
 mod meter;
+mod receivers;
 pub mod web;
 
 pub use journal::Journal;
 pub use meter::{METER_CHANNELS, Meter};
+pub use receivers::{LiveReceiver, LiveReceivers};
 
 use engine::stats::{Stats, StatsSnapshot};
 use serde_json::{Value, json};
@@ -63,6 +65,8 @@ pub struct Source {
     pub started: Instant,
     /// Packets are authenticated with a key file (only this is shown of it, never the key).
     pub keyed: bool,
+    /// A sender: the receivers it serves, live (see [`LiveReceivers`]).
+    pub receivers: Option<Arc<LiveReceivers>>,
 }
 
 impl Source {
@@ -71,7 +75,7 @@ impl Source {
         let s: StatsSnapshot = self.stats.snapshot();
         let rate = self.format.rate as f64;
         // Every counter by its name, and what a screen reads in milliseconds.
-        with_fields(
+        let mut v = with_fields(
             json!(s),
             json!({
             "role": self.role,
@@ -89,7 +93,11 @@ impl Source {
             "concealed_ms": s.concealed_frames as f64 * 1000.0 / rate,
             "correction_ppm": s.ratio_ppm,
             }),
-        )
+        );
+        if let Some(r) = &self.receivers {
+            v["receivers"] = r.json(&self.address);
+        }
+        v
     }
 
     /// The snapshot as Prometheus text.
@@ -245,6 +253,15 @@ pub fn render(v: &Value) -> String {
             u("device_lost"),
             u("late_renders"),
         ));
+        if f("sync_model_error_us") > 0.0 {
+            // Presentation time: the sender's clock as the time exchange measures it.
+            s.push_str(&format!(
+                "  sync     presentation error {:+.1} µs; sender's clock {:+.1} µs from this one (model error {:.1} µs)\n",
+                f("presentation_error_us"),
+                f("sync_offset_us"),
+                f("sync_model_error_us"),
+            ));
+        }
     } else {
         s.push_str(&format!(
             "\n  packets  {} sent, {} refused\n  recovery {} NACKs answered, {} packets sent again \
@@ -262,6 +279,23 @@ pub fn render(v: &Value) -> String {
             u("xruns"),
             u("device_lost"),
         ));
+        for r in v["receivers"].as_array().into_iter().flatten() {
+            let pe = r["presentation_error_us"]
+                .as_f64()
+                .map_or("—".to_string(), |e| format!("{e:+.0} µs"));
+            s.push_str(&format!(
+                "  to {:<24} {} NACKs, {} sent again; presentation error {}{}\n",
+                r["address"].as_str().unwrap_or("?"),
+                r["nacks"].as_u64().unwrap_or(0),
+                r["repairs"].as_u64().unwrap_or(0),
+                pe,
+                if r["playing"] == true {
+                    ", playing"
+                } else {
+                    ""
+                },
+            ));
+        }
     }
     s
 }
@@ -332,6 +366,7 @@ mod tests {
             meter: Arc::new(Meter::default()),
             started: Instant::now(),
             keyed: true,
+            receivers: None,
         };
         let v = source.snapshot();
         assert_eq!(v["role"], "receiver");

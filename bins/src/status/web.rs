@@ -438,6 +438,7 @@ mod tests {
                 meter: Default::default(),
                 started: Instant::now(),
                 keyed: false,
+                receivers: None,
             },
             journal: Arc::new(Journal::new(true, 48_000, Instant::now())),
             slots: (0..MAX_CLIENTS).map(|_| Slot::new()).collect(),

@@ -77,7 +77,7 @@ use crate::net::{
     BATCH, DatagramOut, PeerTable, StampClock, StreamInput, clock_ns, monotonic_ns, wait_readable,
 };
 use crate::pcm::{Capture, PcmError, Playback};
-use crate::status::Meter;
+use crate::status::{LiveReceivers, Meter};
 use crate::watchdog::Heartbeat;
 use engine::alloc_count;
 use engine::nack::MAX_NACK_LEN;
@@ -88,6 +88,7 @@ use engine::session::{ReceiverSession, SenderSession};
 use engine::stats::Stats;
 use engine::sync::packet::is_time_packet;
 use engine::sync::{SyncClient, SyncResponder};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod deadline;
@@ -239,13 +240,15 @@ pub fn run_sender_with_history<C: Capture, T: Packetizer, S: DatagramOut>(
     )
 }
 
-/// What a sender does for receivers that play by presentation time.
+/// What a sender does for receivers that play by presentation time, and how it shows them.
 #[derive(Default)]
 pub struct SenderTiming {
     /// Answers their time requests (built before the thread starts).
     pub responder: Option<Box<SyncResponder>>,
     /// Stamps capture times on the wall clock (`sync.clock = "system"`).
     pub wall_clock: bool,
+    /// Where the receivers it serves are published for the status, once a period.
+    pub live: Option<Arc<LiveReceivers>>,
 }
 
 /// [`run_sender_with_history`], answering time requests and stamping capture times as
@@ -270,7 +273,8 @@ pub fn run_sender_timed<C: Capture, T: Packetizer, S: DatagramOut>(
     if timing.wall_clock {
         session = session.with_wall_clock_stamps();
     }
-    run_sender_session(dev, &mut session, sock, stop, heartbeat, stats, meter)
+    let live = timing.live.as_deref();
+    run_sender_loop(dev, &mut session, sock, live, stop, heartbeat, stats, meter)
 }
 
 /// Runs the capture loop on a sender session until `stop` is set: the loop moves device
@@ -280,6 +284,21 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
     dev: &mut C,
     session: &mut TxSession<'_, T>,
     sock: &S,
+    stop: &AtomicBool,
+    heartbeat: &Heartbeat,
+    stats: &Stats,
+    meter: &Meter,
+) -> LoopReport {
+    run_sender_loop(dev, session, sock, None, stop, heartbeat, stats, meter)
+}
+
+/// [`run_sender_session`], publishing the receivers it serves to `live` once a period.
+#[allow(clippy::too_many_arguments)]
+fn run_sender_loop<C: Capture, T: Packetizer, S: DatagramOut>(
+    dev: &mut C,
+    session: &mut TxSession<'_, T>,
+    sock: &S,
+    live: Option<&LiveReceivers>,
     stop: &AtomicBool,
     heartbeat: &Heartbeat,
     stats: &Stats,
@@ -370,6 +389,9 @@ pub fn run_sender_session<C: Capture, T: Packetizer, S: DatagramOut>(
             handle_capture_error(dev, session, e, stop, heartbeat, buffer, away);
         }
         stats.publish(&session.counters());
+        if let Some(l) = live {
+            l.publish(&peers, session.sync(), monotonic_ns());
+        }
     }
     // A clean stop: the stream ends here (copies, in case one is lost), still on this thread
     // and still counted by the allocation counter.
