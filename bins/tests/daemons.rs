@@ -608,17 +608,7 @@ fn status_attaches_to_a_running_daemon() {
     wait_status(&mut r.0, &sock, "100 packets, heard", |v| {
         received(v) > 100 && heard(v)
     });
-    let out = bin()
-        .args(["status", "--json", "--socket"])
-        .arg(&sock)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = status_cli_json(&sock);
     assert_eq!(v["role"], "receiver");
     assert!(v["packets_received"].as_u64().unwrap() > 100, "{v}");
     // The meter shows the last period's peaks. The test signal is two sawtooth ramps half a

@@ -16,7 +16,6 @@
 //! `NETAUDIO_NETNS=require` (as `ci/test` sets), which makes it a failure.
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
@@ -28,29 +27,6 @@ const GROUP: &str = "239.255.46.1:46000";
 const DROP_EVERY: &str = "25";
 /// Packets (of 256 frames at 48 kHz) each receiver must have taken: 4 s of the stream.
 const PACKETS: u64 = 750;
-
-/// One daemon's files.
-struct Files {
-    json: PathBuf,
-    log: PathBuf,
-}
-
-impl Files {
-    fn new(name: &str) -> Files {
-        Files {
-            json: tmp(&format!("{name}.json")),
-            log: tmp(&format!("{name}.log")),
-        }
-    }
-
-    /// `--status-socket` and `--stats-json` for it.
-    fn args(&self, c: &mut Command) {
-        c.arg("--status-socket")
-            .arg(status_socket(&self.json))
-            .arg("--stats-json")
-            .arg(&self.json);
-    }
-}
 
 /// `netaudio recv` on `listen`, with `extra` arguments, dropping every [`DROP_EVERY`]th
 /// datagram when `lossy`.

@@ -587,17 +587,7 @@ fn the_json_endpoint_gives_what_status_json_prints() {
         },
     );
     let page = wait_for("the JSON endpoint", STATE_TIMEOUT, || snapshot(port));
-    let out = bin()
-        .args(["status", "--json", "--socket"])
-        .arg(&sock)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = status_cli_json(&sock);
     let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
     assert_eq!(keys(&page), keys(&cli));
     for k in [

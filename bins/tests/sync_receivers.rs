@@ -13,8 +13,7 @@
 //! Every realtime thread allocates and frees nothing.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 mod common;
 use common::*;
@@ -26,31 +25,6 @@ const LATENCY_MS: &str = "40";
 const SKEW_US: f64 = 50.0;
 /// A lap of the ramp at 48 kHz, s.
 const LAP_S: f64 = 65_536.0 / 48_000.0;
-
-struct Files {
-    json: PathBuf,
-    log: PathBuf,
-}
-
-impl Files {
-    fn new(name: &str) -> Files {
-        Files {
-            json: tmp(&format!("{name}.json")),
-            log: tmp(&format!("{name}.log")),
-        }
-    }
-
-    fn sock(&self) -> PathBuf {
-        status_socket(&self.json)
-    }
-
-    fn args(&self, c: &mut Command) {
-        c.arg("--status-socket")
-            .arg(self.sock())
-            .arg("--stats-json")
-            .arg(&self.json);
-    }
-}
 
 fn receiver(port: u16, ppm: &str, f: &Files) -> Reaper {
     let mut c = bin();

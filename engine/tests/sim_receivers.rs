@@ -3,24 +3,13 @@
 
 use engine::alloc_count::CountingAlloc;
 use engine::receiver::DriftMode;
-use engine::sim::skew::SkewReport;
-use engine::sim::{SimConfig, SimReceiver, SimReport, run};
+use engine::sim::{SimConfig, SimReceiver, SimReport};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
 mod common;
-use common::stereo48;
-
-fn sim(cfg: SimConfig) -> SimReport {
-    run(cfg, None).expect("valid simulation")
-}
-
-fn skew(r: &SimReport) -> &SkewReport {
-    r.skew
-        .as_ref()
-        .expect("several receivers and a ramp: skew measured")
-}
+use common::{sim, skew, stereo48};
 
 /// Every receiver played without a gap, and nothing was allocated in the loop.
 fn assert_clean(r: &SimReport, what: &str) {

@@ -4,24 +4,13 @@
 use engine::alloc_count::CountingAlloc;
 use engine::format::SampleFormat;
 use engine::recovery::RecoveryMode;
-use engine::sim::skew::SkewReport;
-use engine::sim::{SimConfig, SimReceiver, SimReport, run};
+use engine::sim::{SimConfig, SimReceiver, SimReport};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
 mod common;
-use common::stereo48;
-
-fn sim(cfg: SimConfig) -> SimReport {
-    run(cfg, None).expect("valid simulation")
-}
-
-fn skew(r: &SimReport) -> &SkewReport {
-    r.skew
-        .as_ref()
-        .expect("several receivers and a ramp: skew measured")
-}
+use common::{sim, skew, stereo48};
 
 /// A run with presentation time, the resampler's output heard at full width.
 fn synced(seconds: f64, receivers: Vec<SimReceiver>) -> SimConfig {

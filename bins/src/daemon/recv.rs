@@ -57,10 +57,12 @@ pub(crate) fn receiver_for(
         .map(|(lo, hi)| engine::autolatency::AutoLatency::from_ms(setup.format.rate, lo, hi));
     Receiver::new(cfg).map_err(|e| match (r.sync, e) {
         (Some(s), engine::receiver::ReceiverError::TargetTooSmall { minimum, .. }) => format!(
-            "sync latency {} ms leaves the receive buffer less than the {minimum} frames it needs beyond the sound card's {} (and the converter's {} µs): raise sync.latency_ms (--sync-latency-ms) on every receiver; it counts from capture, the network's delay included",
+            "sync latency {} ms leaves the receive buffer less than the {minimum} frames (two periods) it needs beyond the sound card's {} frames and the converter's {} µs: the smallest that works here is {:.1} ms, plus the slowest receiver's network delay; raise sync.latency_ms (--sync-latency-ms) on every receiver",
             s.latency_ms,
             cfg.output_delay_frames,
-            r.output_delay_us
+            r.output_delay_us,
+            (minimum + cfg.output_delay_frames) as f64 * 1000.0 / setup.format.rate as f64
+                + r.output_delay_us / 1000.0
         ),
         (_, e) => e.to_string(),
     })

@@ -194,3 +194,49 @@ pub fn key_file(name: &str) -> PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
+
+/// One daemon's files in the scratch folder: its `--stats-json` and its log.
+pub struct Files {
+    /// Its final counters.
+    pub json: PathBuf,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Files {
+    /// `name.json` and `name.log`.
+    pub fn new(name: &str) -> Files {
+        Files {
+            json: tmp(&format!("{name}.json")),
+            log: tmp(&format!("{name}.log")),
+        }
+    }
+
+    /// Where it answers `netaudio status`.
+    pub fn sock(&self) -> PathBuf {
+        status_socket(&self.json)
+    }
+
+    /// `--status-socket` and `--stats-json` for it.
+    pub fn args(&self, c: &mut Command) {
+        c.arg("--status-socket")
+            .arg(self.sock())
+            .arg("--stats-json")
+            .arg(&self.json);
+    }
+}
+
+/// What `netaudio status --json --socket SOCK` prints (it must succeed).
+pub fn status_cli_json(sock: &Path) -> Value {
+    let out = bin()
+        .args(["status", "--json", "--socket"])
+        .arg(sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use engine::format::{SampleFormat, StreamFormat};
-use engine::sim::SimReport;
+use engine::sim::skew::SkewReport;
+use engine::sim::{SimConfig, SimReport};
 
 /// 48 kHz stereo S16_LE, the usual stream of these tests.
 pub fn stereo48() -> StreamFormat {
@@ -20,4 +21,16 @@ pub fn mean_latency(r: &SimReport, from: f64, to: f64) -> f64 {
         .collect();
     assert!(!v.is_empty(), "no latency measured in [{from}, {to})");
     v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Runs a simulation that must be valid.
+pub fn sim(cfg: SimConfig) -> SimReport {
+    engine::sim::run(cfg, None).expect("valid simulation")
+}
+
+/// The skew of a run with several receivers and the ramp.
+pub fn skew(r: &SimReport) -> &SkewReport {
+    r.skew
+        .as_ref()
+        .expect("several receivers and a ramp: skew measured")
 }
