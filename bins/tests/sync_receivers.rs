@@ -27,6 +27,10 @@ const SKEW_US: f64 = 50.0;
 const LAP_S: f64 = 65_536.0 / 48_000.0;
 
 fn receiver(port: u16, ppm: &str, f: &Files) -> Reaper {
+    receiver_with(port, ppm, f, &[])
+}
+
+fn receiver_with(port: u16, ppm: &str, f: &Files, extra: &[&str]) -> Reaper {
     let mut c = bin();
     c.args([
         "recv",
@@ -46,16 +50,22 @@ fn receiver(port: u16, ppm: &str, f: &Files) -> Reaper {
         "--playback-format",
         "S32_LE",
     ])
-    .args(FMT);
+    .args(FMT)
+    .args(extra);
     f.args(&mut c);
     Reaper(spawn_logged(c, &f.log))
 }
 
 fn sender(dest: &str, f: &Files) -> Reaper {
+    sender_with(dest, f, &[])
+}
+
+fn sender_with(dest: &str, f: &Files, extra: &[&str]) -> Reaper {
     let mut c = bin();
     c.args(["send", "--priority", "0", "--stats-interval", "0"])
         .args(["--device", "virtual:ppm=20", "--dest", dest])
-        .args(FMT);
+        .args(FMT)
+        .args(extra);
     f.args(&mut c);
     Reaper(spawn_logged(c, &f.log))
 }
@@ -99,7 +109,9 @@ fn skews(a: &[f64], b: &[f64], from_s: f64) -> Vec<(f64, f64)> {
 fn played(r: &mut Reaper, f: &Files, seconds: f64, what: &str) -> Value {
     let packets = (seconds * 48_000.0 / 256.0) as u64;
     wait_status(r, &f.sock(), what, |v| {
-        received(v) >= packets && v["sync_model_error_us"].as_f64().unwrap_or(0.0) > 0.0
+        let timed = v["sync_model_error_us"].as_f64().unwrap_or(0.0) > 0.0
+            || v["presentation_error_us"].as_f64().unwrap_or(0.0) != 0.0;
+        received(v) >= packets && timed
     })
 }
 
@@ -280,5 +292,56 @@ fn late_joiner() -> Result<(), Void> {
             );
         }
     }
+    Ok(())
+}
+
+#[test]
+fn on_the_system_clock_two_receivers_play_each_frame_together() {
+    let _one = serial();
+    judged("the system clock", system_clock);
+}
+
+/// `sync.clock = "system"`: no time exchange; the hosts' wall clocks (here one host's) map the
+/// capture times.
+fn system_clock() -> Result<(), Void> {
+    let system = ["--sync-clock", "system"];
+    let (pa, pb) = (free_port(), free_port());
+    let (fa, fb, fs) = (
+        Files::new("sys-a"),
+        Files::new("sys-b"),
+        Files::new("sys-send"),
+    );
+    let mut a = receiver_with(pa, "80", &fa, &system);
+    let mut b = receiver_with(pb, "-60", &fb, &system);
+    for (r, f) in [(&mut a, &fa), (&mut b, &fb)] {
+        wait_status(r, &f.sock(), "a receiver to be ready", |_| true);
+    }
+    let mut s = sender_with(&format!("127.0.0.1:{pa},127.0.0.1:{pb}"), &fs, &system);
+    let va = played(&mut a, &fa, 10.0, "receiver a's stream");
+    played(&mut b, &fb, 10.0, "receiver b's stream");
+    // No time exchange: no model, no requests.
+    assert_eq!(va["sync_model_error_us"], 0.0, "{va}");
+    terminate(&mut a);
+    terminate(&mut b);
+    terminate(&mut s);
+    let (ja, jb) = (read_json(&fa.json), read_json(&fb.json));
+    void_if_xruns(&ja, "receiver a")?;
+    void_if_xruns(&jb, "receiver b")?;
+    clean(&ja, "receiver a", &fa.log);
+    clean(&jb, "receiver b", &fb.log);
+    assert!(text(&fs.log).contains("capture times on the system clock"));
+    let (la, lb) = (laps(&ja), laps(&jb));
+    let d = skews(&la, &lb, lb[2]);
+    assert!(d.len() >= 4, "{d:?}");
+    for (t, us) in &d {
+        assert!(
+            us.abs() <= SKEW_US,
+            "lap at {t:.3} s: receiver b {us:+.1} µs from receiver a; all: {d:?}"
+        );
+    }
+    eprintln!(
+        "system clock: skew per lap, µs: {:?}",
+        d.iter().map(|x| x.1).collect::<Vec<_>>()
+    );
     Ok(())
 }
