@@ -7,6 +7,7 @@ use super::pipeline::{Pipeline, Started, start_pipeline};
 use super::proc::{self, Proc, RigEnv};
 use super::running::{Running, cpu_of, spawn_reader, spawn_source};
 use super::tone::{ToneAnalysis, ToneReport};
+use super::skew::{FRAME6, RigSkew, SkewReport, split};
 use super::{CLIENTS, RigArgs, STALL_TIMEOUT, STARTUP_TIMEOUT, STOP_GRACE, tone_settle_s};
 use engine::receiver::DriftMode;
 use engine::sim::signal::StepTolerance;
@@ -45,6 +46,19 @@ pub struct Leg {
     pub receiver_cmd: String,
     /// Things that went wrong without stopping the run.
     pub warnings: Vec<String>,
+    /// `--receivers 2`: the second receiver, and the offset between the two.
+    pub second: Option<Second>,
+}
+
+/// The second receiver of `rig --receivers 2`.
+#[derive(Debug)]
+pub struct Second {
+    /// The monitor's view of its output.
+    pub mon: MonitorReport,
+    /// Its counters (`--stats-json`).
+    pub engine: Option<Value>,
+    /// The offset between the two outputs.
+    pub skew: SkewReport,
 }
 
 impl Leg {
@@ -204,10 +218,12 @@ pub(super) fn run_leg(
     jack::wait_clients_gone(env, &CLIENTS, Duration::from_secs(10))?;
     let mut run = Running::default();
 
-    // The monitor first: the source and pout connect to it.
+    // The monitor first: the source and pout connect to it. Two receivers: a 6-channel one.
+    let two = args.receivers == 2;
+    let (mon_pcm, mon_ch) = if two { ("mon6", "6") } else { ("mon", "4") };
     let mut mon = env.command("arecord");
     mon.args([
-        "-D", "mon", "-c", "4", "-f", "S16_LE", "-r", &rate_s, "-t", "raw",
+        "-D", mon_pcm, "-c", mon_ch, "-f", "S16_LE", "-r", &rate_s, "-t", "raw",
     ])
     // A long buffer: a busy hil-tests must never make the monitor overrun.
     .arg("--buffer-time=1000000")
@@ -226,7 +242,8 @@ pub(super) fn run_leg(
     run.mon = Some(mon);
     let (tx, rx) = mpsc::channel();
     run.reader = Some(spawn_reader(out, tx));
-    jack::wait_port(env, "mon:in_003", Duration::from_secs(10), || {
+    let last_port = if two { "mon6:in_005" } else { "mon:in_003" };
+    jack::wait_port(env, last_port, Duration::from_secs(10), || {
         run.check_alive()
     })?;
 
@@ -245,7 +262,12 @@ pub(super) fn run_leg(
         args.source,
         run.writer_stop.clone(),
     ));
-    for (a, b) in [("src:out_000", "mon:in_000"), ("src:out_001", "mon:in_001")] {
+    let (in0, in1) = if two {
+        ("mon6:in_000", "mon6:in_001")
+    } else {
+        ("mon:in_000", "mon:in_001")
+    };
+    for (a, b) in [("src:out_000", in0), ("src:out_001", in1)] {
         jack::connect(env, a, b, Duration::from_secs(10), || run.check_alive())?;
     }
 
@@ -253,11 +275,15 @@ pub(super) fn run_leg(
         sender_cmd,
         receiver_cmd,
         stats,
+        second_stats,
     } = start_pipeline(env, args, pipeline, &mut run)?;
 
     // Measure.
     let target = (args.duration * rate as f64).round() as u64;
     let mut analysis = Analysis::new(args, resampled);
+    // Two receivers: each one's output with the source, frame by frame, and the two compared.
+    let mut second = two.then(|| (Analysis::new(args, resampled), RigSkew::new(rate)));
+    let (mut part, mut first_bytes, mut second_bytes) = (Vec::new(), Vec::new(), Vec::new());
     let done = Arc::new(AtomicU64::new(0));
     let mut bar = crate::progress::Progress::start(
         &format!("rig {name}"),
@@ -275,7 +301,19 @@ pub(super) fn run_leg(
             Ok(chunk) => {
                 last_data = Instant::now();
                 let was_playing = analysis.played_seen();
-                let reached = analysis.feed(&chunk, target);
+                let reached = match second.as_mut() {
+                    None => analysis.feed(&chunk, target),
+                    Some((b, skew)) => {
+                        // Whole 6-channel frames; the rest waits for the next chunk.
+                        part.extend_from_slice(&chunk);
+                        let whole = part.len() / FRAME6 * FRAME6;
+                        split(&part[..whole], &mut first_bytes, &mut second_bytes);
+                        skew.feed(&part[..whole]);
+                        part.drain(..whole);
+                        b.feed(&second_bytes, target);
+                        analysis.feed(&first_bytes, target)
+                    }
+                };
                 if !was_playing && analysis.played_seen() {
                     at_start = Some((cpu_of(&run.sender), cpu_of(&run.receiver), jackd.xruns()));
                 }
@@ -376,6 +414,15 @@ pub(super) fn run_leg(
         )
     });
     let (mon, tone) = analysis.report();
+    let second = second.map(|(mut b, skew)| Second {
+        mon: b.report().0,
+        engine: second_stats.and_then(|p| {
+            std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+        }),
+        skew: skew.report(),
+    });
     Ok(Leg {
         name,
         mon,
@@ -389,5 +436,6 @@ pub(super) fn run_leg(
         sender_cmd,
         receiver_cmd,
         warnings,
+        second,
     })
 }

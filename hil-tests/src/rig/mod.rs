@@ -58,6 +58,7 @@ mod pipeline;
 pub(crate) mod proc;
 mod running;
 mod setup;
+mod skew;
 mod tone;
 
 use leg::{Leg, run_leg};
@@ -115,10 +116,15 @@ pub struct RigArgs {
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
+    /// Receivers of the one stream: 2 plays it on two playback PCMs of the rig's one clock,
+    /// both by presentation time (--latency-ms then counts from capture), and measures the
+    /// offset between their outputs in one monitor capture (netaudio and the ramp only).
+    #[arg(long, default_value_t = 1)]
+    receivers: usize,
 }
 
 /// JACK clients of the rig (the PCMs' names in the asoundrc).
-const CLIENTS: [&str; 4] = ["src", "pin", "pout", "mon"];
+const CLIENTS: [&str; 7] = ["src", "pin", "pout", "mon", "pouta", "poutb", "mon6"];
 /// Tools the rig runs; `ci/rig-setup` installs them (setpriv and sh come with every Debian).
 const TOOLS: [&str; 9] = [
     proc::LAUNCHER,
@@ -224,6 +230,17 @@ fn check_args(args: &RigArgs) -> Result<(), String> {
             args.period
         ));
     }
+    if !(1..=2).contains(&args.receivers) {
+        return Err(format!(
+            "--receivers {}: the rig plays one or two receivers",
+            args.receivers
+        ));
+    }
+    if args.receivers == 2 && (args.baseline.is_some() || !source_is_ramp(args.source)) {
+        return Err(
+            "--receivers 2 measures netaudio with the ramp: drop --baseline and --source".into(),
+        );
+    }
     if let Some(l) = args.latency_ms.filter(|l| !(*l > 0.0 && *l <= 2_000.0)) {
         return Err(format!("--latency-ms {l} is out of range; use 1..=2000"));
     }
@@ -234,4 +251,9 @@ fn check_args(args: &RigArgs) -> Result<(), String> {
 /// towards the start-up worst case (a quarter of the run, at most 10 s).
 pub fn tone_settle_s(duration_s: f64) -> f64 {
     (duration_s / 4.0).min(10.0)
+}
+
+/// Whether the source is the frame-counter ramp.
+fn source_is_ramp(s: SourceKind) -> bool {
+    matches!(s, SourceKind::Ramp)
 }

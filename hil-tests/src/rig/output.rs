@@ -34,6 +34,11 @@ pub const TONE_GAPS_NOTE: &str = "gaps are not measured by the ramp analyzer wit
 pub fn leg_json(args: &RigArgs, leg: &Leg) -> Value {
     let mut v = leg_json_ramp(args, leg);
     v["source"] = json!(args.source.spec());
+    if let Some(b) = &leg.second {
+        v["receivers"] = receivers_json(args, leg, b);
+        v["skew"] = skew_json(args, &b.skew);
+        v["config"]["sync_latency_ms"] = finite(super::pipeline::sync_latency_ms(args));
+    }
     let Some(t) = &leg.tone else {
         return v;
     };
@@ -58,6 +63,45 @@ pub fn leg_json(args: &RigArgs, leg: &Leg) -> Value {
     v["source_thdn_db"] = crate::report::thdn_json(&t.reference);
     v["config"]["settle_s"] = finite(super::tone_settle_s(args.duration));
     v
+}
+
+/// `--receivers 2`: each receiver's gaps and latency (capture to output) on the monitor.
+fn receivers_json(args: &RigArgs, leg: &Leg, b: &super::leg::Second) -> Value {
+    let rate = args.rate as f64;
+    let one = |m: &super::analysis::MonitorReport, e: Option<&Value>| {
+        json!({
+            "gaps": m.gaps,
+            "max_gap_ms": finite(m.max_gap_frames as f64 * 1000.0 / rate),
+            "latency_ms": {
+                "p50": finite(m.latency_p50_ms),
+                "p99": finite(m.latency_p99_ms),
+                "max": finite(m.latency_max_ms),
+            },
+            "in_sync_frames": m.in_sync_frames,
+            "checked_frames": m.checked_frames,
+            "engine_gaps": e.and_then(|e| e["gaps"].as_u64()),
+            "xruns": e.and_then(|e| e["xruns"].as_u64()),
+            "allocations_steady_state": e.and_then(|e| e["allocations_rt"].as_u64()),
+            "frees_steady_state": e.and_then(|e| e["frees_rt"].as_u64()),
+        })
+    };
+    let first = leg.engine.as_ref().and_then(|e| e.receiver.as_ref());
+    json!([one(&leg.mon, first), one(&b.mon, b.engine.as_ref())])
+}
+
+/// `--receivers 2`: the offset between the two outputs, frame by frame.
+fn skew_json(args: &RigArgs, s: &super::skew::SkewReport) -> Value {
+    let us = 1e6 / args.rate as f64;
+    json!({
+        "frames_compared": s.compared,
+        "mean_frames": finite(s.mean_frames),
+        "min_frames": s.min_frames,
+        "max_frames": s.max_frames,
+        "mean_us": finite(s.mean_frames * us),
+        "same_frame_share": finite(s.same_share),
+        "beyond_16_frames": s.beyond,
+        "resolution_frames": 1,
+    })
 }
 
 /// One run's JSON object as the ramp measures it.
@@ -312,6 +356,29 @@ pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> St
         if let Some(t) = &l.tone {
             out += &format!("{}: ", l.name);
             out += &crate::report::fidelity_line(&t.played);
+        }
+        if let Some(b) = &l.second {
+            let s = &b.skew;
+            let e = |v: &Option<Value>, k: &str| {
+                v.as_ref()
+                    .and_then(|v| v[k].as_u64())
+                    .map_or("?".to_string(), |n| n.to_string())
+            };
+            out += &format!(
+                "second receiver: gaps {} (engine {}), latency p50 {:.2} ms, xruns {}\n",
+                b.mon.gaps,
+                e(&b.engine, "gaps"),
+                b.mon.latency_p50_ms,
+                e(&b.engine, "xruns"),
+            );
+            out += &format!(
+                "skew (second − first, whole frames at the monitor's 16 bits, {} frames compared): mean {:+.3}, min {}, max {}, same frame {:.1} %\n",
+                s.compared,
+                s.mean_frames,
+                s.min_frames.map_or("–".into(), |v| format!("{v:+}")),
+                s.max_frames.map_or("–".into(), |v| format!("{v:+}")),
+                s.same_share * 100.0,
+            );
         }
     }
     if first.tone.is_some() {

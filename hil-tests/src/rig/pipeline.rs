@@ -75,6 +75,15 @@ pub(super) struct Started {
     pub(super) sender_cmd: String,
     pub(super) receiver_cmd: String,
     pub(super) stats: Option<(PathBuf, PathBuf)>,
+    /// With two receivers, the second one's counters.
+    pub(super) second_stats: Option<PathBuf>,
+}
+
+/// With two receivers, their common latency from capture, ms: as given, or six periods and
+/// 2 ms (the default's four and 2 ms, a period of capture, a period of margin).
+pub(super) fn sync_latency_ms(args: &RigArgs) -> f64 {
+    args.latency_ms
+        .unwrap_or(6.0 * args.period as f64 * 1000.0 / args.rate as f64 + 2.0)
 }
 
 /// Starts the pipeline's receiver side, then its sender side.
@@ -108,11 +117,16 @@ pub(super) fn start_pipeline(
             let _ = std::fs::remove_file(&recv_stats);
             let _ = std::fs::remove_file(&send_stats);
 
+            let two = args.receivers == 2;
             let mut recv = env.command(exe);
-            recv.args(["recv", "--device", "pout", "--listen"])
+            recv.args(["recv", "--device", if two { "pouta" } else { "pout" }])
+                .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .args(common);
-            if let Some(l) = args.latency_ms {
+            if two {
+                recv.arg("--sync-latency-ms")
+                    .arg(sync_latency_ms(args).to_string());
+            } else if let Some(l) = args.latency_ms {
                 recv.arg("--latency-ms").arg(l.to_string());
             }
             recv.args(["--drift-mode", args.drift_mode.name()]);
@@ -125,10 +139,38 @@ pub(super) fn start_pipeline(
                 true,
             )?);
             wait_bound(port, true, run)?;
+            let mut dest = format!("127.0.0.1:{port}");
+            let mut second_stats = None;
+            if two {
+                // The second receiver, on its own PCM of the same clock.
+                let port_b = free_port(true)?;
+                let stats_b = env.file("netaudio-recv-b.json");
+                let _ = std::fs::remove_file(&stats_b);
+                let mut b = env.command(exe);
+                b.args(["recv", "--device", "poutb", "--listen"])
+                    .arg(format!("127.0.0.1:{port_b}"))
+                    .args(common)
+                    .arg("--sync-latency-ms")
+                    .arg(sync_latency_ms(args).to_string())
+                    .args(["--drift-mode", args.drift_mode.name()])
+                    .arg("--stats-json")
+                    .arg(&stats_b)
+                    .args(["--status-socket"])
+                    .arg(env.file("netaudio-recv-b.sock"));
+                run.receiver.push(Proc::spawn(
+                    "netaudio recv (second)",
+                    b,
+                    env.file("netaudio-recv-b.log"),
+                    true,
+                )?);
+                wait_bound(port_b, true, run)?;
+                dest = format!("{dest},127.0.0.1:{port_b}");
+                second_stats = Some(stats_b);
+            }
 
             let mut send = env.command(exe);
             send.args(["send", "--device", "pin", "--dest"])
-                .arg(format!("127.0.0.1:{port}"))
+                .arg(&dest)
                 .args(common)
                 .arg("--stats-json")
                 .arg(&send_stats);
@@ -143,6 +185,7 @@ pub(super) fn start_pipeline(
                 sender_cmd: send_cmd,
                 receiver_cmd: recv_cmd,
                 stats: Some((send_stats, recv_stats)),
+                second_stats,
             })
         }
         Pipeline::Baseline => {
@@ -217,6 +260,7 @@ pub(super) fn start_pipeline(
                 sender_cmd: send_cmd,
                 receiver_cmd: recv_cmd,
                 stats: None,
+                second_stats: None,
             })
         }
     }
