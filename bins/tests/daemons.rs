@@ -183,6 +183,23 @@ fn send(port: u16, json: &PathBuf) -> Child {
 #[test]
 fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     let _serial = serial();
+    // A playback xrun is the machine stalling the receiver's thread (a process starting beside
+    // it on this 2-core machine, its memory being locked): that run says nothing of netaudio
+    // and is repeated, three times at most.
+    let mut voids = Vec::new();
+    for _ in 0..3 {
+        match restart_run() {
+            Ok(()) => return,
+            Err(why) => {
+                eprintln!("void run: {why}");
+                voids.push(why);
+            }
+        }
+    }
+    panic!("every run was void: {voids:?}");
+}
+
+fn restart_run() -> Result<(), String> {
     let port = free_port();
     let (rj, sj, sj2) = (tmp("recv.json"), tmp("send.json"), tmp("send2.json"));
     let mut r = recv(port, &rj);
@@ -203,6 +220,9 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     terminate(&mut s2);
     let rj = read_json(&rj);
     let sj2 = read_json(&sj2);
+    if rj["xruns"] != 0 {
+        return Err(format!("the receiver's card had {} xruns", rj["xruns"]));
+    }
     assert_eq!(rj["resyncs"], 1, "{rj}");
     assert_eq!(rj["gaps"], 1, "one gap, at the restart: {rj}");
     assert_eq!(rj["heard_gaps"], 1, "the virtual card heard the same: {rj}");
@@ -219,6 +239,7 @@ fn sender_and_receiver_processes_stream_and_survive_a_sender_restart() {
     }
     assert!(rj["packets_received"].as_u64().unwrap() > 900, "{rj}");
     assert!(sj2["packets_sent"].as_u64().unwrap() > 400, "{sj2}");
+    Ok(())
 }
 
 /// A sender stopped cleanly (SIGTERM) sends END packets: the receiver plays out and fades,

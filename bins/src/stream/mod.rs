@@ -529,7 +529,7 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
     let mut report = LoopReport::default();
     let mut nack_buf = [0u8; MAX_NACK_LEN];
     let mut next_period_ns = 0u64;
-    prime_and_start(dev, &mut session);
+    prime_and_start(dev, &mut session, timed);
     while !stop.load(Ordering::Relaxed) {
         heartbeat.beat();
         if report.periods == 1 {
@@ -623,7 +623,7 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                 PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
                     session.on_xrun(monotonic_ns());
                     if dev.recover(e).is_ok() {
-                        prime_and_start(dev, &mut session);
+                        prime_and_start(dev, &mut session, timed);
                     } else {
                         idle_ms(RECOVER_RETRY_MS);
                     }
@@ -637,7 +637,7 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                         heartbeat.beat();
                         if dev.poll_reopen() {
                             session.on_device_back(monotonic_ns());
-                            prime_and_start(dev, &mut session);
+                            prime_and_start(dev, &mut session, timed);
                             break;
                         }
                         // Nothing to render meanwhile: the intake is bounded by its batch
@@ -711,11 +711,12 @@ fn nack_turn<S: StreamInput>(sock: &S, session: &mut RxSession<'_>, buf: &mut [u
 
 /// Fills the playback buffer (silence until a stream arrives) and starts the device.
 ///
-/// Each period is rendered at the time the device, started now, will have asked for it: the
-/// k-th plays k periods after the start, and a render's frames play a buffer less a period
-/// after it. (Rendered all at the time of priming, a buffer's worth of frames would look taken
-/// at one instant, a point the drift loop's playback line would be fitted through.)
-fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>) {
+/// With presentation time (`timed`) each period is rendered at the time the device, started
+/// now, will have asked for it: the k-th plays k periods after the start, and a render's frames
+/// play a buffer less a period after it. (Rendered all at the time of priming, a buffer's worth
+/// of frames would look taken at one instant, a point the drift loop's playback line would be
+/// fitted through, and the first presentation errors measured against.)
+fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>, timed: bool) {
     let period = dev.setup().period;
     let (buffer, rate) = (dev.setup().buffer, dev.setup().format.rate as u64);
     let now = monotonic_ns();
@@ -725,7 +726,11 @@ fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>) {
         if room < period || guard > 64 {
             break;
         }
-        let at = (now + guard * period as u64 * 1_000_000_000 / rate).saturating_sub(lead);
+        let at = if timed {
+            (now + guard * period as u64 * 1_000_000_000 / rate).saturating_sub(lead)
+        } else {
+            now
+        };
         if dev.write(period, |area| session.render(at, area)).is_err() {
             break;
         }
