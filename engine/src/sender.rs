@@ -68,7 +68,7 @@ pub struct Sender {
     /// Capture time (sender clock, ns) of frame `capture_frame`, when packets are timed.
     capture: Option<(u64, u64)>,
     /// Smooths the capture instants the driver reads.
-    capture_dll: crate::sync::CaptureDll,
+    capture_clock: crate::sync::DeviceClock,
 }
 
 /// The key and the wall-clock fields of an authenticated sender.
@@ -106,7 +106,7 @@ impl Sender {
             tag_len: 0,
             auth: None,
             capture: None,
-            capture_dll: crate::sync::CaptureDll::new(format.rate),
+            capture_clock: crate::sync::DeviceClock::new(format.rate),
         })
     }
 
@@ -129,11 +129,11 @@ impl Sender {
     /// first frame of the period about to be handed over; call it once per period. Each
     /// packet's capture time is this plus its frames' offset at the nominal rate. Does
     /// nothing unless packets are timed.
-    /// The instants given are smoothed by a delay-locked loop ([`crate::sync::capture`]):
-    /// the capture clock is steady, single readings of it are not.
+    /// The instants given are read late by varying amounts; the floor under them
+    /// ([`crate::sync::device`]) is when the device captured the frame.
     pub fn set_capture_time(&mut self, capture_ns: u64) {
         if self.capture.is_some() {
-            let t = self.capture_dll.smooth(self.next_frame, capture_ns);
+            let t = self.capture_clock.observe(capture_ns, self.next_frame);
             self.capture = Some((t, self.next_frame));
         }
     }

@@ -569,7 +569,6 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                 // waiting in the socket is played, not concealed), more only while the device
                 // can wait.
                 take_packets(sock, &mut session, deadline.intake_until());
-                let now = monotonic_ns();
                 let mut failed = None;
                 // Bounded: never more than a buffer's worth per wake-up, whatever the device says.
                 let mut budget = buffer / period + 1;
@@ -581,9 +580,10 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                     // what it still holds (`buffer - room`), which a late wake-up shortens.
                     let at = if timed {
                         let late = (room - period) as u64 * 1_000_000_000 / format.rate as u64;
-                        now.saturating_sub(late)
+                        // From the wake-up, when `room` was read (not after the intake).
+                        woke_ns.saturating_sub(late)
                     } else {
-                        now
+                        monotonic_ns()
                     };
                     let written = dev.write(period, |area| {
                         session.render(at, area);

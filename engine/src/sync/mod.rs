@@ -15,8 +15,8 @@
 //! * [`client`]: [`SyncClient`], the receiver's sans-IO state machine (`poll_transmit`,
 //!   `poll_timeout`, `handle_response`, `sender_to_local`).
 //! * [`responder`]: [`SyncResponder`], the sender's answers and its table of receivers.
-//! * [`capture`]: [`CaptureDll`], the sender's capture instants with the readings' jitter
-//!   taken out.
+//! * [`device`]: [`DeviceClock`], when a device reached a position (the sender's capture
+//!   instants, a receiver's playback), under the drivers' late wake-ups.
 //!
 //! What no exchange can see is the asymmetry of the paths: the model is off by half the
 //! difference between the two one-way delays. On one LAN segment that is a few µs; where it is
@@ -28,15 +28,15 @@
 //! formats or makes a syscall (`engine/tests/sync_alloc.rs` counts). Time comes in as
 //! arguments, bytes go out through the caller's buffers.
 
-pub mod capture;
 pub mod client;
+pub mod device;
 mod envelope;
 pub mod model;
 pub mod packet;
 pub mod responder;
 
-pub use capture::CaptureDll;
 pub use client::{ResponseOutcome, SyncClient, SyncParams};
+pub use device::DeviceClock;
 pub use model::{ClockModel, ClockParams};
 pub use packet::{Report, TimePacket, TimeRequest, TimeResponse, TsError};
 pub use responder::{PendingAnswer, ReceiverEntry, RefusedRequest, SyncResponder};

@@ -99,7 +99,9 @@ fn skew_json(args: &RigArgs, s: &super::skew::SkewReport) -> Value {
         "max_frames": s.max_frames,
         "mean_us": finite(s.mean_frames * us),
         "same_frame_share": finite(s.same_share),
+        "within_one_frame_share": finite(s.within_one_share),
         "beyond_16_frames": s.beyond,
+        "per_second_mean_frames": s.seconds.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
         "resolution_frames": 1,
     })
 }
@@ -372,12 +374,13 @@ pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> St
                 e(&b.engine, "xruns"),
             );
             out += &format!(
-                "skew (second − first, whole frames at the monitor's 16 bits, {} frames compared): mean {:+.3}, min {}, max {}, same frame {:.1} %\n",
+                "skew (second − first, whole frames at the monitor's 16 bits, {} frames compared): mean {:+.3}, min {}, max {}, same frame {:.1} %, within ±1 frame {:.3} %\n",
                 s.compared,
                 s.mean_frames,
                 s.min_frames.map_or("–".into(), |v| format!("{v:+}")),
                 s.max_frames.map_or("–".into(), |v| format!("{v:+}")),
                 s.same_share * 100.0,
+                s.within_one_share * 100.0,
             );
         }
     }

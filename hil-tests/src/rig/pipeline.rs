@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// SCHED_FIFO priority of netaudio's realtime threads on the rig: below jackd's (70) and its
+/// clients' (69), which stand for the sound card (see where it is passed).
+const RT_PRIORITY: &str = "60";
+
 /// Which pipeline a run measures.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Pipeline<'a> {
@@ -100,7 +104,14 @@ pub(super) fn start_pipeline(
             let port = free_port(true)?;
             let period = args.period.to_string();
             let periods = PERIODS.to_string();
+            // The rig's "sound card" is jackd (SCHED_FIFO 70) and the jack plugin's client
+            // threads (69), which move each PCM's pointer: like a card's interrupt, they run
+            // before the programs they serve. At a priority above them, the first receiver
+            // woken in a cycle would hold off the second one's client thread, and the second's
+            // pointer would move late by the first one's render.
             let common = [
+                "--priority",
+                RT_PRIORITY,
                 "--rate",
                 &rate,
                 "--channels",

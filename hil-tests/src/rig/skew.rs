@@ -38,6 +38,10 @@ pub struct RigSkew {
     beyond: u64,
     compared: u64,
     sum: i64,
+    rate: u64,
+    /// The current second's sum and count, and the means of the seconds before.
+    second: (i64, u64),
+    seconds: Vec<f64>,
 }
 
 /// What the comparison found.
@@ -56,6 +60,10 @@ pub struct SkewReport {
     pub same_share: f64,
     /// Frames further apart than ±16.
     pub beyond: u64,
+    /// Share of the compared frames no more than one frame apart.
+    pub within_one_share: f64,
+    /// The mean of each second compared, frames.
+    pub seconds: Vec<f64>,
 }
 
 impl RigSkew {
@@ -68,6 +76,9 @@ impl RigSkew {
             beyond: 0,
             compared: 0,
             sum: 0,
+            rate: rate.max(1) as u64,
+            second: (0, 0),
+            seconds: Vec::new(),
         }
     }
 
@@ -90,6 +101,12 @@ impl RigSkew {
             let d = b.wrapping_sub(a) as i16 as i32;
             self.compared += 1;
             self.sum += d as i64;
+            self.second.0 += d as i64;
+            self.second.1 += 1;
+            if self.second.1 == self.rate {
+                self.seconds.push(self.second.0 as f64 / self.rate as f64);
+                self.second = (0, 0);
+            }
             if d.abs() <= SPAN {
                 self.hist[(d + SPAN) as usize] += 1;
             } else {
@@ -117,6 +134,15 @@ impl RigSkew {
                 f64::NAN
             },
             beyond: self.beyond,
+            within_one_share: if self.compared > 0 {
+                (SPAN as usize - 1..=SPAN as usize + 1)
+                    .map(|i| self.hist[i])
+                    .sum::<u64>() as f64
+                    / self.compared as f64
+            } else {
+                f64::NAN
+            },
+            seconds: self.seconds.clone(),
         }
     }
 }
