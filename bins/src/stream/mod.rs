@@ -86,6 +86,7 @@ use engine::recovery::RetransmitHistory;
 use engine::rtlog::EventProducer;
 use engine::session::{ReceiverSession, SenderSession};
 use engine::stats::Stats;
+use engine::sync::DeviceClock;
 use engine::sync::packet::is_time_packet;
 use engine::sync::{SyncClient, SyncResponder};
 use std::sync::Arc;
@@ -529,7 +530,10 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
     let mut report = LoopReport::default();
     let mut nack_buf = [0u8; MAX_NACK_LEN];
     let mut next_period_ns = 0u64;
-    prime_and_start(dev, &mut session, timed);
+    // With presentation time, when the device took what it played: the floor under the
+    // wake-ups (frames written since the device's start less what it holds).
+    let mut playout = Playout::new(format.rate);
+    prime_and_start(dev, &mut session, timed, &mut playout);
     while !stop.load(Ordering::Relaxed) {
         heartbeat.beat();
         if report.periods == 1 {
@@ -565,10 +569,18 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
             Ok(mut room) => {
                 let buffer = dev.setup().buffer;
                 let deadline = RenderDeadline::new(woke_ns, room, buffer, period, format.rate);
+                // How late the wake-ups come after the device reached what they read, on
+                // average (on a JACK graph, the clients woken before this one in the cycle add
+                // to it): the receiver holds its level that much higher.
+                if timed {
+                    let late = playout.lateness_ns(woke_ns, room, buffer);
+                    session.receiver_mut().set_render_lateness_ns(late);
+                }
                 // Packets first, to render the freshest: one batch whatever the time (a packet
                 // waiting in the socket is played, not concealed), more only while the device
                 // can wait.
                 take_packets(sock, &mut session, deadline.intake_until());
+                let now = monotonic_ns();
                 let mut failed = None;
                 // Bounded: never more than a buffer's worth per wake-up, whatever the device says.
                 let mut budget = buffer / period + 1;
@@ -580,10 +592,9 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                     // what it still holds (`buffer - room`), which a late wake-up shortens.
                     let at = if timed {
                         let late = (room - period) as u64 * 1_000_000_000 / format.rate as u64;
-                        // From the wake-up, when `room` was read (not after the intake).
                         woke_ns.saturating_sub(late)
                     } else {
-                        monotonic_ns()
+                        now
                     };
                     let written = dev.write(period, |area| {
                         session.render(at, area);
@@ -592,6 +603,7 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                     match written {
                         Ok(0) => break,
                         Ok(n) => {
+                            playout.wrote(n);
                             if deadline.is_late(done, monotonic_ns()) {
                                 session.on_late_render();
                             }
@@ -623,7 +635,7 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                 PcmError::Xrun | PcmError::Suspended | PcmError::Other(_) => {
                     session.on_xrun(monotonic_ns());
                     if dev.recover(e).is_ok() {
-                        prime_and_start(dev, &mut session, timed);
+                        prime_and_start(dev, &mut session, timed, &mut playout);
                     } else {
                         idle_ms(RECOVER_RETRY_MS);
                     }
@@ -637,7 +649,7 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                         heartbeat.beat();
                         if dev.poll_reopen() {
                             session.on_device_back(monotonic_ns());
-                            prime_and_start(dev, &mut session, timed);
+                            prime_and_start(dev, &mut session, timed, &mut playout);
                             break;
                         }
                         // Nothing to render meanwhile: the intake is bounded by its batch
@@ -716,7 +728,13 @@ fn nack_turn<S: StreamInput>(sock: &S, session: &mut RxSession<'_>, buf: &mut [u
 /// play a buffer less a period after it. (Rendered all at the time of priming, a buffer's worth
 /// of frames would look taken at one instant, a point the drift loop's playback line would be
 /// fitted through, and the first presentation errors measured against.)
-fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>, timed: bool) {
+fn prime_and_start<P: Playback>(
+    dev: &mut P,
+    session: &mut RxSession<'_>,
+    timed: bool,
+    playout: &mut Playout,
+) {
+    playout.restart();
     let period = dev.setup().period;
     let (buffer, rate) = (dev.setup().buffer, dev.setup().format.rate as u64);
     let now = monotonic_ns();
@@ -731,10 +749,78 @@ fn prime_and_start<P: Playback>(dev: &mut P, session: &mut RxSession<'_>, timed:
         } else {
             now
         };
-        if dev.write(period, |area| session.render(at, area)).is_err() {
-            break;
+        match dev.write(period, |area| session.render(at, area)) {
+            Ok(n) => playout.wrote(n),
+            Err(_) => break,
         }
         guard += 1;
     }
     let _ = dev.start();
+}
+
+/// The playback device's timing for presentation time: frames written since it started, and
+/// the floor under its readings ([`DeviceClock`]).
+struct Playout {
+    clock: DeviceClock,
+    written: u64,
+    /// The wake-ups' mean lateness, ns, and the readings it was taken from.
+    late_ns: Option<f64>,
+    readings: u64,
+}
+
+/// Weight of each wake-up in the mean lateness (a time constant of 512 wake-ups, about 3 s
+/// at 256-frame periods).
+const LATE_SMOOTHING: f64 = 1.0 / 512.0;
+
+/// How much later than the mean lateness a wake-up counts, ns.
+const LATE_OUTLIER_NS: f64 = 200_000.0;
+
+impl Playout {
+    fn new(rate: u32) -> Playout {
+        Playout {
+            clock: DeviceClock::new(rate),
+            written: 0,
+            late_ns: None,
+            readings: 0,
+        }
+    }
+
+    /// The device starts afresh: nothing written, nothing played.
+    fn restart(&mut self) {
+        self.clock.reset();
+        self.written = 0;
+        self.late_ns = None;
+        self.readings = 0;
+    }
+
+    fn wrote(&mut self, frames: usize) {
+        self.written += frames as u64;
+    }
+
+    /// Read at `now_ns` with `room` of `buffer` free: the wake-ups' mean lateness after the
+    /// device reached the positions they read, ns.
+    ///
+    /// The mean, and as a lateness, not as moved render times: the engine fits the device's
+    /// rate to the render times through their own lower envelope, and times moved onto the
+    /// floor, whose line is refitted block by block, would show it kinks it takes for rate
+    /// (a receiver joining a playing stream was tens of ppm and µs off for seconds that way).
+    fn lateness_ns(&mut self, now_ns: u64, room: usize, buffer: usize) -> f64 {
+        let held = buffer.saturating_sub(room) as u64;
+        let floor = self
+            .clock
+            .observe(now_ns, self.written.saturating_sub(held));
+        let late = now_ns.saturating_sub(floor) as f64;
+        // A plain mean of the readings so far until there are enough for the running one, so
+        // a receiver that starts (or joins) has its lateness within a second.
+        self.readings = self.readings.saturating_add(1);
+        let weight = (1.0 / self.readings as f64).max(LATE_SMOOTHING);
+        // A wake-up delayed far beyond the usual (a page fault, a busy core) is an accident,
+        // not how late this receiver's readings come: it counts as the usual plus a bound.
+        let mean = match self.late_ns {
+            Some(m) => m + (late.min(m + LATE_OUTLIER_NS) - m) * weight,
+            None => late.min(LATE_OUTLIER_NS),
+        };
+        self.late_ns = Some(mean);
+        mean
+    }
 }

@@ -82,7 +82,10 @@ impl Receiver {
                 Some(rs) => rs.position_offset(),
                 None => self.frac as f64 / 4_294_967_296.0,
             };
-        let target = self.level_target_now(t.frames_per_packet as usize, dt);
+        let mut target = self.level_target_now(t.frames_per_packet as usize, dt);
+        if self.drift.has_reference() {
+            target += self.render_lateness;
+        }
         // Still in the silence before the stream's first frame: nothing of it has been heard,
         // so jump to the target instead of slipping there (a sender that starts with a burst of
         // buffered periods must not leave the stream above its target for seconds).

@@ -133,6 +133,9 @@ pub struct Receiver {
     capture_stamp: Option<(i64, u64)>,
     /// The stream's clock is followed by its capture instants, not by arrivals.
     capture_clock: bool,
+    /// Presentation time: how late the render times come after the device reached what they
+    /// read, frames (see [`set_render_lateness_ns`](Self::set_render_lateness_ns)).
+    render_lateness: f64,
     /// The stream's recent capture stamps (frame, sender ns), oldest first: when they can
     /// first be mapped to this clock, the capture line starts from all of them at once.
     stamps: heapless::Deque<(i64, u64), STAMPS>,
@@ -232,6 +235,7 @@ impl Receiver {
             moving: MovingTarget::new(cfg.level_target(resampler_delay)),
             capture_stamp: None,
             capture_clock: false,
+            render_lateness: 0.0,
             stamps: heapless::Deque::new(),
             cfg,
         })
@@ -330,6 +334,18 @@ impl Receiver {
             self.stamps.clear();
         }
         self.drift.on_arrival(local_ns, frame);
+    }
+
+    /// Presentation time: the render times given come `ns` after the device reached the
+    /// position they were read with, on average (a driver's wake-ups are late by the
+    /// scheduler's latency, and on a JACK graph by the clients woken before it). The level is
+    /// then held that much higher: measured that late, it counts frames captured in the
+    /// meantime. A target moved, not the times: their jitter is what the drift estimate's
+    /// lower envelope takes out, and a lateness that changes would be taken for rate.
+    pub fn set_render_lateness_ns(&mut self, ns: f64) {
+        if ns.is_finite() {
+            self.render_lateness = ns.clamp(0.0, 1e8) * 1e-9 * self.cfg.format.rate as f64;
+        }
     }
 
     /// Whether the stream's clock is followed by capture instants.

@@ -1,11 +1,12 @@
 //! When a device reached a position: the floor under the driver's readings.
 //!
-//! Presentation time needs to know when the sender's capture device took frame n: every
-//! receiver plays by it. A driver reads the device's position (frames captured so far) when
-//! it wakes, and the wake-up is late by a varying amount: the scheduler's latency, and on a
-//! graph like JACK's, the clients woken before it in the same cycle. The device's pointer
-//! moves in steps (a JACK cycle, a USB packet, a DMA burst), and a reading taken after a step
-//! was reached later than the step itself.
+//! Presentation time needs to know when the sender's capture device took frame n (every
+//! receiver plays by it), and when a receiver's playback device took what it holds. A driver
+//! reads the device's position (frames captured or played so far) when it wakes, and the
+//! wake-up is late by a varying amount: the scheduler's latency, and on a graph like JACK's,
+//! the clients woken before it in the same cycle. The device's pointer moves in steps (a JACK
+//! cycle, a USB packet, a DMA burst), and a reading taken after a step was reached later than
+//! the step itself.
 //!
 //! Every reading lies on or above the line "the instant the device reached this position":
 //! `t − pos · (1 s / rate)` is never below the device's own offset. So this keeps, per block
@@ -24,10 +25,11 @@
 //! µs of common error at start-up on the JACK rig, the drift estimates 100 ppm off on one
 //! clock). The floor is at its place after two blocks.
 //!
-//! The same floor under a receiver's playback readings would take the receivers' own wake-up
-//! latencies out of their timing; it is not used there yet: in its first second a floor's
-//! slope is fitted through a few lows and is hundreds of ppm off, which a receiver joining a
-//! playing stream turns into tens of µs of presentation error (measured on virtual cards).
+//! A receiver reads its playback device the same way, and the floor under those readings
+//! says how late its wake-ups come on average: the receiver holds its level that much
+//! higher ([`Receiver::set_render_lateness_ns`](crate::receiver::Receiver::set_render_lateness_ns)).
+//! Receivers woken in a fixed order in one JACK cycle differ by that order otherwise (about
+//! one frame on the rig).
 //!
 //! Realtime contract: fixed arrays, plain arithmetic; no allocation, lock or syscall.
 
@@ -40,6 +42,12 @@ pub const BLOCKS: usize = 32;
 /// A reading this far (ns) from the floor, either way, starts the floor afresh: the device
 /// was restarted or stalled, or the clock stepped.
 pub const RESTART_NS: f64 = 50_000_000.0;
+/// Span of lows (ns) a line is fitted through: through lows a few blocks apart, each off by
+/// µs, its slope would be hundreds of ppm off, and the floor carried forward by it tens of µs.
+pub const FIT_SPAN_NS: f64 = 1_000_000_000.0;
+/// Blocks whose lows place the floor until the line is fitted.
+pub const EARLY_BLOCKS: usize = 1;
+
 /// A block whose best reading lies this far (ns) above the floor starts it afresh: the
 /// position no longer counts the device's frames one for one (a capture overrun skipped some).
 /// A block's best wake-up is late by far less; a pointer's coarsest steps (a JACK period, a
@@ -118,13 +126,15 @@ impl DeviceClock {
         now_ns.saturating_sub(back.round() as u64)
     }
 
-    /// The floor's offset at `t`; before a line is fitted, the lowest reading yet (or `y`).
+    /// The floor's offset at `t`; before a line is fitted, the lowest reading of the last
+    /// [`EARLY_BLOCKS`] blocks (or `y`): without a slope, older lows would put a device off its
+    /// nominal rate off by that rate times their age.
     fn floor_at(&self, t: f64, y: f64) -> f64 {
         if let Some((a, b, tm)) = self.fit {
             return (a + b * (t - tm)).min(y);
         }
         let mut low = y;
-        for l in self.lows.iter() {
+        for l in self.lows.iter().rev().take(EARLY_BLOCKS) {
             low = low.min(l.y);
         }
         if let Some((_, l)) = self.block {
@@ -165,7 +175,11 @@ impl DeviceClock {
     /// below it.
     fn refit(&mut self) {
         let n = self.lows.len();
-        if n < 2 {
+        let span = match (self.lows.front(), self.lows.back()) {
+            (Some(first), Some(last)) => last.t - first.t,
+            _ => 0.0,
+        };
+        if n < 2 || span < FIT_SPAN_NS {
             return;
         }
         let tm = self.lows.iter().map(|l| l.t).sum::<f64>() / n as f64;
@@ -263,5 +277,38 @@ mod tests {
         now += 200_000_000;
         assert_eq!(clock.observe(now, 512), now);
         assert_eq!(clock.restarts(), 1);
+    }
+
+    #[test]
+    fn follows_a_device_read_as_a_virtual_card_is_at_minus_60_ppm() {
+        // played(t) = floor((t - t0) * rate * (1 - 60e-6)); woken at the time 'played' reaches
+        // written + period - buffer, plus 20..80 µs.
+        let rate = 48_000.0 * (1.0 - 60e-6);
+        let t0 = 5_000_000_000u64;
+        let mut c = DeviceClock::new(48_000);
+        let (buffer, period) = (768u64, 256u64);
+        let mut written = buffer; // primed
+        let mut worst: i64 = 0;
+        let mut seed = 1u64;
+        for k in 0..3000u64 {
+            let need = written + period - buffer; // played count at which room >= period
+            let ready = t0 + ((need as f64) / rate * 1e9).ceil() as u64;
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let now = ready + 20_000 + (seed >> 33) % 60_000;
+            let played = (((now - t0) as f64) * 1e-9 * rate).floor() as u64;
+            let room = buffer - (written - played);
+            let held = buffer - room;
+            let pos = written - held;
+            let got = c.observe(now, pos);
+            let truth = t0 + ((pos as f64) / rate * 1e9) as u64;
+            let err = got as i64 - truth as i64;
+            if k > 300 && err.abs() > worst.abs() {
+                worst = err;
+            }
+            written += room / period * period;
+        }
+        assert!(worst.abs() < 30_000, "worst {worst} ns");
     }
 }
