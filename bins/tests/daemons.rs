@@ -769,29 +769,33 @@ fn an_automatic_latency_comes_down_on_a_quiet_link() {
 fn auto_latency_run() -> Result<(), String> {
     let port = free_port();
     let (rj, sj) = (tmp("auto-recv.json"), tmp("auto-send.json"));
-    let mut r = bin()
-        .args(["recv", "--device", "virtual", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "--latency-ms",
-            "60",
-            "--latency",
-            "auto",
-            "--latency-min-ms",
-            "5",
-        ])
-        .args(["--stats-interval", "0"])
-        .args(FMT)
-        .arg("--stats-json")
-        .arg(&rj)
-        .arg("--status-socket")
-        .arg(status_socket(&rj))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Reaped on every way out: a failed wait must not leave realtime daemons running into
+    // the next tests.
+    let mut r = Reaper(
+        bin()
+            .args(["recv", "--device", "virtual", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "--latency-ms",
+                "60",
+                "--latency",
+                "auto",
+                "--latency-min-ms",
+                "5",
+            ])
+            .args(["--stats-interval", "0"])
+            .args(FMT)
+            .arg("--stats-json")
+            .arg(&rj)
+            .arg("--status-socket")
+            .arg(status_socket(&rj))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let sock = status_socket(&rj);
     wait_status(&mut r, &sock, "the receiver to be ready", |_| true);
-    let mut s = send(port, &sj);
+    let mut s = Reaper(send(port, &sj));
     // The target on its way down, after at least 8 s of stream (187.5 packets a second); or
     // an xrun, which voids the run.
     let xruns = |v: &Value| v["xruns"].as_u64().unwrap_or(0);
