@@ -67,7 +67,7 @@ pub struct Sender {
     auth: Option<SenderAuth>,
     /// Capture time (sender clock, ns) of frame `capture_frame`, when packets are timed.
     capture: Option<(u64, u64)>,
-    /// Smooths the capture instants the driver reads.
+    /// The floor under the capture instants the driver reads (when the device took them).
     capture_clock: crate::sync::DeviceClock,
 }
 

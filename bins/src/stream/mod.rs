@@ -573,8 +573,8 @@ pub fn run_receiver_timed<P: Playback, S: StreamInput>(
                 // average (on a JACK graph, the clients woken before this one in the cycle add
                 // to it): the receiver holds its level that much higher.
                 if timed {
-                    let late = playout.lateness_ns(woke_ns, room, buffer);
-                    session.receiver_mut().set_render_lateness_ns(late);
+                    let (mean, late) = playout.lateness_ns(woke_ns, room, buffer);
+                    session.receiver_mut().set_render_lateness_ns(mean, late);
                 }
                 // Packets first, to render the freshest: one batch whatever the time (a packet
                 // waiting in the socket is played, not concealed), more only while the device
@@ -798,13 +798,13 @@ impl Playout {
     }
 
     /// Read at `now_ns` with `room` of `buffer` free: the wake-ups' mean lateness after the
-    /// device reached the positions they read, ns.
+    /// device reached the positions they read, and this one's, ns.
     ///
     /// The mean, and as a lateness, not as moved render times: the engine fits the device's
     /// rate to the render times through their own lower envelope, and times moved onto the
     /// floor, whose line is refitted block by block, would show it kinks it takes for rate
     /// (a receiver joining a playing stream was tens of ppm and µs off for seconds that way).
-    fn lateness_ns(&mut self, now_ns: u64, room: usize, buffer: usize) -> f64 {
+    fn lateness_ns(&mut self, now_ns: u64, room: usize, buffer: usize) -> (f64, f64) {
         let held = buffer.saturating_sub(room) as u64;
         let floor = self
             .clock
@@ -821,6 +821,6 @@ impl Playout {
             None => late.min(LATE_OUTLIER_NS),
         };
         self.late_ns = Some(mean);
-        mean
+        (mean, late)
     }
 }

@@ -85,6 +85,9 @@ impl Receiver {
         let mut target = self.level_target_now(t.frames_per_packet as usize, dt);
         if self.drift.has_reference() {
             target += self.render_lateness;
+            // This render's own lateness beyond the mean: the level it reads counts frames
+            // captured since the device reached its position (see `set_render_lateness_ns`).
+            position += self.wake_excess;
         }
         // Still in the silence before the stream's first frame: nothing of it has been heard,
         // so jump to the target instead of slipping there (a sender that starts with a burst of

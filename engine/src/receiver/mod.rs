@@ -80,6 +80,10 @@ pub const WARMUP_MAX_NS: u64 = 3_000_000_000;
 /// Margin over the target while the receiver warms up, ms.
 pub const WARMUP_MARGIN_MS: f64 = 5.0;
 
+/// The most a render's lateness beyond the mean moves its level, ns (a stall longer than this
+/// is the stall detection's).
+pub const MAX_WAKE_EXCESS_NS: f64 = 5_000_000.0;
+
 /// With presentation time, the span of points after which the clocks' lines are taken, s.
 pub const PRESENTATION_SPAN_S: f64 = 0.5;
 
@@ -136,6 +140,9 @@ pub struct Receiver {
     /// Presentation time: how late the render times come after the device reached what they
     /// read, frames (see [`set_render_lateness_ns`](Self::set_render_lateness_ns)).
     render_lateness: f64,
+    /// How much later than the mean this render came, frames (see
+    /// [`set_render_lateness_ns`](Self::set_render_lateness_ns)).
+    wake_excess: f64,
     /// The stream's recent capture stamps (frame, sender ns), oldest first: when they can
     /// first be mapped to this clock, the capture line starts from all of them at once.
     stamps: heapless::Deque<(i64, u64), STAMPS>,
@@ -236,6 +243,7 @@ impl Receiver {
             capture_stamp: None,
             capture_clock: false,
             render_lateness: 0.0,
+            wake_excess: 0.0,
             stamps: heapless::Deque::new(),
             cfg,
         })
@@ -336,15 +344,23 @@ impl Receiver {
         self.drift.on_arrival(local_ns, frame);
     }
 
-    /// Presentation time: the render times given come `ns` after the device reached the
-    /// position they were read with, on average (a driver's wake-ups are late by the
-    /// scheduler's latency, and on a JACK graph by the clients woken before it). The level is
-    /// then held that much higher: measured that late, it counts frames captured in the
-    /// meantime. A target moved, not the times: their jitter is what the drift estimate's
-    /// lower envelope takes out, and a lateness that changes would be taken for rate.
-    pub fn set_render_lateness_ns(&mut self, ns: f64) {
-        if ns.is_finite() {
-            self.render_lateness = ns.clamp(0.0, 1e8) * 1e-9 * self.cfg.format.rate as f64;
+    /// Presentation time: the render times given come `mean_ns` after the device reached the
+    /// position they were read with, on average, and this one `this_ns` after (a driver's
+    /// wake-ups are late by the scheduler's latency, and on a JACK graph by the clients woken
+    /// before it). The level is then held that much higher: measured that late, it counts
+    /// frames captured in the meantime. And this render's level is taken less what its own
+    /// lateness adds beyond the mean: the wake-ups' jitter (tens of µs) no longer moves the
+    /// level term, nor where a stream starts. A target and a level moved, not the times: their
+    /// jitter is what the drift estimate's lower envelope takes out, and a lateness that
+    /// changes would be taken for rate.
+    pub fn set_render_lateness_ns(&mut self, mean_ns: f64, this_ns: f64) {
+        if mean_ns.is_finite() && this_ns.is_finite() {
+            let per_ns = 1e-9 * self.cfg.format.rate as f64;
+            let mean = mean_ns.clamp(0.0, 1e8);
+            self.render_lateness = mean * per_ns;
+            self.wake_excess = (this_ns.clamp(0.0, 1e8) - mean)
+                .clamp(-MAX_WAKE_EXCESS_NS, MAX_WAKE_EXCESS_NS)
+                * per_ns;
         }
     }
 

@@ -6,11 +6,11 @@ use super::jack;
 use super::pipeline::{Pipeline, Started, start_pipeline};
 use super::proc::{self, Proc, RigEnv};
 use super::running::{Running, cpu_of, spawn_reader, spawn_source};
-use super::skew::{FRAME6, RigSkew, SkewReport, split};
+use super::skew::{FRAME6, RigSkew, SkewReport, ToneSkew, ToneSkewReport, split};
 use super::tone::{ToneAnalysis, ToneReport};
 use super::{CLIENTS, RigArgs, STALL_TIMEOUT, STARTUP_TIMEOUT, STOP_GRACE, tone_settle_s};
 use engine::receiver::DriftMode;
-use engine::sim::signal::StepTolerance;
+use engine::sim::signal::{SourceKind, StepTolerance};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
@@ -57,8 +57,12 @@ pub struct Second {
     pub mon: MonitorReport,
     /// Its counters (`--stats-json`).
     pub engine: Option<Value>,
-    /// The offset between the two outputs.
+    /// The offset between the two outputs, frame by frame (the ramp).
     pub skew: SkewReport,
+    /// With a sine: what it played, and the offset between the outputs below a frame.
+    pub tone: Option<ToneReport>,
+    /// With a sine: the offset below a frame.
+    pub tone_skew: Option<ToneSkewReport>,
 }
 
 impl Leg {
@@ -282,7 +286,13 @@ pub(super) fn run_leg(
     let target = (args.duration * rate as f64).round() as u64;
     let mut analysis = Analysis::new(args, resampled);
     // Two receivers: each one's output with the source, frame by frame, and the two compared.
-    let mut second = two.then(|| (Analysis::new(args, resampled), RigSkew::new(rate)));
+    let mut second = two.then(|| {
+        let tone = match args.source {
+            SourceKind::Sine { freq_hz } => Some(ToneSkew::new(rate, freq_hz)),
+            _ => None,
+        };
+        (Analysis::new(args, resampled), RigSkew::new(rate), tone)
+    });
     let (mut part, mut first_bytes, mut second_bytes) = (Vec::new(), Vec::new(), Vec::new());
     let done = Arc::new(AtomicU64::new(0));
     let mut bar = crate::progress::Progress::start(
@@ -303,12 +313,15 @@ pub(super) fn run_leg(
                 let was_playing = analysis.played_seen();
                 let reached = match second.as_mut() {
                     None => analysis.feed(&chunk, target),
-                    Some((b, skew)) => {
+                    Some((b, skew, tone)) => {
                         // Whole 6-channel frames; the rest waits for the next chunk.
                         part.extend_from_slice(&chunk);
                         let whole = part.len() / FRAME6 * FRAME6;
                         split(&part[..whole], &mut first_bytes, &mut second_bytes);
                         skew.feed(&part[..whole]);
+                        if let Some(t) = tone.as_mut() {
+                            t.feed(&part[..whole]);
+                        }
                         part.drain(..whole);
                         b.feed(&second_bytes, target);
                         analysis.feed(&first_bytes, target)
@@ -414,14 +427,19 @@ pub(super) fn run_leg(
         )
     });
     let (mon, tone) = analysis.report();
-    let second = second.map(|(mut b, skew)| Second {
-        mon: b.report().0,
-        engine: second_stats.and_then(|p| {
-            std::fs::read_to_string(&p)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-        }),
-        skew: skew.report(),
+    let second = second.map(|(mut b, skew, tone_skew)| {
+        let (mon, tone) = b.report();
+        Second {
+            mon,
+            engine: second_stats.and_then(|p| {
+                std::fs::read_to_string(&p)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+            }),
+            skew: skew.report(),
+            tone,
+            tone_skew: tone_skew.map(|t| t.report()),
+        }
     });
     Ok(Leg {
         name,

@@ -118,7 +118,8 @@ pub struct RigArgs {
     quiet: bool,
     /// Receivers of the one stream: 2 plays it on two playback PCMs of the rig's one clock,
     /// both by presentation time (--latency-ms then counts from capture), and measures the
-    /// offset between their outputs in one monitor capture (netaudio and the ramp only).
+    /// offset between their outputs in one monitor capture (netaudio only: in whole frames
+    /// with the ramp, below a frame with a sine).
     #[arg(long, default_value_t = 1)]
     receivers: usize,
 }
@@ -236,9 +237,12 @@ fn check_args(args: &RigArgs) -> Result<(), String> {
             args.receivers
         ));
     }
-    if args.receivers == 2 && (args.baseline.is_some() || !source_is_ramp(args.source)) {
+    if args.receivers == 2
+        && (args.baseline.is_some()
+            || !matches!(args.source, SourceKind::Ramp | SourceKind::Sine { .. }))
+    {
         return Err(
-            "--receivers 2 measures netaudio with the ramp: drop --baseline and --source".into(),
+            "--receivers 2 measures netaudio with the ramp or a sine: drop --baseline, use --source ramp or sine:HZ".into(),
         );
     }
     if let Some(l) = args.latency_ms.filter(|l| !(*l > 0.0 && *l <= 2_000.0)) {
@@ -251,9 +255,4 @@ fn check_args(args: &RigArgs) -> Result<(), String> {
 /// towards the start-up worst case (a quarter of the run, at most 10 s).
 pub fn tone_settle_s(duration_s: f64) -> f64 {
     (duration_s / 4.0).min(10.0)
-}
-
-/// Whether the source is the frame-counter ramp.
-fn source_is_ramp(s: SourceKind) -> bool {
-    matches!(s, SourceKind::Ramp)
 }

@@ -37,6 +37,13 @@ pub fn leg_json(args: &RigArgs, leg: &Leg) -> Value {
     if let Some(b) = &leg.second {
         v["receivers"] = receivers_json(args, leg, b);
         v["skew"] = skew_json(args, &b.skew);
+        if let Some(t) = &b.tone_skew {
+            v["skew_sub_frame"] = tone_skew_json(args, t);
+        }
+        if let Some(t) = &b.tone {
+            v["second_thdn_db"] = crate::report::thdn_json(&t.played);
+            v["second_wow_flutter_pct"] = crate::report::wow_flutter_json(&t.played);
+        }
         v["config"]["sync_latency_ms"] = finite(super::pipeline::sync_latency_ms(args));
     }
     let Some(t) = &leg.tone else {
@@ -86,7 +93,16 @@ fn receivers_json(args: &RigArgs, leg: &Leg, b: &super::leg::Second) -> Value {
         })
     };
     let first = leg.engine.as_ref().and_then(|e| e.receiver.as_ref());
-    json!([one(&leg.mon, first), one(&b.mon, b.engine.as_ref())])
+    let mut v = [one(&leg.mon, first), one(&b.mon, b.engine.as_ref())];
+    // What a tone cannot tell (as for the run as a whole); its outlier windows stand for gaps.
+    for (v, t) in v.iter_mut().zip([&leg.tone, &b.tone]) {
+        let Some(t) = t else { continue };
+        for key in ["gaps", "max_gap_ms", "in_sync_frames", "checked_frames"] {
+            v[key] = Value::Null;
+        }
+        v["thdn_outlier_windows"] = json!(t.played.thdn.outlier_windows);
+    }
+    json!(v)
 }
 
 /// `--receivers 2`: the offset between the two outputs, frame by frame.
@@ -103,6 +119,23 @@ fn skew_json(args: &RigArgs, s: &super::skew::SkewReport) -> Value {
         "beyond_16_frames": s.beyond,
         "per_second_mean_frames": s.seconds.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
         "resolution_frames": 1,
+    })
+}
+
+/// `--receivers 2 --source sine:HZ`: the offset between the two outputs below a frame.
+fn tone_skew_json(args: &RigArgs, s: &super::skew::ToneSkewReport) -> Value {
+    let us = 1e6 / args.rate as f64;
+    json!({
+        "blocks_compared": s.blocks,
+        "block_s": 0.1,
+        "mean_frames": finite(s.mean_frames),
+        "min_frames": finite(s.min_frames),
+        "max_frames": finite(s.max_frames),
+        "p50_abs_us": finite(s.p50_abs_frames * us),
+        "p99_abs_us": finite(s.p99_abs_frames * us),
+        "max_abs_us": finite(s.min_frames.abs().max(s.max_frames.abs()) * us),
+        "within_one_frame_share": finite(s.within_one_share),
+        "per_second_mean_frames": s.seconds.iter().map(|&v| finite(v)).collect::<Vec<_>>(),
     })
 }
 
@@ -373,15 +406,34 @@ pub fn summary(args: &RigArgs, main: Option<&Leg>, baseline: Option<&Leg>) -> St
                 b.mon.latency_p50_ms,
                 e(&b.engine, "xruns"),
             );
-            out += &format!(
-                "skew (second − first, whole frames at the monitor's 16 bits, {} frames compared): mean {:+.3}, min {}, max {}, same frame {:.1} %, within ±1 frame {:.3} %\n",
-                s.compared,
-                s.mean_frames,
-                s.min_frames.map_or("–".into(), |v| format!("{v:+}")),
-                s.max_frames.map_or("–".into(), |v| format!("{v:+}")),
-                s.same_share * 100.0,
-                s.within_one_share * 100.0,
-            );
+            if s.compared > 0 {
+                out += &format!(
+                    "skew (second − first, whole frames at the monitor's 16 bits, {} frames compared): mean {:+.3}, min {}, max {}, same frame {:.1} %, within ±1 frame {:.3} %\n",
+                    s.compared,
+                    s.mean_frames,
+                    s.min_frames.map_or("–".into(), |v| format!("{v:+}")),
+                    s.max_frames.map_or("–".into(), |v| format!("{v:+}")),
+                    s.same_share * 100.0,
+                    s.within_one_share * 100.0,
+                );
+            }
+            if let Some(t) = &b.tone {
+                out += "second receiver: ";
+                out += &crate::report::fidelity_line(&t.played);
+            }
+            if let Some(t) = &b.tone_skew {
+                let us = 1e6 / args.rate as f64;
+                out += &format!(
+                    "skew (second − first, below a frame by the tone's phase, {} blocks of 0.1 s): mean {:+.3} frames, min {:+.3}, max {:+.3}, |skew| p50 {:.1} µs, p99 {:.1} µs, within ±1 frame {:.2} %\n",
+                    t.blocks,
+                    t.mean_frames,
+                    t.min_frames,
+                    t.max_frames,
+                    t.p50_abs_frames * us,
+                    t.p99_abs_frames * us,
+                    t.within_one_share * 100.0,
+                );
+            }
         }
     }
     if first.tone.is_some() {

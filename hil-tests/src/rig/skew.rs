@@ -9,12 +9,24 @@
 //! position, so one frame is the resolution: on one clock (the rig's) the receivers' fractional
 //! phases hardly move, and averaging cannot recover a fraction.
 //!
-//! Frames are compared from [`SETTLE_S`] after both outputs first named a frame.
+//! With a sine for a source ([`ToneSkew`]) the offset is measured below a frame: for each
+//! tenth of a second, the phase of the tone in each output (a Hann-windowed correlation with
+//! the tone, which is the peak of their cross-correlation for a pure tone), and their
+//! difference over the tone's angular frequency. The 16-bit monitor costs a few thousandths
+//! of a frame there.
+//!
+//! Frames are compared from [`SETTLE_S`] after both outputs first named a frame, and not
+//! within [`WRAP_GUARD`] frames of a ramp channel's wrap: the wrap is a step of 65 535, and a
+//! resampler's band-limited interpolation rings around it for half its kernel, so a frame
+//! named there can be off by a few even when the outputs are in step.
 
 /// Seconds after both outputs play before their frames are compared.
 pub const SETTLE_S: f64 = 5.0;
 /// Bytes of a 6-channel S16 monitor frame.
 pub const FRAME6: usize = 12;
+/// Frames on each side of a ramp channel's wrap that are not compared (half the resampler's
+/// 64-tap kernel, and some).
+pub const WRAP_GUARD: u16 = 40;
 /// Differences counted one by one, ±this many frames (beyond: counted as beyond).
 const SPAN: i32 = 16;
 
@@ -26,6 +38,13 @@ fn named(a: [u8; 2], b: [u8; 2]) -> Option<u16> {
     // Silence (both 0) is −32 768 apart: no frame.
     let off = b.wrapping_sub(a ^ 0x8000) as i16 as i32;
     (off.abs() <= 1).then_some(a)
+}
+
+/// Whether a named frame lies within [`WRAP_GUARD`] of a wrap of either ramp channel (channel 1
+/// wraps where its bits pass 0x8000, channel 2 where they pass 0x0000).
+fn near_wrap(a: u16) -> bool {
+    let d = |w: u16| a.wrapping_sub(w).min(w.wrapping_sub(a));
+    d(0x8000) < WRAP_GUARD || d(0x0000) < WRAP_GUARD
 }
 
 /// The comparison (see the module docs).
@@ -98,6 +117,9 @@ impl RigSkew {
             let (Some(a), Some(b)) = (a, b) else {
                 continue;
             };
+            if near_wrap(a) || near_wrap(b) {
+                continue;
+            }
             let d = b.wrapping_sub(a) as i16 as i32;
             self.compared += 1;
             self.sum += d as i64;
@@ -143,6 +165,158 @@ impl RigSkew {
                 f64::NAN
             },
             seconds: self.seconds.clone(),
+        }
+    }
+}
+
+/// Frames of a [`ToneSkew`] block (at 48 kHz; scaled with the rate): a tenth of a second.
+const TONE_BLOCK_S: f64 = 0.1;
+
+/// `rig --receivers 2 --source sine:HZ`: the offset between the two outputs below a frame (see
+/// the module docs).
+#[derive(Clone, Debug)]
+pub struct ToneSkew {
+    omega: f64,
+    block: usize,
+    window: Vec<f64>,
+    /// The block being summed: its position and both outputs' correlations (re, im).
+    at: usize,
+    sums: [(f64, f64); 2],
+    /// Blocks since both outputs first held the tone.
+    since_both: Option<usize>,
+    settle_blocks: usize,
+    /// Each compared block's offset, frames (second − first).
+    offsets: Vec<f64>,
+    blocks_per_second: usize,
+}
+
+/// What [`ToneSkew`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToneSkewReport {
+    /// Blocks compared.
+    pub blocks: usize,
+    /// Mean offset, frames (positive: the second is ahead).
+    pub mean_frames: f64,
+    /// Smallest and largest block offset, frames.
+    pub min_frames: f64,
+    /// Largest.
+    pub max_frames: f64,
+    /// Median and 99th percentile of the offset's size, frames.
+    pub p50_abs_frames: f64,
+    /// 99th percentile.
+    pub p99_abs_frames: f64,
+    /// Share of the blocks no more than one frame apart.
+    pub within_one_share: f64,
+    /// The mean of each second, frames.
+    pub seconds: Vec<f64>,
+}
+
+impl ToneSkew {
+    /// A comparison of a sine at `freq_hz`, monitored at `rate` Hz.
+    pub fn new(rate: u32, freq_hz: f64) -> ToneSkew {
+        let rate = rate.max(1) as f64;
+        let block = ((TONE_BLOCK_S * rate) as usize).max(16);
+        let window = (0..block)
+            .map(|n| {
+                let x = std::f64::consts::PI * (n as f64 + 0.5) / block as f64;
+                x.sin() * x.sin()
+            })
+            .collect();
+        ToneSkew {
+            omega: 2.0 * std::f64::consts::PI * freq_hz / rate,
+            block,
+            window,
+            at: 0,
+            sums: [(0.0, 0.0); 2],
+            since_both: None,
+            settle_blocks: (SETTLE_S / TONE_BLOCK_S) as usize,
+            offsets: Vec::new(),
+            blocks_per_second: (1.0 / TONE_BLOCK_S).round() as usize,
+        }
+    }
+
+    /// Monitor bytes (6-channel S16_LE, whole frames): channel 3 of the first output, 5 of the
+    /// second.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for f in bytes.chunks_exact(FRAME6) {
+            let w = self.window[self.at];
+            // The reference phase starts again with each block: both outputs are measured
+            // against the same one, and only their difference counts.
+            let ph = self.omega * self.at as f64;
+            let (c, s) = (ph.cos(), ph.sin());
+            for (i, at) in [4usize, 8].into_iter().enumerate() {
+                let x = i16::from_le_bytes([f[at], f[at + 1]]) as f64 * w;
+                self.sums[i].0 += x * c;
+                self.sums[i].1 -= x * s;
+            }
+            self.at += 1;
+            if self.at == self.block {
+                self.close_block();
+            }
+        }
+    }
+
+    fn close_block(&mut self) {
+        let [(ar, ai), (br, bi)] = self.sums;
+        self.sums = [(0.0, 0.0); 2];
+        self.at = 0;
+        // Both outputs hold the tone: at least −60 dBFS (a full-scale tone sums to a quarter
+        // of the block times 32 768).
+        let floor = 1e-3 * 32_768.0 * self.block as f64 / 4.0;
+        let present = ar.hypot(ai) > floor && br.hypot(bi) > floor;
+        if let Some(n) = self.since_both.as_mut() {
+            *n += 1;
+        } else if present {
+            self.since_both = Some(0);
+        }
+        if !present || self.since_both.is_none_or(|n| n < self.settle_blocks) {
+            return;
+        }
+        // arg(B · conj A): the second output's phase lead, the frames it is ahead times ω.
+        let (re, im) = (br * ar + bi * ai, bi * ar - br * ai);
+        self.offsets.push(im.atan2(re) / self.omega);
+    }
+
+    /// The figures so far.
+    pub fn report(&self) -> ToneSkewReport {
+        let n = self.offsets.len();
+        let mut abs: Vec<f64> = self.offsets.iter().map(|d| d.abs()).collect();
+        abs.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            if n == 0 {
+                f64::NAN
+            } else {
+                abs[((q * (n - 1) as f64).round() as usize).min(n - 1)]
+            }
+        };
+        let fold = |init: f64, f: fn(f64, f64) -> f64| {
+            if n == 0 {
+                f64::NAN
+            } else {
+                self.offsets.iter().copied().fold(init, f)
+            }
+        };
+        ToneSkewReport {
+            blocks: n,
+            mean_frames: if n == 0 {
+                f64::NAN
+            } else {
+                self.offsets.iter().sum::<f64>() / n as f64
+            },
+            min_frames: fold(f64::INFINITY, f64::min),
+            max_frames: fold(f64::NEG_INFINITY, f64::max),
+            p50_abs_frames: pct(0.5),
+            p99_abs_frames: pct(0.99),
+            within_one_share: if n == 0 {
+                f64::NAN
+            } else {
+                abs.iter().filter(|&&d| d <= 1.0).count() as f64 / n as f64
+            },
+            seconds: self
+                .offsets
+                .chunks_exact(self.blocks_per_second)
+                .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+                .collect(),
         }
     }
 }
@@ -193,6 +367,57 @@ mod tests {
             assert_eq!(r.mean_frames, offset as f64);
             assert_eq!((r.min_frames, r.max_frames), (Some(offset), Some(offset)));
             assert_eq!(r.same_share, if offset == 0 { 1.0 } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn frames_beside_a_ramp_wrap_are_not_compared() {
+        let mut s = RigSkew::new(1_000);
+        // 8 s from 60 000: the comparison starts at 65 000 and crosses channel 2's wrap.
+        let bytes: Vec<u8> = (0..8_000u32)
+            .flat_map(|m| {
+                let p = (m as u16).wrapping_add(60_000);
+                // Ringing beside the wrap: the second output names a frame 3 off there.
+                let ring = if near_wrap(p) { 3 } else { 0 };
+                frame(p, Some(p), Some(p.wrapping_add(ring)))
+            })
+            .collect();
+        s.feed(&bytes);
+        let r = s.report();
+        assert_eq!(r.compared, 3_000 - 2 * WRAP_GUARD as u64 + 1);
+        assert_eq!((r.min_frames, r.max_frames), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn a_tone_reads_its_offset_below_a_frame() {
+        let rate = 48_000;
+        for offset in [0.0f64, 0.37, -1.25] {
+            let mut t = ToneSkew::new(rate, 997.0);
+            let w = 2.0 * std::f64::consts::PI * 997.0 / rate as f64;
+            // 1 s of silence, then 8 s of tone; the second output is `offset` frames ahead.
+            let bytes: Vec<u8> = (0..9 * rate as usize)
+                .flat_map(|m| {
+                    let on = m >= rate as usize;
+                    let s = |d: f64| {
+                        if on {
+                            ((w * (m as f64 + d)).sin() * 16_384.0).round() as i16
+                        } else {
+                            0
+                        }
+                    };
+                    let (a, b) = (s(0.0), s(offset));
+                    let mut f = [0u8; FRAME6];
+                    f[4..6].copy_from_slice(&a.to_le_bytes());
+                    f[8..10].copy_from_slice(&b.to_le_bytes());
+                    f
+                })
+                .collect();
+            t.feed(&bytes);
+            let r = t.report();
+            assert_eq!(r.blocks, 30, "8 s of tone, 5 of them settling");
+            assert!((r.mean_frames - offset).abs() < 0.002, "{offset}: {r:?}");
+            assert!((r.max_frames - r.min_frames) < 0.004, "{r:?}");
+            assert_eq!(r.seconds.len(), 3);
         }
     }
 
