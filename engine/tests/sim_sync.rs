@@ -45,52 +45,63 @@ fn unseen_us(cfg: &SimConfig, i: usize) -> f64 {
     (cfg.receivers[0].asymmetry_ms - cfg.receivers[i].asymmetry_ms) / 2.0 * 1000.0
 }
 
+/// Seeds each skew bound is held for: one seed's network is one realisation of the jitter,
+/// and the extremes move by several µs from one to the next (a bound that holds for one seed
+/// only says little).
+const SEEDS: [u64; 4] = [1, 2, 3, 4];
+
 #[test]
 fn four_receivers_play_each_frame_where_their_paths_allow_within_microseconds() {
     // Clocks at -100..+100 ppm, one-way delays 0.3..5 ms, reverse paths up to 1 ms longer or
-    // shorter, 1 ms of jitter, 0.5 % loss: ten minutes.
-    let mut cfg = synced(600.0, SimReceiver::spread(4));
-    cfg.net.jitter_ms = 1.0;
-    cfg.net.loss = 0.001;
-    let r = sim(cfg.clone());
-    assert_clean(&r, "spread");
-    let s = skew(&r);
-    assert!(s.frames_compared as f64 > 0.9 * 540.0 * 48_000.0);
-    for i in 1..4 {
-        let x = &s.per_receiver[i];
-        let want = unseen_us(&cfg, i);
-        assert!(
-            (x.min_us - want).abs() <= 20.0 && (x.max_us - want).abs() <= 20.0,
-            "receiver {i}: skew {:.1}..{:.1} µs against receiver 0, the asymmetry alone \
-             makes {want:.1}",
-            x.min_us,
-            x.max_us
-        );
-    }
-    // Every receiver's end-to-end latency is the common one.
-    for (i, x) in r.receivers.iter().enumerate() {
-        assert!(
-            (x.latency_p50_ms - 40.0).abs() < 0.6,
-            "receiver {i}: latency {} ms",
-            x.latency_p50_ms
-        );
+    // shorter, 1 ms of jitter, 0.1 % loss: ten minutes, for each seed.
+    for seed in SEEDS {
+        let mut cfg = synced(600.0, SimReceiver::spread(4));
+        cfg.net.jitter_ms = 1.0;
+        cfg.net.loss = 0.001;
+        cfg.seed = seed;
+        let r = sim(cfg.clone());
+        assert_clean(&r, "spread");
+        let s = skew(&r);
+        assert!(s.frames_compared as f64 > 0.9 * 540.0 * 48_000.0);
+        for i in 1..4 {
+            let x = &s.per_receiver[i];
+            let want = unseen_us(&cfg, i);
+            assert!(
+                (x.min_us - want).abs() <= 30.0 && (x.max_us - want).abs() <= 30.0,
+                "seed {seed}: receiver {i}: skew {:.1}..{:.1} µs against receiver 0, the \
+                 asymmetry alone makes {want:.1}",
+                x.min_us,
+                x.max_us
+            );
+        }
+        // Every receiver's end-to-end latency is the common one.
+        for (i, x) in r.receivers.iter().enumerate() {
+            assert!(
+                (x.latency_p50_ms - 40.0).abs() < 0.6,
+                "seed {seed}: receiver {i}: latency {} ms",
+                x.latency_p50_ms
+            );
+        }
     }
 }
 
 #[test]
-fn on_symmetric_paths_every_receiver_plays_each_frame_within_twenty_microseconds() {
-    let mut cfg = synced(600.0, SimReceiver::spread_with(4, 0.0));
-    cfg.net.jitter_ms = 1.0;
-    cfg.net.loss = 0.001;
-    let r = sim(cfg);
-    assert_clean(&r, "symmetric");
-    let s = skew(&r);
-    assert!(
-        s.spread.percentile_us(0.99) <= 20.0 && s.spread.max_us() <= 30.0,
-        "spread p99 {} max {} µs",
-        s.spread.percentile_us(0.99),
-        s.spread.max_us()
-    );
+fn on_symmetric_paths_every_receiver_plays_each_frame_within_twenty_five_microseconds() {
+    for seed in SEEDS {
+        let mut cfg = synced(600.0, SimReceiver::spread_with(4, 0.0));
+        cfg.net.jitter_ms = 1.0;
+        cfg.net.loss = 0.001;
+        cfg.seed = seed;
+        let r = sim(cfg);
+        assert_clean(&r, "symmetric");
+        let s = skew(&r);
+        assert!(
+            s.spread.percentile_us(0.99) <= 25.0 && s.spread.max_us() <= 30.0,
+            "seed {seed}: spread p99 {} max {} µs",
+            s.spread.percentile_us(0.99),
+            s.spread.max_us()
+        );
+    }
 }
 
 #[test]
