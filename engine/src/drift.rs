@@ -498,6 +498,17 @@ impl DriftController {
         self.correction
     }
 
+    /// Sets the time over which a level error is paid back and the slew within the level
+    /// band (see [`DriftParams`]); non-finite or non-positive values are ignored.
+    pub fn set_pace(&mut self, level_time_s: f64, slew_ppm_per_s: f64) {
+        if level_time_s.is_finite() && level_time_s > 0.0 {
+            self.params.level_time_s = level_time_s;
+        }
+        if slew_ppm_per_s.is_finite() && slew_ppm_per_s > 0.0 {
+            self.params.slew_ppm_per_s = slew_ppm_per_s;
+        }
+    }
+
     /// The correction last returned.
     pub fn correction(&self) -> f64 {
         self.correction

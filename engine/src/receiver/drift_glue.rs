@@ -5,7 +5,7 @@
 //! Realtime contract: called from [`Receiver::render`]; never allocates, locks, blocks or makes
 //! a syscall.
 
-use super::{Receiver, WARMUP_MAX_NS};
+use super::{PRESENTATION_EARLY_LEVEL_TIME_S, PRESENTATION_EARLY_S, Receiver, WARMUP_MAX_NS};
 use crate::autolatency::AutoLatency;
 
 /// A render later than this many periods after the previous one is a stall.
@@ -41,6 +41,30 @@ impl Receiver {
                 self.moving.value + self.cfg.output_delay_frames as f64 + d as f64;
         }
         self.moving.value
+    }
+
+    /// With presentation time, the first seconds after the stream starts to play in step pay
+    /// the presentation error back over [`PRESENTATION_EARLY_LEVEL_TIME_S`] instead of the
+    /// configured level time, growing to it over [`PRESENTATION_EARLY_S`], and the slew
+    /// within the level band is as much faster. The drift estimate is then half a second's
+    /// points through a clock model as young: it can be tens of ppm off, and held to it at
+    /// 10 ppm/s with a 5 s level time, a receiver ran 100 µs and more from the others for
+    /// seconds. Tens of ppm moved within a second are far below what pitch can hear; later the
+    /// estimate is within a ppm and the slow pace keeps the pitch steady.
+    fn pace_presentation(&mut self, now_ns: u64) {
+        let playing = self.timeline.is_some_and(|t| t.warmup_from.is_none());
+        if !(self.cfg.presentation && playing && self.drift.has_reference()) {
+            return;
+        }
+        let since = *self.presenting_since.get_or_insert(now_ns);
+        let base = self.cfg.drift.level_time_s;
+        let early = PRESENTATION_EARLY_LEVEL_TIME_S.min(base);
+        let age = now_ns.saturating_sub(since) as f64 * 1e-9;
+        let level_time = early + (base - early) * (age / PRESENTATION_EARLY_S).min(1.0);
+        self.drift.set_pace(
+            level_time,
+            self.cfg.drift.slew_ppm_per_s * base / level_time,
+        );
     }
 
     pub(super) fn update_drift(&mut self, now_ns: u64, out_frames: usize) -> f64 {
@@ -125,6 +149,7 @@ impl Receiver {
             fallback -= excess.round();
             self.drift.restart_level();
         }
+        self.pace_presentation(now_ns);
         let c = self
             .drift
             .update(now_ns, position, fallback, target, self.moving.velocity, dt);

@@ -90,6 +90,14 @@ pub const PRESENTATION_SPAN_S: f64 = 0.5;
 /// With presentation time, the time over which a level (presentation) error is paid back, s.
 pub const PRESENTATION_LEVEL_TIME_S: f64 = 5.0;
 
+/// With presentation time, the level time just after the stream starts to play in step, s: it
+/// grows to [`PRESENTATION_LEVEL_TIME_S`] over [`PRESENTATION_EARLY_S`].
+pub const PRESENTATION_EARLY_LEVEL_TIME_S: f64 = 1.0;
+
+/// With presentation time, the seconds after the start over which the level is paid back
+/// faster (see [`PRESENTATION_EARLY_LEVEL_TIME_S`]).
+pub const PRESENTATION_EARLY_S: f64 = 10.0;
+
 /// Consecutive packets a new stream must deliver before it takes over.
 pub const SWITCH_PACKETS: u32 = 3;
 
@@ -143,6 +151,9 @@ pub struct Receiver {
     /// How much later than the mean this render came, frames (see
     /// [`set_render_lateness_ns`](Self::set_render_lateness_ns)).
     wake_excess: f64,
+    /// Presentation time: when the stream started to play in step (ns), for the quicker
+    /// payback of its first seconds.
+    presenting_since: Option<u64>,
     /// The stream's recent capture stamps (frame, sender ns), oldest first: when they can
     /// first be mapped to this clock, the capture line starts from all of them at once.
     stamps: heapless::Deque<(i64, u64), STAMPS>,
@@ -244,6 +255,7 @@ impl Receiver {
             capture_clock: false,
             render_lateness: 0.0,
             wake_excess: 0.0,
+            presenting_since: None,
             stamps: heapless::Deque::new(),
             cfg,
         })

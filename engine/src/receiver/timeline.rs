@@ -124,6 +124,7 @@ impl Receiver {
         self.capture_clock = false;
         self.stamps.clear();
         self.drift.set_reference(None);
+        self.presenting_since = None;
         self.last_lost_packet = i64::MIN;
         match old {
             Some(from) => {
