@@ -421,10 +421,11 @@ fn a_tone_through_netaudio_is_measured_for_thdn_and_wow_and_flutter() {
 
 /// Two receivers of one stream on two playback PCMs of the rig's one clock, by presentation
 /// time: a sine through both, its phase in each output compared every tenth of a second. No
-/// gap (the engines' counts, and no THD+N outlier window), the tone unchanged on both, and the
-/// two outputs within one frame of each other for most of the run (the median block). Issue
-/// 13's bound, within one frame all along, is not asserted here: it holds in about half of the
-/// runs so far (`hil-tests rig --receivers 2 --source sine:997` prints the worst block).
+/// gap (the engines' counts, and no THD+N outlier window), the tone unchanged on both, the
+/// two outputs within one frame of each other for most of the run (the median block) and never
+/// more than 100 µs apart (half of what Snapcast calls typical). Issue 13's bound, within one
+/// frame all along, is not asserted here: it holds in most runs but not all yet
+/// (`hil-tests rig --receivers 2 --source sine:997` prints the worst block).
 #[test]
 fn two_receivers_play_a_tone_without_gaps_mostly_within_a_frame_of_each_other() {
     if !rig_installed() {
@@ -472,8 +473,11 @@ fn two_receivers_play_a_tone_without_gaps_mostly_within_a_frame_of_each_other() 
             assert_eq!(f(side, &["thdn_outlier_windows"]), 0.0, "receiver {i}: {v}");
         }
         // One frame at 48 kHz: 20.8 µs.
+        eprintln!("attempt {attempt}:\n{summary}");
         let p50 = f(s, &["p50_abs_us"]);
         assert!(p50 <= 1e6 / 48_000.0, "median skew {p50} µs\n{summary}");
+        let max = f(s, &["max_abs_us"]);
+        assert!(max <= 100.0, "largest skew {max} µs\n{summary}");
         // Unchanged: the tone at the 16-bit monitor's floor plus 3 dB, as one receiver plays
         // it, and its pitch steady, on both.
         for (thdn, wf) in [
@@ -488,7 +492,6 @@ fn two_receivers_play_a_tone_without_gaps_mostly_within_a_frame_of_each_other() 
             let rms = f(v, &[wf, "rms"]);
             assert!((0.0..=0.001).contains(&rms), "{wf} {rms} %\n{summary}");
         }
-        eprintln!("{summary}");
         return;
     }
     eprintln!("every attempt was void (jackd xruns): the machine is too busy to judge");
