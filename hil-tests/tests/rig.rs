@@ -42,6 +42,17 @@ fn rig_installed() -> bool {
     missing.is_empty()
 }
 
+/// The rig to this test alone and the netaudio binary's path; `None` where either is missing
+/// (after saying so, or failing in CI, as [`rig_installed`] and [`netaudio`] do).
+fn rig_and_netaudio() -> Option<(std::sync::MutexGuard<'static, ()>, String)> {
+    if !rig_installed() {
+        return None;
+    }
+    let exe = netaudio()?;
+    let rig = RIG.lock().unwrap_or_else(|e| e.into_inner());
+    Some((rig, exe.to_string_lossy().into_owned()))
+}
+
 /// The netaudio binary next to hil-tests, if it has the send/recv interface the rig drives.
 fn netaudio() -> Option<PathBuf> {
     let exe = Path::new(env!("CARGO_BIN_EXE_hil-tests")).with_file_name("netaudio");
@@ -285,14 +296,9 @@ fn the_baseline_measures_plausibly() {
 /// netaudio against the old pipeline on the same rig: no gaps, and latency far below.
 #[test]
 fn netaudio_has_no_gaps_and_a_fraction_of_the_baselines_latency() {
-    if !rig_installed() {
-        return;
-    }
-    let Some(exe) = netaudio() else {
+    let Some((_rig, exe)) = rig_and_netaudio() else {
         return;
     };
-    let _rig = RIG.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = exe.to_string_lossy().into_owned();
     // The default configuration (period 256, 48 kHz, default latency), for a minute: the
     // realtime threads must also allocate nothing all along.
     let args = [
@@ -335,14 +341,9 @@ fn netaudio_has_no_gaps_and_a_fraction_of_the_baselines_latency() {
 /// report says so.
 #[test]
 fn a_tone_through_netaudio_is_measured_for_thdn_and_wow_and_flutter() {
-    if !rig_installed() {
-        return;
-    }
-    let Some(exe) = netaudio() else {
+    let Some((_rig, exe)) = rig_and_netaudio() else {
         return;
     };
-    let _rig = RIG.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = exe.to_string_lossy().into_owned();
     let dir = std::env::temp_dir().join(format!("rig-tone-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("rig.svg");
@@ -428,14 +429,9 @@ fn a_tone_through_netaudio_is_measured_for_thdn_and_wow_and_flutter() {
 /// (`hil-tests rig --receivers 2 --source sine:997` prints the worst block).
 #[test]
 fn two_receivers_play_a_tone_without_gaps_mostly_within_a_frame_of_each_other() {
-    if !rig_installed() {
-        return;
-    }
-    let Some(exe) = netaudio() else {
+    let Some((_rig, exe)) = rig_and_netaudio() else {
         return;
     };
-    let _rig = RIG.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = exe.to_string_lossy().into_owned();
     let args = [
         "--receivers",
         "2",
