@@ -778,7 +778,7 @@ const LATE_OUTLIER_NS: f64 = 200_000.0;
 impl Playout {
     fn new(rate: u32) -> Playout {
         Playout {
-            clock: DeviceClock::new(rate),
+            clock: DeviceClock::with_blocks(rate, engine::sync::device::PLAYBACK_BLOCKS),
             written: 0,
             late_ns: None,
             readings: 0,

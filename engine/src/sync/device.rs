@@ -37,11 +37,20 @@ use heapless::Deque;
 
 /// One block's length, ns: long enough to hold a few good wake-ups at any period.
 pub const BLOCK_NS: u64 = 100_000_000;
-/// Blocks the line is fitted through (12.8 s). Through 3.2 s of lows, each off by the best
-/// wake-up's few µs, the floor's slope was off by ppm and the floor wandered by µs as lows
-/// left the window: every receiver followed its own wander (wow & flutter 0.0008–0.002 % peak
-/// on the rig's tone, against 0.0003–0.0006 % through 12.8 s).
-pub const BLOCKS: usize = 128;
+/// Blocks the line is fitted through by default (3.2 s): a capture device's floor, which the
+/// stream's clock is followed by from its first second on (an early low off the later floor,
+/// a cold start's, is forgotten in seconds).
+pub const BLOCKS: usize = 32;
+
+/// Blocks a playback device's floor is fitted through with presentation time (12.8 s; see
+/// [`DeviceClock::with_blocks`]). Through 3.2 s of lows, each off by the best wake-up's few
+/// µs, the floor's slope was ppm off and the floor wandered by µs as lows left the window:
+/// every receiver followed its own wander (wow & flutter 0.0008–0.002 % peak on the rig's
+/// tone, against 0.0003–0.0008 % through 12.8 s).
+pub const PLAYBACK_BLOCKS: usize = 128;
+
+/// Most blocks a floor can be fitted through.
+pub const MAX_BLOCKS: usize = 128;
 /// A reading this far (ns) from the floor, either way, starts the floor afresh: the device
 /// was restarted or stalled, or the clock stepped.
 pub const RESTART_NS: f64 = 50_000_000.0;
@@ -71,7 +80,9 @@ pub struct DeviceClock {
     /// The first reading's time, ns: times and offsets are kept relative to it.
     origin: Option<u64>,
     last_pos: u64,
-    lows: Deque<Low, BLOCKS>,
+    lows: Deque<Low, MAX_BLOCKS>,
+    /// Blocks the line is fitted through (at most [`MAX_BLOCKS`]).
+    blocks: usize,
     /// The block being filled: its start and its low so far.
     block: Option<(f64, Low)>,
     /// The fitted floor `y = a + b·(t − tm)`.
@@ -80,13 +91,19 @@ pub struct DeviceClock {
 }
 
 impl DeviceClock {
-    /// A floor for a device nominally at `rate` frames per second.
+    /// A floor for a device nominally at `rate` frames per second, fitted through [`BLOCKS`].
     pub fn new(rate: u32) -> DeviceClock {
+        DeviceClock::with_blocks(rate, BLOCKS)
+    }
+
+    /// A floor fitted through `blocks` blocks (2 to [`MAX_BLOCKS`]).
+    pub fn with_blocks(rate: u32, blocks: usize) -> DeviceClock {
         DeviceClock {
             ns_per_frame: 1e9 / rate.max(1) as f64,
             origin: None,
             last_pos: 0,
             lows: Deque::new(),
+            blocks: blocks.clamp(2, MAX_BLOCKS),
             block: None,
             fit: None,
             restarts: 0,
@@ -165,7 +182,7 @@ impl DeviceClock {
                     self.fit = None;
                 }
             }
-            if self.lows.is_full() {
+            while self.lows.len() >= self.blocks {
                 self.lows.pop_front();
             }
             let _ = self.lows.push_back(low);
@@ -286,32 +303,34 @@ mod tests {
     fn follows_a_device_read_as_a_virtual_card_is_at_minus_60_ppm() {
         // played(t) = floor((t - t0) * rate * (1 - 60e-6)); woken at the time 'played' reaches
         // written + period - buffer, plus 20..80 µs.
-        let rate = 48_000.0 * (1.0 - 60e-6);
-        let t0 = 5_000_000_000u64;
-        let mut c = DeviceClock::new(48_000);
-        let (buffer, period) = (768u64, 256u64);
-        let mut written = buffer; // primed
-        let mut worst: i64 = 0;
-        let mut seed = 1u64;
-        for k in 0..3000u64 {
-            let need = written + period - buffer; // played count at which room >= period
-            let ready = t0 + ((need as f64) / rate * 1e9).ceil() as u64;
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let now = ready + 20_000 + (seed >> 33) % 60_000;
-            let played = (((now - t0) as f64) * 1e-9 * rate).floor() as u64;
-            let room = buffer - (written - played);
-            let held = buffer - room;
-            let pos = written - held;
-            let got = c.observe(now, pos);
-            let truth = t0 + ((pos as f64) / rate * 1e9) as u64;
-            let err = got as i64 - truth as i64;
-            if k > 300 && err.abs() > worst.abs() {
-                worst = err;
+        for blocks in [BLOCKS, PLAYBACK_BLOCKS] {
+            let rate = 48_000.0 * (1.0 - 60e-6);
+            let t0 = 5_000_000_000u64;
+            let mut c = DeviceClock::with_blocks(48_000, blocks);
+            let (buffer, period) = (768u64, 256u64);
+            let mut written = buffer; // primed
+            let mut worst: i64 = 0;
+            let mut seed = 1u64;
+            for k in 0..3000u64 {
+                let need = written + period - buffer; // played count at which room >= period
+                let ready = t0 + ((need as f64) / rate * 1e9).ceil() as u64;
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let now = ready + 20_000 + (seed >> 33) % 60_000;
+                let played = (((now - t0) as f64) * 1e-9 * rate).floor() as u64;
+                let room = buffer - (written - played);
+                let held = buffer - room;
+                let pos = written - held;
+                let got = c.observe(now, pos);
+                let truth = t0 + ((pos as f64) / rate * 1e9) as u64;
+                let err = got as i64 - truth as i64;
+                if k > 300 && err.abs() > worst.abs() {
+                    worst = err;
+                }
+                written += room / period * period;
             }
-            written += room / period * period;
+            assert!(worst.abs() < 30_000, "{blocks} blocks: worst {worst} ns");
         }
-        assert!(worst.abs() < 30_000, "worst {worst} ns");
     }
 }
